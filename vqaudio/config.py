@@ -1,0 +1,299 @@
+"""Configuration: frozen dataclasses are the single home of every default.
+
+A recipe (YAML) overrides some fields; loading rejects unknown keys and wrong types, so a typo in a
+recipe fails loudly instead of silently training the default. The resolved config is saved with
+every model (``config.json``) and read back from there on load and resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Audio -> latent frames. ``input`` picks the front-end."""
+
+    input: Literal["waveform", "mel"] = "waveform"
+    channels: int = 32  # width after the input conv; doubles at every downsampling (capped by max_channels)
+    max_channels: int = 512
+    strides: tuple[int, ...] = (2, 4, 5, 8)  # downsampling factors, applied in order
+    num_residual_layers: int = 1  # residual units before each downsampling
+    kernel_size: int = 7
+    residual_kernel_size: int = 3
+    dilation_base: int = 2  # residual unit j uses dilation dilation_base**j
+    # mel front-end only: log-mel frames at mel_hop_length, then the strided convs above
+    n_mels: int = 80
+    mel_n_fft: int = 640
+    mel_hop_length: int = 160
+
+
+@dataclass(frozen=True)
+class QuantizerConfig:
+    """The bottleneck: residual VQ (``residual``) or multi-codebook / product VQ (``group``)."""
+
+    kind: Literal["residual", "group"] = "residual"
+    num_codebooks: int = 8  # RVQ stages, or groups for GroupVQ
+    codebook_size: int = 1024
+    codebook_dim: int | None = None  # None: the stage/group dimension; smaller: factorised L2-normalised codes
+    commitment_weight: float = 0.25  # beta in ||z - sg(q)||^2
+    codebook_weight: float = 1.0  # weight of ||sg(z) - q||^2 (unused with EMA updates)
+    ema: bool = True  # EMA codebook updates instead of the codebook loss
+    ema_decay: float = 0.99
+    laplace_epsilon: float = 1e-5  # Laplace smoothing of EMA cluster sizes
+    kmeans_init: bool = True  # initialise codebooks with k-means on the first training batch
+    kmeans_iters: int = 10
+    dead_code_steps: int = 200  # a code unused for this many training steps is re-seeded (0: never)
+    quantizer_dropout: float = 0.5  # RVQ: probability that a training example uses a random n_q < num_codebooks
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Latent frames -> waveform. ``output`` picks the head."""
+
+    output: Literal["waveform", "istft"] = "waveform"
+    channels: int = 32  # width before the output conv (doubles towards the latent, mirroring the encoder)
+    max_channels: int = 512
+    strides: tuple[int, ...] = (8, 5, 4, 2)  # upsampling factors, applied in order
+    num_residual_layers: int = 1
+    kernel_size: int = 7
+    residual_kernel_size: int = 3
+    dilation_base: int = 2
+    # istft head only: the strides upsample the latent to istft_hop_length, then an iSTFT makes samples
+    istft_n_fft: int = 640
+    istft_hop_length: int = 160
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    sample_rate: int = 16000
+    latent_dim: int = 128
+    causal: bool = False  # causal padding everywhere: a frame never depends on later audio
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per token frame."""
+        base = self.encoder.mel_hop_length if self.encoder.input == "mel" else 1
+        return base * math.prod(self.encoder.strides)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def bits_per_frame(self) -> float:
+        return self.quantizer.num_codebooks * math.log2(self.quantizer.codebook_size)
+
+    @property
+    def bitrate(self) -> float:
+        """Bits per second at full ``num_codebooks``."""
+        return self.bits_per_frame * self.frame_rate
+
+    def validate(self) -> None:
+        """Raise ValueError when encoder, decoder and quantizer do not fit together."""
+        dec = self.decoder
+        dec_hop = (dec.istft_hop_length if dec.output == "istft" else 1) * math.prod(dec.strides)
+        if dec_hop != self.hop_length:
+            raise ValueError(
+                f"decoder upsamples by {dec_hop} samples per frame but the encoder hop is {self.hop_length}; "
+                "make prod(decoder.strides) (times istft_hop_length for the istft head) equal the encoder hop"
+            )
+        q = self.quantizer
+        if q.kind == "group" and self.latent_dim % q.num_codebooks:
+            raise ValueError(
+                f"group VQ splits latent_dim={self.latent_dim} into num_codebooks={q.num_codebooks} groups; "
+                "choose a latent_dim divisible by num_codebooks"
+            )
+        if q.codebook_size < 2:
+            raise ValueError(f"codebook_size must be at least 2, got {q.codebook_size}")
+        if q.num_codebooks < 1:
+            raise ValueError(f"num_codebooks must be at least 1, got {q.num_codebooks}")
+        if self.encoder.input == "mel" and self.encoder.mel_n_fft < self.encoder.mel_hop_length:
+            raise ValueError("encoder.mel_n_fft must be at least encoder.mel_hop_length")
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LossConfig:
+    waveform_l1_weight: float = 0.1
+    stft_weight: float = 1.0  # multi-resolution STFT loss (spectral convergence + log magnitude)
+    stft_fft_sizes: tuple[int, ...] = (512, 1024, 2048)
+    stft_hop_sizes: tuple[int, ...] = (128, 256, 512)
+    stft_win_sizes: tuple[int, ...] = (512, 1024, 2048)
+    mel_weight: float = 1.0  # L1 between log-mel spectrograms
+    mel_n_fft: int = 1024
+    mel_hop_length: int = 256
+    mel_n_mels: int = 80
+    quantizer_weight: float = 1.0  # multiplies the quantizer's own (codebook + commitment) loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    batch_size: int = 8  # per process
+    segment_seconds: float = 1.0  # random crop length
+    learning_rate: float = 1e-3
+    betas: tuple[float, float] = (0.8, 0.99)
+    weight_decay: float = 0.0
+    warmup_steps: int = 500
+    max_steps: int = 20000
+    lr_decay: Literal["cosine", "none"] = "cosine"
+    min_learning_rate_ratio: float = 0.05  # cosine floor, as a fraction of learning_rate
+    grad_clip: float = 1.0
+    log_every: int = 25
+    validate_every: int = 1000
+    checkpoint_every: int = 500  # steps; also written on exit and Ctrl-C
+    num_validation_files: int = 16
+    num_workers: int = 0
+    num_threads: int = 0  # torch intra-op threads per process; 0 keeps torch's default
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a tokenizer training run needs; saved with the model."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Strict (de)serialisation
+# --------------------------------------------------------------------------------------------------
+class ConfigError(ValueError):
+    """A recipe or saved config that does not match the dataclasses."""
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Dataclass -> plain JSON/YAML-ready dict (tuples become lists)."""
+
+    def convert(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (tuple, list)):
+            return [convert(v) for v in value]
+        return value
+
+    return convert(obj)
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "config") -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError.
+
+    Missing keys keep their defaults, so a recipe only states what it changes.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(names)}")
+    kwargs = {key: _coerce(hints[key], value, f"{where}.{key}") for key, value in data.items()}
+    obj = cls(**kwargs)
+    return obj
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin is typing.Union or origin is types.UnionType:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"{where}: unsupported config type {tp!r}")
+
+
+def load_yaml(path: str | Path, cls: type[T] = Config) -> T:  # type: ignore[assignment]
+    """Read a recipe file into ``cls`` (default: the tokenizer's ``Config``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe not found; pass a YAML file such as recipes/rvq_waveform.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    try:
+        return from_dict(cls, data, where=path.name)
+    except TypeError as exc:  # dataclass __post_init__ style failures
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def replace_path(obj: T, dotted: str, value: Any) -> T:
+    """Return a copy of a frozen config with ``dotted`` (e.g. ``train.max_steps``) set to ``value``."""
+    head, _, rest = dotted.partition(".")
+    if not dataclasses.is_dataclass(obj) or head not in {f.name for f in dataclasses.fields(obj)}:
+        raise ConfigError(f"no config field {dotted!r}")
+    if rest:
+        return dataclasses.replace(obj, **{head: replace_path(getattr(obj, head), rest, value)})  # type: ignore
+    hints = typing.get_type_hints(type(obj))
+    return dataclasses.replace(obj, **{head: _coerce(hints[head], value, dotted)})  # type: ignore
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``train.max_steps=100`` -> ("train.max_steps", 100); the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} must look like section.field=value, e.g. train.max_steps=200")
+    return key.strip(), yaml.safe_load(raw)
