@@ -11,12 +11,15 @@ from torch import Tensor, nn
 class QuantizerOutput(NamedTuple):
     """What ``Quantizer.forward`` returns.
 
-    quantized: [B, D, F] quantized latents; in training the straight-through estimator makes its
-        gradient flow to the input ``z`` unchanged.
-    codes: [B, K, F] int64 code indices, K = codebooks used by this call.
-    loss: scalar, the weighted codebook + commitment losses of every codebook, to add to the training loss.
-    commitment_loss: [K] unweighted ||z - sg(q)||^2 per codebook (for logging).
-    codebook_loss: [K] unweighted ||sg(z) - q||^2 per codebook (for logging; computed with EMA too).
+    quantized: [B, D, F] quantized latents. Its value is exactly the sum of the code vectors (so in eval
+        mode it equals ``decode(codes)``); the straight-through estimator gives it a gradient w.r.t. the
+        input ``z`` (the identity for unfactorised codes).
+    codes: [B, K, F] int64 code indices, K = codebooks used by this call (n_q).
+    loss: scalar, the weighted codebook + commitment losses summed over codebooks (add to the training loss).
+    commitment_loss: [K] unweighted ||z - sg(q)||^2 per codebook, in code space, averaged over the examples
+        that use the codebook. It keeps its graph (so each term can be differentiated); detach to log it.
+    codebook_loss: [K] unweighted ||sg(z) - q||^2 per codebook; computed with EMA too (then detached and
+        not part of ``loss``, since the EMA moves the codes).
     """
 
     quantized: Tensor

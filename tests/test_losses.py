@@ -1,0 +1,142 @@
+"""Reconstruction losses and the mel distance: zero at identity, monotonic in noise, finite gradients."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vqaudio.config import LossConfig
+from vqaudio.features import log_mel_spectrogram
+from vqaudio.losses import LossTerms, MultiResolutionSTFTLoss, ReconstructionLoss, mel_distance
+
+SAMPLE_RATE = 16000
+# Smaller resolutions than the defaults keep the tests fast; the arithmetic is the same.
+CONFIG = LossConfig(
+    stft_fft_sizes=(128, 256, 512),
+    stft_hop_sizes=(32, 64, 128),
+    stft_win_sizes=(128, 200, 512),
+    mel_n_fft=512,
+)
+
+
+def speech_like(num_samples: int, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    """[B, T] harmonics of a gliding pitch with a slow amplitude envelope."""
+    generator = torch.Generator().manual_seed(seed)
+    t = torch.arange(num_samples) / SAMPLE_RATE
+    signals = []
+    for _ in range(batch):
+        f0 = 110 + 60 * torch.rand((), generator=generator)
+        pitch = f0 * (1 + 0.2 * torch.sin(2 * math.pi * 3 * t))
+        phase = 2 * math.pi * torch.cumsum(pitch, 0) / SAMPLE_RATE
+        voiced = sum(torch.sin(k * phase) / k for k in range(1, 12))
+        envelope = 0.5 + 0.5 * torch.sin(2 * math.pi * 4 * t)
+        signals.append(0.1 * envelope * voiced + 0.01 * torch.randn(num_samples, generator=generator))
+    return torch.stack(signals)
+
+
+def test_identical_signals_cost_nothing() -> None:
+    loss = ReconstructionLoss(CONFIG, SAMPLE_RATE)
+    target = speech_like(4000)
+    terms = loss(target.clone(), target)
+    assert isinstance(terms, LossTerms)
+    for name, value in terms._asdict().items():
+        assert value.shape == ()
+        assert abs(float(value)) < 1e-6, name
+
+
+def test_every_term_grows_with_the_noise_level() -> None:
+    loss = ReconstructionLoss(CONFIG, SAMPLE_RATE)
+    target = speech_like(4000)
+    noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(1))
+    levels = [0.001, 0.01, 0.05, 0.2]
+    history = [loss(target + level * noise, target) for level in levels]
+    for name in LossTerms._fields:
+        values = [float(getattr(terms, name)) for terms in history]
+        assert all(a < b for a, b in zip(values, values[1:], strict=False)), (name, values)
+    distances = [float(mel_distance(target + level * noise, target, SAMPLE_RATE)) for level in levels]
+    assert all(a < b for a, b in zip(distances, distances[1:], strict=False)), distances
+
+
+def test_total_is_the_sum_of_weighted_terms() -> None:
+    target = speech_like(3000)
+    pred = target + 0.05 * torch.randn(target.shape, generator=torch.Generator().manual_seed(2))
+    unit = ReconstructionLoss(dataclasses.replace(CONFIG, waveform_l1_weight=1.0), SAMPLE_RATE)(pred, target)
+    doubled = ReconstructionLoss(
+        dataclasses.replace(CONFIG, waveform_l1_weight=2.0, stft_weight=2.0, mel_weight=2.0), SAMPLE_RATE
+    )(pred, target)
+    torch.testing.assert_close(doubled.total, doubled.waveform_l1 + doubled.stft + doubled.mel)
+    torch.testing.assert_close(doubled.waveform_l1, 2 * unit.waveform_l1)
+    torch.testing.assert_close(doubled.stft, 2 * unit.stft)
+    torch.testing.assert_close(doubled.mel, 2 * unit.mel)
+    torch.testing.assert_close(unit.waveform_l1, (pred - target).abs().mean())
+    only_mel = ReconstructionLoss(
+        dataclasses.replace(CONFIG, waveform_l1_weight=0.0, stft_weight=0.0), SAMPLE_RATE
+    )(pred, target)
+    assert float(only_mel.waveform_l1) == 0.0 and float(only_mel.stft) == 0.0
+    torch.testing.assert_close(only_mel.total, only_mel.mel)
+
+
+@pytest.mark.parametrize("case", ["speech", "silent target", "silent prediction", "one sample"])
+def test_gradients_are_finite(case: str) -> None:
+    loss = ReconstructionLoss(CONFIG, SAMPLE_RATE)
+    target = speech_like(1 if case == "one sample" else 3000)
+    pred = target + 0.1 * torch.randn(target.shape, generator=torch.Generator().manual_seed(3))
+    if case == "silent target":
+        target = torch.zeros_like(target)
+    if case == "silent prediction":
+        pred = torch.zeros_like(pred)
+    pred.requires_grad_(True)
+    terms = loss(pred, target)
+    terms.total.backward()
+    assert torch.isfinite(terms.total)
+    assert pred.grad is not None and torch.isfinite(pred.grad).all()
+    assert pred.grad.abs().sum() > 0
+
+
+def test_stft_loss_defaults_and_resolution_checks() -> None:
+    default = LossConfig()
+    stft = MultiResolutionSTFTLoss(default.stft_fft_sizes, default.stft_hop_sizes, default.stft_win_sizes)
+    target = speech_like(8000)
+    assert float(stft(target, target)) == 0.0
+    assert float(stft(0.5 * target, target)) > 0.1
+    assert stft.state_dict() == {}  # windows are derived, not saved
+    with pytest.raises(ValueError, match="one entry per resolution"):
+        MultiResolutionSTFTLoss((512, 1024), (128,), (512, 1024))
+    with pytest.raises(ValueError, match="win <= n_fft"):
+        MultiResolutionSTFTLoss((512,), (128,), (1024,))
+
+
+def test_mismatched_shapes_are_rejected() -> None:
+    loss = ReconstructionLoss(CONFIG, SAMPLE_RATE)
+    with pytest.raises(ValueError, match="same shape"):
+        loss(torch.zeros(2, 1000), torch.zeros(2, 999))
+    with pytest.raises(ValueError, match="same shape"):
+        mel_distance(torch.zeros(1000), torch.zeros(1001), SAMPLE_RATE)
+
+
+def test_mel_distance() -> None:
+    target = speech_like(8000)
+    assert float(mel_distance(target, target, SAMPLE_RATE)) == 0.0
+    louder = 2 * target
+    # A gain of 2 shifts every (unfloored) log-mel value by log 2.
+    assert float(mel_distance(louder, target, SAMPLE_RATE)) == pytest.approx(math.log(2), rel=1e-3)
+    torch.testing.assert_close(
+        mel_distance(louder, target, SAMPLE_RATE), mel_distance(target, louder, SAMPLE_RATE)
+    )
+    # [T] input works and equals the mean of the per-example distances.
+    per_example = [mel_distance(louder[i], target[i], SAMPLE_RATE) for i in range(2)]
+    torch.testing.assert_close(mel_distance(louder, target, SAMPLE_RATE), torch.stack(per_example).mean())
+
+
+def test_log_mel_spectrogram_helper() -> None:
+    wav = speech_like(16000, batch=1)[0]
+    spectrogram = log_mel_spectrogram(wav.numpy().astype(np.float64), SAMPLE_RATE)
+    assert spectrogram.shape == (80, math.ceil(16000 / 256))
+    assert spectrogram.dtype == torch.float32
+    torch.testing.assert_close(spectrogram, log_mel_spectrogram(wav, SAMPLE_RATE))
+    with pytest.raises(TypeError, match="float audio"):
+        log_mel_spectrogram(np.zeros(100, dtype=np.int16), SAMPLE_RATE)

@@ -1,0 +1,429 @@
+"""Quantizers: nearest-code search, gradients, codebook maintenance, RVQ/group invariants, DDP sync."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from vqaudio.config import QuantizerConfig
+from vqaudio.quantization import GroupVQ, Quantizer, ResidualVQ, VectorQuantizer, build_quantizer
+
+
+def latents(batch: int = 4, dim: int = 8, frames: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, dim, frames, generator=torch.Generator().manual_seed(seed))
+
+
+def frames_of(z: torch.Tensor) -> torch.Tensor:
+    """[B, D, F] -> [B * F, D], the row order the quantizers use."""
+    return z.transpose(1, 2).reshape(-1, z.shape[1])
+
+
+def fixed_codebook_options() -> dict:
+    """Codebooks that do not change during forward: no EMA, no k-means, no restarts."""
+    return {"ema": False, "kmeans_init": False, "dead_code_steps": 0}
+
+
+# --------------------------------------------------------------------------------------------------
+# VectorQuantizer
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("codebook_dim", [None, 3], ids=["plain", "factorised"])
+def test_nearest_code_equals_brute_force_search(codebook_dim: int | None) -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizer(8, 64, codebook_dim=codebook_dim, kmeans_init=False).eval()
+    z = latents(batch=3, frames=50)
+
+    def brute_force(vq: VectorQuantizer, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = frames_of(z)
+        if vq.project_in is not None:
+            x = F.normalize(vq.project_in(x), dim=1)
+        distances = torch.cdist(x, vq.codebooks()[0], compute_mode="donot_use_mm_for_euclid_dist")
+        return distances, distances.argmin(dim=1)
+
+    with torch.no_grad():
+        # float64: no near-ties, so the indices themselves must agree
+        vq64 = vq.double()
+        _, expected = brute_force(vq64, z.double())
+        assert torch.equal(vq64.encode(z.double())[:, 0].reshape(-1), expected)
+        # float32: the chosen code is at the minimal distance (ties within rounding may pick either)
+        vq32 = vq.float()
+        distances, _ = brute_force(vq32, z)
+        chosen = vq32.encode(z)[:, 0].reshape(-1)
+        chosen_distance = distances.gather(1, chosen[:, None])[:, 0]
+        torch.testing.assert_close(chosen_distance, distances.min(dim=1).values, rtol=1e-5, atol=1e-5)
+
+
+def test_straight_through_gradient_reaches_input_unchanged() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizer(8, 16, **fixed_codebook_options()).train()
+    z = latents().requires_grad_()
+    out = vq(z)
+    upstream = torch.randn_like(z)
+    (grad,) = torch.autograd.grad(out.quantized, z, upstream)
+    assert torch.equal(grad, upstream)
+    # and the quantized value is the code vectors themselves
+    assert torch.equal(out.quantized.detach(), vq.codebook.detach()[out.codes[:, 0]].transpose(1, 2))
+    (loss_grad,) = torch.autograd.grad(out.loss, z)
+    assert loss_grad.abs().sum() > 0  # the commitment loss pulls the encoder toward its codes
+
+
+def test_residual_vq_output_has_one_straight_through_gradient() -> None:
+    """However many stages an example uses, d(quantized)/dz is the identity (not n_q times it)."""
+    torch.manual_seed(0)
+    rvq = ResidualVQ(8, 4, 16, kmeans_init=False, quantizer_dropout=0.5).train()
+    z = latents(batch=16).requires_grad_()
+    upstream = torch.randn_like(z)
+    (grad,) = torch.autograd.grad(rvq(z).quantized, z, upstream)
+    assert torch.equal(grad, upstream)
+
+
+def test_ema_moves_codes_toward_their_assigned_vectors() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizer(4, 8, ema_decay=0.9, kmeans_init=False, dead_code_steps=0)
+    z = latents(dim=4, frames=32)
+    x = frames_of(z)
+
+    def code_to_mean_distances(vq: VectorQuantizer) -> dict[int, float]:
+        codes = vq.eval().encode(z)[:, 0].reshape(-1)
+        return {
+            int(code): float((vq.codebook[code] - x[codes == code].mean(dim=0)).norm())
+            for code in codes.unique()
+        }
+
+    before = code_to_mean_distances(vq)
+    assignment = vq.encode(z)[:, 0].reshape(-1)
+    vq.train()(z)
+    for code, distance in before.items():
+        mean = x[assignment == code].mean(dim=0)
+        assert float((vq.codebook[code] - mean).norm()) < distance
+    for _ in range(60):  # Lloyd iterations by EMA: codes converge to the means of their cells
+        vq.train()(z)
+    after = code_to_mean_distances(vq)
+    assert max(after.values()) < 0.05 * max(before.values())
+
+
+def test_dead_codes_are_restarted_on_input_vectors_and_then_used() -> None:
+    torch.manual_seed(0)
+    dead_code_steps = 3
+    vq = VectorQuantizer(4, 16, kmeans_init=False, dead_code_steps=dead_code_steps)
+    with torch.no_grad():  # codes 8..15 are far from every input: never chosen
+        vq.codebook[8:] += 100.0
+        vq.ema_sum.copy_(vq.codebook)
+    z = latents(batch=8, dim=4, frames=32)
+    x = frames_of(z)
+    vq.train()
+    for _ in range(dead_code_steps):
+        vq(z)
+    assert vq.codebook[8:].norm(dim=1).min() > 50  # not yet: unused for exactly dead_code_steps steps
+    assert torch.equal(vq.steps_unused[8:], torch.full((8,), dead_code_steps))
+    vq(z)  # restarted at the start of this step, then used (and EMA-updated) in it
+    distance_to_nearest_input = torch.cdist(vq.codebook[8:], x).min(dim=1).values
+    assert distance_to_nearest_input.max() < 0.5
+    used = vq.eval().encode(z).unique()
+    assert set(range(8, 16)) <= set(used.tolist())
+
+
+def test_without_restarts_dead_codes_stay_dead() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizer(4, 16, kmeans_init=False, dead_code_steps=0)
+    with torch.no_grad():
+        vq.codebook[8:] += 100.0
+        vq.ema_sum.copy_(vq.codebook)
+    z = latents(batch=8, dim=4, frames=32)
+    for _ in range(5):
+        vq.train()(z)
+    assert vq.eval().encode(z).max() < 8
+
+
+def test_kmeans_init_lowers_quantization_error() -> None:
+    generator = torch.Generator().manual_seed(0)
+    centers = 4.0 * torch.randn(16, 8, generator=generator)
+    x = centers[torch.randint(16, (512,), generator=generator)] + 0.1 * torch.randn(
+        512, 8, generator=generator
+    )
+    z = x.reshape(8, 64, 8).transpose(1, 2)  # [B=8, D=8, F=64]
+
+    def error_after_first_batch(kmeans_init: bool) -> float:
+        torch.manual_seed(0)
+        vq = VectorQuantizer(8, 16, ema=False, kmeans_init=kmeans_init, dead_code_steps=0)
+        vq.train()(z)
+        assert bool(vq.initialized)
+        vq.eval()
+        with torch.no_grad():
+            return float((vq.decode(vq.encode(z)) - z).pow(2).mean())
+
+    # Lloyd from random seeds may merge a few clusters, hence a margin rather than ~0
+    assert error_after_first_batch(kmeans_init=True) < 0.4 * error_after_first_batch(kmeans_init=False)
+
+
+def test_eval_mode_never_changes_the_codebook() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizer(8, 16, dead_code_steps=1)
+    z = latents()
+    vq.train()(z)
+    state = {name: tensor.clone() for name, tensor in vq.state_dict().items()}
+    vq.eval()
+    vq(latents(seed=1))
+    vq.encode(latents(seed=2))
+    for name, tensor in vq.state_dict().items():
+        assert torch.equal(tensor, state[name]), name
+
+
+# --------------------------------------------------------------------------------------------------
+# ResidualVQ
+# --------------------------------------------------------------------------------------------------
+def test_each_residual_stage_lowers_the_error() -> None:
+    torch.manual_seed(0)
+    rvq = ResidualVQ(8, 4, 16, quantizer_dropout=0.5)
+    z = latents(batch=16, frames=32)
+    rvq.train()
+    for _ in range(10):
+        rvq(z)
+    rvq.eval()
+    errors = [float((rvq.decode(rvq.encode(z, n_q=n_q)) - z).pow(2).mean()) for n_q in range(1, 5)]
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:], strict=False)), errors
+    assert errors[-1] < 0.5 * errors[0]
+
+
+@pytest.mark.parametrize("codebook_dim", [None, 4], ids=["plain", "factorised"])
+def test_every_stage_commitment_loss_reaches_the_encoder(codebook_dim: int | None) -> None:
+    """The EnCodec bug (encodec#25): residual - straight-through output leaves stages > 0 without gradient."""
+    torch.manual_seed(0)
+    rvq = ResidualVQ(8, 4, 16, codebook_dim=codebook_dim, quantizer_dropout=0.0).train()
+    z = latents().requires_grad_()
+    out = rvq(z)
+    for stage in range(4):
+        (grad,) = torch.autograd.grad(out.commitment_loss[stage], z, retain_graph=True)
+        assert grad.abs().sum() > 0, f"stage {stage}'s commitment loss does not reach z"
+
+
+def test_quantizer_dropout_gives_valid_decodes_for_every_n_q() -> None:
+    torch.manual_seed(0)
+    rvq = ResidualVQ(8, 4, 16, quantizer_dropout=0.5)
+    z = latents(batch=8)
+    rvq.train()
+    for _ in range(3):
+        rvq(z)
+    rvq.eval()
+    for n_q in range(1, 5):
+        codes = rvq.encode(z, n_q=n_q)
+        assert codes.shape == (8, n_q, 16)
+        decoded = rvq.decode(codes)
+        assert decoded.shape == z.shape
+        assert torch.isfinite(decoded).all()
+        out = rvq(z, n_q=n_q)
+        assert torch.equal(out.codes, codes)
+        assert out.commitment_loss.shape == (n_q,)
+
+
+def test_quantizer_dropout_makes_some_examples_use_fewer_stages() -> None:
+    torch.manual_seed(0)
+    num_codebooks = 4
+    rvq = ResidualVQ(8, num_codebooks, 16, quantizer_dropout=0.5, **fixed_codebook_options()).train()
+    z = latents(batch=32)
+    out = rvq(z)
+    assert out.codes.shape == (32, num_codebooks, 16)
+    # the stages an example used: the k whose decode reproduces its quantized output
+    partial = [rvq.decode(out.codes[:, :k]) for k in range(1, num_codebooks + 1)]
+    stages_used = []
+    for example in range(32):
+        matches = [
+            k + 1 for k in range(num_codebooks) if torch.equal(partial[k][example], out.quantized[example])
+        ]
+        assert len(matches) == 1
+        stages_used.append(matches[0])
+    assert min(stages_used) >= 1
+    assert num_codebooks in stages_used  # some examples keep every stage
+    assert any(k < num_codebooks for k in stages_used)  # and some use fewer
+
+
+def test_losses_of_dropped_stages_are_excluded() -> None:
+    torch.manual_seed(0)
+    # dropout 1: every example draws n_q from [1, 2), so stage 1 serves no example
+    rvq = ResidualVQ(8, 2, 16, quantizer_dropout=1.0, **fixed_codebook_options()).train()
+    z = latents().requires_grad_()
+    out = rvq(z)
+    assert float(out.commitment_loss.detach()[1]) == 0.0 and float(out.codebook_loss.detach()[1]) == 0.0
+    assert out.commitment_loss[0] > 0
+    assert torch.equal(out.quantized, rvq.decode(out.codes[:, :1]))
+    out.loss.backward()
+    first, second = (stage.codebook.grad for stage in rvq.stages if isinstance(stage, VectorQuantizer))
+    assert first is not None and first.abs().sum() > 0
+    assert second is None or second.abs().sum() == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# GroupVQ
+# --------------------------------------------------------------------------------------------------
+def test_group_vq_shapes_and_round_trip() -> None:
+    torch.manual_seed(0)
+    gvq = GroupVQ(8, 4, 16)
+    z = latents(batch=3, frames=10)
+    out = gvq.train()(z)
+    assert out.quantized.shape == z.shape
+    assert out.codes.shape == (3, 4, 10) and out.codes.dtype == torch.int64
+    assert out.commitment_loss.shape == (4,) and out.codebook_loss.shape == (4,)
+    assert gvq.codebooks().shape == (4, 16, 2)
+    gvq.eval()
+    codes = gvq.encode(z)
+    assert codes.shape == (3, 4, 10) and int(codes.max()) < 16
+    assert torch.equal(gvq.decode(codes), gvq(z).quantized)
+    # each group quantizes only its own channels
+    changed = z.clone()
+    changed[:, 2:4] += 10.0
+    changed_codes = gvq.encode(changed)
+    assert torch.equal(changed_codes[:, [0, 2, 3]], codes[:, [0, 2, 3]])
+
+
+def test_group_vq_rejects_n_q() -> None:
+    gvq = GroupVQ(8, 4, 16).eval()
+    z = latents()
+    assert gvq.encode(z, n_q=4).shape == (4, 4, 16)
+    with pytest.raises(ValueError, match="group VQ needs all num_codebooks=4"):
+        gvq.encode(z, n_q=2)
+    with pytest.raises(ValueError, match="n_q"):
+        gvq(z, n_q=1)
+
+
+# --------------------------------------------------------------------------------------------------
+# All families
+# --------------------------------------------------------------------------------------------------
+def trained(quantizer: Quantizer, steps: int = 3) -> Quantizer:
+    quantizer.train()
+    for step in range(steps):
+        quantizer(latents(batch=8, seed=10 + step))
+    return quantizer.eval()
+
+
+FAMILIES = {
+    "vq": lambda: VectorQuantizer(8, 16),
+    "rvq": lambda: ResidualVQ(8, 3, 16),
+    "rvq_factorised": lambda: ResidualVQ(8, 3, 16, codebook_dim=4),
+    "rvq_gradient_codebook": lambda: ResidualVQ(8, 3, 16, ema=False),
+    "group": lambda: GroupVQ(8, 2, 16),
+    "group_factorised": lambda: GroupVQ(8, 2, 16, codebook_dim=2),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eval_decode_of_encode_equals_forward_exactly(family: str) -> None:
+    torch.manual_seed(0)
+    quantizer = trained(FAMILIES[family]())
+    z = latents(seed=99)
+    codes = quantizer.encode(z)
+    assert codes.shape == (4, quantizer.num_codebooks, 16)
+    out = quantizer(z)
+    assert torch.equal(out.codes, codes)
+    assert torch.equal(quantizer.decode(codes), out.quantized)
+    assert torch.equal(quantizer.decode(codes.to(torch.int16)), out.quantized)  # token files hold int16
+    assert quantizer.codebooks().shape[:2] == (quantizer.num_codebooks, 16)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_state_dict_strict_round_trip(family: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    original = trained(FAMILIES[family]())
+    save_file(original.state_dict(), str(tmp_path / "quantizer.safetensors"))
+    torch.manual_seed(1)  # a different random codebook, overwritten by the load
+    loaded = FAMILIES[family]()
+    loaded.load_state_dict(load_file(str(tmp_path / "quantizer.safetensors")), strict=True)
+    loaded.eval()
+    z = latents(seed=7)
+    assert torch.equal(loaded.encode(z), original.encode(z))
+    assert torch.equal(loaded(z).quantized, original(z).quantized)
+    # training resumes identically: EMA, usage and k-means state all came along
+    for quantizer in (original, loaded):
+        torch.manual_seed(5)
+        quantizer.train()(latents(seed=8))
+    for name, tensor in original.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_inputs_are_validated() -> None:
+    rvq = ResidualVQ(8, 3, 16).eval()
+    with pytest.raises(ValueError, match=r"D=8, got shape \(4, 16, 8\)"):
+        rvq(latents().transpose(1, 2))
+    with pytest.raises(ValueError, match="expects latents"):
+        rvq.encode(torch.randn(8, 16))
+    with pytest.raises(TypeError, match="floating-point"):
+        rvq.encode(torch.zeros(1, 8, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="n_q must be an integer between 1 and num_codebooks=3"):
+        rvq.encode(latents(), n_q=4)
+    with pytest.raises(ValueError, match="n_q"):
+        rvq(latents(), n_q=0)
+    with pytest.raises(TypeError, match="integer codes"):
+        rvq.decode(torch.zeros(1, 3, 4))
+    with pytest.raises(ValueError, match=r"codes in \[16, 16\], expected indices in \[0, 15\]"):
+        rvq.decode(torch.full((1, 3, 4), 16))
+    with pytest.raises(ValueError, match=r"1 <= K <= 3"):
+        rvq.decode(torch.zeros(1, 4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="unsqueeze"):
+        rvq.decode(torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="K = 1"):
+        VectorQuantizer(8, 16).decode(torch.zeros(1, 2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="divisible"):
+        GroupVQ(10, 4, 16)
+    with pytest.raises(ValueError, match="codebook_dim"):
+        VectorQuantizer(8, 16, codebook_dim=9)
+    with pytest.raises(ValueError, match="quantizer_dropout"):
+        ResidualVQ(8, 2, 16, quantizer_dropout=1.5)
+
+
+def test_build_quantizer_follows_the_config() -> None:
+    config = QuantizerConfig(
+        num_codebooks=3, codebook_size=32, codebook_dim=4, ema=False, quantizer_dropout=0.25
+    )
+    rvq = build_quantizer(16, config)
+    assert isinstance(rvq, ResidualVQ)
+    assert (rvq.dim, rvq.num_codebooks, rvq.codebook_size, rvq.quantizer_dropout) == (16, 3, 32, 0.25)
+    assert rvq.codebooks().shape == (3, 32, 4)
+    assert isinstance(rvq.stages[0].codebook, torch.nn.Parameter)
+    gvq = build_quantizer(16, dataclasses.replace(config, kind="group", num_codebooks=4, codebook_dim=None))
+    assert isinstance(gvq, GroupVQ)
+    assert gvq.codebooks().shape == (4, 32, 4)
+
+
+# --------------------------------------------------------------------------------------------------
+# DDP: replicas keep identical codebooks
+# --------------------------------------------------------------------------------------------------
+def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        # Everything on: k-means init, EMA, restarts, quantizer dropout; each rank sees other data.
+        torch.manual_seed(0)  # identical initial modules, as DDP's initial broadcast would make them
+        rvq = ResidualVQ(8, 3, 16, codebook_dim=4, dead_code_steps=2, quantizer_dropout=0.5)
+        torch.manual_seed(100 + rank)
+        for step in range(4):
+            rvq(latents(batch=2 + rank, seed=10 * rank + step) + rank)
+        save_file(rvq.state_dict(), f"{out_dir}/all_rank{rank}.safetensors")
+        # EMA only: one step on rank-local data equals one step on the concatenated batch
+        torch.manual_seed(0)
+        vq = VectorQuantizer(8, 16, kmeans_init=False, dead_code_steps=0, ema_decay=0.5)
+        vq(latents(batch=2, seed=rank))
+        save_file(vq.state_dict(), f"{out_dir}/ema_rank{rank}.safetensors")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_replicas_keep_identical_codebooks(tmp_path: Path) -> None:
+    world_size = 2
+    mp.spawn(_ddp_worker, args=(world_size, str(tmp_path / "init"), str(tmp_path)), nprocs=world_size)
+    states = [load_file(str(tmp_path / f"all_rank{rank}.safetensors")) for rank in range(world_size)]
+    assert bool(states[0]["stages.2.initialized"])
+    for name in states[0]:
+        assert torch.equal(states[0][name], states[1][name]), name
+
+    torch.manual_seed(0)
+    single = VectorQuantizer(8, 16, kmeans_init=False, dead_code_steps=0, ema_decay=0.5)
+    single(torch.cat([latents(batch=2, seed=rank) for rank in range(world_size)]))
+    for rank in range(world_size):
+        ddp_state = load_file(str(tmp_path / f"ema_rank{rank}.safetensors"))
+        for name, tensor in single.state_dict().items():
+            torch.testing.assert_close(ddp_state[name], tensor, msg=name)

@@ -1,0 +1,150 @@
+"""Reconstruction losses: waveform L1, multi-resolution STFT loss and log-mel L1; and the mel distance metric.
+
+Multi-resolution STFT loss (spectral convergence + log-magnitude L1) from Parallel WaveGAN (Yamamoto et al.,
+2020, https://arxiv.org/abs/1910.11480); log-mel L1 as in HiFi-GAN (Kong et al., 2020) and DAC (Kumar et al.,
+2023). The quantizer's own loss is added by the training loop (``LossConfig.quantizer_weight``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from vqaudio.config import LossConfig
+from vqaudio.features import LogMel
+
+MAGNITUDE_FLOOR = 1e-7  # on |X|^2: keeps sqrt and log differentiable in digital silence
+
+# mel_distance settings: the numbers eval reports and tests compare; fixed so results stay comparable.
+MEL_DISTANCE_N_FFT = 1024
+MEL_DISTANCE_HOP_LENGTH = 256
+MEL_DISTANCE_N_MELS = 80
+
+
+class LossTerms(NamedTuple):
+    """Weighted loss terms (each already multiplied by its ``LossConfig`` weight); ``total`` is their sum."""
+
+    total: Tensor
+    waveform_l1: Tensor
+    stft: Tensor
+    mel: Tensor
+
+
+def _check_pair(pred: Tensor, target: Tensor, caller: str) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"{caller}: pred and target must have the same shape, got {tuple(pred.shape)} and "
+            f"{tuple(target.shape)}; crop both to the shorter length"
+        )
+    if pred.dim() not in (1, 2) or pred.shape[-1] < 1:
+        raise ValueError(f"{caller}: expects audio [B, T] or [T], got shape {tuple(pred.shape)}")
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    """Mean over resolutions of spectral convergence + log-magnitude L1.
+
+    Args:
+        fft_sizes, hop_sizes, win_sizes: one entry per resolution (``win <= n_fft``).
+    """
+
+    def __init__(
+        self, fft_sizes: tuple[int, ...], hop_sizes: tuple[int, ...], win_sizes: tuple[int, ...]
+    ) -> None:
+        super().__init__()
+        if not len(fft_sizes) == len(hop_sizes) == len(win_sizes) or not fft_sizes:
+            raise ValueError(
+                f"stft_fft_sizes, stft_hop_sizes and stft_win_sizes need one entry per resolution, got "
+                f"{list(fft_sizes)}, {list(hop_sizes)}, {list(win_sizes)}"
+            )
+        self.resolutions = list(zip(fft_sizes, hop_sizes, win_sizes, strict=True))
+        for n_fft, hop, win in self.resolutions:
+            if hop < 1 or not 1 <= win <= n_fft:
+                raise ValueError(
+                    f"STFT resolution needs hop >= 1 and 1 <= win <= n_fft, got {n_fft}/{hop}/{win}"
+                )
+        for index, win in enumerate(win_sizes):
+            self.register_buffer(f"window_{index}", torch.hann_window(win), persistent=False)
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """pred, target [B, T] -> scalar."""
+        batch = pred.shape[0] if pred.dim() == 2 else 1
+        both = torch.cat([pred.reshape(batch, -1), target.reshape(batch, -1)]).float()  # one STFT for both
+        total = both.new_zeros(())
+        for index, (n_fft, hop, win) in enumerate(self.resolutions):
+            spec = torch.stft(
+                both,
+                n_fft=n_fft,
+                hop_length=hop,
+                win_length=win,
+                window=getattr(self, f"window_{index}"),
+                center=True,
+                pad_mode="constant",  # reflection needs T > n_fft / 2; zeros work for any length
+                return_complex=True,
+            )
+            magnitude = (spec.real.square() + spec.imag.square()).clamp(min=MAGNITUDE_FLOOR).sqrt()
+            pred_mag, target_mag = magnitude[:batch], magnitude[batch:]
+            spectral_convergence = torch.linalg.vector_norm(target_mag - pred_mag) / torch.linalg.vector_norm(
+                target_mag
+            )
+            log_magnitude = (target_mag.log() - pred_mag.log()).abs().mean()
+            total = total + spectral_convergence + log_magnitude
+        return total / len(self.resolutions)
+
+
+class ReconstructionLoss(nn.Module):
+    """Weighted waveform L1 + multi-resolution STFT + log-mel L1 (weights from ``LossConfig``).
+
+    Args:
+        config: weights and analysis settings.
+        sample_rate: of the audio compared (for the mel filterbank).
+    """
+
+    def __init__(self, config: LossConfig, sample_rate: int) -> None:
+        super().__init__()
+        self.config = config
+        self.stft_loss = MultiResolutionSTFTLoss(
+            config.stft_fft_sizes, config.stft_hop_sizes, config.stft_win_sizes
+        )
+        self.log_mel = LogMel(sample_rate, config.mel_n_fft, config.mel_hop_length, config.mel_n_mels)
+
+    def forward(self, pred: Tensor, target: Tensor) -> LossTerms:
+        """
+        Args:
+            pred: [B, T] reconstruction.
+            target: [B, T] reference.
+        Returns:
+            LossTerms of scalars; terms with weight 0 are not computed (they are 0).
+        """
+        _check_pair(pred, target, "ReconstructionLoss")
+        config = self.config
+        zero = pred.new_zeros(())
+        waveform_l1 = (
+            config.waveform_l1_weight * (pred - target).abs().mean() if config.waveform_l1_weight else zero
+        )
+        stft = config.stft_weight * self.stft_loss(pred, target) if config.stft_weight else zero
+        mel = zero
+        if config.mel_weight:
+            mel = config.mel_weight * (self.log_mel(pred) - self.log_mel(target)).abs().mean()
+        return LossTerms(waveform_l1 + stft + mel, waveform_l1, stft, mel)
+
+
+def mel_distance(pred: Tensor, target: Tensor, sample_rate: int) -> Tensor:
+    """Mean absolute difference of log-mel spectrograms: the reconstruction number eval and the tests report.
+
+    Settings are fixed so numbers stay comparable across models and runs: n_fft 1024, hop 256, 80 Slaney
+    mel bands from 0 Hz to Nyquist, magnitude (not power) spectra, natural log floored at 1e-5, non-causal
+    framing (``vqaudio.features.LogMel``); the mean is over bands, frames and batch. Lower is better; 0 for
+    identical audio.
+
+    Args:
+        pred, target: [B, T] or [T] float audio, same shape, at ``sample_rate``.
+    Returns:
+        scalar tensor.
+    """
+    _check_pair(pred, target, "mel_distance")
+    log_mel = LogMel(sample_rate, MEL_DISTANCE_N_FFT, MEL_DISTANCE_HOP_LENGTH, MEL_DISTANCE_N_MELS).to(
+        pred.device
+    )
+    return (log_mel(pred.float()) - log_mel(target.float())).abs().mean()

@@ -1,0 +1,234 @@
+"""The VQ-VAE tokenizer network: front-end -> encoder -> quantizer -> decoder.
+
+VQ-VAE (van den Oord et al., 2017, https://arxiv.org/abs/1711.00937) with a SoundStream / EnCodec
+convolutional encoder-decoder and residual or grouped vector quantization (Zeghidour et al., 2021;
+Défossez et al., 2022). Two front-ends and two heads, chosen in ``ModelConfig``:
+
+    wav -> SEANetEncoder (strides 2-4-5-8) -> z -> VQ -> SEANetDecoder (8-5-4-2) -> wav
+    wav -> LogMel (hop 160) -> SEANetEncoder (stride 2) -> z -> VQ -> SEANetDecoder (2) -> ISTFTHead (hop 160)
+
+Lengths: ``F = ceil(T / hop_length)`` (at least 1). The input is zero-padded on the right to
+``F * hop_length`` samples, every layer maps lengths exactly (see ``vqaudio.modules.conv``), and the output
+is cropped back to ``T``, so any length works, one sample included.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from vqaudio.config import ModelConfig
+from vqaudio.features import LogMel
+from vqaudio.modules.conv import ConvGeometry, input_interval
+from vqaudio.modules.seanet import SEANetDecoder, SEANetEncoder
+from vqaudio.quantization import build_quantizer
+from vqaudio.quantization.base import QuantizerOutput
+
+
+class ModelOutput(NamedTuple):
+    """What ``VQVAE.forward`` returns.
+
+    audio: [B, T] reconstruction, same T as the input.
+    codes: [B, K, F] codes used for it.
+    latent: [B, D, F] encoder output before quantization.
+    quantizer: the quantizer's full output (quantized latents and its losses).
+    """
+
+    audio: Tensor
+    codes: Tensor
+    latent: Tensor
+    quantizer: QuantizerOutput
+
+
+class VQVAE(nn.Module):
+    """Audio [B, T] <-> codes [B, K, F].
+
+    Args:
+        config: the architecture; ``config.validate()`` is checked here.
+
+    Attributes:
+        config, sample_rate, hop_length (samples per frame), frame_rate (frames per second),
+        num_codebooks, codebook_size.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.sample_rate = config.sample_rate
+        self.hop_length = config.hop_length
+        self.frame_rate = config.frame_rate
+        self.num_codebooks = config.quantizer.num_codebooks
+        self.codebook_size = config.quantizer.codebook_size
+        encoder = config.encoder
+        self.front_end: LogMel | None = None
+        in_channels = 1
+        if encoder.input == "mel":
+            self.front_end = LogMel(
+                config.sample_rate,
+                encoder.mel_n_fft,
+                encoder.mel_hop_length,
+                encoder.n_mels,
+                causal=config.causal,
+            )
+            in_channels = encoder.n_mels
+        self.encoder = SEANetEncoder(in_channels, encoder, config.latent_dim, config.causal)
+        self.quantizer = build_quantizer(config.latent_dim, config.quantizer)
+        self.decoder = SEANetDecoder(config.latent_dim, config.decoder, config.causal)
+
+    # ----------------------------------------------------------------------------------------------
+    # Lengths and receptive fields
+    # ----------------------------------------------------------------------------------------------
+    def num_frames(self, num_samples: int) -> int:
+        """Token frames for ``num_samples`` samples: ``ceil(num_samples / hop_length)``, at least 1."""
+        return max(1, -(-num_samples // self.hop_length))
+
+    def _encoder_geometry(self) -> list[ConvGeometry]:
+        """Samples -> latent frames, every layer in forward order (the STFT is a conv with kernel n_fft)."""
+        layers = list(self.encoder.geometry)
+        if self.front_end is not None:
+            stft = ConvGeometry(self.front_end.n_fft, self.front_end.hop_length, self.front_end.padding_left)
+            layers.insert(0, stft)
+        return layers
+
+    @property
+    def encoder_receptive_field(self) -> int:
+        """Samples either side of a frame's own ``hop_length`` samples that can change its latent/codes."""
+        reach = 0
+        for frame in range(1000, 1000 + 4):  # exact for any frame away from the edges; a few to be safe
+            lo, hi = input_interval(self._encoder_geometry(), frame, frame)
+            reach = max(reach, frame * self.hop_length - lo, hi - ((frame + 1) * self.hop_length - 1))
+        return reach
+
+    @property
+    def decoder_receptive_field(self) -> int:
+        """Samples (a whole number of frames) on either side of a frame's span whose codes can change it."""
+        reach = 0
+        for frame in range(1000, 1000 + 4):
+            first, last = frame * self.hop_length, (frame + 1) * self.hop_length - 1
+            lo, hi = input_interval(self.decoder.geometry, first, last)
+            reach = max(reach, frame - lo, hi - frame)
+        return reach * self.hop_length
+
+    @property
+    def receptive_field(self) -> int:
+        """Context in samples, each side, that makes chunked processing equal to whole-file processing.
+
+        The larger of ``encoder_receptive_field`` and ``decoder_receptive_field``: an upper bound for both,
+        computed from the kernels, dilations, strides and paddings (a causal model's right side is smaller).
+        """
+        return max(self.encoder_receptive_field, self.decoder_receptive_field)
+
+    # ----------------------------------------------------------------------------------------------
+    # Validation
+    # ----------------------------------------------------------------------------------------------
+    def _check_audio(self, wav: Tensor, caller: str) -> Tensor:
+        if not isinstance(wav, Tensor):
+            raise TypeError(f"{caller}() expects a torch.Tensor [B, T], got {type(wav).__name__}")
+        if wav.dim() != 2:
+            fix = (
+                "add a batch dimension with wav[None]"
+                if wav.dim() == 1
+                else "pass mono audio, batched as [B, T]"
+            )
+            raise ValueError(f"{caller}() expects audio [B, T], got shape {tuple(wav.shape)}; {fix}")
+        if wav.shape[0] < 1 or wav.shape[1] < 1:
+            raise ValueError(
+                f"{caller}() expects at least one example of at least one sample, got {tuple(wav.shape)}"
+            )
+        if not wav.is_floating_point():
+            raise TypeError(
+                f"{caller}() expects float audio in [-1, 1], got {wav.dtype}; "
+                "for int16 PCM use wav.float() / 32768"
+            )
+        return wav.to(next(self.encoder.parameters()).dtype)
+
+    def _check_n_q(self, n_q: int | None) -> None:
+        if n_q is not None and not 1 <= n_q <= self.num_codebooks:
+            raise ValueError(f"n_q must be between 1 and num_codebooks={self.num_codebooks}, got {n_q}")
+
+    # ----------------------------------------------------------------------------------------------
+    # Forward, encode, decode
+    # ----------------------------------------------------------------------------------------------
+    def _latent(self, wav: Tensor) -> Tensor:
+        """[B, T] -> [B, D, F]."""
+        num_frames = self.num_frames(wav.shape[-1])
+        wav = F.pad(wav, (0, num_frames * self.hop_length - wav.shape[-1]))
+        features = wav[:, None, :] if self.front_end is None else self.front_end(wav)  # [B, C_in, frames]
+        latent = self.encoder(features)
+        if latent.shape[-1] != num_frames:  # a config the length arithmetic does not cover
+            raise RuntimeError(f"encoder made {latent.shape[-1]} frames for {num_frames} expected")
+        return latent
+
+    def forward(self, wav: Tensor, n_q: int | None = None) -> ModelOutput:
+        """Reconstruct audio through the quantizer.
+
+        Args:
+            wav: [B, T] float audio at ``sample_rate``.
+            n_q: codebooks to use (None: the quantizer's choice, e.g. all, or quantizer dropout in training).
+        Returns:
+            ModelOutput with audio [B, T], codes [B, K, F], latent [B, D, F], F = ceil(T / hop_length).
+        """
+        wav = self._check_audio(wav, "forward")
+        self._check_n_q(n_q)
+        latent = self._latent(wav)
+        quantized = self.quantizer(latent, n_q)
+        audio = self.decoder(quantized.quantized)[:, : wav.shape[-1]]
+        return ModelOutput(audio, quantized.codes, latent, quantized)
+
+    def encode(self, wav: Tensor, n_q: int | None = None) -> Tensor:
+        """Audio -> codes.
+
+        Args:
+            wav: [B, T] float audio at ``sample_rate``.
+            n_q: codebooks to keep (None: all ``num_codebooks``).
+        Returns:
+            [B, K, F] int64 codes, K = n_q or num_codebooks, F = ceil(T / hop_length).
+        """
+        wav = self._check_audio(wav, "encode")
+        self._check_n_q(n_q)
+        return self.quantizer.encode(self._latent(wav), n_q)
+
+    def decode(self, codes: Tensor, num_samples: int | None = None) -> Tensor:
+        """Codes -> audio.
+
+        Args:
+            codes: [B, K', F] integer codes; K' <= num_codebooks (fewer: coarser audio, for residual VQ).
+            num_samples: crop the output to this many samples (at most ``F * hop_length``).
+        Returns:
+            [B, num_samples or F * hop_length] float audio.
+        """
+        if not isinstance(codes, Tensor):
+            raise TypeError(f"decode() expects a torch.Tensor [B, K, F], got {type(codes).__name__}")
+        if codes.dim() != 3:
+            fix = "add a batch dimension with codes[None]" if codes.dim() == 2 else "pass codes as [B, K, F]"
+            raise ValueError(f"decode() expects codes [B, K, F], got shape {tuple(codes.shape)}; {fix}")
+        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+            raise TypeError(f"decode() expects integer codes, got {codes.dtype}")
+        batch, num_codebooks, num_frames = codes.shape
+        if batch < 1 or num_frames < 1 or not 1 <= num_codebooks <= self.num_codebooks:
+            raise ValueError(
+                f"decode() expects codes [B >= 1, 1 <= K <= {self.num_codebooks}, F >= 1], "
+                f"got shape {tuple(codes.shape)}"
+            )
+        low, high = int(codes.min()), int(codes.max())
+        if low < 0 or high >= self.codebook_size:
+            raise ValueError(
+                f"decode() got codes in [{low}, {high}] but codebook_size is {self.codebook_size}; "
+                "were they made by another model?"
+            )
+        max_samples = num_frames * self.hop_length
+        if num_samples is not None and not 1 <= num_samples <= max_samples:
+            raise ValueError(
+                f"num_samples must be between 1 and F * hop_length = {max_samples}, got {num_samples}"
+            )
+        audio = self.decoder(self.quantizer.decode(codes.long()))
+        return audio if num_samples is None else audio[:, :num_samples]
+
+
+def build_model(config: ModelConfig) -> VQVAE:
+    """The one place a ``ModelConfig`` becomes a network."""
+    return VQVAE(config)
