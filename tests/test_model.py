@@ -17,7 +17,12 @@ from vqaudio.model import VQVAE, build_model
 from vqaudio.modules.conv import Conv1d, ConvTranspose1d
 from vqaudio.modules.istft import ISTFTHead
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+# tokenizer recipes; prior_*.yaml hold PriorRunConfig and are tested in test_prior.py
+RECIPES = sorted(
+    path
+    for path in (Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")
+    if not path.name.startswith("prior_")
+)
 HOP = 320  # both tiny designs: 50 Hz at 16 kHz, like the shipped recipes
 
 

@@ -1,8 +1,8 @@
 """vqaudio: speech to discrete tokens and back.
 
-    tok = vqaudio.Tokenizer.load("exp/run1")   # or no argument: the embedded default model
-    codes = tok.encode(wav, sample_rate)       # LongTensor [n_q, frames]
-    wav = tok.decode(codes)                    # float waveform at tok.sample_rate
+tok = vqaudio.Tokenizer.load("exp/run1")   # or no argument: the embedded default model
+codes = tok.encode(wav, sample_rate)       # LongTensor [n_q, frames]
+wav = tok.decode(codes)                    # float waveform at tok.sample_rate
 """
 
 from __future__ import annotations

@@ -47,7 +47,9 @@ def audio_info(path: str | Path) -> AudioInfo:
     try:
         info = sf.info(str(path))
     except Exception as exc:  # soundfile raises several types for corrupt files
-        raise AudioError(f"{path}: cannot read audio ({_short(exc)}); check the file or pass --skip-bad") from exc
+        raise AudioError(
+            f"{path}: cannot read audio ({_short(exc)}); check the file or pass --skip-bad"
+        ) from exc
     return AudioInfo(int(info.samplerate), int(info.channels), int(info.frames))
 
 
@@ -75,11 +77,15 @@ def load_audio(
         frames = -1 if num_samples is None else num_samples
         data, file_rate = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
     except Exception as exc:
-        raise AudioError(f"{path}: cannot read audio ({_short(exc)}); check the file or pass --skip-bad") from exc
+        raise AudioError(
+            f"{path}: cannot read audio ({_short(exc)}); check the file or pass --skip-bad"
+        ) from exc
     return _to_mono_at_rate(data, int(file_rate), sample_rate, str(path))
 
 
-def to_model_input(audio: np.ndarray | torch.Tensor, source_rate: int, sample_rate: int, name: str) -> torch.Tensor:
+def to_model_input(
+    audio: np.ndarray | torch.Tensor, source_rate: int, sample_rate: int, name: str
+) -> torch.Tensor:
     """Array already in memory ([T] or [T, C]) -> mono float32 [T] at ``sample_rate``."""
     array = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
     if array.ndim == 1:
@@ -93,7 +99,9 @@ def _to_mono_at_rate(data: np.ndarray, file_rate: int, sample_rate: int, name: s
     if data.shape[0] == 0:
         raise AudioError(f"{name}: audio is empty (0 samples); remove it or pass --skip-bad")
     if not np.isfinite(data).all():
-        raise AudioError(f"{name}: audio holds NaN or Inf samples; fix or remove the file, or pass --skip-bad")
+        raise AudioError(
+            f"{name}: audio holds NaN or Inf samples; fix or remove the file, or pass --skip-bad"
+        )
     if data.shape[1] > 1:
         _say_once("downmix", "multi-channel audio is averaged to mono")
         data = data.mean(axis=1, keepdims=True)
@@ -112,9 +120,14 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, path)

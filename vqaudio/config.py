@@ -49,7 +49,9 @@ class QuantizerConfig:
     kind: Literal["residual", "group"] = "residual"
     num_codebooks: int = 8  # RVQ stages, or groups for GroupVQ
     codebook_size: int = 1024
-    codebook_dim: int | None = None  # None: the stage/group dimension; smaller: factorised L2-normalised codes
+    codebook_dim: int | None = (
+        None  # None: the stage/group dimension; smaller: factorised L2-normalised codes
+    )
     commitment_weight: float = 0.25  # beta in ||z - sg(q)||^2
     codebook_weight: float = 1.0  # weight of ||sg(z) - q||^2 (unused with EMA updates)
     ema: bool = True  # EMA codebook updates instead of the codebook loss
@@ -58,7 +60,9 @@ class QuantizerConfig:
     kmeans_init: bool = True  # initialise codebooks with k-means on the first training batch
     kmeans_iters: int = 10
     dead_code_steps: int = 200  # a code unused for this many training steps is re-seeded (0: never)
-    quantizer_dropout: float = 0.5  # RVQ: probability that a training example uses a random n_q < num_codebooks
+    quantizer_dropout: float = (
+        0.5  # RVQ: probability that a training example uses a random n_q < num_codebooks
+    )
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,9 @@ class TrainConfig:
     num_validation_files: int = 16
     num_workers: int = 0
     num_threads: int = 0  # torch intra-op threads per process; 0 keeps torch's default
+    # decode the training corpus into memory (int16) when it fits in this many MB per process, instead of
+    # decoding a window of the file for every crop (ogg/flac decoding can cost more than a small model); 0: never
+    audio_cache_mb: int = 1024
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,57 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Token prior (vqaudio.prior): a WaveNet over token frames
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PriorConfig:
+    """Architecture of the WaveNet token prior; saved with every prior model."""
+
+    num_codebooks: int | None = None  # None: taken from the training token file (the saved config holds it)
+    codebook_size: int | None = None  # None: taken from the training token file
+    residual_channels: int = 128  # width of the residual stream; also the size of the token embeddings
+    skip_channels: int = 128  # width of the summed skip connections
+    head_channels: int = 128  # width of the per-codebook output MLPs and of the within-frame code embeddings
+    kernel_size: int = 2  # taps of every dilated causal conv
+    layers_per_cycle: int = 8  # dilations 1, 2, 4, ..., 2**(layers_per_cycle - 1) in each cycle
+    num_cycles: int = 2  # the dilation cycle is repeated this many times
+    dropout: float = 0.0  # on the gated activations, training only
+    num_conditions: int = 0  # global conditioning ids (speakers); 0: unconditioned; set from --manifest
+    condition_dim: int = 32  # size of the learned conditioning vector added in every layer
+
+
+@dataclass(frozen=True)
+class PriorTrainConfig:
+    seed: int = 0
+    batch_size: int = 16
+    window_frames: int = 256  # random fixed-length windows of frames, within one utterance
+    learning_rate: float = 2e-3
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.01  # AdamW; not applied to embeddings, biases and the start frame
+    warmup_steps: int = 200
+    max_steps: int = 5000
+    lr_decay: Literal["cosine", "none"] = "cosine"  # after warm-up (vqaudio.training.schedule)
+    min_learning_rate_ratio: float = 0.05  # cosine floor, as a fraction of learning_rate
+    grad_clip: float = 1.0
+    log_every: int = 25
+    validate_every: int = 250
+    checkpoint_every: int = 250  # steps; also written on exit and Ctrl-C
+    holdout_fraction: float = 0.05  # utterances held out for validation without --valid (0: none)
+    max_validation_frames: int = 50000  # validation reads at most this many frames (whole utterances)
+    keep_best: bool = True  # the released model is the one with the best validation loss
+    tensorboard: bool = True
+    num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+
+
+@dataclass(frozen=True)
+class PriorRunConfig:
+    """Everything a prior training run needs (``vqaudio prior train --config``); saved with the model."""
+
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    train: PriorTrainConfig = field(default_factory=PriorTrainConfig)
 
 
 # --------------------------------------------------------------------------------------------------

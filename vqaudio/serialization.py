@@ -107,14 +107,20 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         try:
             return json.loads(config_json.read_text())
         except json.JSONDecodeError as exc:
-            raise ModelFileError(f"{config_json}: not valid JSON ({exc}); reinstall or re-export the model") from exc
+            raise ModelFileError(
+                f"{config_json}: not valid JSON ({exc}); reinstall or re-export the model"
+            ) from exc
     try:
         with safe_open(str(weights), framework="pt") as handle:
             header = (handle.metadata() or {}).get(HEADER_KEY)
     except (SafetensorError, OSError) as exc:
-        raise ModelFileError(f"{weights}: not a safetensors model file ({exc}); reinstall or re-export it") from exc
+        raise ModelFileError(
+            f"{weights}: not a safetensors model file ({exc}); reinstall or re-export it"
+        ) from exc
     if header is None:
-        raise ModelFileError(f"{weights}: no vqaudio config in the file header and no {CONFIG_FILE} beside it")
+        raise ModelFileError(
+            f"{weights}: no vqaudio config in the file header and no {CONFIG_FILE} beside it"
+        )
     return json.loads(header)
 
 
@@ -135,7 +141,9 @@ def load_model_file(path: str | Path, expected_format: str, verify_hash: bool = 
     try:
         state_dict = load_file(str(weights))
     except (SafetensorError, OSError, RuntimeError) as exc:
-        raise ModelFileError(f"{weights}: corrupt weights file ({exc}); reinstall or re-export the model") from exc
+        raise ModelFileError(
+            f"{weights}: corrupt weights file ({exc}); reinstall or re-export the model"
+        ) from exc
     if verify_hash:
         actual = weights_hash(state_dict)
         if actual != meta.get("weights_sha256"):

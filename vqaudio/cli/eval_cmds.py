@@ -1,7 +1,123 @@
-"""CLI commands (placeholder until its owner fills it in)."""
+"""``vqaudio eval``: reconstruction, bitrate and codebook usage of a tokenizer against Opus and Codec2."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
+
+EVAL_HELP = (
+    "Evaluate a tokenizer on a corpus and write a report folder: report.json (every number), report.md "
+    "(tables), quality-vs-bitrate and codebook-usage plots, spectrograms and WAVs of a few clips.\n\n"
+    "DATA is a manifest .tsv, a LibriSpeech-layout tree or split, an audio folder, a list file or one audio "
+    "file. Whole utterances are scored at every bitrate the model serves (each n_q of a residual VQ trained "
+    "with quantizer dropout; all codebooks otherwise): SI-SDR, log-mel L1, multi-resolution STFT distance, "
+    "PESQ-WB and STOI (these two need the pesq and pystoi packages: the 'metrics' extra), kbps, tokens/s, "
+    "encode and decode real-time factors, and per-codebook usage, entropy and perplexity.\n\n"
+    "Baselines run on the same clips when their tools are installed: Codec2 3200/2400/1600/700C (Debian "
+    "package codec2) and Opus 6/8/12 kbps (opus-tools); their output is aligned to the reference first.\n\n"
+    "OUT is written atomically (a temporary folder renamed at the end); an existing OUT needs --overwrite."
+)
+
+
+def eval_command(
+    data: Path = typer.Argument(
+        ..., help="Manifest, LibriSpeech tree, audio folder, list file or audio file."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model folder or .safetensors file (default: the embedded model)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder to create."),
+    n_q: str | None = typer.Option(
+        None, "--n-q", help="Comma-separated codebook counts, e.g. 1,2,4,8 (default: every served bitrate)."
+    ),
+    max_utterances: int | None = typer.Option(
+        None, "--max-utterances", min=1, help="Evaluate a seeded random subset of this many utterances."
+    ),
+    max_seconds: float | None = typer.Option(
+        None,
+        "--max-seconds",
+        min=0.0,
+        help="Stop adding utterances after this much audio (whole utterances).",
+    ),
+    baselines: bool = typer.Option(
+        True, "--baselines/--no-baselines", help="Run the Codec2 and Opus baselines."
+    ),
+    examples: int = typer.Option(3, "--examples", min=0, help="Clips saved as WAVs with spectrograms."),
+    threads: int = typer.Option(
+        0, "--threads", min=0, help="Torch threads (0: torch's default); RTFs use it."
+    ),
+    device: str = typer.Option("cpu", "--device", help="Where the model runs (cpu, cuda, cuda:1, ...)."),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed of the subset chosen by --max-utterances/--max-seconds."
+    ),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Skip unreadable files (listed in the report) instead of failing."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Tokenizer + baselines on DATA -> report folder OUT (help: EVAL_HELP)."""
+    from vqaudio.evaluation.evaluate import EvalOptions, check_n_q, run_evaluation
+    from vqaudio.evaluation.report import markdown_summary
+    from vqaudio.tokenizer import Tokenizer
+
+    requested = _parse_n_q(n_q)
+    if out.exists() and not overwrite:  # before loading anything: fail in a second, not after the run
+        raise typer.BadParameter(
+            f"{out} already exists; pass --overwrite or choose another --out", param_hint="--out"
+        )
+    if max_seconds is not None and max_seconds <= 0:
+        raise typer.BadParameter(f"must be positive, got {max_seconds}", param_hint="--max-seconds")
+    _check_device(device)
+    tokenizer = Tokenizer.load(model, device=device)
+    try:
+        check_n_q(tokenizer, requested)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--n-q") from exc
+    options = EvalOptions(
+        n_q=requested,
+        max_utterances=max_utterances,
+        max_seconds=max_seconds,
+        baselines=baselines,
+        skip_bad=skip_bad,
+        num_examples=examples,
+        threads=threads,
+        seed=seed,
+        progress=progress,
+    )
+    result = run_evaluation(data, tokenizer, out, options, overwrite=overwrite, model_path=model)
+    typer.echo(markdown_summary(result))
+    typer.echo(f"report: {out / 'report.md'}")
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as exc:
+        raise typer.BadParameter(
+            f"expected cpu, cuda or cuda:N, got {device!r}", param_hint="--device"
+        ) from exc
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter(
+            "CUDA is not available on this machine; use --device cpu", param_hint="--device"
+        )
+
+
+def _parse_n_q(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated integers such as 1,2,4,8, got {text!r}") from None
+    if not values:
+        raise typer.BadParameter(f"expected comma-separated integers such as 1,2,4,8, got {text!r}")
+    return values
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the vqaudio app."""
+    app.command("eval", help=EVAL_HELP)(eval_command)

@@ -1,7 +1,294 @@
-"""CLI commands (placeholder until its owner fills it in)."""
+"""``vqaudio tokenize``, ``vqaudio resynth`` and ``vqaudio info``: thin wrappers over the library.
+
+vqaudio tokenize wavs/ out.npy --model exp/run1          # folder, file, list file or manifest -> tokens
+vqaudio resynth out.npy decoded/ --model exp/run1        # tokens -> one WAV per utterance
+vqaudio resynth in.wav out.wav --model exp/run1 --n-q 4  # audio round trip
+vqaudio info exp/run1 | out.npy [--json]                 # what a model or token file holds
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any
 
 import typer
+
+log = logging.getLogger(__name__)
+
+MODEL_HELP = "Tokenizer model folder or .safetensors file (default: the model embedded in vqaudio)."
+TOKENIZE_HELP = (
+    "Turn a corpus into a token file: OUT.npy (frames x n_q codes) + OUT.index.tsv + OUT.meta.json.\n\n"
+    "INPUT is a folder (searched recursively for audio), one audio file, a list file (.txt/.lst/.scp) or a "
+    "manifest (.tsv). Audio at other sample rates is resampled and multi-channel audio averaged to mono. "
+    "Utterances are stored in sorted id order; np.load(OUT, mmap_mode='r') reads the array without vqaudio. "
+    "Nothing is written unless the whole run succeeds."
+)
+RESYNTH_HELP = (
+    "Decode tokens back to audio.\n\n"
+    "INPUT a token file (.npy): OUTPUT is a folder that gets one WAV per utterance (<utt_id>.wav; ids with "
+    "'/' make subfolders). INPUT an audio file: OUTPUT is the round trip audio -> tokens -> audio, with the "
+    "same number of samples at the model's sample rate."
+)
+INFO_HELP = (
+    "Describe a tokenizer model (config, rates, bitrate at every n_q, parameters, training), a token file "
+    "(utterances, frames, hours, model) or a prior model."
+)
+
+
+def _load_tokenizer(model: Path | None, threads: int = 0) -> Any:
+    import torch
+
+    from vqaudio.tokenizer import Tokenizer
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return Tokenizer.load(model)
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
+        raise typer.BadParameter(
+            f"expected K/N with 1 <= K <= N (e.g. 1/4), got {text!r}", param_hint="--shard"
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+# --------------------------------------------------------------------------------------------------
+# tokenize
+# --------------------------------------------------------------------------------------------------
+def tokenize(
+    input: Path = typer.Argument(..., help="Audio folder, audio file, list file or manifest."),
+    out: Path = typer.Argument(..., help="Output token file (.npy); .index.tsv and .meta.json go beside it."),
+    model: Path | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    n_q: int | None = typer.Option(None, "--n-q", min=1, help="Codebooks to keep (default: all)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Utterances per forward pass."),
+    chunk_seconds: float = typer.Option(
+        30.0, "--chunk-seconds", min=0.01, help="Long files are encoded in windows of this length."
+    ),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Skip unreadable, empty or NaN files (listed in OUT.meta.json)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing token file."),
+    shard: str | None = typer.Option(
+        None, "--shard", help="K/N: tokenize every N-th utterance, starting with the K-th (1-based)."
+    ),
+    threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0: torch's default)."),
+) -> None:
+    """Corpus -> token file (help: TOKENIZE_HELP)."""
+    from vqaudio.tokenfile import check_can_write, tokenize_corpus
+
+    if out.suffix != ".npy":
+        raise typer.BadParameter(f"the token file must end in .npy, got {out}", param_hint="OUT")
+    shard_pair = _parse_shard(shard)
+    check_can_write(out, overwrite)  # before loading anything
+    tokenizer = _load_tokenizer(model, threads)
+    summary = tokenize_corpus(
+        tokenizer,
+        input,
+        out,
+        n_q=n_q,
+        batch_size=batch_size,
+        chunk_seconds=chunk_seconds,
+        skip_bad=skip_bad,
+        overwrite=overwrite,
+        shard=shard_pair,
+    )
+    typer.echo(summary.line())
+
+
+# --------------------------------------------------------------------------------------------------
+# resynth
+# --------------------------------------------------------------------------------------------------
+def resynth(
+    input: Path = typer.Argument(..., help="Token file (.npy) or audio file."),
+    output: Path = typer.Argument(..., help="Output folder (for a token file) or audio file (.wav/.flac)."),
+    model: Path | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    n_q: int | None = typer.Option(None, "--n-q", min=1, help="Decode only the first n_q codebooks."),
+    force: bool = typer.Option(False, "--force", help="Decode tokens made by another model anyway."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    chunk_seconds: float = typer.Option(
+        30.0, "--chunk-seconds", min=0.01, help="Long inputs are processed in windows of this length."
+    ),
+) -> None:
+    """Tokens or audio -> audio (help: RESYNTH_HELP)."""
+    from vqaudio.audio import AUDIO_EXTENSIONS, load_audio, save_audio
+    from vqaudio.tokenfile import resynthesize_tokens, token_paths
+
+    suffix = input.suffix.lower()
+    if suffix == ".npy" or (not input.exists() and token_paths(input).array_path.exists()):
+        tokenizer = _load_tokenizer(model)
+        written = resynthesize_tokens(
+            tokenizer, input, output, n_q=n_q, force=force, overwrite=overwrite, chunk_seconds=chunk_seconds
+        )
+        typer.echo(f"wrote {len(written)} WAV files at {tokenizer.sample_rate} Hz to {output}")
+        return
+    if suffix not in AUDIO_EXTENSIONS:
+        raise typer.BadParameter(
+            f"{input}: expected a token file (.npy) or an audio file ({', '.join(AUDIO_EXTENSIONS)})",
+            param_hint="INPUT",
+        )
+    if output.suffix.lower() not in (".wav", ".flac"):
+        raise typer.BadParameter(
+            f"{output}: the round trip output must be a .wav or .flac file", param_hint="OUTPUT"
+        )
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
+    tokenizer = _load_tokenizer(model)
+    wav = load_audio(input, tokenizer.sample_rate)
+    codes = tokenizer.encode(wav, tokenizer.sample_rate, n_q=n_q, chunk_seconds=chunk_seconds)
+    audio = tokenizer.decode(codes, num_samples=len(wav), chunk_seconds=chunk_seconds)
+    save_audio(output, audio, tokenizer.sample_rate)
+    used = codes.shape[0]
+    kbps = tokenizer.bitrate_at(used) / 1000
+    typer.echo(
+        f"{input} -> {codes.shape[1]} frames x {used} codebooks ({kbps:.2f} kbps) -> {output}"
+        f" ({len(wav)} samples at {tokenizer.sample_rate} Hz)"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# info
+# --------------------------------------------------------------------------------------------------
+def info(
+    path: Path = typer.Argument(..., help="Model folder, .safetensors file, or token file (.npy)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+) -> None:
+    """Describe a model or token file (help: INFO_HELP)."""
+    from vqaudio.serialization import read_meta
+    from vqaudio.tokenfile import token_paths
+
+    if path.suffix == ".npy" or (not path.exists() and token_paths(path).meta_path.exists()):
+        facts, text = _token_file_info(path)
+    elif path.is_dir() or path.suffix == ".safetensors":
+        meta = read_meta(path)
+        kind = meta.get("format")
+        if kind == "vqaudio-tokenizer":
+            facts, text = _tokenizer_info(path)
+        elif kind == "vqaudio-prior":
+            facts, text = _prior_info(meta)
+        else:
+            facts = {"kind": str(kind), "meta": meta}
+            text = f"{path}: a {kind!r} model file (vqaudio {meta.get('vqaudio_version')})"
+    elif not path.exists():
+        raise FileNotFoundError(f"{path}: no such model folder, .safetensors file or token file")
+    else:
+        raise typer.BadParameter(
+            f"{path}: expected a model folder, a .safetensors model file or a token file (.npy)",
+            param_hint="PATH",
+        )
+    typer.echo(json.dumps(facts, indent=2, default=str) if as_json else text)
+
+
+def _tokenizer_info(path: Path) -> tuple[dict[str, Any], str]:
+    tokenizer = _load_tokenizer(path)
+    config = tokenizer.config.model
+    residual = config.quantizer.kind == "residual"
+    n_q_values = range(1, tokenizer.num_codebooks + 1) if residual else [tokenizer.num_codebooks]
+    bitrates = {n_q: tokenizer.bitrate_at(n_q) for n_q in n_q_values}
+    training = tokenizer.training
+    facts = {
+        "kind": "tokenizer",
+        "path": str(tokenizer.path),
+        "name": tokenizer.name,
+        "hash": tokenizer.hash,
+        "sample_rate": tokenizer.sample_rate,
+        "frame_rate": tokenizer.frame_rate,
+        "hop_length": tokenizer.hop_length,
+        "num_codebooks": tokenizer.num_codebooks,
+        "codebook_size": tokenizer.codebook_size,
+        "quantizer": config.quantizer.kind,
+        "bitrate": bitrates,
+        "num_parameters": tokenizer.num_parameters,
+        "causal": config.causal,
+        "encoder": {
+            "input": config.encoder.input,
+            "channels": config.encoder.channels,
+            "strides": config.encoder.strides,
+        },
+        "decoder": {
+            "output": config.decoder.output,
+            "channels": config.decoder.channels,
+            "strides": config.decoder.strides,
+        },
+        "latent_dim": config.latent_dim,
+        "receptive_field_seconds": tokenizer.model.receptive_field / tokenizer.sample_rate,
+        "training": training,
+    }
+    rates = ", ".join(f"{n_q}: {bps / 1000:.2f}" for n_q, bps in bitrates.items())
+    training_text = ", ".join(
+        f"{key} {value}" for key, value in training.items() if not isinstance(value, dict)
+    )
+    lines = [
+        f"tokenizer {tokenizer.name!r} ({tokenizer.path})",
+        f"  {config.encoder.input} encoder (channels {config.encoder.channels}, strides "
+        f"{'-'.join(map(str, config.encoder.strides))}) -> {config.latent_dim}-d latent -> "
+        f"{config.quantizer.kind} VQ -> {config.decoder.output} decoder{', causal' if config.causal else ''}",
+        f"  sample rate {tokenizer.sample_rate} Hz, hop {tokenizer.hop_length} samples, "
+        f"frame rate {tokenizer.frame_rate:g} Hz, receptive field {facts['receptive_field_seconds']:.3f} s",
+        f"  codebooks {tokenizer.num_codebooks} x {tokenizer.codebook_size} codes "
+        f"({math.log2(tokenizer.codebook_size):g} bits each)",
+        f"  bitrate in kbps by n_q: {rates}",
+        f"  parameters {tokenizer.num_parameters:,}",
+        f"  training: {training_text or 'not recorded'}",
+        f"  weights sha256 {tokenizer.hash}",
+    ]
+    return facts, "\n".join(lines)
+
+
+def _token_file_info(path: Path) -> tuple[dict[str, Any], str]:
+    from vqaudio.tokenfile import load_tokens
+
+    corpus = load_tokens(path)
+    meta = corpus.meta
+    n_q, codebook_size = corpus.num_codebooks, corpus.codebook_size
+    bitrate = n_q * math.log2(codebook_size) * corpus.frame_rate
+    seconds = corpus.seconds
+    facts = {
+        "kind": "tokens",
+        "path": str(corpus.paths[0]),
+        "num_utterances": len(corpus),
+        "num_frames": corpus.num_frames,
+        "hours": seconds / 3600,
+        "n_q": n_q,
+        "codebook_size": codebook_size,
+        "bitrate": bitrate,
+        "dtype": str(corpus.arrays[0].dtype),
+        "meta": meta,
+    }
+    skipped = meta.get("skipped") or []
+    shard = meta.get("shard")
+    lines = [
+        f"token file {corpus.paths[0]}",
+        f"  {len(corpus)} utterances, {corpus.num_frames} frames, {seconds / 3600:.3f} h "
+        f"({seconds:.1f} s)" + (f", {len(skipped)} files skipped" if skipped else ""),
+        f"  n_q {n_q} x {codebook_size} codes ({corpus.arrays[0].dtype}), {corpus.frame_rate:g} frames/s, "
+        f"{bitrate / 1000:.2f} kbps, sample rate {corpus.sample_rate} Hz, hop {corpus.hop_length}",
+        f"  model {meta.get('model_name')!r} (hash {str(meta.get('model_hash'))[:12]})",
+        f"  made {meta.get('created')} by vqaudio {meta.get('vqaudio_version')} from {meta.get('source')}"
+        + (f", shard {shard['index']}/{shard['count']}" if isinstance(shard, dict) else ""),
+    ]
+    return facts, "\n".join(lines)
+
+
+def _prior_info(meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    try:
+        from vqaudio.prior import describe
+    except ImportError:
+        text = f"token prior {meta.get('name')!r} (vqaudio {meta.get('vqaudio_version')})"
+    else:
+        text = describe(meta)
+    return {"kind": "prior", "description": text, "meta": meta}, text
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the vqaudio app."""
+    app.command("tokenize", help=TOKENIZE_HELP)(tokenize)
+    app.command("resynth", help=RESYNTH_HELP)(resynth)
+    app.command("info", help=INFO_HELP)(info)

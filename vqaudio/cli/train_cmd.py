@@ -1,7 +1,142 @@
-"""CLI commands (placeholder until its owner fills it in)."""
+"""``vqaudio train``: recipe + corpus -> a trained tokenizer in OUT (a thin wrapper of vqaudio.training)."""
 
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
 import typer
+
+log = logging.getLogger("vqaudio.train")
+
+TRAIN_HELP = """Train a tokenizer from a recipe on a corpus; resumable, with a progress bar.
+
+    vqaudio train recipes/tiny.yaml --data DIR --out exp/run1
+
+RECIPE is a YAML file overriding the defaults of vqaudio/config.py (unknown keys and wrong types are
+errors); --set section.field=value changes one field (repeatable, e.g. --set train.batch_size=16).
+--data is anything `vqaudio prepare` reads: a manifest, a list file, a LibriSpeech tree or an audio folder.
+Without --valid, train.num_validation_files files are held out of --data (chosen with train.seed; the log
+says which count); with --valid, at most that many of its files are used (a seeded choice).
+
+OUT gets checkpoint.pt (training state), model.safetensors + config.json (the release model, refreshed at
+every checkpoint, so `vqaudio tokenize --model OUT` works mid-training), metrics.jsonl and tensorboard/.
+Running the same command again resumes from the checkpoint (--no-resume --overwrite starts over). Ctrl-C
+stops after the current step and writes a checkpoint (exit code 130).
+
+Several processes: torchrun --nproc_per_node N -m vqaudio.cli.main train ... (gloo on CPU, NCCL on CUDA).
+"""
+
+
+def train_command(
+    recipe: Path = typer.Argument(..., help="Recipe YAML, e.g. recipes/rvq_waveform.yaml."),
+    data: Path = typer.Option(..., "--data", help="Training corpus: manifest, list file, LibriSpeech or folder."),
+    out: Path = typer.Option(..., "--out", help="Run folder (checkpoint, release model, logs)."),
+    valid: Path | None = typer.Option(
+        None, "--valid", help="Held-out corpus (default: train.num_validation_files files split off --data)."
+    ),
+    overrides: list[str] | None = typer.Option(
+        None, "--set", help="Override a recipe field: section.field=value (YAML value); repeatable."
+    ),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Set train.max_steps."),
+    resume: bool = typer.Option(
+        True, "--resume/--no-resume", help="Continue from OUT/checkpoint.pt when there is one."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in OUT."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads per process."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable/empty files (listed)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+) -> None:
+    import torch
+
+    from vqaudio.config import load_yaml, parse_override, replace_path
+    from vqaudio.data.corpus import fill_headers, load_corpus
+    from vqaudio.training.distributed import init_distributed, shutdown_distributed
+    from vqaudio.training.trainer import train_tokenizer
+    from vqaudio.training.validation import hold_out
+
+    config = load_yaml(recipe)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        config = replace_path(config, key, value)
+    if max_steps is not None:
+        config = replace_path(config, "train.max_steps", max_steps)
+    if threads is not None:
+        config = replace_path(config, "train.num_threads", threads)
+    config.model.validate()
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter(f"--device must be auto, cpu or cuda, got {device!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available; use --device cpu")
+    context = init_distributed(torch.device(device))
+    try:
+        if not context.is_main:  # one voice on the console: rank 0's
+            logging.getLogger().setLevel(logging.WARNING)
+        torch_device = torch.device("cuda", context.local_rank) if device == "cuda" else torch.device("cpu")
+        train_config = config.train
+        utterances = fill_headers(load_corpus(data), skip_bad=skip_bad, progress=context.is_main)
+        if valid is None:
+            train_utterances, valid_utterances = hold_out(
+                utterances, train_config.num_validation_files, train_config.seed
+            )
+            log.info(
+                "validation: %d of the %d files of --data held out (train.num_validation_files, chosen with "
+                "train.seed=%d); pass --valid for a separate set",
+                len(valid_utterances),
+                len(utterances),
+                train_config.seed,
+            )
+        else:
+            train_utterances = utterances
+            valid_utterances = fill_headers(load_corpus(valid), skip_bad=skip_bad, progress=context.is_main)
+            if len(valid_utterances) > train_config.num_validation_files:
+                rng = np.random.default_rng(train_config.seed)
+                keep = sorted(rng.permutation(len(valid_utterances))[: train_config.num_validation_files])
+                log.info(
+                    "validation: %d of the %d files of --valid (train.num_validation_files, chosen with "
+                    "train.seed=%d)",
+                    len(keep),
+                    len(valid_utterances),
+                    train_config.seed,
+                )
+                valid_utterances = [valid_utterances[index] for index in keep]
+            shared = {utt.path.resolve() for utt in train_utterances} & {
+                utt.path.resolve() for utt in valid_utterances
+            }
+            if shared:
+                log.warning("%d validation files are also in the training data", len(shared))
+        try:
+            result = train_tokenizer(
+                config,
+                train_utterances,
+                valid_utterances,
+                out,
+                run={"data": str(data), "valid": None if valid is None else str(valid), "recipe": str(recipe)},
+                resume=resume,
+                overwrite=overwrite,
+                device=torch_device,
+                context=context,
+                progress=progress,
+            )
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+    finally:
+        shutdown_distributed()
+    if context.is_main:
+        summary = f"model: {result.out} (step {result.step} of {config.train.max_steps})"
+        if result.validation:
+            summary += (
+                f"; validation mel distance {result.validation['mel_distance']:.3f} at step "
+                f"{result.validation['step']}"
+            )
+        typer.echo(summary)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the vqaudio app."""
+    app.command("train", help=TRAIN_HELP)(train_command)

@@ -1,0 +1,12 @@
+"""Evaluation: ``vqaudio eval`` and the pieces it is built from (each importable on its own).
+
+* ``metrics``: SI-SDR, log-mel L1, multi-resolution STFT distance, PESQ-WB, STOI of one clip.
+* ``alignment``: remove a codec's delay before scoring (cross-correlation lag search).
+* ``baselines``: Codec2 and Opus through their command-line tools.
+* ``codebook_stats``: per-codebook used fraction, entropy and perplexity (numpy/torch, no torch import).
+* ``evaluate``: the run over a corpus; ``run_evaluation`` writes the report folder atomically.
+* ``report``: report.json and report.md; ``plots``: the figures.
+
+Nothing is imported here, so ``from vqaudio.evaluation.codebook_stats import codebook_usage`` stays cheap
+(no matplotlib, no torch).
+"""

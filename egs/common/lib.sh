@@ -1,0 +1,118 @@
+# Shared helpers of the egs/*/run.sh recipes (sourced, not run): logging, option parsing, stages.
+#
+# A recipe sets its defaults as shell variables, lists them in `option_names`, then calls
+# `parse_options "$@"`: every `--some-name VALUE` (or `--some-name=VALUE`) sets `some_name`.
+# `--set KEY=VALUE` (repeatable) collects codec config overrides in the array `codec_overrides`.
+# Stages run in order from --stage to --stop-stage; a finished stage leaves a `.done` sentinel and is
+# skipped on the next run (rerun it with --force true, or delete its sentinel).
+
+log() {  # log MESSAGE...: a time-stamped line on stderr, prefixed with the recipe and line
+  local caller="${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}"
+  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${caller}) $*" >&2
+}
+
+die() {  # die MESSAGE...: log and exit 1
+  log "error: $*"
+  exit 1
+}
+
+usage() {  # print the header comment of the running recipe (the lines starting with '#' after the shebang)
+  sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"
+}
+
+codec_overrides=()
+
+parse_options() {
+  local name value var names
+  names=" $(echo ${option_names}) "  # one line, single spaces
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      -h|--help) usage; exit 0 ;;
+      --*=*) name="${1%%=*}"; value="${1#*=}"; shift ;;
+      --*)
+        [ $# -ge 2 ] || die "option $1 needs a value (see --help)"
+        name="$1"; value="$2"; shift 2 ;;
+      *) die "unexpected argument '$1': options are --name VALUE (see --help)" ;;
+    esac
+    if [ "$name" = "--set" ]; then
+      codec_overrides+=(--set "$value")
+      continue
+    fi
+    var="${name#--}"; var="${var//-/_}"
+    case "$names" in
+      *" ${var} "*) printf -v "$var" '%s' "$value" ;;
+      *) die "unknown option ${name}; known:$(echo "$names" | sed "s/ \([a-z_]*\)/ --\1/g; s/_/-/g")" ;;
+    esac
+  done
+  [[ "$stage" =~ ^-?[0-9]+$ && "$stop_stage" =~ ^-?[0-9]+$ ]] || die "--stage and --stop-stage take integers"
+}
+
+# run_stage N SENTINEL_DIR DESCRIPTION FUNCTION: run FUNCTION if N is within --stage..--stop-stage and
+# SENTINEL_DIR/.stageN.done is absent (or --force true); write the sentinel when it succeeds.
+run_stage() {
+  local number="$1" sentinel_dir="$2" description="$3" function="$4"
+  [ "$stage" -le "$number" ] && [ "$stop_stage" -ge "$number" ] || return 0
+  local sentinel="${sentinel_dir}/.stage${number}.done"
+  if [ -f "$sentinel" ] && [ "${force:-false}" != "true" ]; then
+    log "stage ${number}: ${description}: already done (${sentinel}); skipped"
+    return 0
+  fi
+  log "stage ${number}: ${description}"
+  local start=$SECONDS
+  "$function"
+  mkdir -p "$sentinel_dir"
+  date '+%Y-%m-%d %H:%M:%S' > "$sentinel"
+  log "stage ${number}: done in $((SECONDS - start)) s"
+}
+
+require() {  # require FILE...: die unless every file exists (inputs of a stage that an earlier stage makes)
+  local file
+  for file in "$@"; do
+    [ -e "$file" ] || die "missing ${file}: run the earlier stages first (--stage 0)"
+  done
+}
+
+# ---------------------------------------------------------------------------------------------------
+# Stages 1-5, the same in every recipe. They read: vq (the vqaudio command, an array), exp, recipe,
+# train_manifest, dev_manifest, test_manifest, prior_config, sample_seconds, num_samples, codec_overrides.
+# ---------------------------------------------------------------------------------------------------
+vqaudio_command() {  # the vqaudio command as an array `vq`: $VQAUDIO if set (e.g. "python -m vqaudio.cli.main")
+  read -r -a vq <<< "${VQAUDIO:-vqaudio}"
+  command -v "${vq[0]}" >/dev/null || die "'${vq[0]}' not found: install vqaudio (pip install -e .) or set VQAUDIO"
+}
+
+stage_train_codec() {
+  require "$recipe" "$train_manifest" "$dev_manifest"
+  "${vq[@]}" train "$recipe" --data "$train_manifest" --valid "$dev_manifest" --out "$exp/codec" \
+    ${codec_overrides[@]+"${codec_overrides[@]}"}
+}
+
+stage_tokenize() {
+  require "$exp/codec"
+  local split manifest
+  for split in dev test train; do
+    manifest="${split}_manifest"
+    require "${!manifest}"
+    "${vq[@]}" tokenize "${!manifest}" "$exp/tokens/${split}.npy" --model "$exp/codec" --overwrite
+  done
+}
+
+stage_evaluate() {
+  require "$exp/codec" "$test_manifest"
+  "${vq[@]}" eval "$test_manifest" --model "$exp/codec" --out "$exp/report"
+}
+
+stage_train_prior() {
+  require "$prior_config" "$exp/tokens/train.npy" "$exp/tokens/dev.npy" "$exp/tokens/test.npy"
+  "${vq[@]}" prior train "$exp/tokens/train.npy" --valid "$exp/tokens/dev.npy" --config "$prior_config" \
+    --out "$exp/prior"
+  # written beside, then renamed: an interrupted run leaves no half-written JSON
+  "${vq[@]}" prior eval "$exp/tokens/test.npy" --prior "$exp/prior" --json > "$exp/prior_eval.json.tmp"
+  mv "$exp/prior_eval.json.tmp" "$exp/prior_eval.json"
+  log "prior on test tokens: $(tr -d '\n' < "$exp/prior_eval.json")"
+}
+
+stage_sample() {
+  require "$exp/prior"
+  "${vq[@]}" prior sample --prior "$exp/prior" --seconds "$sample_seconds" -n "$num_samples" "$exp/samples"
+}

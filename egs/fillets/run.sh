@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# egs/fillets: real speech that installs offline. ~3 hours of Czech and Dutch voice acting from the game
+# Fish Fillets NG (Debian packages fillets-ng-data, fillets-ng-data-cs, fillets-ng-data-nl; GPL), converted
+# to a 16 kHz LibriSpeech-layout corpus in which dev and test voices are never heard in training.
+#
+# Usage: egs/fillets/run.sh [--stage 0] [--stop-stage 5] [--data data/fillets] [--exp exp/fillets]
+#          [--recipe recipes/rvq_mel.yaml] [--prior-config recipes/prior_small.yaml]
+#          [--fillets-src DIR] [--debs DIR] [--train-speakers cs-m,nl-v] [--jobs 0] [--force false]
+#          [--set KEY=VALUE ...]
+#   Paths are relative to the current folder. --fillets-src: already extracted data (a `dpkg -x` root or
+#   /usr/share/games/fillets-ng) instead of downloading; --debs: a folder that already holds the three .debs.
+#   VQAUDIO overrides the vqaudio command. Codec options go through --set (e.g. --set train.max_steps=20000).
+#
+# Stages (a finished stage writes .stageN.done and is skipped next time; --force true reruns it):
+#   0  fetch the three .debs (apt-get download, no root needed) unless --fillets-src/--debs, unpack them
+#      with dpkg -x into DATA/root, convert the voice clips with `vqaudio prepare-fillets` into
+#      DATA/corpus/{train,dev,test} (speaker = <lang>-<character>; effects, music, templates, clips under
+#      0.5 s skipped; train voices cs-m and nl-v, every other voice held out; hours per split, language and
+#      speaker in DATA/corpus/summary.json), then `vqaudio prepare` DATA/{train,dev,test}.tsv
+#   1  train the codec: vqaudio train RECIPE --data DATA/train.tsv --valid DATA/dev.tsv --out EXP/codec
+#   2  tokenize dev, test and train into EXP/tokens/{dev,test,train}.npy
+#   3  evaluate the codec on test (unseen voices, both languages) into EXP/report
+#   4  train the WaveNet token prior on the train tokens, evaluate it on the test tokens (EXP/prior_eval.json)
+#   5  sample 4 x 4 s from the prior into EXP/samples
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+# shellcheck source=../common/lib.sh
+source "$here/../common/lib.sh"
+
+stage=0
+stop_stage=5
+data=data/fillets
+exp=exp/fillets
+recipe="$repo/recipes/rvq_mel.yaml"
+prior_config="$repo/recipes/prior_small.yaml"
+fillets_src=
+debs=
+train_speakers=cs-m,nl-v
+jobs=0
+sample_seconds=4
+num_samples=4
+force=false
+option_names="stage stop_stage data exp recipe prior_config fillets_src debs train_speakers jobs
+  sample_seconds num_samples force"
+parse_options "$@"
+vqaudio_command
+
+train_manifest="$data/train.tsv"
+dev_manifest="$data/dev.tsv"
+test_manifest="$data/test.tsv"
+packages=(fillets-ng-data fillets-ng-data-cs fillets-ng-data-nl)
+
+fetch_and_unpack() {  # -> DATA/root/usr/share/games/fillets-ng
+  local deb_dir="${debs:-$data/debs}" package deb
+  mkdir -p "$deb_dir"
+  for package in "${packages[@]}"; do
+    if ! compgen -G "$deb_dir/${package}_*.deb" >/dev/null; then
+      command -v apt-get >/dev/null || die "apt-get not found: download ${packages[*]} (.deb) into --debs DIR"
+      log "apt-get download ${package}"
+      (cd "$deb_dir" && apt-get download "$package") ||
+        die "apt-get download $package failed: run 'apt-get update' first, or put the .debs in --debs DIR"
+    fi
+  done
+  rm -rf "$data/root"
+  for package in "${packages[@]}"; do
+    for deb in "$deb_dir/${package}"_*.deb; do
+      log "dpkg -x $(basename "$deb")"
+      dpkg -x "$deb" "$data/root"
+    done
+  done
+}
+
+stage_prepare() {
+  local src="$fillets_src" split
+  if [ -z "$src" ]; then
+    command -v dpkg >/dev/null || die "dpkg not found: extract the fillets-ng .debs yourself and pass --fillets-src"
+    fetch_and_unpack
+    src="$data/root"
+  fi
+  "${vq[@]}" prepare-fillets "$src" "$data/corpus" --train-speakers "$train_speakers" --jobs "$jobs" --overwrite
+  for split in train dev test; do
+    "${vq[@]}" prepare "$data/corpus/$split" "$data/$split.tsv" --dev 0 --test 0
+  done
+}
+
+mkdir -p "$data" "$exp"
+run_stage 0 "$data" "fetch, convert and prepare the fillets-ng voices" stage_prepare
+run_stage 1 "$exp" "train the codec ($(basename "$recipe"))" stage_train_codec
+run_stage 2 "$exp" "tokenize dev, test and train" stage_tokenize
+run_stage 3 "$exp" "evaluate the codec on test" stage_evaluate
+run_stage 4 "$exp" "train and evaluate the token prior" stage_train_prior
+run_stage 5 "$exp" "sample from the prior" stage_sample
+log "finished stages ${stage}..${stop_stage}: ${exp}"

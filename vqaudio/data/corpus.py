@@ -1,0 +1,247 @@
+"""A corpus is a sorted list of utterances; ``load_corpus`` reads one from whatever the user points at.
+
+Accepted sources, tried in this order:
+
+* a manifest ``.tsv`` (see :mod:`vqaudio.data.manifest`),
+* a list file (``.txt``/``.lst``: one audio path per line; ``.scp``: Kaldi-style ``id path`` lines),
+  relative paths being under the list file's folder,
+* one audio file,
+* a LibriSpeech-layout tree (``<split>/<speaker>/<chapter>/*.trans.txt``; the root, or one split), read with
+  speakers and transcripts (see :mod:`vqaudio.data.librispeech`),
+* any other folder: every audio file below it, recursively.
+
+Enumerating never decodes audio. Headers are not read either unless ``read_headers=True`` (plain folders
+then have ``num_samples=None``); manifests carry the lengths, so large corpora load in milliseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from vqaudio.audio import AUDIO_EXTENSIONS, audio_info
+from vqaudio.errors import AudioError, DataError
+
+log = logging.getLogger(__name__)
+
+LIST_EXTENSIONS = (".txt", ".lst", ".scp")
+MANIFEST_EXTENSIONS = (".tsv",)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One audio file of a corpus and what is known about it."""
+
+    id: str  # unique, stable; LibriSpeech "spk-chap-utt"; folders: relative path without extension (posix)
+    path: Path
+    num_samples: int | None  # at the file's own rate, None if unknown
+    sample_rate: int | None
+    speaker: str | None = None
+    text: str | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        """Duration, when the header facts are known."""
+        if self.num_samples is None or not self.sample_rate:
+            return None
+        return self.num_samples / self.sample_rate
+
+
+def is_audio_file(path: str | Path) -> bool:
+    """True for a visible file whose extension is one of ``vqaudio.audio.AUDIO_EXTENSIONS``."""
+    name = Path(path).name
+    # hidden files include the temporaries of atomic writes (".name.XXXX.flac")
+    return not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def load_corpus(source: str | Path, *, read_headers: bool = False) -> list[Utterance]:
+    """Read a corpus from a manifest, a list file, one audio file, a LibriSpeech tree or an audio folder.
+
+    Args:
+        source: see the module docstring for what is accepted.
+        read_headers: fill ``num_samples``/``sample_rate`` from the file headers where the source does not
+            give them (one ``sf.info`` per file, with a progress bar). Unreadable files raise ``AudioError``.
+    Returns:
+        utterances sorted by id.
+    Raises:
+        DataError: missing path, no audio found, duplicate ids, manifest or list paths that do not exist,
+            malformed manifest or transcripts. The message names the file or folder and the fix.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"{source}: no such file or folder; pass a manifest .tsv, list file or audio folder")
+    if source.is_file():
+        suffix = source.suffix.lower()
+        if suffix in MANIFEST_EXTENSIONS:
+            from vqaudio.data.manifest import read_manifest
+
+            utterances = read_manifest(source)
+        elif suffix in LIST_EXTENSIONS:
+            utterances = read_list_file(source)
+        elif suffix in AUDIO_EXTENSIONS:
+            utterances = [Utterance(id=source.stem, path=source, num_samples=None, sample_rate=None)]
+        else:
+            raise DataError(
+                f"{source}: not a manifest (.tsv), list file ({', '.join(LIST_EXTENSIONS)}) or audio file "
+                f"({', '.join(AUDIO_EXTENSIONS)}); pass one of those or a folder"
+            )
+    else:
+        from vqaudio.data.librispeech import is_librispeech_tree, read_librispeech
+
+        if is_librispeech_tree(source):
+            utterances = read_librispeech(source)
+        else:
+            utterances = read_audio_folder(source)
+    if read_headers:
+        utterances = fill_headers(utterances)
+    return utterances
+
+
+def read_audio_folder(folder: str | Path) -> list[Utterance]:
+    """Every audio file below ``folder`` (recursive, hidden files and folders skipped), ids = relative paths.
+
+    Raises:
+        DataError: the folder holds no audio file, or two files differ only by extension (same id).
+    """
+    folder = Path(folder)
+    paths = list(find_audio_files(folder))
+    if not paths:
+        raise DataError(
+            f"{folder}: no audio files found (looked recursively for {', '.join(AUDIO_EXTENSIONS)}); "
+            "point at the folder that holds the audio"
+        )
+    utterances = [
+        Utterance(id=_id_from_relative(path, folder), path=path, num_samples=None, sample_rate=None)
+        for path in paths
+    ]
+    return sort_and_check(utterances, where=str(folder))
+
+
+def find_audio_files(folder: Path) -> Iterable[Path]:
+    """Audio files below ``folder`` in a stable (sorted) walk order; hidden folders are not entered."""
+    for directory, subdirs, files in os.walk(folder, followlinks=True):
+        subdirs[:] = sorted(name for name in subdirs if not name.startswith("."))
+        for name in sorted(files):
+            if is_audio_file(name):
+                yield Path(directory) / name
+
+
+def read_list_file(list_file: str | Path) -> list[Utterance]:
+    """A list of audio files: ``.txt``/``.lst`` one path per line, ``.scp`` ``<id> <path>`` per line.
+
+    Relative paths are under the list file's folder; blank lines and lines starting with ``#`` are skipped.
+    Without explicit ids, an id is the path relative to the common folder of all listed files, without
+    extension.
+
+    Raises:
+        DataError: an empty list, a listed file that does not exist (first one named, with the line), a
+            Kaldi pipe command, duplicate ids.
+    """
+    list_file = Path(list_file)
+    base = list_file.parent
+    with_ids = list_file.suffix.lower() == ".scp"
+    entries: list[tuple[str | None, Path, int]] = []
+    for line_number, raw in enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        utterance_id: str | None = None
+        if with_ids:
+            fields = line.split(maxsplit=1)
+            if len(fields) != 2:
+                raise DataError(f"{list_file}:{line_number}: expected '<id> <path>', got {line!r}")
+            utterance_id, line = fields
+            if line.endswith("|"):
+                raise DataError(
+                    f"{list_file}:{line_number}: pipe commands are not supported; write the audio to files"
+                )
+        path = Path(line)
+        entries.append((utterance_id, path if path.is_absolute() else base / path, line_number))
+    if not entries:
+        raise DataError(f"{list_file}: the list is empty; add one audio path per line")
+    missing = [(path, number) for _, path, number in entries if not path.is_file()]
+    if missing:
+        path, number = missing[0]
+        raise DataError(
+            f"{list_file}:{number}: {path} does not exist ({len(missing)} of {len(entries)} listed files "
+            "missing); relative paths are read from the list file's folder"
+        )
+    common = Path(os.path.commonpath([str(path.resolve().parent) for _, path, _ in entries]))
+    utterances = [
+        Utterance(
+            id=utterance_id if utterance_id is not None else _id_from_relative(path.resolve(), common),
+            path=path,
+            num_samples=None,
+            sample_rate=None,
+        )
+        for utterance_id, path, _ in entries
+    ]
+    return sort_and_check(utterances, where=str(list_file))
+
+
+def fill_headers(
+    utterances: Sequence[Utterance], *, skip_bad: bool = False, progress: bool = True
+) -> list[Utterance]:
+    """Fill ``num_samples``/``sample_rate`` from file headers (no decoding) where they are unknown.
+
+    Args:
+        utterances: any corpus.
+        skip_bad: drop unreadable or empty files (their count and names are logged) instead of raising.
+        progress: show a tqdm bar (only when there are many files to read).
+    Returns:
+        the utterances with headers filled, unreadable ones removed when ``skip_bad``.
+    Raises:
+        AudioError: an unreadable or empty file (without ``skip_bad``): the message names it and the count.
+    """
+    result = list(utterances)
+    todo = [index for index, utt in enumerate(result) if utt.num_samples is None or utt.sample_rate is None]
+    bad: list[tuple[Utterance, str]] = []
+    quiet = not progress or len(todo) < 200
+    bar = tqdm(todo, desc="reading headers", unit="file", disable=quiet, leave=False)
+    for index in bar:
+        utt = result[index]
+        try:
+            info = audio_info(utt.path)
+        except AudioError as exc:
+            bad.append((utt, str(exc)))
+            continue
+        if info.num_samples == 0:
+            bad.append((utt, f"{utt.path}: audio is empty (0 samples); remove it or pass --skip-bad"))
+            continue
+        result[index] = replace(utt, num_samples=info.num_samples, sample_rate=info.sample_rate)
+    if bad:
+        if not skip_bad:
+            more = f" (and {len(bad) - 1} more unreadable files)" if len(bad) > 1 else ""
+            raise AudioError(f"{bad[0][1]}{more}")
+        bad_ids = {utt.id for utt, _ in bad}
+        log.warning("skipped %d unreadable or empty file(s) (--skip-bad):", len(bad))
+        for _, message in bad:
+            log.warning("  %s", message)
+        result = [utt for utt in result if utt.id not in bad_ids]
+    return result
+
+
+def sort_and_check(utterances: Iterable[Utterance], where: str) -> list[Utterance]:
+    """Sort by id; raise DataError on duplicate ids (naming the first two files that clash)."""
+    ordered = sorted(utterances, key=lambda utt: utt.id)
+    counts = Counter(utt.id for utt in ordered)
+    duplicates = [utterance_id for utterance_id, count in counts.items() if count > 1]
+    if duplicates:
+        first = duplicates[0]
+        paths = [str(utt.path) for utt in ordered if utt.id == first][:2]
+        raise DataError(
+            f"{where}: duplicate utterance id {first!r} ({' and '.join(paths)}; {len(duplicates)} duplicate "
+            "ids in all); ids must be unique: rename one file or keep one format per recording"
+        )
+    return ordered
+
+
+def _id_from_relative(path: Path, root: Path) -> str:
+    relative = path.relative_to(root)
+    return relative.with_suffix("").as_posix()

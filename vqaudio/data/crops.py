@@ -1,0 +1,156 @@
+"""Random fixed-length crops of a corpus: the training batches of the tokenizer.
+
+SoundStream / EnCodec-style training (Zeghidour et al., 2021, https://arxiv.org/abs/2107.03312) on short
+random segments: item ``step`` of ``RandomCrops`` is the whole batch of that training step,
+``[batch_size, segment_samples]``. Its randomness comes from a generator seeded by ``(seed, rank, step)``
+only, so the sampler has no hidden position: a resumed run draws exactly the crops an uninterrupted run
+would, whatever the number of DataLoader workers, and each DDP rank draws its own.
+
+Utterances are drawn with probability proportional to their duration (every second of the corpus is
+equally likely to be trained on, however it is split into files); the crop start is uniform within the
+utterance. An utterance shorter than a crop is used whole and zero-padded at the end.
+
+Decoding: with a cache, the corpus is decoded once into memory as int16 at the model rate (ogg/flac
+decoding on every step can cost more than the model on a small CPU); otherwise each crop decodes only its
+window of the file (``vqaudio.audio.load_audio`` with ``start``/``num_samples``), resampled when the file
+rate differs from the model rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from vqaudio.audio import load_audio
+from vqaudio.data.corpus import Utterance
+from vqaudio.errors import DataError
+
+log = logging.getLogger(__name__)
+
+CACHE_BYTES_PER_SAMPLE = 2  # int16
+_DATA_STREAM = 0x6372_6F70  # "crop": keeps this generator apart from others seeded with (seed, rank, step)
+
+
+def model_rate_length(utterance: Utterance, sample_rate: int) -> int:
+    """Samples of ``utterance`` at ``sample_rate`` (its header length converted from the file's rate)."""
+    if utterance.num_samples is None or not utterance.sample_rate:
+        raise DataError(
+            f"{utterance.path}: length unknown; load the corpus with read_headers=True (or fill_headers)"
+        )
+    return max(1, int(utterance.num_samples * sample_rate // utterance.sample_rate))
+
+
+def cache_size_bytes(utterances: Sequence[Utterance], sample_rate: int) -> int:
+    """Memory an in-memory cache of ``utterances`` at ``sample_rate`` takes."""
+    return sum(model_rate_length(utt, sample_rate) for utt in utterances) * CACHE_BYTES_PER_SAMPLE
+
+
+class RandomCrops(Dataset[torch.Tensor]):
+    """Step -> a batch of random crops ``[batch_size, segment_samples]`` (float32, at ``sample_rate``).
+
+    Args:
+        utterances: the training corpus, with lengths (``load_corpus(..., read_headers=True)``).
+        sample_rate: the model's rate; files at other rates are resampled.
+        segment_samples: crop length in samples at ``sample_rate``.
+        batch_size: crops per item.
+        seed: the run's seed.
+        rank: the DDP rank (each rank draws different crops).
+        cache: decode the whole corpus into memory now (int16) instead of decoding a window per crop.
+        progress: show a progress bar while filling the cache.
+    """
+
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        sample_rate: int,
+        segment_samples: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        cache: bool = False,
+        progress: bool = False,
+    ) -> None:
+        if not utterances:
+            raise DataError("no training utterances; pass a --data corpus with at least one audio file")
+        if segment_samples < 1 or batch_size < 1:
+            raise ValueError(
+                f"segment_samples and batch_size must be at least 1, got {segment_samples} and {batch_size}"
+            )
+        self.utterances = list(utterances)
+        self.sample_rate = sample_rate
+        self.segment_samples = segment_samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.lengths = np.array([model_rate_length(utt, sample_rate) for utt in self.utterances], dtype=np.int64)
+        # Probability proportional to the samples a crop can come from (short files count as one crop).
+        weights = np.maximum(self.lengths, segment_samples).astype(np.float64)
+        self.probabilities = weights / weights.sum()
+        self.cache: list[np.ndarray] | None = None
+        if cache:
+            self.cache = [
+                _to_int16(load_audio(utt.path, sample_rate).numpy())
+                for utt in tqdm(self.utterances, desc="decoding into memory", unit="file", disable=not progress)
+            ]
+            # The header length can differ from the decoded one by a sample or two after resampling.
+            self.lengths = np.array([len(audio) for audio in self.cache], dtype=np.int64)
+
+    @property
+    def num_short(self) -> int:
+        """Utterances shorter than one crop (used whole, zero-padded)."""
+        return int((self.lengths < self.segment_samples).sum())
+
+    @property
+    def seconds(self) -> float:
+        """Duration of the corpus at the model rate."""
+        return float(self.lengths.sum()) / self.sample_rate
+
+    def state(self) -> dict[str, int]:
+        """Everything that determines the crops of a step (stored in checkpoints; the step is the position)."""
+        return {
+            "seed": self.seed,
+            "rank": self.rank,
+            "batch_size": self.batch_size,
+            "segment_samples": self.segment_samples,
+            "num_utterances": len(self.utterances),
+        }
+
+    def choose(self, step: int) -> list[tuple[int, int]]:
+        """The (utterance index, start sample at the model rate) of each crop of ``step``."""
+        rng = np.random.default_rng([self.seed, self.rank, step, _DATA_STREAM])
+        indices = rng.choice(len(self.utterances), size=self.batch_size, p=self.probabilities)
+        room = np.maximum(self.lengths[indices] - self.segment_samples, 0)  # [batch]
+        starts = np.floor(rng.random(self.batch_size) * (room + 1)).astype(np.int64)
+        return [(int(index), int(start)) for index, start in zip(indices, starts, strict=True)]
+
+    def __getitem__(self, step: int) -> torch.Tensor:
+        """The batch of training step ``step``: [batch_size, segment_samples] float32."""
+        batch = torch.zeros(self.batch_size, self.segment_samples)
+        for row, (index, start) in enumerate(self.choose(step)):
+            crop = self._crop(index, start)
+            batch[row, : crop.shape[0]] = crop
+        return batch
+
+    def _crop(self, index: int, start: int) -> torch.Tensor:
+        """[<= segment_samples] samples of utterance ``index`` from ``start`` (model rate)."""
+        if self.cache is not None:
+            window = self.cache[index][start : start + self.segment_samples]
+            return torch.from_numpy(window.astype(np.float32) / 32768.0)
+        utt = self.utterances[index]
+        file_rate = int(utt.sample_rate or self.sample_rate)
+        # The same window at the file's rate, one sample wider on each side for the resampler's rounding.
+        file_start = max(0, math.floor(start * file_rate / self.sample_rate) - 1)
+        file_count = math.ceil(self.segment_samples * file_rate / self.sample_rate) + 2
+        audio = load_audio(utt.path, self.sample_rate, start=file_start, num_samples=file_count)
+        offset = start - round(file_start * self.sample_rate / file_rate)
+        return audio[max(0, offset) : max(0, offset) + self.segment_samples]
+
+
+def _to_int16(audio: np.ndarray) -> np.ndarray:
+    return (np.clip(audio, -1.0, 32767 / 32768) * 32768.0).round().astype(np.int16)

@@ -1,0 +1,563 @@
+"""``vqaudio eval``: a tokenizer and the classical baselines on the same utterances, into a report folder.
+
+For every bitrate the model serves (each n_q of a residual VQ trained with quantizer dropout, as in
+SoundStream, Zeghidour et al., 2021, https://arxiv.org/abs/2107.03312; otherwise all codebooks) and for
+every installed baseline codec (Codec2, Opus), each whole utterance is encoded and decoded, the baselines'
+output is aligned to the reference (``alignment``), and every metric (``metrics``) is computed; codebook usage
+is counted on the full-bitrate codes (``codebook_stats``). ``run_evaluation`` writes the report folder
+atomically (``report`` renders it, ``plots`` draws it)::
+
+    corpus ─► utterance ─► tokenizer.encode ─► codes [K, F] ─┬─► decode(codes[:n_q]) ─► scores vqaudio_nq{n_q}
+                 │                                           └─► histograms ─► codebook usage
+                 └──────► c2enc/c2dec, opusenc/opusdec ─► align ─► scores codec2_3200, opus_6k, ...
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import random
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vqaudio.audio import load_audio
+from vqaudio.errors import AudioError, DataError
+from vqaudio.evaluation import alignment
+from vqaudio.evaluation.alignment import align_to_reference
+from vqaudio.evaluation.baselines import Baseline, BaselineError, default_baselines, run_baseline
+from vqaudio.evaluation.codebook_stats import CodebookStats, code_histograms, usage_from_histograms
+from vqaudio.evaluation.metrics import ClipScores, score_clip, unavailable_metrics
+
+if TYPE_CHECKING:
+    from vqaudio.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+ALIGNMENT_NOTE = (
+    f"Baseline outputs are aligned to the reference before scoring: {alignment.METHOD}. vqaudio outputs are "
+    "scored as decoded: the model returns exactly the input's samples, with no delay by construction."
+)
+
+
+EXAMPLE_MIN_PEAK = 1e-3  # -60 dBFS
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What ``run_evaluation`` evaluates and how.
+
+    n_q: codebook counts to evaluate; None: every bitrate the model serves (``served_n_q``).
+    max_utterances: evaluate at most this many utterances, a seeded random subset spread over the corpus.
+    max_seconds: stop adding utterances once this much audio is evaluated (whole utterances only).
+    baselines: run the Codec2 / Opus baselines whose tools are installed.
+    skip_bad: skip unreadable files (listed in the report) instead of failing on the first.
+    num_examples: clips kept as WAVs and spectrograms.
+    threads: torch intra-op threads (0: torch's default); RTFs are measured with it.
+    seed: of the utterance subset order.
+    progress: show a tqdm bar over utterances.
+    """
+
+    n_q: tuple[int, ...] | None = None
+    max_utterances: int | None = None
+    max_seconds: float | None = None
+    baselines: bool = True
+    skip_bad: bool = False
+    num_examples: int = 3
+    threads: int = 0
+    seed: int = 0
+    progress: bool = True
+
+
+class SystemSpec(NamedTuple):
+    """One system of the comparison: a bitrate of the model, or a baseline codec setting."""
+
+    name: str  # "vqaudio_nq4", "codec2_3200", "opus_6k"
+    family: str  # "vqaudio", "codec2" or "opus"
+    kbps: float  # nominal bitrate
+    n_q: int | None  # vqaudio only
+    tokens_per_second: float | None  # vqaudio only: n_q * frame_rate
+    baseline: Baseline | None
+
+
+@dataclass
+class SystemResult:
+    """Everything measured for one system over the evaluated utterances."""
+
+    spec: SystemSpec
+    scores: dict[str, ClipScores] = field(default_factory=dict)  # utterance id -> scores
+    lags: dict[str, int] = field(default_factory=dict)  # utterance id -> samples (baselines only)
+    encoded_bits: int = 0
+    audio_seconds: float = 0.0  # of the utterances this system scored
+    encode_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)  # "utt: message" for clips the codec failed on
+
+    @property
+    def measured_kbps(self) -> float:
+        return self.encoded_bits / self.audio_seconds / 1000 if self.audio_seconds else math.nan
+
+    @property
+    def encode_rtf(self) -> float:
+        """Encoding time / audio duration (below 1: faster than real time)."""
+        return self.encode_seconds / self.audio_seconds if self.audio_seconds else math.nan
+
+    @property
+    def decode_rtf(self) -> float:
+        return self.decode_seconds / self.audio_seconds if self.audio_seconds else math.nan
+
+    def values(self, metric: str) -> np.ndarray:
+        """[N] the metric over the scored utterances, NaN where it failed or is unavailable."""
+        return np.array([getattr(scores, metric) for scores in self.scores.values()], dtype=np.float64)
+
+    def metric_failures(self, metric: str) -> list[str]:
+        """``"utt: reason"`` for each utterance on which ``metric`` failed."""
+        prefix = f"{metric}: "
+        return [
+            f"{utt}: {failure[len(prefix) :]}"
+            for utt, scores in self.scores.items()
+            for failure in scores.failures
+            if failure.startswith(prefix)
+        ]
+
+
+class EvaluatedUtterance(NamedTuple):
+    id: str
+    path: str
+    seconds: float
+
+
+@dataclass
+class EvalResult:
+    """The numbers ``report.write_report`` renders (see there for the files)."""
+
+    source: str
+    model_path: str | None
+    model: dict[str, Any]  # name, hash, rates, codebooks, ...
+    environment: dict[str, Any]
+    options: EvalOptions
+    systems: list[SystemResult]
+    utterances: list[EvaluatedUtterance]
+    skipped: list[tuple[str, str]]  # (path, error) of unreadable files (--skip-bad)
+    code_counts: np.ndarray  # [K, codebook_size] over all evaluated utterances, full n_q
+    codebooks: list[CodebookStats]
+    unavailable_metrics: dict[str, str]  # metric -> note
+    unavailable_baselines: dict[str, str]  # baseline name -> note
+    notes: list[str]
+    sample_rate: int
+    frame_rate: float
+    examples: dict[str, dict[str, np.ndarray]]  # utterance id -> {"original" or system name: [T] audio}
+
+    def system(self, name: str) -> SystemResult:
+        for system in self.systems:
+            if system.spec.name == name:
+                return system
+        raise KeyError(f"no system {name!r}; systems are {[s.spec.name for s in self.systems]}")
+
+
+def served_n_q(tokenizer: Tokenizer) -> tuple[int, ...]:
+    """The codebook counts a model is meant to decode with.
+
+    Every n_q for a residual VQ trained with quantizer dropout (it learned to decode any prefix of its
+    codebooks); only all ``num_codebooks`` otherwise.
+    """
+    quantizer = tokenizer.config.model.quantizer
+    if quantizer.kind == "residual" and quantizer.quantizer_dropout > 0:
+        return tuple(range(1, tokenizer.num_codebooks + 1))
+    return (tokenizer.num_codebooks,)
+
+
+def check_n_q(tokenizer: Tokenizer, n_q: tuple[int, ...] | None) -> tuple[tuple[int, ...], list[str]]:
+    """Validate requested codebook counts against the model.
+
+    Returns:
+        (sorted unique n_q to evaluate, notes for the report).
+    Raises:
+        ValueError: an n_q outside 1..num_codebooks, or fewer codebooks than a group VQ needs.
+    """
+    if n_q is None:
+        return served_n_q(tokenizer), []
+    num_codebooks = tokenizer.num_codebooks
+    values = sorted(set(n_q))
+    if not values:
+        raise ValueError("n_q got no values; pass e.g. 1,2,4,8, or None for every served bitrate")
+    bad = [value for value in values if not 1 <= value <= num_codebooks]
+    if bad:
+        raise ValueError(
+            f"n_q {','.join(map(str, values))}: {bad} outside 1..{num_codebooks} (the model has "
+            f"{num_codebooks} codebooks)"
+        )
+    quantizer = tokenizer.config.model.quantizer
+    notes = []
+    if quantizer.kind == "group" and values != [num_codebooks]:
+        raise ValueError(
+            f"n_q {','.join(map(str, values))}: a group VQ model decodes only with all {num_codebooks} "
+            f"codebooks (each holds part of the latent); use {num_codebooks} or leave n_q out"
+        )
+    if quantizer.kind == "residual" and quantizer.quantizer_dropout == 0 and values != [num_codebooks]:
+        notes.append(
+            "the model was trained without quantizer dropout, so n_q below "
+            f"{num_codebooks} is not a bitrate it was trained to serve; those rows show what truncation costs"
+        )
+    return tuple(values), notes
+
+
+def model_systems(tokenizer: Tokenizer, n_q_values: tuple[int, ...]) -> list[SystemSpec]:
+    """One ``vqaudio_nq{n}`` system per codebook count (the model's name is in the report header)."""
+    return [
+        SystemSpec(
+            f"vqaudio_nq{n_q}",
+            "vqaudio",
+            tokenizer.bitrate_at(n_q) / 1000,
+            n_q,
+            n_q * tokenizer.frame_rate,
+            None,
+        )
+        for n_q in n_q_values
+    ]
+
+
+def baseline_systems(enabled: bool) -> tuple[list[SystemSpec], dict[str, str]]:
+    """The baselines whose tools are installed, and a note for each one that is not."""
+    if not enabled:
+        return [], {}
+    systems, missing = [], {}
+    for baseline in default_baselines():
+        absent = baseline.missing_tools()
+        if absent:
+            missing[baseline.name] = (
+                f"{', '.join(absent)} not found on PATH (install the Debian package '{baseline.package}')"
+            )
+            continue
+        systems.append(SystemSpec(baseline.name, baseline.codec, baseline.nominal_kbps, None, None, baseline))
+    return systems, missing
+
+
+def evaluate(
+    source: str | Path,
+    tokenizer: Tokenizer,
+    options: EvalOptions = EvalOptions(),
+    model_path: str | Path | None = None,
+) -> EvalResult:
+    """Score the tokenizer (and the baselines) on a corpus; no files are written.
+
+    Args:
+        source: anything ``vqaudio.data.load_corpus`` reads (manifest, LibriSpeech tree, folder, file, list).
+        tokenizer: a ``vqaudio.tokenizer.Tokenizer``.
+        options: see ``EvalOptions``.
+        model_path: where the model came from (recorded in the report).
+    Returns:
+        EvalResult.
+    Raises:
+        DataError: missing or empty corpus, no readable utterance.
+        AudioError: an unreadable file (without ``skip_bad``); the message names it.
+        ValueError: invalid options (``n_q`` the model cannot serve, non-positive limits).
+    """
+    from vqaudio.data import load_corpus
+
+    _check_options(options)
+    n_q_values, notes = check_n_q(tokenizer, options.n_q)
+    corpus = load_corpus(source)
+    if not corpus:
+        raise DataError(f"{source}: the corpus holds no utterances; point at a non-empty split")
+    order = list(range(len(corpus)))
+    if options.max_utterances is not None or options.max_seconds is not None:
+        # a spread-out subset (not the first speaker's files) that is the same on every run
+        random.Random(options.seed).shuffle(order)
+    if options.max_utterances is not None:
+        order = order[: options.max_utterances]
+
+    sample_rate = tokenizer.sample_rate
+    systems = [SystemResult(spec) for spec in model_systems(tokenizer, n_q_values)]
+    baselines, unavailable_baselines = baseline_systems(options.baselines)
+    systems += [SystemResult(spec) for spec in baselines]
+    skip_metrics = unavailable_metrics()
+    counts = np.zeros((tokenizer.num_codebooks, tokenizer.codebook_size), dtype=np.int64)
+    utterances: list[EvaluatedUtterance] = []
+    skipped: list[tuple[str, str]] = []
+    examples: dict[str, dict[str, np.ndarray]] = {}
+    total_seconds = 0.0
+
+    previous_threads = torch.get_num_threads()
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    try:
+        _warm_up(tokenizer)
+        bar = tqdm(order, desc="eval", unit="utt", disable=not options.progress)
+        for index in bar:
+            if options.max_seconds is not None and total_seconds >= options.max_seconds:
+                break
+            utterance = corpus[index]
+            try:
+                reference = load_audio(utterance.path, sample_rate).numpy()
+            except AudioError as exc:
+                if not options.skip_bad:
+                    raise
+                log.warning("skipping an unreadable file (--skip-bad): %s", exc)
+                skipped.append((str(utterance.path), str(exc)))
+                continue
+            seconds = reference.shape[0] / sample_rate
+            # silent clips make useless examples
+            keep = len(examples) < options.num_examples and float(np.abs(reference).max()) > EXAMPLE_MIN_PEAK
+            decoded = _evaluate_model(tokenizer, reference, utterance.id, systems, counts, skip_metrics)
+            decoded.update(_evaluate_baselines(reference, sample_rate, utterance.id, systems, skip_metrics))
+            if keep:
+                examples[utterance.id] = {"original": reference, **decoded}
+            utterances.append(EvaluatedUtterance(utterance.id, str(utterance.path), seconds))
+            total_seconds += seconds
+            bar.set_postfix(seconds=f"{total_seconds:.0f}")
+        bar.close()
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    if not utterances:
+        raise DataError(
+            f"{source}: no readable utterance ({len(skipped)} skipped as unreadable); check the files"
+        )
+    return EvalResult(
+        source=str(source),
+        model_path=None if model_path is None else str(model_path),
+        model=_model_facts(tokenizer),
+        environment=_environment(tokenizer, options),
+        options=options,
+        systems=systems,
+        utterances=sorted(utterances, key=lambda utt: utt.id),
+        skipped=skipped,
+        code_counts=counts,
+        codebooks=usage_from_histograms(counts),
+        unavailable_metrics=skip_metrics,
+        unavailable_baselines=unavailable_baselines,
+        notes=notes,
+        sample_rate=sample_rate,
+        frame_rate=tokenizer.frame_rate,
+        examples=examples,
+    )
+
+
+def run_evaluation(
+    source: str | Path,
+    tokenizer: Tokenizer,
+    out: str | Path,
+    options: EvalOptions = EvalOptions(),
+    overwrite: bool = False,
+    model_path: str | Path | None = None,
+) -> EvalResult:
+    """``evaluate``, then write the report folder ``out`` atomically.
+
+    Everything is written into a temporary folder beside ``out`` that is renamed to ``out`` at the end, so an
+    interrupted run leaves no partial report (and an old report is only replaced once the new one is done).
+
+    Args:
+        source, tokenizer, options, model_path: as in ``evaluate``.
+        out: the report folder (``report.json``, ``report.md``, PNGs, example WAVs).
+        overwrite: replace an existing ``out``.
+    Returns:
+        the EvalResult that was written.
+    Raises:
+        FileExistsError: ``out`` exists and ``overwrite`` is False (checked before any work).
+        and everything ``evaluate`` raises.
+    """
+    from vqaudio.evaluation.report import write_report
+
+    out = Path(out)
+    _check_out(out, overwrite)
+    result = evaluate(source, tokenizer, options, model_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        write_report(result, staging)
+        _default_permissions(staging)
+        _check_out(out, overwrite)  # someone may have created it during the run
+        _replace_folder(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# One utterance
+# --------------------------------------------------------------------------------------------------
+def _evaluate_model(
+    tokenizer: Tokenizer,
+    reference: np.ndarray,
+    utterance_id: str,
+    systems: list[SystemResult],
+    counts: np.ndarray,
+    skip_metrics: dict[str, str],
+) -> dict[str, np.ndarray]:
+    """Encode once at full n_q, decode every evaluated n_q; returns {system name: decoded audio}."""
+    sample_rate = tokenizer.sample_rate
+    seconds = reference.shape[0] / sample_rate
+    wav = torch.from_numpy(reference)
+    # Residual VQ: the first n_q codes of a full encode are the codes of an n_q encode (each stage quantizes
+    # what the stages before it left), so one encode serves every bitrate.
+    codes, encode_seconds = _timed(tokenizer, lambda: tokenizer.encode(wav, sample_rate))  # [K, F]
+    counts += code_histograms(codes, tokenizer.codebook_size)
+    decoded: dict[str, np.ndarray] = {}
+    for system in systems:
+        spec = system.spec
+        if spec.family != "vqaudio":
+            continue
+        n_q = spec.n_q
+
+        def decode(n_q: int | None = n_q) -> torch.Tensor:
+            return tokenizer.decode(codes[:n_q], num_samples=reference.shape[0])
+
+        output, decode_seconds = _timed(tokenizer, decode)
+        audio = output.detach().cpu().numpy().astype(np.float32, copy=False)
+        system.scores[utterance_id] = score_clip(audio, reference, sample_rate, frozenset(skip_metrics))
+        system.encoded_bits += round(spec.kbps * 1000 * seconds)  # fixed rate: n_q * log2(K) bits per frame
+        system.audio_seconds += seconds
+        system.encode_seconds += encode_seconds
+        system.decode_seconds += decode_seconds
+        decoded[spec.name] = audio
+    return decoded
+
+
+def _evaluate_baselines(
+    reference: np.ndarray,
+    sample_rate: int,
+    utterance_id: str,
+    systems: list[SystemResult],
+    skip_metrics: dict[str, str],
+) -> dict[str, np.ndarray]:
+    """Run every baseline on one clip; a codec failure is recorded for that clip, not raised."""
+    seconds = reference.shape[0] / sample_rate
+    decoded = {}
+    for system in systems:
+        if system.spec.baseline is None:
+            continue
+        try:
+            output = run_baseline(system.spec.baseline, reference, sample_rate)
+        except BaselineError as exc:
+            system.failures.append(f"{utterance_id}: {exc}")
+            continue
+        aligned = align_to_reference(output.audio, reference, sample_rate)
+        system.scores[utterance_id] = score_clip(
+            aligned.audio, reference, sample_rate, frozenset(skip_metrics)
+        )
+        system.lags[utterance_id] = aligned.lag
+        system.encoded_bits += output.encoded_bits
+        system.audio_seconds += seconds
+        system.encode_seconds += output.encode_seconds
+        system.decode_seconds += output.decode_seconds
+        decoded[system.spec.name] = aligned.audio
+    return decoded
+
+
+def _timed(tokenizer: Tokenizer, function: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
+    """(result, wall seconds); waits for the accelerator so the time covers the work, not its launch."""
+    device = tokenizer.device
+    _synchronize(device)
+    start = time.perf_counter()
+    result = function()
+    _synchronize(device)
+    return result, time.perf_counter() - start
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _warm_up(tokenizer: Tokenizer) -> None:
+    """One short encode/decode first, so one-time costs (allocations, filterbanks) stay out of the RTFs."""
+    wav = torch.zeros(tokenizer.sample_rate // 2)
+    tokenizer.decode(tokenizer.encode(wav, tokenizer.sample_rate))
+
+
+# --------------------------------------------------------------------------------------------------
+# Facts, checks, files
+# --------------------------------------------------------------------------------------------------
+def _model_facts(tokenizer: Tokenizer) -> dict[str, Any]:
+    quantizer = tokenizer.config.model.quantizer
+    return {
+        "name": tokenizer.name,
+        "hash": tokenizer.hash,
+        "sample_rate": tokenizer.sample_rate,
+        "frame_rate": tokenizer.frame_rate,
+        "hop_length": tokenizer.config.model.hop_length,
+        "num_codebooks": tokenizer.num_codebooks,
+        "codebook_size": tokenizer.codebook_size,
+        "quantizer": quantizer.kind,
+        "quantizer_dropout": quantizer.quantizer_dropout,
+        "bitrate_kbps": tokenizer.bitrate_at(tokenizer.num_codebooks) / 1000,
+        "num_parameters": sum(parameter.numel() for parameter in tokenizer.model.parameters()),
+        "causal": tokenizer.config.model.causal,
+    }
+
+
+def _environment(tokenizer: Tokenizer, options: EvalOptions) -> dict[str, Any]:
+    from vqaudio import __version__
+
+    return {
+        "vqaudio_version": __version__,
+        "torch_version": torch.__version__,
+        "device": str(tokenizer.device),
+        "threads": options.threads or torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def _check_options(options: EvalOptions) -> None:
+    if options.max_utterances is not None and options.max_utterances < 1:
+        raise ValueError(f"--max-utterances must be at least 1, got {options.max_utterances}")
+    if options.max_seconds is not None and not options.max_seconds > 0:
+        raise ValueError(f"--max-seconds must be positive, got {options.max_seconds}")
+    if options.num_examples < 0:
+        raise ValueError(f"num_examples must be >= 0, got {options.num_examples}")
+    if options.threads < 0:
+        raise ValueError(f"--threads must be >= 0 (0: torch's default), got {options.threads}")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+
+
+def _default_permissions(folder: Path) -> None:
+    """Give ``folder`` and its contents the permissions of ordinary new files (umask applied).
+
+    mkdtemp/mkstemp create private (0700/0600) entries, which would leave a report others cannot read.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for directory, subdirs, files in os.walk(folder):
+        for name in subdirs:
+            os.chmod(os.path.join(directory, name), 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o666 & ~umask)
+
+
+def _replace_folder(staging: Path, out: Path) -> None:
+    """Rename ``staging`` to ``out``; an existing ``out`` is moved aside first and deleted after."""
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.replace(out, old / out.name)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe form of an utterance id (``spk/chap/utt`` -> ``spk_chap_utt``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "clip"

@@ -1,0 +1,297 @@
+"""Reconstruction metrics of one decoded clip against its reference.
+
+* SI-SDR, scale-invariant signal-to-distortion ratio in dB (Le Roux et al., 2019, "SDR - half-baked or well
+  done?", https://arxiv.org/abs/1811.02508), on zero-mean signals; higher is better.
+* log-mel L1 distance (``vqaudio.losses.mel_distance``: n_fft 1024, hop 256, 80 mels); lower is better.
+* multi-resolution STFT distance: spectral convergence + log-magnitude L1 averaged over three resolutions
+  (Yamamoto et al., 2020, https://arxiv.org/abs/1910.11480), fixed here so numbers stay comparable whatever a
+  model was trained with; lower is better.
+* PESQ wide-band (ITU-T P.862.2) through the ``pesq`` package, at 16 kHz; 1.0 (bad) to 4.64 (transparent).
+* STOI (Taal et al., 2011) through the ``pystoi`` package; 0 to 1.
+
+PESQ and STOI come from the optional extra ``vqaudio[metrics]``; ``unavailable_metrics()`` says which are
+missing. Metrics that cannot be computed on a clip (PESQ finds no speech in a silent clip, STOI needs about
+a second of non-silent audio) raise ``MetricError``; ``score_clip`` records those failures instead of raising
+so that one bad clip never stops an evaluation.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import soxr
+import torch
+
+from vqaudio.losses import MultiResolutionSTFTLoss
+from vqaudio.losses import mel_distance as _mel_distance
+
+# Beyond about 100 dB the distortion is float rounding; capping keeps one perfect clip from making a corpus
+# mean infinite (and keeps report.json valid JSON). An all-zero estimate gets -100.
+SI_SDR_LIMIT_DB = 100.0
+
+STFT_DISTANCE_FFT_SIZES = (512, 1024, 2048)
+STFT_DISTANCE_HOP_SIZES = (128, 256, 512)
+STFT_DISTANCE_WIN_SIZES = (512, 1024, 2048)
+
+# A reference quieter than this (RMS, about -100 dBFS) is treated as silence: spectral convergence divides by
+# its magnitude and STOI removes every frame, so neither is defined on it.
+SILENCE_RMS = 1e-5
+
+PESQ_SAMPLE_RATE = 16000  # wide-band PESQ is defined at 16 kHz; other rates are resampled to it
+
+# name -> (what it is, unit, higher is better)
+METRICS: dict[str, tuple[str, str, bool]] = {
+    "pesq_wb": ("PESQ wide-band (P.862.2)", "MOS-LQO", True),
+    "stoi": ("STOI", "", True),
+    "mel_distance": ("log-mel L1 distance", "", False),
+    "stft_distance": ("multi-resolution STFT distance", "", False),
+    "si_sdr": ("SI-SDR", "dB", True),
+}
+
+INSTALL_HINT = "pip install 'vqaudio[metrics]'"
+
+
+class MetricError(Exception):
+    """A metric that is undefined on this clip (e.g. PESQ on silence); the message says why."""
+
+
+class MetricUnavailable(Exception):
+    """A metric whose package is not installed; the message says how to install it."""
+
+
+class ClipScores(NamedTuple):
+    """All metrics of one clip; NaN where a metric is unavailable or failed on this clip.
+
+    failures: ``"metric: reason"`` for every metric that failed on this clip (not for unavailable ones).
+    """
+
+    pesq_wb: float
+    stoi: float
+    mel_distance: float
+    stft_distance: float
+    si_sdr: float
+    failures: tuple[str, ...]
+
+
+def unavailable_metrics() -> dict[str, str]:
+    """Metrics whose optional package is missing: ``{name: note saying what to install}``."""
+    missing = {}
+    for name, module in (("pesq_wb", "pesq"), ("stoi", "pystoi")):
+        try:
+            __import__(module)
+        except ImportError:
+            missing[name] = f"the '{module}' package is not installed ({INSTALL_HINT})"
+    return missing
+
+
+def si_sdr(estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor) -> float:
+    """Scale-invariant SDR in dB of ``estimate`` against ``reference``.
+
+    Both are made zero-mean; the reference is scaled by the least-squares gain onto the estimate, and the rest
+    of the estimate counts as distortion. Invariant to the scale of the estimate.
+
+    Args:
+        estimate, reference: [T] float audio of the same length.
+    Returns:
+        dB, clipped to +-SI_SDR_LIMIT_DB (identical signals give the upper limit).
+    Raises:
+        MetricError: the reference is silent or constant, so SI-SDR is undefined.
+    """
+    est, ref = _pair(estimate, reference, "si_sdr")
+    _check_not_silent(ref, "SI-SDR")
+    est = est.astype(np.float64) - est.mean()
+    ref = ref.astype(np.float64) - ref.mean()
+    ref_energy = float(np.dot(ref, ref))
+    if ref_energy <= 0.0:
+        raise MetricError("the reference is constant, SI-SDR is undefined")
+    target = (float(np.dot(est, ref)) / ref_energy) * ref
+    noise = est - target
+    target_energy, noise_energy = float(np.dot(target, target)), float(np.dot(noise, noise))
+    if noise_energy == 0.0:
+        return SI_SDR_LIMIT_DB
+    if target_energy == 0.0:
+        return -SI_SDR_LIMIT_DB
+    value = 10.0 * math.log10(target_energy / noise_energy)
+    return float(min(max(value, -SI_SDR_LIMIT_DB), SI_SDR_LIMIT_DB))
+
+
+def mel_distance(
+    estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor, sample_rate: int
+) -> float:
+    """Mean L1 between log-mel spectrograms (``vqaudio.losses.mel_distance``); 0 for identical audio.
+
+    Args:
+        estimate, reference: [T] float audio of the same length at ``sample_rate``.
+    """
+    est, ref = _pair(estimate, reference, "mel_distance")
+    return float(_mel_distance(torch.from_numpy(est), torch.from_numpy(ref), sample_rate))
+
+
+def stft_distance(estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor) -> float:
+    """Multi-resolution STFT distance (spectral convergence + log-magnitude L1, FFT sizes 512/1024/2048).
+
+    Args:
+        estimate, reference: [T] float audio of the same length.
+    Returns:
+        the distance; 0 for identical audio.
+    Raises:
+        MetricError: the reference is silent (spectral convergence is relative to its magnitude).
+    """
+    est, ref = _pair(estimate, reference, "stft_distance")
+    _check_not_silent(ref, "the STFT distance")
+    with torch.inference_mode():
+        return float(_stft_distance_module()(torch.from_numpy(est)[None], torch.from_numpy(ref)[None]))
+
+
+@functools.lru_cache(maxsize=1)
+def _stft_distance_module() -> MultiResolutionSTFTLoss:
+    return MultiResolutionSTFTLoss(STFT_DISTANCE_FFT_SIZES, STFT_DISTANCE_HOP_SIZES, STFT_DISTANCE_WIN_SIZES)
+
+
+def pesq_wideband(
+    estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor, sample_rate: int
+) -> float:
+    """Wide-band PESQ (P.862.2) of ``estimate``; audio at other rates than 16 kHz is resampled (soxr).
+
+    Args:
+        estimate, reference: [T] float audio of the same length at ``sample_rate``.
+    Returns:
+        MOS-LQO, about 1.0 to 4.64.
+    Raises:
+        MetricUnavailable: the ``pesq`` package is missing.
+        MetricError: PESQ cannot score this clip (no speech detected, too short).
+    """
+    try:
+        import pesq
+    except ImportError as exc:
+        raise MetricUnavailable(f"PESQ needs the 'pesq' package ({INSTALL_HINT})") from exc
+    est, ref = _pair(estimate, reference, "pesq_wideband")
+    if sample_rate != PESQ_SAMPLE_RATE:
+        est = soxr.resample(est, sample_rate, PESQ_SAMPLE_RATE, quality="HQ").astype(np.float32)
+        ref = soxr.resample(ref, sample_rate, PESQ_SAMPLE_RATE, quality="HQ").astype(np.float32)
+    try:
+        return float(pesq.pesq(PESQ_SAMPLE_RATE, ref, est, "wb"))
+    except pesq.NoUtterancesError as exc:
+        raise MetricError("PESQ found no speech (silent or very quiet clip)") from exc
+    except pesq.BufferTooShortError as exc:
+        raise MetricError("the clip is too short for PESQ") from exc
+    except pesq.PesqError as exc:
+        raise MetricError(f"PESQ failed ({type(exc).__name__}: {exc})") from exc
+
+
+def stoi(
+    estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor, sample_rate: int
+) -> float:
+    """Short-time objective intelligibility (classic STOI, not extended).
+
+    Args:
+        estimate, reference: [T] float audio of the same length at ``sample_rate``.
+    Returns:
+        0 to 1 (1 for identical audio).
+    Raises:
+        MetricUnavailable: the ``pystoi`` package is missing.
+        MetricError: a silent reference, or too little non-silent audio (pystoi would warn and return 1e-5).
+    """
+    try:
+        import pystoi
+    except ImportError as exc:
+        raise MetricUnavailable(f"STOI needs the 'pystoi' package ({INSTALL_HINT})") from exc
+    est, ref = _pair(estimate, reference, "stoi")
+    _check_not_silent(ref, "STOI")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(
+            pystoi.stoi(ref.astype(np.float64), est.astype(np.float64), sample_rate, extended=False)
+        )
+    too_short = False
+    for warning in caught:
+        if "Not enough STFT frames" in str(warning.message):
+            too_short = True
+        else:  # not ours to hide: pass it on
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    if too_short:
+        raise MetricError("too little non-silent audio for STOI (needs about 0.4 s of speech)")
+    return value
+
+
+def score_clip(
+    estimate: np.ndarray | torch.Tensor,
+    reference: np.ndarray | torch.Tensor,
+    sample_rate: int,
+    skip: frozenset[str] = frozenset(),
+) -> ClipScores:
+    """Every metric of one clip; failures are recorded, not raised.
+
+    Args:
+        estimate, reference: [T] float audio of the same length at ``sample_rate`` (align first).
+        sample_rate: of both signals.
+        skip: metric names not to compute (e.g. those in ``unavailable_metrics()``); they are NaN.
+    Returns:
+        ClipScores (NaN for skipped, unavailable or failed metrics; failures name the metric and reason).
+    """
+    est, ref = _pair(estimate, reference, "score_clip")
+    unknown = set(skip) - set(METRICS)
+    if unknown:
+        raise ValueError(f"score_clip() skip names unknown metrics {sorted(unknown)}; known: {list(METRICS)}")
+    functions = {
+        "pesq_wb": lambda: pesq_wideband(est, ref, sample_rate),
+        "stoi": lambda: stoi(est, ref, sample_rate),
+        "mel_distance": lambda: mel_distance(est, ref, sample_rate),
+        "stft_distance": lambda: stft_distance(est, ref),
+        "si_sdr": lambda: si_sdr(est, ref),
+    }
+    values: dict[str, float] = {}
+    failures = []
+    # a diverged model can emit NaN: every metric fails on that clip instead of one of them crashing
+    broken = None if np.isfinite(est).all() else "the estimate holds NaN or Inf samples"
+    for name, function in functions.items():
+        values[name] = math.nan
+        if name in skip:
+            continue
+        if broken:
+            failures.append(f"{name}: {broken}")
+            continue
+        try:
+            values[name] = function()
+        except MetricUnavailable:
+            continue
+        except MetricError as exc:
+            failures.append(f"{name}: {exc}")
+    return ClipScores(**values, failures=tuple(failures))
+
+
+def _check_not_silent(reference: np.ndarray, metric: str) -> None:
+    if float(np.sqrt(np.mean(np.square(reference, dtype=np.float64)))) < SILENCE_RMS:
+        raise MetricError(f"the reference is silent, {metric} is undefined")
+
+
+def _pair(
+    estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor, caller: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and convert to contiguous float32 numpy [T] arrays of equal length."""
+    arrays = []
+    for name, value in (("estimate", estimate), ("reference", reference)):
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        if not isinstance(value, np.ndarray):
+            raise TypeError(
+                f"{caller}() expects {name} as a numpy array or torch tensor, got {type(value).__name__}"
+            )
+        if not np.issubdtype(value.dtype, np.floating):
+            raise TypeError(f"{caller}() expects float audio, got {name} of dtype {value.dtype}")
+        if value.ndim != 1 or value.shape[0] < 1:
+            raise ValueError(
+                f"{caller}() expects mono audio [T] with T >= 1, got {name} of shape {value.shape}"
+            )
+        arrays.append(np.ascontiguousarray(value, dtype=np.float32))
+    est, ref = arrays
+    if est.shape != ref.shape:
+        raise ValueError(
+            f"{caller}() expects estimate and reference of the same length, got {est.shape[0]} and "
+            f"{ref.shape[0]} samples; align them first (vqaudio.evaluation.alignment.align_to_reference)"
+        )
+    return est, ref

@@ -1,0 +1,195 @@
+"""The report's figures: quality against bitrate, codebook usage histograms, spectrograms of example clips.
+
+Figures are drawn on matplotlib's Agg canvas directly (no ``pyplot``), so writing a report never opens a
+window or changes the matplotlib backend of the program that calls it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from vqaudio.evaluation.codebook_stats import CodebookStats
+from vqaudio.features import log_mel_spectrogram
+
+# the metrics of the quality-vs-bitrate figure, one panel each: (name, axis label)
+QUALITY_PANELS = (
+    ("pesq_wb", "PESQ-WB (higher is better)"),
+    ("stoi", "STOI (higher is better)"),
+    ("mel_distance", "log-mel L1 distance (lower is better)"),
+    ("si_sdr", "SI-SDR, dB (higher is better)"),
+)
+FAMILY_STYLES = {
+    "vqaudio": {"color": "tab:blue", "marker": "o"},
+    "opus": {"color": "tab:orange", "marker": "s"},
+    "codec2": {"color": "tab:green", "marker": "^"},
+}
+SPECTROGRAM_MAX_SECONDS = 8.0  # longer clips are shown from their start: details stay visible
+SPECTROGRAM_HOP_LENGTH = 256  # with n_fft 1024 and 80 mels: the mel_distance analysis
+
+
+class QualityPoint(NamedTuple):
+    """One system in the quality-vs-bitrate figure.
+
+    family: draws one line per family ("vqaudio", "opus", "codec2").
+    label: annotation at the point (e.g. "nq4", "700C").
+    kbps: x position.
+    means: metric name -> mean over the clips (NaN: not available).
+    ci95: metric name -> half-width of the 95% confidence interval (error bars).
+    """
+
+    family: str
+    label: str
+    kbps: float
+    means: Mapping[str, float]
+    ci95: Mapping[str, float]
+
+
+def plot_quality_vs_bitrate(points: Sequence[QualityPoint], path: str | Path, title: str = "") -> None:
+    """Four panels (PESQ-WB, STOI, mel distance, SI-SDR) against kbps, all systems on the same axes.
+
+    Args:
+        points: one per system.
+        path: the PNG to write.
+        title: figure title.
+    """
+    figure = Figure(figsize=(11, 8), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(2, 2).reshape(-1)
+    families = sorted({point.family for point in points}, key=lambda name: (name != "vqaudio", name))
+    for ax, (metric, label) in zip(axes, QUALITY_PANELS, strict=True):
+        drawn = False
+        for family in families:
+            members = sorted((p for p in points if p.family == family), key=lambda p: p.kbps)
+            members = [p for p in members if math.isfinite(p.means.get(metric, math.nan))]
+            if not members:
+                continue
+            style = FAMILY_STYLES.get(family, {"color": "tab:gray", "marker": "x"})
+            ax.errorbar(
+                [p.kbps for p in members],
+                [p.means[metric] for p in members],
+                yerr=[_finite(p.ci95.get(metric, 0.0)) for p in members],
+                label=family,
+                capsize=3,
+                linewidth=1.5,
+                **style,
+            )
+            for p in members:
+                ax.annotate(
+                    p.label,
+                    (p.kbps, p.means[metric]),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=7,
+                    color=style["color"],
+                )
+            drawn = True
+        ax.set_xscale("log")
+        ax.set_xlabel("bitrate (kbit/s, log scale)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes)
+    if title:
+        figure.suptitle(title)
+    figure.savefig(str(path), dpi=110)
+
+
+def plot_codebook_usage(counts: np.ndarray, stats: Sequence[CodebookStats], path: str | Path) -> None:
+    """One subplot per codebook: code frequencies sorted from most to least used (log scale).
+
+    A flat curve at ``1 / codebook_size`` is a perfectly used codebook; a steep drop to zero shows dead codes.
+
+    Args:
+        counts: [K, codebook_size] code counts.
+        stats: K CodebookStats of those counts (titles).
+        path: the PNG to write.
+    """
+    num_codebooks, codebook_size = counts.shape
+    columns = min(4, num_codebooks)
+    rows = math.ceil(num_codebooks / columns)
+    figure = Figure(figsize=(3.2 * columns, 2.4 * rows + 0.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = np.atleast_1d(figure.subplots(rows, columns, sharey=True, squeeze=False)).reshape(-1)
+    ranks = np.arange(1, codebook_size + 1)
+    for index, ax in enumerate(axes):
+        if index >= num_codebooks:
+            ax.set_axis_off()
+            continue
+        total = max(int(counts[index].sum()), 1)
+        frequencies = np.sort(counts[index])[::-1] / total
+        used = frequencies > 0
+        ax.fill_between(ranks[used], frequencies[used], step="mid", alpha=0.4, color="tab:blue")
+        ax.step(ranks[used], frequencies[used], where="mid", color="tab:blue", linewidth=1)
+        ax.axhline(1 / codebook_size, color="tab:red", linestyle="--", linewidth=0.8, label="uniform")
+        ax.set_yscale("log")
+        ax.set_xlim(1, codebook_size)
+        stat = stats[index]
+        ax.set_title(
+            f"codebook {index + 1}: {stat.used_fraction:.0%} used, ppl {stat.perplexity:.0f}/{codebook_size}",
+            fontsize=8,
+        )
+        ax.set_xlabel("code rank", fontsize=8)
+        if index % columns == 0:
+            ax.set_ylabel("frequency", fontsize=8)
+        ax.tick_params(labelsize=7)
+    figure.suptitle("codebook usage (codes sorted by frequency; dashed: uniform)", fontsize=10)
+    figure.savefig(str(path), dpi=100)
+
+
+def plot_spectrograms(
+    signals: Sequence[tuple[str, np.ndarray]], sample_rate: int, path: str | Path, title: str = ""
+) -> None:
+    """Log-mel spectrograms of the same clip, one row per signal, on one colour scale.
+
+    Args:
+        signals: (label, [T] audio at ``sample_rate``) pairs; the first is the reference (sets the scale).
+        sample_rate: of all signals.
+        path: the PNG to write.
+        title: figure title.
+    """
+    if not signals:
+        raise ValueError("plot_spectrograms() needs at least one signal")
+    limit = int(SPECTROGRAM_MAX_SECONDS * sample_rate)
+    mels = []
+    for _, audio in signals:
+        clip = np.asarray(audio, dtype=np.float32)[:limit]
+        clip = clip if clip.size else np.zeros(1, np.float32)
+        mels.append(log_mel_spectrogram(clip, sample_rate, hop_length=SPECTROGRAM_HOP_LENGTH).numpy())
+    high = float(mels[0].max())
+    low = high - 10.0  # natural log: ~87 dB of range below the reference's peak
+    figure = Figure(figsize=(10, 1.9 * len(signals) + 0.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = np.atleast_1d(figure.subplots(len(signals), 1, sharex=True, squeeze=False)).reshape(-1)
+    image = None
+    for ax, (label, _), mel in zip(axes, signals, mels, strict=True):
+        seconds = mel.shape[1] * SPECTROGRAM_HOP_LENGTH / sample_rate
+        image = ax.imshow(
+            mel,
+            origin="lower",
+            aspect="auto",
+            vmin=low,
+            vmax=high,
+            cmap="magma",
+            extent=(0.0, seconds, 0, mel.shape[0]),
+        )
+        ax.set_ylabel(label, fontsize=8)
+        ax.set_yticks([])
+    axes[-1].set_xlabel("time (s)")
+    if image is not None:
+        figure.colorbar(image, ax=list(axes), label="log mel magnitude", shrink=0.8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.savefig(str(path), dpi=100)
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 0.0

@@ -1,0 +1,494 @@
+"""The report folder of ``vqaudio eval``: every number in report.json, tables in report.md, figures, WAVs.
+
+    report/
+      report.json             format "vqaudio-eval-report": data, model, environment, metric notes, alignment,
+                              systems (vqaudio_nq{n}, codec2_{mode}, opus_{kbps}k) with summary statistics,
+                              codebooks (stats and counts), per-utterance scores and lags, examples
+      report.md               the same as tables, with notes on missing metrics and baselines
+      quality_vs_bitrate.png  PESQ-WB, STOI, mel distance, SI-SDR against kbps, baselines on the same axes
+      codebook_usage.png      sorted code frequencies, one subplot per codebook
+      examples/<utt>/         original.wav, one WAV per system (aligned), spectrogram.png
+
+Summary statistics are over utterances (each whole utterance counts once, whatever its length): mean, median,
+standard deviation and the half-width of a normal-approximation 95% confidence interval of the mean
+(1.96 * std / sqrt(n)). Metrics that failed on a clip are left out of its statistics and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from vqaudio.audio import atomic_path, save_audio
+from vqaudio.evaluation import alignment
+from vqaudio.evaluation.evaluate import ALIGNMENT_NOTE, EvalResult, SystemResult, safe_name
+from vqaudio.evaluation.metrics import METRICS, SI_SDR_LIMIT_DB, STFT_DISTANCE_FFT_SIZES
+from vqaudio.evaluation.plots import (
+    QualityPoint,
+    plot_codebook_usage,
+    plot_quality_vs_bitrate,
+    plot_spectrograms,
+)
+
+REPORT_FORMAT = "vqaudio-eval-report"
+REPORT_FORMAT_VERSION = 1
+QUALITY_PLOT = "quality_vs_bitrate.png"
+CODEBOOK_PLOT = "codebook_usage.png"
+EXAMPLES_DIR = "examples"
+
+# report.md columns: (metric, header, decimals)
+TABLE_METRICS = (
+    ("pesq_wb", "PESQ-WB ↑", 2),
+    ("stoi", "STOI ↑", 3),
+    ("mel_distance", "mel L1 ↓", 3),
+    ("stft_distance", "STFT dist ↓", 3),
+    ("si_sdr", "SI-SDR dB ↑", 1),
+)
+
+
+class MetricSummary(NamedTuple):
+    """A metric over the utterances a system scored (NaN statistics when ``count`` is 0)."""
+
+    mean: float
+    median: float
+    std: float
+    ci95: float  # half-width of the 95% confidence interval of the mean
+    scored: int  # utterances with a value
+    failed: int  # utterances on which the metric failed
+
+
+def summarize(system: SystemResult, metric: str) -> MetricSummary:
+    """Statistics of one metric of one system, failures excluded."""
+    values = system.values(metric)
+    finite = values[np.isfinite(values)]
+    failed = len(system.metric_failures(metric))
+    if finite.size == 0:
+        return MetricSummary(math.nan, math.nan, math.nan, math.nan, 0, failed)
+    std = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
+    ci95 = 1.96 * std / math.sqrt(finite.size) if finite.size > 1 else math.nan
+    return MetricSummary(float(finite.mean()), float(np.median(finite)), std, ci95, int(finite.size), failed)
+
+
+def write_report(result: EvalResult, folder: str | Path) -> None:
+    """Write report.json, report.md, the figures and the example clips into ``folder`` (created if needed).
+
+    Args:
+        result: from ``vqaudio.evaluation.evaluate.evaluate``.
+        folder: output folder; ``run_evaluation`` passes a temporary one and renames it when done.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    examples = _write_examples(result, folder)
+    plot_quality_vs_bitrate(_quality_points(result), folder / QUALITY_PLOT, title=_title(result))
+    plot_codebook_usage(result.code_counts, result.codebooks, folder / CODEBOOK_PLOT)
+    report = report_dict(result, examples)
+    with atomic_path(folder / "report.json") as tmp:
+        tmp.write_text(json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n")
+    with atomic_path(folder / "report.md") as tmp:
+        tmp.write_text(markdown(result, examples))
+
+
+def report_dict(result: EvalResult, examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Every number of the evaluation as plain JSON-ready data (NaN becomes null when written)."""
+    from vqaudio import __version__
+
+    systems = {}
+    for system in result.systems:
+        spec = system.spec
+        entry: dict[str, Any] = {
+            "family": spec.family,
+            "kbps": spec.kbps,
+            "measured_kbps": system.measured_kbps,
+            "n_q": spec.n_q,
+            "tokens_per_second": spec.tokens_per_second,
+            "utterances": len(system.scores),
+            "audio_seconds": system.audio_seconds,
+            "encode_seconds": system.encode_seconds,
+            "decode_seconds": system.decode_seconds,
+            "encode_rtf": system.encode_rtf,
+            "decode_rtf": system.decode_rtf,
+            "metrics": {metric: summarize(system, metric)._asdict() for metric in METRICS},
+            "metric_failures": {metric: system.metric_failures(metric) for metric in METRICS},
+            "codec_failures": system.failures,
+        }
+        if spec.family == "vqaudio":
+            entry["entropy_kbps"] = _entropy_kbps(result, spec.n_q or 0)
+        else:
+            lags = np.array(list(system.lags.values()), dtype=np.float64) * 1000 / result.sample_rate
+            entry["lag_ms"] = {
+                "median": float(np.median(lags)) if lags.size else None,
+                "min": float(lags.min()) if lags.size else None,
+                "max": float(lags.max()) if lags.size else None,
+            }
+        systems[spec.name] = entry
+    return {
+        "format": REPORT_FORMAT,
+        "format_version": REPORT_FORMAT_VERSION,
+        "vqaudio_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "data": {
+            "source": result.source,
+            "sample_rate": result.sample_rate,
+            "utterances": len(result.utterances),
+            "seconds": sum(utt.seconds for utt in result.utterances),
+            "skipped": [{"path": path, "error": error} for path, error in result.skipped],
+        },
+        "model": {"path": result.model_path, **result.model},
+        "options": {
+            "n_q": None if result.options.n_q is None else list(result.options.n_q),
+            "max_utterances": result.options.max_utterances,
+            "max_seconds": result.options.max_seconds,
+            "baselines": result.options.baselines,
+            "skip_bad": result.options.skip_bad,
+            "seed": result.options.seed,
+        },
+        "environment": result.environment,
+        "metrics": {
+            name: {
+                "description": description,
+                "unit": unit,
+                "higher_is_better": higher,
+                "available": name not in result.unavailable_metrics,
+                "note": result.unavailable_metrics.get(name),
+            }
+            for name, (description, unit, higher) in METRICS.items()
+        },
+        "alignment": {
+            "method": ALIGNMENT_NOTE,
+            "max_lag_seconds": alignment.MAX_LAG_SECONDS,
+            "coarse_resolution_seconds": alignment.SPECTRAL_HOP_SECONDS,
+            "applied_to": [s.spec.name for s in result.systems if s.spec.family != "vqaudio"],
+        },
+        "systems": systems,
+        "baselines_unavailable": result.unavailable_baselines,
+        "codebooks": [
+            {"index": index, **stats._asdict(), "counts": result.code_counts[index].tolist()}
+            for index, stats in enumerate(result.codebooks)
+        ],
+        "notes": result.notes,
+        "utterances": [
+            {
+                "id": utt.id,
+                "path": utt.path,
+                "seconds": utt.seconds,
+                "scores": {
+                    system.spec.name: {metric: getattr(system.scores[utt.id], metric) for metric in METRICS}
+                    for system in result.systems
+                    if utt.id in system.scores
+                },
+                "lags": {
+                    system.spec.name: system.lags[utt.id]
+                    for system in result.systems
+                    if utt.id in system.lags
+                },
+            }
+            for utt in result.utterances
+        ],
+        "examples": examples or [],
+        "plots": {"quality_vs_bitrate": QUALITY_PLOT, "codebook_usage": CODEBOOK_PLOT},
+    }
+
+
+def markdown(result: EvalResult, examples: list[dict[str, Any]] | None = None) -> str:
+    """report.md: the main table, codebook usage, alignment, unavailable metrics and baselines, files."""
+    model = result.model
+    seconds = sum(utt.seconds for utt in result.utterances)
+    env = result.environment
+    lines = [
+        f"# vqaudio evaluation: {model['name']}",
+        "",
+        f"- data: `{result.source}`: {len(result.utterances)} utterances, {seconds / 60:.1f} min at "
+        f"{result.sample_rate} Hz"
+        + (f", {len(result.skipped)} unreadable files skipped" if result.skipped else ""),
+        f"- model: `{result.model_path or model['name']}` (weights sha256 `{str(model['hash'])[:12]}`), "
+        f"{model['quantizer']} VQ {model['num_codebooks']} x {model['codebook_size']} codes at "
+        f"{model['frame_rate']:g} frames/s ({model['bitrate_kbps']:.2f} kbps at full n_q), "
+        f"{model['num_parameters'] / 1e6:.2f} M parameters",
+        f"- machine: {env['device']}, {env['threads']} torch threads, {env['processor']} "
+        f"({env['cpu_count']} CPUs), torch {env['torch_version']}",
+        "",
+        "## Reconstruction quality",
+        "",
+        "Mean ± 95% confidence half-width over utterances. kbps: nominal bitrate (vqaudio: n_q x log2(K) "
+        "bits per frame; Codec2: the mode; Opus: the VBR target); measured: the encoded stream's actual "
+        "size (Opus: audio packets, without the Ogg container). RTF: processing time / audio duration on "
+        "this machine (below 1 is faster than real time); the baselines' RTFs include starting their "
+        "command-line tools and file I/O, so they overstate the codecs' own cost.",
+        "",
+    ]
+    lines += _quality_table(result)
+    lines += ["", *_failure_notes(result), f"![quality vs bitrate]({QUALITY_PLOT})", ""]
+
+    lines += _metric_notes(result)
+    lines += _codebook_section(result)
+    lines += [
+        "## Alignment",
+        "",
+        ALIGNMENT_NOTE,
+        "",
+    ]
+    lags = [(s.spec.name, np.array(list(s.lags.values()))) for s in result.systems if s.lags]
+    if lags:
+        lines.append(
+            "Median lag found (ms): "
+            + ", ".join(f"`{name}` {np.median(v) * 1000 / result.sample_rate:.1f}" for name, v in lags)
+            + "."
+        )
+        lines.append("")
+    lines += _baseline_notes(result)
+    if result.notes:
+        lines += ["## Notes", "", *[f"- {note}" for note in result.notes], ""]
+    if result.skipped:
+        lines += ["## Skipped files", "", *[f"- `{path}`: {error}" for path, error in result.skipped], ""]
+    lines += _example_section(examples or [])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def markdown_summary(result: EvalResult) -> str:
+    """The quality table and its failure notes (what ``vqaudio eval`` prints when done)."""
+    return "\n".join([*_quality_table(result), "", *_failure_notes(result)]).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------
+def _quality_table(result: EvalResult) -> list[str]:
+    """The main table: one row per system, mean ± 95% CI of each metric, kbps and RTFs."""
+    lines = []
+    headers = ["system", "kbps", "measured kbps", "tokens/s"]
+    headers += [header for _, header, _ in TABLE_METRICS] + ["enc RTF", "dec RTF"]
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|")
+    for system in result.systems:
+        spec = system.spec
+        row = [
+            f"`{spec.name}`",
+            f"{spec.kbps:.2f}",
+            _number(system.measured_kbps, 2),
+            "" if spec.tokens_per_second is None else f"{spec.tokens_per_second:g}",
+        ]
+        for metric, _, decimals in TABLE_METRICS:
+            stats = summarize(system, metric)
+            if metric in result.unavailable_metrics:
+                row.append("n/a")
+            elif stats.scored == 0:
+                row.append("failed")
+            else:
+                cell = _number(stats.mean, decimals)
+                if math.isfinite(stats.ci95):
+                    cell += f" ± {_number(stats.ci95, decimals)}"
+                row.append(cell + ("*" if stats.failed else ""))
+        row += [_rtf(system.encode_rtf), _rtf(system.decode_rtf)]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _failure_notes(result: EvalResult, max_listed: int = 5) -> list[str]:
+    """One line per metric and reason: which utterances, in how many systems (marked * in the table)."""
+    notes = []
+    headers = {metric: header.rsplit(" ", 1)[0] for metric, header, _ in TABLE_METRICS}
+    for metric, header in headers.items():
+        by_reason: dict[str, dict[str, set[str]]] = {}  # reason -> utterance -> systems
+        for system in result.systems:
+            for failure in system.metric_failures(metric):
+                utterance, reason = failure.split(": ", 1)
+                by_reason.setdefault(reason, {}).setdefault(utterance, set()).add(system.spec.name)
+        for reason, utterances in sorted(by_reason.items()):
+            names = sorted(utterances)
+            listed = ", ".join(f"`{name}`" for name in names[:max_listed])
+            more = f" and {len(names) - max_listed} more" if len(names) > max_listed else ""
+            systems = set().union(*utterances.values())
+            notes.append(
+                f"- \\* {header}: {reason} on {len(names)} utterance(s) ({listed}{more}), "
+                f"in {len(systems)} of {len(result.systems)} systems; left out of those means"
+            )
+    for system in result.systems:
+        if system.failures:
+            notes.append(
+                f"- `{system.spec.name}`: the codec failed on {len(system.failures)} utterance(s), left out: "
+                f"{system.failures[0]}"
+            )
+    return [*notes, ""] if notes else []
+
+
+def _metric_notes(result: EvalResult) -> list[str]:
+    lines = ["## Metrics", ""]
+    for name, (description, unit, higher) in METRICS.items():
+        direction = "higher is better" if higher else "lower is better"
+        status = (
+            f" **Unavailable: {result.unavailable_metrics[name]}.**"
+            if name in result.unavailable_metrics
+            else ""
+        )
+        lines.append(f"- `{name}`: {description}{f' ({unit})' if unit else ''}, {direction}.{status}")
+    lines += [
+        f"- SI-SDR is computed on zero-mean signals and clipped to ±{SI_SDR_LIMIT_DB:g} dB; the STFT "
+        "distance averages spectral convergence + log-magnitude L1 over FFT sizes "
+        f"{list(STFT_DISTANCE_FFT_SIZES)}; the mel distance is the mean L1 of natural-log mel magnitudes "
+        "(n_fft 1024, hop 256, 80 bands).",
+        "",
+    ]
+    return lines
+
+
+def _codebook_section(result: EvalResult) -> list[str]:
+    frame_rate = result.frame_rate
+    lines = [
+        "## Codebook usage",
+        "",
+        f"Over the full-bitrate codes of all {len(result.utterances)} utterances. Entropy is of each "
+        "codebook's code distribution (bits); perplexity = 2^entropy, the effective number of codes.",
+        "",
+        "| codebook | used | entropy (bits) | log2 K | perplexity | codes counted |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for index, stats in enumerate(result.codebooks):
+        lines.append(
+            f"| {index + 1} | {stats.used_fraction:.1%} | {stats.entropy_bits:.2f} "
+            f"| {stats.max_entropy_bits:.2f} | {stats.perplexity:.1f} | {stats.num_codes} |"
+        )
+    total_entropy = sum(stats.entropy_bits for stats in result.codebooks)
+    nominal = sum(stats.max_entropy_bits for stats in result.codebooks)
+    lines += [
+        "",
+        f"At full n_q the codes carry {total_entropy:.1f} of {nominal:.1f} bits per frame: "
+        f"{total_entropy * frame_rate / 1000:.2f} kbps with a per-codebook entropy coder, against "
+        f"{nominal * frame_rate / 1000:.2f} kbps nominal.",
+        "",
+        f"![codebook usage]({CODEBOOK_PLOT})",
+        "",
+    ]
+    return lines
+
+
+def _baseline_notes(result: EvalResult) -> list[str]:
+    if not result.options.baselines:
+        return ["## Baselines", "", "Baselines were not run (--no-baselines).", ""]
+    if not result.unavailable_baselines:
+        return []
+    lines = ["## Baselines not run", ""]
+    lines += [f"- `{name}`: {note}" for name, note in result.unavailable_baselines.items()]
+    return [*lines, ""]
+
+
+def _example_section(examples: list[dict[str, Any]]) -> list[str]:
+    if not examples:
+        return []
+    lines = ["## Examples", ""]
+    for example in examples:
+        files = ", ".join(f"[{name}]({path})" for name, path in example["wavs"].items())
+        lines += [
+            f"### `{example['id']}`",
+            "",
+            f"Listen: {files}",
+            "",
+            f"![spectrograms of {example['id']}]({example['spectrogram']})",
+            "",
+        ]
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures and example files
+# --------------------------------------------------------------------------------------------------
+def _quality_points(result: EvalResult) -> list[QualityPoint]:
+    points = []
+    for system in result.systems:
+        spec = system.spec
+        summaries = {metric: summarize(system, metric) for metric in METRICS}
+        label = f"nq{spec.n_q}" if spec.family == "vqaudio" else spec.name.split("_", 1)[1]
+        points.append(
+            QualityPoint(
+                spec.family,
+                label,
+                spec.kbps,
+                {metric: summary.mean for metric, summary in summaries.items()},
+                {metric: summary.ci95 for metric, summary in summaries.items()},
+            )
+        )
+    return points
+
+
+def best_baseline(result: EvalResult) -> str | None:
+    """The baseline with the best mean PESQ-WB (or, without PESQ, the lowest mel distance)."""
+    candidates = [s for s in result.systems if s.spec.family != "vqaudio" and s.scores]
+    for metric, sign in (("pesq_wb", 1.0), ("mel_distance", -1.0)):
+        scored = [(sign * summarize(s, metric).mean, s.spec.name) for s in candidates]
+        scored = [(value, name) for value, name in scored if math.isfinite(value)]
+        if scored:
+            return max(scored)[1]
+    return None
+
+
+def _write_examples(result: EvalResult, folder: Path) -> list[dict[str, Any]]:
+    """WAVs of every system for the example clips, and a spectrogram figure of the key ones each."""
+    model_rows = [s.spec.name for s in result.systems if s.spec.family == "vqaudio"]
+    shown = [model_rows[-1]] if model_rows else []  # highest n_q last: systems are sorted by n_q
+    if len(model_rows) > 1:
+        shown.append(model_rows[0])
+    baseline = best_baseline(result)
+    if baseline is not None:
+        shown.append(baseline)
+    written = []
+    used_names: set[str] = set()
+    for utterance_id, signals in result.examples.items():
+        name = safe_name(utterance_id)
+        while name in used_names:
+            name += "_"
+        used_names.add(name)
+        clip_folder = folder / EXAMPLES_DIR / name
+        clip_folder.mkdir(parents=True, exist_ok=True)
+        wavs = {}
+        for system_name, audio in signals.items():
+            save_audio(clip_folder / f"{system_name}.wav", audio, result.sample_rate)
+            wavs[system_name] = f"{EXAMPLES_DIR}/{name}/{system_name}.wav"
+        rows = [("original", signals["original"])]
+        rows += [(system_name, signals[system_name]) for system_name in shown if system_name in signals]
+        plot_spectrograms(rows, result.sample_rate, clip_folder / "spectrogram.png", title=utterance_id)
+        written.append(
+            {
+                "id": utterance_id,
+                "wavs": wavs,
+                "spectrogram": f"{EXAMPLES_DIR}/{name}/spectrogram.png",
+                "spectrogram_rows": [label for label, _ in rows],
+            }
+        )
+    return written
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+def _entropy_kbps(result: EvalResult, n_q: int) -> float:
+    """kbps of the first n_q codebooks with a per-codebook (unigram) entropy coder."""
+    return sum(stats.entropy_bits for stats in result.codebooks[:n_q]) * result.frame_rate / 1000
+
+
+def _title(result: EvalResult) -> str:
+    return f"{result.model['name']} vs baselines on {len(result.utterances)} utterances"
+
+
+def _number(value: float, decimals: int) -> str:
+    return f"{value:.{decimals}f}" if math.isfinite(value) else "–"
+
+
+def _rtf(value: float) -> str:
+    return f"{value:.3g}" if math.isfinite(value) else "–"
+
+
+def _json_ready(value: Any) -> Any:
+    """NaN and infinities become null (JSON has no NaN); numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

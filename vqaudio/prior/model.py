@@ -1,0 +1,386 @@
+"""``Prior``: the user-facing token prior (load/save, likelihood, sampling) and its model-file description.
+
+A prior model is a folder like the tokenizer's (``vqaudio.serialization``): ``model.safetensors`` +
+``config.json`` with ``format: "vqaudio-prior"``, the resolved ``PriorRunConfig``, the tokenizer it was
+trained on (its weights hash, name and path) and the token stream's geometry (codebooks, codebook size,
+frame rate)::
+
+    prior = Prior.load("exp/prior1")            # or Prior.load(): the embedded default, when shipped
+    nats = prior.log_prob(codes)                # [n_q, F] -> [n_q, F] natural-log likelihood per token
+    codes = prior.generate(500, seed=0)         # [n_q, 500]: 10 s at 50 Hz
+
+The network is ``vqaudio.prior.wavenet.WaveNetPrior`` (van den Oord et al., 2016); generation uses the
+queue-based fast algorithm of Paine et al. (2016) by default.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vqaudio.config import ConfigError, PriorConfig, PriorRunConfig, from_dict, to_dict
+from vqaudio.errors import ModelFileError, TokenFileError
+from vqaudio.prior.generation import generate_codes
+from vqaudio.prior.wavenet import WaveNetPrior, dilations, receptive_field
+from vqaudio.serialization import load_model_file, save_model_file
+
+FORMAT = "vqaudio-prior"
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "prior"
+
+
+def token_stream(meta: Mapping[str, Any], tokenizer_path: str | None = None) -> dict[str, Any]:
+    """A token file's ``.meta`` -> the prior's ``tokens`` record (tokenizer identity and stream geometry).
+
+    Args:
+        meta: ``TokenCorpus.meta`` (``model_hash``, ``model_name``, ``num_codebooks`` (or ``n_q``),
+            ``codebook_size``, ``sample_rate``, ``hop_length``, ``frame_rate``).
+        tokenizer_path: where the tokenizer lives, recorded so ``sample`` finds it (default: ``model_path``
+            from the metadata, if any).
+    """
+    num_codebooks = meta.get("num_codebooks", meta.get("n_q"))
+    frame_rate = meta.get("frame_rate")
+    if frame_rate is None and meta.get("sample_rate") and meta.get("hop_length"):
+        frame_rate = meta["sample_rate"] / meta["hop_length"]
+    missing = [
+        name
+        for name, value in (
+            ("model_hash", meta.get("model_hash")),
+            ("num_codebooks", num_codebooks),
+            ("codebook_size", meta.get("codebook_size")),
+            ("frame_rate", frame_rate),
+        )
+        if value is None
+    ]
+    if missing:
+        raise TokenFileError(
+            f"token metadata lacks {missing}; expected the out.meta.json written by `vqaudio tokenize`"
+        )
+    return {
+        "tokenizer_hash": str(meta["model_hash"]),
+        "tokenizer_name": meta.get("model_name"),
+        "tokenizer_path": tokenizer_path or meta.get("model_path"),
+        "sample_rate": meta.get("sample_rate"),
+        "frame_rate": float(frame_rate),  # type: ignore[arg-type]
+        "hop_length": meta.get("hop_length"),
+        "num_codebooks": int(num_codebooks),  # type: ignore[arg-type]
+        "codebook_size": int(meta["codebook_size"]),
+    }
+
+
+class Prior:
+    """A trained WaveNet token prior and what it was trained on.
+
+    Args:
+        model: the network (kept in eval mode).
+        run_config: the resolved architecture and training config.
+        tokens: the ``token_stream`` record of the training tokens.
+        speakers: condition id -> speaker name, for a conditioned prior.
+        training: free-form facts about the run (steps, validation bits), stored in the model file.
+        path: where it was loaded from, if anywhere.
+
+    Attributes:
+        model, config (PriorConfig), run_config, tokens, speakers, num_codebooks, codebook_size, frame_rate,
+        sample_rate, tokenizer_hash, receptive_field (frames), receptive_field_seconds.
+    """
+
+    def __init__(
+        self,
+        model: WaveNetPrior,
+        run_config: PriorRunConfig,
+        tokens: Mapping[str, Any],
+        speakers: Sequence[str] = (),
+        training: Mapping[str, Any] | None = None,
+        path: Path | None = None,
+    ) -> None:
+        if len(speakers) != model.num_conditions:
+            raise ValueError(f"{model.num_conditions} condition ids but {len(speakers)} speaker names")
+        if run_config.prior != model.config:
+            raise ValueError(
+                "run_config.prior differs from the network's own config; pass the config it was built from"
+            )
+        self.model = model.eval()
+        self.run_config = run_config
+        self.config = model.config
+        self.tokens = dict(tokens)
+        self.speakers = tuple(speakers)
+        self.training = dict(training or {})
+        self.path = path
+        self.num_codebooks = model.num_codebooks
+        self.codebook_size = model.codebook_size
+        self.frame_rate = float(self.tokens["frame_rate"])
+        self.sample_rate = self.tokens.get("sample_rate")
+        self.tokenizer_hash = str(self.tokens["tokenizer_hash"])
+        self.receptive_field = model.receptive_field
+        self.receptive_field_seconds = self.receptive_field / self.frame_rate
+
+    def __repr__(self) -> str:
+        return (
+            f"Prior({self.num_codebooks} x {self.codebook_size} codes at {self.frame_rate:g} Hz, "
+            f"receptive field {self.receptive_field} frames ({self.receptive_field_seconds:.2f} s), "
+            f"tokenizer {self.tokenizer_hash[:12]}, {len(self.speakers)} speakers)"
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    # Files
+    # ------------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Prior:
+        """Read a prior model folder (or its ``.safetensors``); None: the embedded default prior.
+
+        Raises:
+            ModelFileError: missing, corrupt or not a prior; no embedded default in this installation.
+        """
+        if path is None:
+            if not (PRETRAINED_DIR / "model.safetensors").is_file():
+                raise ModelFileError(
+                    "this vqaudio installation ships no default prior (vqaudio/pretrained/prior/ is empty); "
+                    "pass a prior trained with `vqaudio prior train`"
+                )
+            path = PRETRAINED_DIR
+        loaded = load_model_file(path, FORMAT)
+        meta = loaded.meta
+        try:
+            run_config = from_dict(PriorRunConfig, meta.get("config"), where=f"{loaded.path}:config")
+        except ConfigError as exc:
+            raise ModelFileError(
+                f"{exc}; the prior was written by another vqaudio version, retrain it"
+            ) from exc
+        if not isinstance(meta.get("tokens"), Mapping):
+            raise ModelFileError(
+                f"{loaded.path}: no 'tokens' record in the model description; retrain the prior"
+            )
+        try:
+            model = WaveNetPrior(run_config.prior)
+        except ValueError as exc:
+            raise ModelFileError(f"{loaded.path}: {exc}") from exc
+        try:
+            model.load_state_dict(loaded.state_dict, strict=True)
+        except RuntimeError as exc:
+            raise ModelFileError(
+                f"{loaded.path}: weights do not match the saved config ({str(exc).splitlines()[0]})"
+            ) from exc
+        return cls(
+            model, run_config, meta["tokens"], meta.get("speakers") or (), meta.get("training"), loaded.path
+        )
+
+    def description(self, name: str | None = None) -> dict[str, Any]:
+        """The JSON description written beside the weights (``config.json``)."""
+        return {
+            "format": FORMAT,
+            "name": name or (self.path.parent.name if self.path else "prior"),
+            "config": to_dict(self.run_config),
+            "tokens": self.tokens,
+            "speakers": list(self.speakers),
+            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "receptive_field_frames": self.receptive_field,
+            "training": self.training,
+        }
+
+    def save(self, folder: str | Path, name: str | None = None) -> Path:
+        """Write ``folder/model.safetensors`` + ``folder/config.json`` atomically; returns the folder."""
+        folder = Path(folder)
+        return save_model_file(folder, self.model.state_dict(), self.description(name or folder.name))
+
+    def check_tokens(self, meta: Mapping[str, Any], force: bool = False, where: str = "tokens") -> None:
+        """Raise TokenFileError when a token file's metadata does not fit this prior.
+
+        Args:
+            meta: a token file's ``.meta``.
+            force: accept tokens from another tokenizer (same geometry) anyway.
+            where: the file, for the message.
+        """
+        stream = token_stream(meta)
+        if stream["num_codebooks"] != self.num_codebooks or stream["codebook_size"] != self.codebook_size:
+            raise TokenFileError(
+                f"{where}: {stream['num_codebooks']} codebooks x {stream['codebook_size']} codes, but the "
+                f"prior models {self.num_codebooks} x {self.codebook_size}; tokenize with the prior's "
+                "tokenizer and n_q"
+            )
+        if stream["tokenizer_hash"] != self.tokenizer_hash and not force:
+            raise TokenFileError(
+                f"{where}: tokens come from tokenizer {stream['tokenizer_hash'][:12]} "
+                f"({stream['tokenizer_name']}), the prior was trained on {self.tokenizer_hash[:12]} "
+                f"({self.tokens.get('tokenizer_name')}); their codes mean different things. Re-tokenize with "
+                "the prior's tokenizer, or pass --force to use them anyway"
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.start.device
+
+    def to(self, device: str | torch.device) -> Prior:
+        """Move the network to ``device``; returns self. Sampling draws its random numbers on the CPU."""
+        self.model.to(device)
+        return self
+
+    # ------------------------------------------------------------------------------------------------
+    # Likelihood and sampling
+    # ------------------------------------------------------------------------------------------------
+    def log_prob(self, codes: Tensor | np.ndarray, condition: Any = None) -> Tensor:
+        """Natural-log likelihood of every token under the prior.
+
+        Args:
+            codes: [n_q, F] or [B, n_q, F] integer codes in [0, codebook_size).
+            condition: for a conditioned prior, a speaker id or name (or one per sequence).
+        Returns:
+            float32 [n_q, F] or [B, n_q, F]; ``-log_prob(codes).mean() / ln 2`` is bits per token.
+        """
+        batch = self._as_codes(codes, "codes")
+        ids = self._condition_ids(condition, batch.shape[0])
+        with torch.no_grad():
+            result = self.model.log_prob(batch, ids)
+        return result if torch.as_tensor(codes).dim() == 3 else result[0]
+
+    def generate(
+        self,
+        n_frames: int,
+        prompt: Tensor | np.ndarray | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+        condition: Any = None,
+        fast: bool = True,
+        num_samples: int | None = None,
+    ) -> Tensor:
+        """Sample token frames, optionally continuing a prompt.
+
+        Args:
+            n_frames: frames to generate after the prompt (``seconds * frame_rate``); the output is never
+                shorter than the prompt.
+            prompt: [n_q, P] or [B, n_q, P] codes to continue (kept unchanged in the output).
+            temperature: > 0 scales the logits; 0 picks the most likely code.
+            top_k: sample among the k most likely codes only.
+            seed: fixes the random stream (same seed, same tokens, fast or not); None: fresh randomness.
+            condition: for a conditioned prior, a speaker id or name (or one per sequence).
+            fast: queue-based incremental generation; False reruns the trunk over the receptive field
+                per frame.
+            num_samples: sequences to draw; None gives one unbatched sequence (or one per batched prompt).
+        Returns:
+            int64 [n_q, P + n_frames], or [B, n_q, P + n_frames] when ``num_samples`` is given or the prompt
+            is batched.
+        """
+        if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames < 0:
+            raise ValueError(f"n_frames must be a non-negative integer, got {n_frames!r}")
+        if not (temperature >= 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be at least 1 (or None for no truncation), got {top_k}")
+        if num_samples is not None and num_samples < 1:
+            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        batched = num_samples is not None
+        if prompt is None:
+            batch = torch.zeros(num_samples or 1, self.num_codebooks, 0, dtype=torch.long, device=self.device)
+        else:
+            batch = self._as_codes(prompt, "prompt")
+            batched = batched or torch.as_tensor(prompt).dim() == 3
+            if num_samples is not None and batch.shape[0] != num_samples:
+                if batch.shape[0] != 1:
+                    raise ValueError(
+                        f"num_samples={num_samples} but the prompt holds {batch.shape[0]} sequences; pass "
+                        "one prompt [n_q, P] (continued num_samples times) or one per sample"
+                    )
+                batch = batch.expand(num_samples, -1, -1)
+        if batch.shape[2] + n_frames == 0:
+            raise ValueError("nothing to generate: n_frames is 0 and there is no prompt")
+        ids = self._condition_ids(condition, batch.shape[0])
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        codes = generate_codes(self.model, batch, n_frames, ids, temperature, top_k, generator, fast=fast)
+        codes = codes.clone()  # an ordinary tensor again (inference-mode tensors refuse in-place edits)
+        return codes if batched else codes[0]
+
+    def _as_codes(self, codes: Tensor | np.ndarray, name: str) -> Tensor:
+        """[n_q, F] or [B, n_q, F] integer array -> validated int64 [B, n_q, F] on the model's device."""
+        tensor = torch.as_tensor(np.asarray(codes) if isinstance(codes, np.ndarray) else codes)
+        if tensor.dtype.is_floating_point or tensor.dtype == torch.bool or tensor.is_complex():
+            raise TypeError(f"{name} must hold integer codes, got dtype {tensor.dtype}")
+        if tensor.dim() == 2:
+            tensor = tensor[None]
+        if tensor.dim() != 3 or tensor.shape[1] != self.num_codebooks:
+            raise ValueError(
+                f"{name} must be [n_q, frames] or [batch, n_q, frames] with n_q={self.num_codebooks}, "
+                f"got shape {tuple(tensor.shape)}"
+            )
+        if tensor.numel() and (tensor.min() < 0 or tensor.max() >= self.codebook_size):
+            raise ValueError(
+                f"{name} holds codes {int(tensor.min())}..{int(tensor.max())}, "
+                f"outside [0, {self.codebook_size}); "
+                "were they made by another tokenizer or with another codebook size?"
+            )
+        return tensor.long().to(self.device)
+
+    def _condition_ids(self, condition: Any, batch_size: int) -> Tensor | None:
+        """A speaker id or name (or one per sequence) -> [B] int64 ids; None stays None."""
+        if condition is None:
+            return None
+        if isinstance(condition, (Tensor, np.ndarray)):
+            items = (
+                np.asarray(condition.cpu() if isinstance(condition, Tensor) else condition)
+                .reshape(-1)
+                .tolist()
+            )
+        else:
+            items = list(condition) if isinstance(condition, (list, tuple)) else [condition]
+        if len(items) == 1:
+            items = items * batch_size
+        ids = []
+        for item in items:
+            if isinstance(item, str):
+                if item not in self.speakers:
+                    known = ", ".join(self.speakers[:10]) or "none: the prior is unconditioned"
+                    raise ValueError(f"unknown speaker {item!r}; the prior knows {known}")
+                ids.append(self.speakers.index(item))
+            else:
+                ids.append(int(item))
+        if len(ids) != batch_size:
+            raise ValueError(
+                f"got {len(ids)} conditions for {batch_size} sequences; pass one, or one per sequence"
+            )
+        return torch.tensor(ids, dtype=torch.long, device=self.device)
+
+
+def describe(meta: Mapping[str, Any]) -> str:
+    """A few lines about a prior model file (``config.json`` contents), for ``vqaudio info``."""
+    run = from_dict(PriorRunConfig, meta.get("config"), where="config")
+    config: PriorConfig = run.prior
+    tokens = meta.get("tokens") or {}
+    frame_rate = float(tokens.get("frame_rate") or 0.0)
+    field = receptive_field(config)
+    seconds = f" = {field / frame_rate:.2f} s at {frame_rate:g} Hz" if frame_rate else ""
+    dilation_list = dilations(config)
+    parameters = meta.get("num_parameters")
+    lines = [
+        f"WaveNet token prior{' ' + repr(meta.get('name')) if meta.get('name') else ''}: "
+        f"{config.num_cycles} cycle(s) x {config.layers_per_cycle} layers "
+        f"(dilations 1..{max(dilation_list)}), "
+        f"kernel {config.kernel_size}, {config.residual_channels} residual / {config.skip_channels} skip / "
+        f"{config.head_channels} head channels"
+        + (f", {parameters / 1e6:.2f} M parameters" if isinstance(parameters, int) else ""),
+        f"receptive field: {field} frames{seconds}",
+        f"tokens: {config.num_codebooks} codebooks x {config.codebook_size} codes, each frame's codebooks "
+        "predicted in order from the past frames and the frame's earlier codebooks",
+        f"tokenizer: {tokens.get('tokenizer_name')} (hash {str(tokens.get('tokenizer_hash'))[:12]})",
+    ]
+    if config.num_conditions:
+        speakers = meta.get("speakers") or []
+        lines.append(
+            f"conditioning: {config.num_conditions} speakers "
+            f"({', '.join(speakers[:5])}{', ...' if len(speakers) > 5 else ''})"
+        )
+    training = meta.get("training") or {}
+    if training.get("step") is not None:
+        valid = training.get("valid_bits_per_token")
+        lines.append(
+            f"trained: {training['step']} steps"
+            + (f", validation {valid:.3f} bits per token" if isinstance(valid, (int, float)) else "")
+        )
+    return "\n".join(lines)

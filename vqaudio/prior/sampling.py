@@ -1,0 +1,172 @@
+"""From prior samples to audio: finding the prior's tokenizer, encoding a speech prompt, writing the results.
+
+A prior's codes only mean something through the tokenizer it was trained on, identified by its weights hash
+(``Prior.tokenizer_hash``). ``find_tokenizer`` tries, in order: an explicit path (``--tokenizer``), the path
+or name recorded in the prior, and the embedded default tokenizer, and accepts the first whose hash matches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vqaudio.audio import atomic_path, load_audio, save_audio
+from vqaudio.errors import AudioError, ModelFileError
+from vqaudio.prior.model import Prior
+
+log = logging.getLogger(__name__)
+
+
+def find_tokenizer(prior: Prior, override: str | Path | None = None, force: bool = False) -> Any:
+    """The tokenizer whose codes the prior models.
+
+    Args:
+        prior: the prior.
+        override: a tokenizer model path that replaces the search.
+        force: accept ``override`` even when its hash differs from the prior's tokenizer.
+    Returns:
+        a ``vqaudio.tokenizer.Tokenizer``.
+    Raises:
+        ModelFileError: no matching tokenizer found (the message says which one is needed).
+    """
+    from vqaudio.tokenizer import Tokenizer
+
+    wanted = prior.tokenizer_hash
+    if override is not None:
+        tokenizer = Tokenizer.load(override)
+        if tokenizer.hash != wanted and not force:
+            raise ModelFileError(
+                f"{override}: tokenizer hash {tokenizer.hash[:12]} differs from the one the prior was "
+                f"trained on ({wanted[:12]}, {prior.tokens.get('tokenizer_name')}); its codes mean different "
+                "things. Pass the right --tokenizer, or --force to decode anyway"
+            )
+        return tokenizer
+    tried = []
+    candidates: list[str | None] = [prior.tokens.get("tokenizer_path"), prior.tokens.get("tokenizer_name")]
+    for candidate in [c for c in candidates if c and Path(c).exists()] + [None]:
+        label = candidate or "the embedded default tokenizer"
+        try:
+            tokenizer = Tokenizer.load(candidate)
+        except ModelFileError as exc:
+            tried.append(f"{label}: not installed" if candidate is None else f"{label}: {exc}")
+            continue
+        if tokenizer.hash == wanted:
+            log.info("decoding with %s (hash %s)", label, wanted[:12])
+            return tokenizer
+        tried.append(f"{label}: hash {tokenizer.hash[:12]}")
+    raise ModelFileError(
+        f"no tokenizer with hash {wanted[:12]} (the prior was trained on tokens of "
+        f"{prior.tokens.get('tokenizer_name')!r}); tried {'; '.join(tried)}. Pass --tokenizer PATH, or "
+        "--tokens-only to write tokens without audio"
+    )
+
+
+def encode_prompt(tokenizer: Any, path: str | Path, prior: Prior, seconds: float | None = None) -> Tensor:
+    """A speech file -> the prior's codes [n_q, P] to continue.
+
+    The audio is read at the tokenizer's sample rate (other rates are resampled, stereo is averaged) and
+    optionally cut to its first ``seconds``. A residual tokenizer with more codebooks than the prior keeps its
+    first ``n_q`` (the coarse ones the prior models).
+
+    Raises:
+        AudioError: unreadable audio, or shorter than ``seconds``; ValueError: fewer codebooks than the prior.
+    """
+    wav = load_audio(path, tokenizer.sample_rate)
+    if seconds is not None:
+        wanted = round(seconds * tokenizer.sample_rate)
+        if wanted < 1:
+            raise ValueError(f"--prompt-seconds must be positive, got {seconds}")
+        if wanted > wav.shape[0]:
+            raise AudioError(
+                f"{path}: the prompt is {wav.shape[0] / tokenizer.sample_rate:.2f} s long, shorter than the "
+                f"{seconds} s asked for; lower --prompt-seconds or drop it to use the whole file"
+            )
+        wav = wav[:wanted]
+    if tokenizer.num_codebooks < prior.num_codebooks:
+        raise ValueError(
+            f"the tokenizer gives {tokenizer.num_codebooks} codebooks, the prior models {prior.num_codebooks}"
+        )
+    # n_q < num_codebooks keeps the coarse residual stages; the tokenizer refuses it for grouped VQ
+    codes = tokenizer.encode(wav, tokenizer.sample_rate, n_q=prior.num_codebooks)  # [n_q, P]
+    return torch.as_tensor(codes).long().cpu()
+
+
+class SampleFiles(NamedTuple):
+    tokens: list[Path]  # one [n_q, frames] .npy per sample
+    audio: list[Path]  # one .wav per sample (empty when no tokenizer decoded them)
+    info: Path  # samples.json: the settings and files
+
+
+def write_samples(
+    out: str | Path,
+    codes: Tensor,
+    prior: Prior,
+    tokenizer: Any | None,
+    settings: dict[str, Any],
+    prefix: str = "sample",
+) -> SampleFiles:
+    """Write each sample's tokens (``.npy`` [n_q, frames]) and, with a tokenizer, its decoded WAV.
+
+    Args:
+        out: the output folder (created).
+        codes: [N, n_q, frames] sampled codes.
+        prior: the prior that sampled them (recorded in samples.json).
+        tokenizer: decodes the codes; None writes tokens only.
+        settings: sampling settings to record (seed, temperature, ...).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = np.int16 if prior.codebook_size <= 32767 else np.int32
+    token_files: list[Path] = []
+    audio_files: list[Path] = []
+    for index, sample in enumerate(codes):
+        stem = out / f"{prefix}_{index:03d}"
+        with atomic_path(stem.with_suffix(".npy")) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, sample.cpu().numpy().astype(dtype))
+        token_files.append(stem.with_suffix(".npy"))
+        if tokenizer is not None:
+            with torch.inference_mode():
+                wav = tokenizer.decode(sample)
+            save_audio(stem.with_suffix(".wav"), wav, tokenizer.sample_rate)
+            audio_files.append(stem.with_suffix(".wav"))
+    info = out / "samples.json"
+    record = {
+        "prior": str(prior.path) if prior.path else None,
+        "tokenizer_hash": prior.tokenizer_hash,
+        "frame_rate": prior.frame_rate,
+        "num_codebooks": prior.num_codebooks,
+        **settings,
+        "tokens": [path.name for path in token_files],
+        "audio": [path.name for path in audio_files],
+    }
+    with atomic_path(info) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    return SampleFiles(token_files, audio_files, info)
+
+
+def frames_for(seconds: float, frame_rate: float) -> int:
+    """Seconds -> a whole number of token frames (at least 1)."""
+    if not seconds > 0:
+        raise ValueError(f"--seconds must be positive, got {seconds}")
+    return max(1, round(seconds * frame_rate))
+
+
+def speaker_list(prior: Prior, speaker: str | None, count: int) -> Sequence[str] | None:
+    """Conditioning for ``count`` samples: the named speaker for all, or an error naming the choices."""
+    if not prior.speakers:
+        if speaker is not None:
+            raise ValueError("this prior was trained without speaker conditioning; drop --speaker")
+        return None
+    if speaker is None:
+        raise ValueError(
+            f"this prior is conditioned on {len(prior.speakers)} speakers; pass --speaker NAME, one of "
+            f"{', '.join(prior.speakers[:10])}{', ...' if len(prior.speakers) > 10 else ''}"
+        )
+    return [speaker] * count

@@ -1,0 +1,905 @@
+"""Token corpora on disk: one memory-mappable ``.npy`` array plus a TSV index and a JSON description.
+
+    out.npy          [total_frames, n_q] int16 (int32 when codebook_size > 32767), utterances concatenated
+                     in sorted id order; np.load("out.npy", mmap_mode="r") works on a corpus of any size
+    out.index.tsv    utt_id  path  frame_offset  num_frames  num_samples   (a header line, then one row each)
+    out.meta.json    model name and weights hash, sample_rate, frame_rate, hop_length, num_codebooks (n_q),
+                     codebook_size, counts, skipped files, vqaudio version, creation time
+
+All three are plain numpy / text / JSON, readable without vqaudio. ``TokenFileWriter`` streams codes to a
+temporary file as they are produced (the corpus is never held in memory) and only at the end writes the
+three files and renames them into place, so an interrupted run leaves nothing behind. ``load_tokens`` reads
+one file or merges shards into a ``TokenCorpus``, a read-only mapping ``utt_id -> [n_q, frames]`` of views
+into the memory map, after checking that the three files agree.
+"""
+
+from __future__ import annotations
+
+import bisect
+import glob
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+
+from vqaudio._version import __version__
+from vqaudio.errors import TokenFileError
+
+if TYPE_CHECKING:
+    from vqaudio.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+FORMAT = "vqaudio-tokens"
+FORMAT_VERSION = 1
+INDEX_HEADER = ("utt_id", "path", "frame_offset", "num_frames", "num_samples")
+REQUIRED_META = (
+    "format",
+    "model_name",
+    "model_hash",
+    "sample_rate",
+    "hop_length",
+    "num_codebooks",
+    "codebook_size",
+    "num_utterances",
+    "num_frames",
+)
+_REWRITE = "re-run `vqaudio tokenize` to rewrite it"
+_SCAN_ROWS = 1 << 20  # rows per block when scanning the array for out-of-range codes
+
+
+class IndexEntry(NamedTuple):
+    """One row of ``out.index.tsv``: where an utterance's frames are in the array."""
+
+    utt_id: str
+    path: str  # the source audio file, as given to tokenize
+    frame_offset: int  # first row of the utterance in its own shard's array
+    num_frames: int
+    num_samples: int  # audio length at the model's sample_rate
+
+
+class TokenPaths(NamedTuple):
+    """The three files of one token file."""
+
+    array_path: Path  # out.npy
+    index_path: Path  # out.index.tsv
+    meta_path: Path  # out.meta.json
+
+
+def token_paths(path: str | Path) -> TokenPaths:
+    """``out.npy`` -> (``out.npy``, ``out.index.tsv``, ``out.meta.json``); ``out`` is read as ``out.npy``."""
+    path = Path(path)
+    if path.suffix != ".npy":
+        path = path.with_name(path.name + ".npy")
+    stem = path.name[: -len(".npy")]
+    return TokenPaths(path, path.with_name(f"{stem}.index.tsv"), path.with_name(f"{stem}.meta.json"))
+
+
+def storage_dtype(codebook_size: int) -> np.dtype:
+    """int16 when every code fits (codebook_size <= 32767), else int32."""
+    return np.dtype(np.int16) if codebook_size <= np.iinfo(np.int16).max else np.dtype(np.int32)
+
+
+def check_can_write(path: str | Path, overwrite: bool) -> TokenPaths:
+    """Raise FileExistsError if any of the three files exists and ``overwrite`` is False."""
+    paths = token_paths(path)
+    if Path(path).suffix != ".npy":
+        raise ValueError(f"{path}: a token file name must end in .npy (e.g. tokens/train.npy)")
+    if not overwrite:
+        for existing in paths:
+            if existing.exists():
+                raise FileExistsError(f"{existing} already exists; pass --overwrite to replace it")
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------
+class TokenFileWriter:
+    """Write a token file by streaming utterances in any order; committed atomically at the end.
+
+    Use as a context manager: leaving the block normally commits (sorts by id, writes the three files,
+    renames them into place); an exception or Ctrl-C inside it discards everything written so far. An
+    existing output is only replaced at commit time, so a failed run leaves the previous one intact.
+
+    Args:
+        path: the ``.npy`` path; the index and metadata go beside it.
+        num_codebooks: n_q, codes per frame stored.
+        codebook_size: codes are in ``[0, codebook_size)``; picks the storage dtype.
+        sample_rate, hop_length: the model's, to convert frames to seconds.
+        model_name, model_hash: identify the model (``Tokenizer.name``, ``Tokenizer.hash``).
+        extra_meta: more JSON-ready fields for ``out.meta.json`` (e.g. source, shard).
+        overwrite: replace existing outputs; otherwise raise FileExistsError naming the file.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        num_codebooks: int,
+        codebook_size: int,
+        sample_rate: int,
+        hop_length: int,
+        model_name: str,
+        model_hash: str,
+        extra_meta: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.paths = check_can_write(path, overwrite)
+        if num_codebooks < 1 or codebook_size < 2:
+            raise ValueError(
+                f"need num_codebooks >= 1 and codebook_size >= 2, got {num_codebooks}, {codebook_size}"
+            )
+        self.overwrite = overwrite
+        self.num_codebooks = num_codebooks
+        self.codebook_size = codebook_size
+        self.dtype = storage_dtype(codebook_size)
+        self.meta: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "vqaudio_version": __version__,
+            "model_name": model_name,
+            "model_hash": model_hash,
+            "sample_rate": sample_rate,
+            "frame_rate": sample_rate / hop_length,
+            "hop_length": hop_length,
+            "num_codebooks": num_codebooks,
+            "codebook_size": codebook_size,
+            "dtype": self.dtype.name,
+            **dict(extra_meta or {}),
+        }
+        self.paths.array_path.parent.mkdir(parents=True, exist_ok=True)
+        handle, raw = tempfile.mkstemp(
+            prefix=f".{self.paths.array_path.name}.", suffix=".raw", dir=self.paths.array_path.parent
+        )
+        self._raw_path = Path(raw)
+        self._raw = os.fdopen(handle, "wb")
+        self._records: dict[str, tuple[str, int, int, int]] = {}  # id -> (path, raw row, frames, samples)
+        self._rows = 0
+        self._skipped: list[dict[str, str]] = []
+        self._open = True
+
+    def add(
+        self, utt_id: str, source_path: str | Path, codes: np.ndarray | torch.Tensor, num_samples: int
+    ) -> None:
+        """Append one utterance.
+
+        Args:
+            utt_id: unique id (no tabs or newlines).
+            source_path: the audio file it came from.
+            codes: [n_q, frames] integer codes in ``[0, codebook_size)``.
+            num_samples: the audio length at the model's sample rate.
+        """
+        self._check_open()
+        if isinstance(codes, torch.Tensor):
+            codes = codes.detach().cpu().numpy()
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[0] != self.num_codebooks or codes.shape[1] < 1:
+            raise ValueError(
+                f"{utt_id}: expected codes [n_q={self.num_codebooks}, frames >= 1], got shape {codes.shape}"
+            )
+        if not np.issubdtype(codes.dtype, np.integer):
+            raise TypeError(f"{utt_id}: expected integer codes, got {codes.dtype}")
+        if codes.min() < 0 or codes.max() >= self.codebook_size:
+            raise ValueError(
+                f"{utt_id}: codes in [{codes.min()}, {codes.max()}] outside [0, {self.codebook_size})"
+            )
+        for name, text in (("utterance id", utt_id), ("path", str(source_path))):
+            if not text or any(character in text for character in "\t\n\r"):
+                raise ValueError(
+                    f"{name} {text!r} is empty or holds a tab/newline, which the TSV index cannot store"
+                )
+        if utt_id in self._records:
+            raise ValueError(
+                f"duplicate utterance id {utt_id!r} ({self._records[utt_id][0]} and {source_path})"
+            )
+        self._raw.write(np.ascontiguousarray(codes.T, dtype=self.dtype).tobytes())  # [frames, n_q] rows
+        self._records[utt_id] = (str(source_path), self._rows, codes.shape[1], int(num_samples))
+        self._rows += codes.shape[1]
+
+    def skip(self, source_path: str | Path, reason: str, utt_id: str | None = None) -> None:
+        """Record a file that could not be tokenized (listed in ``out.meta.json``)."""
+        self._check_open()
+        self._skipped.append({"utt_id": utt_id or "", "path": str(source_path), "error": reason})
+
+    @property
+    def num_utterances(self) -> int:
+        return len(self._records)
+
+    def commit(self) -> TokenPaths:
+        """Write ``out.npy`` (sorted by id), the index and the metadata, then rename them into place."""
+        self._check_open()
+        self._raw.close()
+        temporaries: list[Path] = [self._raw_path]
+        try:
+            if not self._records:
+                raise TokenFileError(f"{self.paths.array_path}: no utterance was tokenized, nothing to write")
+            order = sorted(self._records)
+            total = self._rows
+            array_tmp = self._temporary(self.paths.array_path, ".npy", temporaries)
+            source = np.memmap(self._raw_path, dtype=self.dtype, mode="r", shape=(total, self.num_codebooks))
+            target = np.lib.format.open_memmap(
+                array_tmp, mode="w+", dtype=self.dtype, shape=(total, self.num_codebooks)
+            )
+            entries: list[IndexEntry] = []
+            offset = 0
+            for utt_id in order:  # copy utterance by utterance: memory stays at one utterance
+                path, row, frames, samples = self._records[utt_id]
+                target[offset : offset + frames] = source[row : row + frames]
+                entries.append(IndexEntry(utt_id, path, offset, frames, samples))
+                offset += frames
+            target.flush()
+            del source, target
+            index_tmp = self._temporary(self.paths.index_path, ".tsv", temporaries)
+            index_tmp.write_text(_format_index(entries), encoding="utf-8")
+            num_samples = sum(entry.num_samples for entry in entries)
+            meta = {
+                **self.meta,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "num_utterances": len(entries),
+                "num_frames": total,
+                "num_samples": num_samples,
+                "seconds": num_samples / self.meta["sample_rate"],
+                "skipped": self._skipped,
+            }
+            meta_tmp = self._temporary(self.paths.meta_path, ".json", temporaries)
+            meta_tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            if not self.overwrite:  # another process may have written it since we started
+                check_can_write(self.paths.array_path, overwrite=False)
+            # metadata last: a reader that finds it finds the other two complete. A failure between the
+            # renames removes what was already placed, so no mixed set of files is left behind.
+            placed: list[Path] = []
+            try:
+                for temporary, final in (
+                    (array_tmp, self.paths.array_path),
+                    (index_tmp, self.paths.index_path),
+                ):
+                    os.replace(temporary, final)
+                    placed.append(final)
+                os.replace(meta_tmp, self.paths.meta_path)
+            except BaseException:
+                for final in placed:
+                    final.unlink(missing_ok=True)
+                raise
+        finally:
+            self._open = False
+            for temporary in temporaries:
+                temporary.unlink(missing_ok=True)
+        return self.paths
+
+    def abort(self) -> None:
+        """Discard everything written so far."""
+        if self._open:
+            self._open = False
+            self._raw.close()
+            self._raw_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> TokenFileWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise RuntimeError("this TokenFileWriter is already committed or aborted")
+
+    @staticmethod
+    def _temporary(final: Path, suffix: str, registry: list[Path]) -> Path:
+        handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+        os.close(handle)
+        registry.append(Path(name))
+        return Path(name)
+
+
+def _format_index(entries: Sequence[IndexEntry]) -> str:
+    lines = ["\t".join(INDEX_HEADER)]
+    lines += [
+        f"{entry.utt_id}\t{entry.path}\t{entry.frame_offset}\t{entry.num_frames}\t{entry.num_samples}"
+        for entry in entries
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------
+class _Shard(NamedTuple):
+    paths: TokenPaths
+    array: np.ndarray  # [frames, n_q] read-only memmap
+    entries: list[IndexEntry]
+    meta: dict[str, Any]
+
+
+class TokenCorpus(Mapping[str, np.ndarray]):
+    """A read-only mapping ``utt_id -> codes [n_q, frames]`` over one token file or several shards.
+
+    Values are transposed views into the memory-mapped array (nothing is read until used); copy with
+    ``np.array(corpus[utt_id])`` to get an owned, contiguous array.
+
+    Attributes:
+        meta: the ``out.meta.json`` contents (for merged shards: the first one's, with summed counts, all
+            skipped files, and ``shards`` listing the files).
+        entries: every IndexEntry in id order (frame offsets are into the entry's own shard array).
+        paths: the ``.npy`` path of every shard.
+    """
+
+    def __init__(self, shards: Sequence[_Shard]) -> None:
+        self._shards = list(shards)
+        self._where: dict[str, tuple[int, int]] = {}
+        for shard_index, shard in enumerate(self._shards):
+            for entry_index, entry in enumerate(shard.entries):
+                if entry.utt_id in self._where:
+                    other = self._shards[self._where[entry.utt_id][0]].paths.array_path
+                    raise TokenFileError(
+                        f"{shard.paths.array_path}: utterance id {entry.utt_id!r} is also in {other}; "
+                        "shards must hold disjoint utterances (were they made with different --shard K/N?)"
+                    )
+                self._where[entry.utt_id] = (shard_index, entry_index)
+        self._ids = sorted(self._where)
+        self._entries = [self.entry(utt_id) for utt_id in self._ids]
+        self.meta = _merged_meta(self._shards)
+        self.paths = [shard.paths.array_path for shard in self._shards]
+
+    # Mapping protocol
+    def __getitem__(self, utt_id: str) -> np.ndarray:
+        shard_index, entry_index = self._where[utt_id]
+        shard = self._shards[shard_index]
+        entry = shard.entries[entry_index]
+        return shard.array[entry.frame_offset : entry.frame_offset + entry.num_frames].T  # [n_q, frames]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, utt_id: object) -> bool:
+        return utt_id in self._where
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenCorpus({len(self)} utterances, {self.num_frames} frames, n_q={self.num_codebooks}, "
+            f"model={self.meta.get('model_name')!r}, files={[str(path) for path in self.paths]})"
+        )
+
+    # Facts
+    @property
+    def entries(self) -> list[IndexEntry]:
+        return list(self._entries)
+
+    def entry(self, utt_id: str) -> IndexEntry:
+        shard_index, entry_index = self._where[utt_id]
+        return self._shards[shard_index].entries[entry_index]
+
+    @property
+    def array(self) -> np.ndarray:
+        """The [total_frames, n_q] memory map (one file only; merged shards: see ``arrays``)."""
+        if len(self._shards) != 1:
+            raise ValueError(
+                f"this corpus merges {len(self._shards)} shards, each with its own array; use .arrays, "
+                "or index utterances by id"
+            )
+        return self._shards[0].array
+
+    @property
+    def arrays(self) -> list[np.ndarray]:
+        """One [frames, n_q] memory map per shard."""
+        return [shard.array for shard in self._shards]
+
+    @property
+    def num_codebooks(self) -> int:
+        return int(self.meta["num_codebooks"])
+
+    @property
+    def codebook_size(self) -> int:
+        return int(self.meta["codebook_size"])
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.meta["sample_rate"])
+
+    @property
+    def hop_length(self) -> int:
+        return int(self.meta["hop_length"])
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def num_frames(self) -> int:
+        return sum(len(shard.array) for shard in self._shards)
+
+    @property
+    def seconds(self) -> float:
+        return sum(entry.num_samples for shard in self._shards for entry in shard.entries) / self.sample_rate
+
+    def validate(self, codebook_size: int | None = None) -> None:
+        """Check that every code is in ``[0, codebook_size)`` (default: the recorded codebook size).
+
+        Reads the whole array once, in blocks (bounded memory).
+
+        Raises:
+            TokenFileError: naming the file, the utterance, frame and codebook of the first bad code.
+        """
+        limit = self.codebook_size if codebook_size is None else codebook_size
+        for shard in self._shards:
+            array = shard.array
+            for first in range(0, len(array), _SCAN_ROWS):
+                block = np.asarray(array[first : first + _SCAN_ROWS])
+                bad = (block < 0) | (block >= limit)
+                if not bad.any():
+                    continue
+                row, codebook = (int(value[0]) for value in np.nonzero(bad))
+                row += first
+                offsets = [entry.frame_offset for entry in shard.entries]
+                entry = shard.entries[bisect.bisect_right(offsets, row) - 1]
+                raise TokenFileError(
+                    f"{shard.paths.array_path}: utterance {entry.utt_id!r} holds code "
+                    f"{int(array[row, codebook])} (frame {row - entry.frame_offset}, codebook {codebook}) "
+                    f"outside [0, {limit}); the file is damaged or made for another model; {_REWRITE}"
+                )
+
+
+def load_tokens(path: str | Path | Sequence[str | Path]) -> TokenCorpus:
+    """Open a token file, or merge shards, as a read-only ``TokenCorpus``.
+
+    Args:
+        path: ``out.npy`` (or ``out``); a glob such as ``"tokens/train.*.npy"``; or a list of such paths
+            (shards written with ``--shard K/N``: ids must be disjoint and the model the same).
+    Returns:
+        the corpus; structure (shapes, dtypes, index and metadata consistency) is checked here, code values by
+        ``TokenCorpus.validate()``.
+    Raises:
+        TokenFileError: a missing, malformed or inconsistent file, or shards that do not belong together; the
+            message names the file and the fix.
+    """
+    if isinstance(path, (str, Path)):
+        text = str(path)
+        if any(character in text for character in "*?["):
+            matches = sorted(match for match in glob.glob(text) if match.endswith(".npy"))
+            if not matches:
+                raise TokenFileError(f"{text}: matches no .npy token file; check the pattern")
+            paths: list[str | Path] = list(matches)
+        else:
+            paths = [path]
+    else:
+        paths = list(path)
+        if not paths:
+            raise TokenFileError("load_tokens() got an empty list of token files")
+    shards = [_read_shard(token_paths(item)) for item in paths]
+    first = shards[0]
+    for shard in shards[1:]:
+        for key in ("model_hash", "sample_rate", "hop_length", "num_codebooks", "codebook_size"):
+            if shard.meta[key] != first.meta[key]:
+                raise TokenFileError(
+                    f"{shard.paths.array_path}: {key} is {shard.meta[key]!r} but {first.paths.array_path} "
+                    f"has {first.meta[key]!r}; only shards tokenized with the same model and --n-q merge"
+                )
+    return TokenCorpus(shards)
+
+
+def _read_shard(paths: TokenPaths) -> _Shard:
+    for required in paths:
+        if not required.is_file():
+            raise TokenFileError(
+                f"{required}: missing; a token file is {paths.array_path.name} + {paths.index_path.name} + "
+                f"{paths.meta_path.name}, written together by `vqaudio tokenize`; keep them side by side or "
+                f"{_REWRITE}"
+            )
+    meta = _read_meta(paths.meta_path)
+    try:
+        array = np.load(paths.array_path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise TokenFileError(f"{paths.array_path}: not a readable .npy array ({exc}); {_REWRITE}") from exc
+    expected_dtype = storage_dtype(int(meta["codebook_size"]))
+    if array.ndim != 2 or array.shape[1] != meta["num_codebooks"]:
+        raise TokenFileError(
+            f"{paths.array_path}: array shape {array.shape}, expected [frames, n_q={meta['num_codebooks']}] "
+            f"as {paths.meta_path.name} says; {_REWRITE}"
+        )
+    if array.dtype != expected_dtype:
+        raise TokenFileError(
+            f"{paths.array_path}: array dtype {array.dtype}, expected {expected_dtype} for codebook_size "
+            f"{meta['codebook_size']}; {_REWRITE}"
+        )
+    if array.shape[0] != meta["num_frames"]:
+        raise TokenFileError(
+            f"{paths.array_path}: holds {array.shape[0]} frames but {paths.meta_path.name} records "
+            f"{meta['num_frames']}; the files are from different runs; {_REWRITE}"
+        )
+    entries = _read_index(paths.index_path, int(meta["hop_length"]))
+    if len(entries) != meta["num_utterances"]:
+        raise TokenFileError(
+            f"{paths.index_path}: lists {len(entries)} utterances but {paths.meta_path.name} records "
+            f"{meta['num_utterances']}; the files are from different runs; {_REWRITE}"
+        )
+    indexed = entries[-1].frame_offset + entries[-1].num_frames if entries else 0
+    if indexed != array.shape[0]:
+        raise TokenFileError(
+            f"{paths.index_path}: covers {indexed} frames but {paths.array_path.name} holds "
+            f"{array.shape[0]}; {_REWRITE}"
+        )
+    return _Shard(paths, array, entries, meta)
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TokenFileError(f"{path}: not valid JSON ({exc}); {_REWRITE}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise TokenFileError(f"{path}: not a vqaudio token file description (format {found!r}); {_REWRITE}")
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise TokenFileError(f"{path}: missing field(s) {missing}; {_REWRITE}")
+    if int(meta.get("format_version", 1)) > FORMAT_VERSION:
+        raise TokenFileError(
+            f"{path}: token format version {meta['format_version']} is newer than this vqaudio "
+            f"({__version__}) reads; upgrade vqaudio"
+        )
+    for key in (
+        "sample_rate",
+        "hop_length",
+        "num_codebooks",
+        "codebook_size",
+        "num_utterances",
+        "num_frames",
+    ):
+        if isinstance(meta[key], bool) or not isinstance(meta[key], int) or meta[key] < 0:
+            raise TokenFileError(f"{path}: field {key!r} must be a non-negative integer, got {meta[key]!r}")
+    return meta
+
+
+def _read_index(path: Path, hop_length: int) -> list[IndexEntry]:
+    """Parse and check the index: header, 5 columns, ids strictly sorted, offsets contiguous from 0."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or tuple(lines[0].split("\t")) != INDEX_HEADER:
+        header = "\\t".join(INDEX_HEADER)
+        raise TokenFileError(f"{path}: the first line must be the header '{header}'; {_REWRITE}")
+    entries: list[IndexEntry] = []
+    offset = 0
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != len(INDEX_HEADER):
+            raise TokenFileError(
+                f"{path}:{number}: expected {len(INDEX_HEADER)} tab-separated fields, got {line!r}"
+            )
+        try:
+            frame_offset, num_frames, num_samples = (int(value) for value in fields[2:])
+        except ValueError as exc:
+            raise TokenFileError(
+                f"{path}:{number}: offset and counts must be integers, got {line!r}"
+            ) from exc
+        entry = IndexEntry(fields[0], fields[1], frame_offset, num_frames, num_samples)
+        if entries and entry.utt_id <= entries[-1].utt_id:
+            raise TokenFileError(
+                f"{path}:{number}: utterance ids must be unique and sorted, {entry.utt_id!r} follows "
+                f"{entries[-1].utt_id!r}; {_REWRITE}"
+            )
+        if frame_offset != offset or num_frames < 1:
+            raise TokenFileError(
+                f"{path}:{number}: utterance {entry.utt_id!r} has frame_offset {frame_offset} and num_frames "
+                f"{num_frames}, expected offset {offset} and at least one frame; {_REWRITE}"
+            )
+        if num_samples < 1 or -(-num_samples // hop_length) != num_frames:
+            raise TokenFileError(
+                f"{path}:{number}: utterance {entry.utt_id!r} has {num_samples} samples, which is not "
+                f"{num_frames} frames of hop {hop_length}; {_REWRITE}"
+            )
+        entries.append(entry)
+        offset += num_frames
+    return entries
+
+
+def _merged_meta(shards: Sequence[_Shard]) -> dict[str, Any]:
+    if len(shards) == 1:
+        return dict(shards[0].meta)
+    meta = dict(shards[0].meta)
+    for key in ("num_utterances", "num_frames", "num_samples", "seconds"):
+        meta[key] = sum(shard.meta.get(key, 0) for shard in shards)
+    meta["skipped"] = [item for shard in shards for item in shard.meta.get("skipped", [])]
+    meta["shards"] = [str(shard.paths.array_path) for shard in shards]
+    meta.pop("shard", None)
+    return meta
+
+
+# --------------------------------------------------------------------------------------------------
+# Corpus -> token file, token file -> audio
+# --------------------------------------------------------------------------------------------------
+class TokenizeSummary(NamedTuple):
+    """What ``tokenize_corpus`` wrote."""
+
+    paths: TokenPaths
+    num_utterances: int
+    num_frames: int
+    seconds: float
+    n_q: int
+    bitrate: float  # bits per second at n_q
+    skipped: list[dict[str, str]]  # {"utt_id", "path", "error"} of each skipped file
+
+    def line(self) -> str:
+        """One line for the console."""
+        skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
+        return (
+            f"tokenized {self.num_utterances} utterances ({self.seconds / 3600:.3f} h, "
+            f"{self.num_frames} frames, n_q={self.n_q}, {self.bitrate / 1000:.2f} kbps{skipped}) "
+            f"-> {self.paths.array_path}"
+        )
+
+
+def tokenize_corpus(
+    tokenizer: Tokenizer,
+    source: str | Path,
+    out: str | Path,
+    *,
+    n_q: int | None = None,
+    batch_size: int = 16,
+    chunk_seconds: float = 30.0,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> TokenizeSummary:
+    """Tokenize a corpus into one token file, streaming (memory bounded by a batch, not the corpus).
+
+    Args:
+        tokenizer: the model.
+        source: anything ``vqaudio.data.load_corpus`` reads (folder, audio file, list file, manifest).
+        out: the ``.npy`` path; its index and metadata go beside it.
+        n_q: codebooks to keep (None: all).
+        batch_size: utterances per forward pass (also capped by audio length, see ``batch_by_length``).
+        chunk_seconds: long files are encoded in windows of this length (same tokens, bounded memory).
+        skip_bad: skip unreadable, empty or non-finite files (listed in the metadata) instead of failing.
+        overwrite: replace an existing token file.
+        shard: (K, N), 1 <= K <= N: tokenize only utterances K-1, K-1+N, ... of the sorted corpus.
+        progress: show a progress bar (files and audio hours) on a terminal.
+    Returns:
+        a TokenizeSummary; ``.line()`` is the console summary.
+    Raises:
+        AudioError, DataError, FileExistsError: naming the file and the fix; nothing is written then.
+    """
+    from tqdm.auto import tqdm
+
+    from vqaudio.audio import audio_info, load_audio
+    from vqaudio.data.batching import batch_by_length
+    from vqaudio.data.corpus import load_corpus
+    from vqaudio.errors import AudioError, DataError
+
+    check_can_write(out, overwrite)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    n_q = tokenizer.num_codebooks if n_q is None else n_q
+    tokenizer.bitrate_at(n_q)  # validates n_q before any work
+    utterances = load_corpus(source)
+    if shard is not None:
+        index, count = shard
+        if not 1 <= index <= count:
+            raise ValueError(f"shard must be K/N with 1 <= K <= N, got {index}/{count}")
+        utterances = utterances[index - 1 :: count]
+        if not utterances:
+            raise DataError(f"{source}: shard {index}/{count} holds no utterance; use fewer shards")
+
+    skipped: list[dict[str, str]] = []
+
+    def reject(utterance: Any, error: AudioError) -> None:
+        if not skip_bad:
+            raise error
+        log.warning("skipping %s", error)
+        skipped.append({"utt_id": utterance.id, "path": str(utterance.path), "error": str(error)})
+
+    # lengths at the model rate, from the headers (no decoding), to batch similar lengths together
+    usable, lengths = [], []
+    for utterance in utterances:
+        try:
+            if utterance.num_samples is None or not utterance.sample_rate:
+                info = audio_info(utterance.path)
+                num_samples, file_rate = info.num_samples, info.sample_rate
+            else:
+                num_samples, file_rate = utterance.num_samples, utterance.sample_rate
+            if num_samples <= 0:
+                raise AudioError(
+                    f"{utterance.path}: audio is empty (0 samples); remove it or pass --skip-bad"
+                )
+        except AudioError as error:
+            reject(utterance, error)
+            continue
+        usable.append(utterance)
+        lengths.append(-(-num_samples * tokenizer.sample_rate // file_rate))
+    # the tokenizer splits a batch further if its padded size exceeds one chunk; keep them aligned
+    batches = batch_by_length(lengths, batch_size, max(1, int(chunk_seconds * tokenizer.sample_rate)))
+    extra_meta = {
+        "model_path": None if tokenizer.path is None else str(tokenizer.path),
+        "model_num_codebooks": tokenizer.num_codebooks,
+        "n_q": n_q,
+        "source": str(source),
+        "shard": None if shard is None else {"index": shard[0], "count": shard[1]},
+    }
+    writer = TokenFileWriter(
+        out,
+        num_codebooks=n_q,
+        codebook_size=tokenizer.codebook_size,
+        sample_rate=tokenizer.sample_rate,
+        hop_length=tokenizer.hop_length,
+        model_name=tokenizer.name,
+        model_hash=tokenizer.hash,
+        extra_meta=extra_meta,
+        overwrite=overwrite,
+    )
+    total_hours = sum(lengths) / tokenizer.sample_rate / 3600
+    bar = tqdm(total=len(utterances), unit="file", desc="tokenizing", disable=None if progress else True)
+    done_seconds = 0.0
+    with writer, bar:
+        bar.update(len(utterances) - len(usable))  # files rejected from their headers
+        for batch in batches:
+            members, waveforms = [], []
+            for position in batch:
+                utterance = usable[position]
+                try:
+                    waveforms.append(load_audio(utterance.path, tokenizer.sample_rate))
+                    members.append(utterance)
+                except AudioError as error:
+                    reject(utterance, error)
+            if members:
+                codes = tokenizer.encode_batch(waveforms, tokenizer.sample_rate, n_q, chunk_seconds)
+                for row, utterance in enumerate(members):
+                    length = int(codes.lengths[row])
+                    writer.add(
+                        utterance.id, utterance.path, codes.codes[row, :, :length], len(waveforms[row])
+                    )
+                    done_seconds += len(waveforms[row]) / tokenizer.sample_rate
+            bar.update(len(batch))
+            bar.set_postfix_str(f"{done_seconds / 3600:.2f}/{total_hours:.2f} h")
+        for item in skipped:
+            writer.skip(item["path"], item["error"], item["utt_id"])
+        if writer.num_utterances == 0:
+            raise DataError(
+                f"{source}: none of the {len(utterances)} audio files could be read (first: "
+                f"{skipped[0]['error']}); nothing was written"
+            )
+    num_frames = len(np.load(writer.paths.array_path, mmap_mode="r"))
+    return TokenizeSummary(
+        writer.paths,
+        len(utterances) - len(skipped),
+        num_frames,
+        done_seconds,
+        n_q,
+        tokenizer.bitrate_at(n_q),
+        skipped,
+    )
+
+
+def resynthesize_tokens(
+    tokenizer: Tokenizer,
+    tokens: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    n_q: int | None = None,
+    force: bool = False,
+    overwrite: bool = False,
+    batch_size: int = 16,
+    chunk_seconds: float = 30.0,
+    progress: bool = True,
+) -> list[Path]:
+    """Decode a token file to one WAV per utterance: ``out_dir/<utt_id>.wav`` (ids with '/' make folders).
+
+    Args:
+        tokenizer: must be the model that made the tokens (checked by hash) unless ``force``.
+        tokens: a token file (or shards, as ``load_tokens`` takes).
+        out_dir: the output folder; a new folder appears complete or not at all.
+        n_q: decode only the first n_q codebooks (None: all stored).
+        force: decode tokens from another model anyway (same codebook size needed).
+        overwrite: replace WAVs that already exist in ``out_dir``.
+        batch_size, chunk_seconds: decoding batch and window sizes (the audio does not depend on them).
+        progress: show a progress bar on a terminal.
+    Returns:
+        the written WAV paths, in id order.
+    Raises:
+        TokenFileError: invalid token file, tokens of another model, codes outside the codebook.
+        FileExistsError: an output WAV exists and ``overwrite`` is False.
+    """
+    import shutil
+
+    from tqdm.auto import tqdm
+
+    from vqaudio.audio import save_audio
+    from vqaudio.data.batching import batch_by_length
+
+    corpus = load_tokens(tokens)
+    where = (
+        corpus.paths[0] if len(corpus.paths) == 1 else f"{corpus.paths[0]} (+{len(corpus.paths) - 1} shards)"
+    )
+    made_by, model_hash = corpus.meta.get("model_name"), str(corpus.meta["model_hash"])
+    if model_hash != tokenizer.hash:
+        message = (
+            f"{where}: the tokens were made by model {made_by!r} (hash {model_hash[:12]}) but the model "
+            f"given is {tokenizer.name!r} (hash {tokenizer.hash[:12]})"
+        )
+        if not force:
+            raise TokenFileError(
+                f"{message}; pass the model that made them (--model), or --force to decode anyway"
+            )
+        log.warning("%s; decoding anyway (--force)", message)
+    if corpus.num_codebooks > tokenizer.num_codebooks:
+        raise TokenFileError(
+            f"{where}: holds {corpus.num_codebooks} codebooks but the model has {tokenizer.num_codebooks}; "
+            "pass the model that made the tokens"
+        )
+    if n_q is not None and not 1 <= n_q <= corpus.num_codebooks:
+        raise ValueError(
+            f"--n-q must be between 1 and the {corpus.num_codebooks} codebooks stored, got {n_q}"
+        )
+    corpus.validate(codebook_size=tokenizer.codebook_size)
+    out_dir = Path(out_dir)
+    targets = {utt_id: out_dir / _wav_name(utt_id, where) for utt_id in corpus}
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} exists and is not a folder; token files resynthesize to a folder")
+    if out_dir.exists() and not overwrite:
+        clashes = [path for path in targets.values() if path.exists()]
+        if clashes:
+            raise FileExistsError(
+                f"{clashes[0]} already exists ({len(clashes)} of {len(targets)} outputs do); "
+                "pass --overwrite to replace them"
+            )
+    # a new folder is built under a temporary name and renamed when complete
+    staging = None
+    if not out_dir.exists():
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    root = staging or out_dir
+    ids = list(corpus)
+    entries = [corpus.entry(utt_id) for utt_id in ids]
+    max_frames = max(1, int(chunk_seconds * tokenizer.frame_rate))
+    batches = batch_by_length([entry.num_frames for entry in entries], batch_size, max_frames)
+    written = []
+    try:
+        with tqdm(total=len(ids), unit="file", desc="decoding", disable=None if progress else True) as bar:
+            for batch in batches:
+                codes = [np.asarray(corpus[ids[position]], dtype=np.int64) for position in batch]
+                if n_q is not None:
+                    codes = [item[:n_q] for item in codes]
+                audio = tokenizer.decode_batch(
+                    codes,
+                    num_samples=[entries[position].num_samples for position in batch],
+                    chunk_seconds=chunk_seconds,
+                )
+                for position, wav in zip(batch, audio, strict=True):
+                    path = root / _wav_name(ids[position], where)
+                    save_audio(path, wav, tokenizer.sample_rate)
+                    written.append(out_dir / _wav_name(ids[position], where))
+                bar.update(len(batch))
+        if staging is not None:
+            os.replace(staging, out_dir)
+            staging = None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return sorted(written)
+
+
+def _wav_name(utt_id: str, where: object) -> Path:
+    """``spk/utt1`` -> ``spk/utt1.wav``; ids that would leave the output folder are refused."""
+    parts = utt_id.split("/")
+    if utt_id.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise TokenFileError(
+            f"{where}: utterance id {utt_id!r} cannot be used as a file name under the output folder"
+        )
+    return Path(*parts[:-1], parts[-1] + ".wav")

@@ -1,0 +1,665 @@
+"""The Tokenizer: a trained VQ-VAE (van den Oord et al., 2017, https://arxiv.org/abs/1711.00937) as a
+speech <-> token converter, with model files, resampling, batching and long-file chunking.
+
+    tok = Tokenizer.load("exp/run1")          # a model folder or .safetensors file; None: the embedded model
+    codes = tok.encode(wav, sample_rate)      # [T] -> [n_q, F];  [B, T] -> [B, n_q, F]
+    wav = tok.decode(codes)                   # [n_q, F] -> [F * hop_length] at tok.sample_rate
+
+Long inputs are processed in windows so memory stays bounded, and the windows overlap by the model's
+receptive field so that the result equals processing the whole input at once (the SoundStream/EnCodec
+networks are convolutional: a frame depends only on ``receptive_field`` samples either side)::
+
+    frames   0                                                                     F
+    window 1 |<-------- core C -------->|<---- 2R ---->|
+    window 2                    |<- R ->|<-------- core C -------->|<- R ->|
+    last                                        |<--- R + shift --->|<--- core --->|   (shifted to end at F)
+
+Every window has the same length (C + 2R frames), so windows of different files batch without padding; only
+the core of each window is kept (exact cropping, no crossfade). A batch of short inputs of unequal lengths is
+zero-padded to the longest, which changes the last R frames of the shorter ones (in the single-file run the
+network pads every layer with zeros, in the batch those positions hold real activations); those frames are
+recomputed from a tail window that ends exactly at the input's end. So tokens never depend on batching or
+chunking, up to float rounding (a latent almost equidistant from two codes may pick either).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from vqaudio.audio import to_model_input
+from vqaudio.config import Config, ConfigError, from_dict, to_dict
+from vqaudio.data.batching import batch_by_length
+from vqaudio.errors import AudioError, ModelFileError
+from vqaudio.model import VQVAE, build_model
+from vqaudio.serialization import (
+    WEIGHTS_FILE,
+    clean_state_dict,
+    load_model_file,
+    read_meta,
+    save_model_file,
+    weights_hash,
+)
+
+MODEL_FORMAT = "vqaudio-tokenizer"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
+DEFAULT_CHUNK_SECONDS = 30.0
+
+AudioLike = Tensor | np.ndarray
+CodesLike = Tensor | np.ndarray
+
+
+class TokenBatch(NamedTuple):
+    """Codes of inputs of unequal lengths, padded to the longest.
+
+    codes: [B, n_q, F_max] int64; frames at and after ``lengths[i]`` are 0 (padding).
+    lengths: [B] int64 frames of each input, ``ceil(num_samples / hop_length)``.
+    num_samples: [B] int64 samples of each input at the model's sample rate (for ``decode`` to crop).
+    """
+
+    codes: Tensor
+    lengths: Tensor
+    num_samples: Tensor
+
+
+class _Window(NamedTuple):
+    """A window of one item: frames [start, start + frames) in, frames [keep_start, keep_stop) kept."""
+
+    item: int
+    start: int
+    frames: int
+    keep_start: int
+    keep_stop: int
+
+
+class Tokenizer:
+    """A speech tokenizer: audio <-> integer codes ``[n_q, frames]``.
+
+    Args:
+        model: the network (put in eval mode here).
+        config: the full resolved config the model was built and trained with; ``config.model`` must be the
+            model's own config.
+        name: a human-readable model name (saved in the model file and in token files).
+        training: what the trainer wants to record (steps, data, seed, ...); saved with the model.
+    """
+
+    def __init__(
+        self,
+        model: VQVAE,
+        config: Config,
+        name: str = "vqaudio",
+        training: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(model, VQVAE):
+            raise TypeError(f"Tokenizer expects a vqaudio.model.VQVAE, got {type(model).__name__}")
+        if not isinstance(config, Config):
+            raise TypeError(f"Tokenizer expects a vqaudio.config.Config, got {type(config).__name__}")
+        if model.config != config.model:
+            raise ValueError(
+                "Tokenizer: config.model differs from the model's own config; pass the Config the model was "
+                "built from (build_model(config.model))"
+            )
+        self.model = model.eval()
+        self.config = config
+        self.name = name
+        self.training: dict[str, Any] = dict(training or {})
+        self.path: Path | None = None  # the model file it was loaded from or saved to
+        self._hash: str | None = None  # recorded at load/save; computed on demand otherwise
+
+    # ----------------------------------------------------------------------------------------------
+    # Files
+    # ----------------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> Tokenizer:
+        """Load a model written by ``save`` (or by ``vqaudio train``).
+
+        Args:
+            path: a model folder (``model.safetensors`` + ``config.json``), a training run folder holding one,
+                or a single ``.safetensors`` file (its header holds the config). None: the model embedded in
+                the package (``vqaudio/pretrained/default/``).
+            device: where the model runs.
+        Returns:
+            the Tokenizer, in eval mode; its weights were loaded with ``strict=True`` and their hash checked.
+        Raises:
+            ModelFileError: missing, corrupt or modified files, or a config this version cannot read.
+        """
+        if path is None:
+            if not (DEFAULT_MODEL_DIR / WEIGHTS_FILE).is_file():
+                raise ModelFileError(
+                    f"no embedded default model is installed ({DEFAULT_MODEL_DIR} has no {WEIGHTS_FILE}); "
+                    "pass --model PATH (a model folder or .safetensors file), or reinstall vqaudio"
+                )
+            path = DEFAULT_MODEL_DIR
+        model_file = load_model_file(path, MODEL_FORMAT)
+        where = str(model_file.path)
+        try:
+            config = from_dict(Config, model_file.meta.get("config"), where=f"{where} config")
+            model = build_model(config.model)
+        except (ConfigError, ValueError) as exc:
+            raise ModelFileError(
+                f"{where}: the saved config cannot be used ({exc}); was it written by another vqaudio "
+                "version?"
+            ) from exc
+        try:
+            model.load_state_dict(model_file.state_dict, strict=True)
+        except RuntimeError as exc:
+            first_line = str(exc).strip().splitlines()[0]
+            raise ModelFileError(
+                f"{where}: the weights do not match the saved config ({first_line}); re-export the model"
+            ) from exc
+        default_name = (
+            model_file.path.parent.name if model_file.path.name == WEIGHTS_FILE else model_file.path.stem
+        )
+        tokenizer = cls(
+            model.to(device),
+            config,
+            name=str(model_file.meta.get("name") or default_name),
+            training=model_file.meta.get("training") or {},
+        )
+        tokenizer._hash = str(model_file.meta["weights_sha256"])
+        tokenizer.path = model_file.path
+        return tokenizer
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``folder/model.safetensors`` and ``folder/config.json`` (atomically); returns the folder.
+
+        The JSON holds ``{"format": "vqaudio-tokenizer", "name", "config", "training", "weights_sha256"}``
+        (and versions), and is also stored in the safetensors header, so the weights file alone loads too.
+        """
+        meta = {
+            "format": MODEL_FORMAT,
+            "name": self.name,
+            "config": to_dict(self.config),
+            "training": self.training,
+        }
+        folder = save_model_file(folder, self.model.state_dict(), meta)
+        self._hash = str(read_meta(folder)["weights_sha256"])
+        self.path = folder / WEIGHTS_FILE
+        return folder
+
+    def to(self, device: str | torch.device) -> Tokenizer:
+        """Move the model to ``device``; returns self."""
+        self.model.to(device)
+        return self
+
+    # ----------------------------------------------------------------------------------------------
+    # Facts
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.model.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per token frame."""
+        return self.model.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        """Token frames per second."""
+        return self.model.frame_rate
+
+    @property
+    def num_codebooks(self) -> int:
+        """Codes per frame at full bitrate (K)."""
+        return self.model.num_codebooks
+
+    @property
+    def codebook_size(self) -> int:
+        return self.model.codebook_size
+
+    @property
+    def bitrate(self) -> float:
+        """Bits per second with all ``num_codebooks`` codebooks."""
+        return self.bitrate_at(self.num_codebooks)
+
+    def bitrate_at(self, n_q: int) -> float:
+        """Bits per second when only the first ``n_q`` codebooks are kept (residual VQ)."""
+        self._check_n_q(n_q)
+        return n_q * math.log2(self.codebook_size) * self.frame_rate
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the weights (the model file's ``weights_sha256``), as of load/save."""
+        if self._hash is None:
+            return weights_hash(clean_state_dict(self.model.state_dict()))
+        return self._hash
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(parameter.numel() for parameter in self.model.parameters())
+
+    def __repr__(self) -> str:
+        return (
+            f"Tokenizer(name={self.name!r}, sample_rate={self.sample_rate}, frame_rate={self.frame_rate:g}, "
+            f"num_codebooks={self.num_codebooks}, codebook_size={self.codebook_size}, "
+            f"bitrate={self.bitrate / 1000:.2f} kbps)"
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # Encode
+    # ----------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(
+        self,
+        wav: AudioLike,
+        sample_rate: int,
+        n_q: int | None = None,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    ) -> Tensor:
+        """Audio -> codes.
+
+        Args:
+            wav: mono float audio, numpy or torch: [T], or a batch [B, T] of equal lengths. A [C, T]
+                multi-channel array cannot be told from a batch: downmix it first (``wav.mean(0)``).
+            sample_rate: the rate of ``wav``; other rates than ``self.sample_rate`` are resampled (soxr).
+            n_q: codebooks to keep (residual VQ: the first n_q); None: all.
+            chunk_seconds: inputs longer than this are encoded in overlapping windows (bounded memory,
+                same codes as encoding at once).
+        Returns:
+            int64 codes on the model's device, [n_q, F] for [T] input or [B, n_q, F] for [B, T] input,
+            F = ceil(T' / hop_length) where T' is the length at ``self.sample_rate``.
+        """
+        rows, batched = self._audio_rows(wav, sample_rate, "encode")
+        codes = self._encode_rows(rows, n_q, chunk_seconds)
+        stacked = torch.stack(codes)  # equal lengths in, equal lengths out: [B, n_q, F]
+        return stacked if batched else stacked[0]
+
+    @torch.inference_mode()
+    def encode_batch(
+        self,
+        wavs: Sequence[AudioLike],
+        sample_rate: int,
+        n_q: int | None = None,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    ) -> TokenBatch:
+        """Audio of unequal lengths -> padded codes; each item's codes equal ``encode`` of it alone.
+
+        Args:
+            wavs: B mono [T_i] waveforms (numpy or torch) at ``sample_rate``.
+            sample_rate, n_q, chunk_seconds: as in ``encode``.
+        Returns:
+            TokenBatch(codes [B, n_q, F_max], lengths [B] frames, num_samples [B] at ``self.sample_rate``).
+        """
+        if isinstance(wavs, (Tensor, np.ndarray)) and wavs.ndim == 1:
+            raise ValueError(
+                "encode_batch() expects a sequence of waveforms; for a single [T] waveform use encode()"
+            )
+        rows: list[Tensor] = []
+        for index, wav in enumerate(wavs):
+            item, batched = self._audio_rows(wav, sample_rate, f"encode_batch() item {index}")
+            if batched:
+                raise ValueError(
+                    f"encode_batch() expects each item to be mono [T], item {index} has shape "
+                    f"{tuple(np.shape(wav))}; pass a list of 1-D waveforms"
+                )
+            rows.extend(item)
+        if not rows:
+            raise ValueError("encode_batch() got no waveforms; pass a non-empty list")
+        codes = self._encode_rows(rows, n_q, chunk_seconds)
+        lengths = [item_codes.shape[-1] for item_codes in codes]
+        padded = torch.zeros(
+            len(codes), codes[0].shape[0], max(lengths), dtype=torch.long, device=codes[0].device
+        )
+        for index, item_codes in enumerate(codes):
+            padded[index, :, : item_codes.shape[-1]] = item_codes
+        return TokenBatch(
+            padded,
+            torch.tensor(lengths, dtype=torch.long),
+            torch.tensor([row.shape[-1] for row in rows], dtype=torch.long),
+        )
+
+    def _encode_rows(self, rows: list[Tensor], n_q: int | None, chunk_seconds: float) -> list[Tensor]:
+        """Mono [T_i] rows at the model rate -> [n_q, F_i] codes, as one ``model.encode`` call each."""
+        self._check_n_q(n_q)
+        hop = self.hop_length
+        num_frames = [self.model.num_frames(row.shape[-1]) for row in rows]
+        return _frame_map(
+            rows,
+            num_frames,
+            lambda batch: self.model.encode(batch, n_q),  # [B, P * hop] -> [B, n_q, P]
+            in_unit=hop,
+            out_unit=1,
+            context=self._context_frames(),
+            core=self._chunk_frames(chunk_seconds),
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # Decode
+    # ----------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def decode(
+        self,
+        codes: CodesLike,
+        n_q: int | None = None,
+        num_samples: int | None = None,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    ) -> Tensor:
+        """Codes -> audio at ``self.sample_rate``.
+
+        Args:
+            codes: integer codes, numpy or torch, [K', F] or a batch [B, K', F]; K' <= num_codebooks
+                (residual VQ: the first K' codebooks give a coarser reconstruction).
+            n_q: decode only the first n_q rows of ``codes``; None: all rows.
+            num_samples: crop the audio to this many samples (e.g. the original length); None:
+                F * hop_length.
+            chunk_seconds: token sequences longer than this are decoded in overlapping windows.
+        Returns:
+            float32 audio on the model's device, [T] for [K', F] codes or [B, T] for [B, K', F].
+        """
+        tensor, batched = self._codes_tensor(codes, "decode")
+        tensor = self._select_codebooks(tensor, n_q, "decode")
+        max_samples = tensor.shape[-1] * self.hop_length
+        if num_samples is not None and not 1 <= num_samples <= max_samples:
+            raise ValueError(
+                f"decode() num_samples must be between 1 and F * hop_length = {max_samples}, "
+                f"got {num_samples}"
+            )
+        audio = torch.stack(self._decode_rows(list(tensor), chunk_seconds))  # [B, F * hop]
+        if num_samples is not None:
+            audio = audio[:, :num_samples]
+        return audio if batched else audio[0]
+
+    @torch.inference_mode()
+    def decode_batch(
+        self,
+        codes: TokenBatch | Sequence[CodesLike],
+        n_q: int | None = None,
+        num_samples: Sequence[int] | None = None,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    ) -> list[Tensor]:
+        """Codes of unequal lengths -> one waveform each; each equals ``decode`` of that item alone.
+
+        Args:
+            codes: a TokenBatch (its lengths and num_samples are used) or a sequence of [K', F_i] codes.
+            n_q: decode only the first n_q codebooks.
+            num_samples: [B] crop lengths (defaults to the TokenBatch's, or F_i * hop_length).
+            chunk_seconds: as in ``decode``.
+        Returns:
+            B float32 waveforms [T_i].
+        """
+        items: list[Tensor] = []
+        if isinstance(codes, TokenBatch):
+            for index, length in enumerate(codes.lengths.tolist()):
+                tensor, _ = self._codes_tensor(codes.codes[index, :, :length], f"decode_batch() item {index}")
+                items.append(tensor[0])
+            if num_samples is None:
+                num_samples = codes.num_samples.tolist()
+        else:
+            for index, item in enumerate(codes):
+                tensor, batched = self._codes_tensor(item, f"decode_batch() item {index}")
+                if batched:
+                    raise ValueError(
+                        f"decode_batch() expects each item as [K, F], item {index} has shape "
+                        f"{tuple(np.shape(item))}"
+                    )
+                items.append(tensor[0])
+        if not items:
+            raise ValueError("decode_batch() got no codes; pass a non-empty list")
+        if len({item.shape[0] for item in items}) > 1:
+            raise ValueError(
+                f"decode_batch() items have different numbers of codebooks "
+                f"{sorted({item.shape[0] for item in items})}; pass n_q to decode the same number for all"
+            )
+        items = [self._select_codebooks(item[None], n_q, "decode_batch")[0] for item in items]
+        if num_samples is not None and len(num_samples) != len(items):
+            raise ValueError(f"decode_batch() got {len(items)} items but {len(num_samples)} num_samples")
+        audio = self._decode_rows(items, chunk_seconds)
+        if num_samples is None:
+            return audio
+        result = []
+        for index, (wav, length) in enumerate(zip(audio, num_samples, strict=True)):
+            if not 1 <= int(length) <= wav.shape[-1]:
+                raise ValueError(
+                    f"decode_batch() num_samples[{index}] must be between 1 and {wav.shape[-1]}, got {length}"
+                )
+            result.append(wav[: int(length)])
+        return result
+
+    def _decode_rows(self, rows: list[Tensor], chunk_seconds: float) -> list[Tensor]:
+        """[K', F_i] codes -> [F_i * hop] audio, exactly as one ``model.decode`` call each."""
+        return _frame_map(
+            rows,
+            [row.shape[-1] for row in rows],
+            self.model.decode,  # [B, K', P] -> [B, P * hop]
+            in_unit=1,
+            out_unit=self.hop_length,
+            context=self._context_frames(),
+            core=self._chunk_frames(chunk_seconds),
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # Input checks
+    # ----------------------------------------------------------------------------------------------
+    def _check_n_q(self, n_q: int | None) -> None:
+        if n_q is None:
+            return
+        if (
+            isinstance(n_q, bool)
+            or not isinstance(n_q, (int, np.integer))
+            or not 1 <= n_q <= self.num_codebooks
+        ):
+            raise ValueError(
+                f"n_q must be an integer between 1 and num_codebooks={self.num_codebooks}, got {n_q!r}"
+            )
+
+    def _context_frames(self) -> int:
+        """The receptive field (samples, each side) rounded up to whole frames."""
+        return -(-self.model.receptive_field // self.hop_length)
+
+    def _chunk_frames(self, chunk_seconds: float) -> int:
+        if (
+            isinstance(chunk_seconds, bool)
+            or not isinstance(chunk_seconds, (int, float))
+            or not chunk_seconds > 0
+        ):
+            raise ValueError(f"chunk_seconds must be a positive number of seconds, got {chunk_seconds!r}")
+        return max(1, round(chunk_seconds * self.frame_rate))
+
+    def _audio_rows(self, wav: AudioLike, sample_rate: int, caller: str) -> tuple[list[Tensor], bool]:
+        """Validate and convert to float32 mono rows [T] at the model rate on the model's device."""
+        if (
+            isinstance(sample_rate, bool)
+            or not isinstance(sample_rate, (int, np.integer))
+            or sample_rate <= 0
+        ):
+            raise ValueError(
+                f"{caller}() needs the sample rate of the audio as a positive integer, got {sample_rate!r}"
+            )
+        if isinstance(wav, Tensor):
+            is_float = wav.is_floating_point()
+        elif isinstance(wav, np.ndarray):
+            is_float = np.issubdtype(wav.dtype, np.floating)
+        else:
+            raise TypeError(f"{caller}() expects a numpy array or torch.Tensor, got {type(wav).__name__}")
+        if not is_float:
+            raise TypeError(
+                f"{caller}() expects float audio in [-1, 1], got {wav.dtype}; for int16 PCM pass wav / 32768"
+            )
+        shape = tuple(wav.shape)
+        if len(shape) == 2 and shape[1] <= 16 and shape[0] > shape[1]:
+            raise ValueError(
+                f"{caller}() expects mono audio [T] or a batch [B, T], got shape {shape}, which looks like "
+                "[T, channels]; downmix first, e.g. wav.mean(axis=1)"
+            )
+        if len(shape) not in (1, 2):
+            raise ValueError(
+                f"{caller}() expects mono audio [T] or a batch [B, T], got shape {shape}; "
+                "downmix multi-channel audio and pass one waveform per row"
+            )
+        batched = len(shape) == 2
+        rows_in = list(wav) if batched else [wav]
+        if not rows_in:
+            raise ValueError(f"{caller}() got an empty batch, shape {shape}")
+        rows = []
+        for index, row in enumerate(rows_in):
+            name = f"{caller}() input" + (f" row {index}" if batched else "")
+            if sample_rate != self.sample_rate:
+                tensor = to_model_input(row, int(sample_rate), self.sample_rate, name)
+            else:
+                tensor = torch.as_tensor(row).to(torch.float32)
+                if tensor.numel() == 0:
+                    raise AudioError(f"{name}: audio is empty (0 samples)")
+                if not bool(torch.isfinite(tensor).all()):
+                    raise AudioError(f"{name}: audio holds NaN or Inf samples")
+            rows.append(tensor.to(self.device))
+        return rows, batched
+
+    def _codes_tensor(self, codes: CodesLike, caller: str) -> tuple[Tensor, bool]:
+        """Validate codes -> int64 [B, K', F] on the model's device, and whether the input was batched."""
+        if isinstance(codes, np.ndarray):
+            if not np.issubdtype(codes.dtype, np.integer):
+                raise TypeError(f"{caller}() expects integer codes, got {codes.dtype}")
+            tensor = torch.from_numpy(np.ascontiguousarray(codes).astype(np.int64, copy=False))
+        elif isinstance(codes, Tensor):
+            if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+                raise TypeError(f"{caller}() expects integer codes, got {codes.dtype}")
+            tensor = codes.long()
+        else:
+            raise TypeError(
+                f"{caller}() expects codes as a numpy array or torch.Tensor, got {type(codes).__name__}"
+            )
+        if tensor.dim() not in (2, 3):
+            raise ValueError(f"{caller}() expects codes [K, F] or [B, K, F], got shape {tuple(tensor.shape)}")
+        batched = tensor.dim() == 3
+        tensor = tensor if batched else tensor[None]
+        batch, rows, frames = tensor.shape
+        if batch < 1 or frames < 1 or not 1 <= rows <= self.num_codebooks:
+            raise ValueError(
+                f"{caller}() expects codes with 1..{self.num_codebooks} codebooks and at least one frame, "
+                f"got shape {tuple(codes.shape)}"
+            )
+        low, high = int(tensor.min()), int(tensor.max())
+        if low < 0 or high >= self.codebook_size:
+            raise ValueError(
+                f"{caller}() got codes in [{low}, {high}] but codebook_size is {self.codebook_size}; "
+                "were they made by another model?"
+            )
+        return tensor.to(self.device), batched
+
+    def _select_codebooks(self, codes: Tensor, n_q: int | None, caller: str) -> Tensor:
+        if n_q is None:
+            return codes
+        self._check_n_q(n_q)
+        if n_q > codes.shape[1]:
+            raise ValueError(f"{caller}() n_q={n_q} but the codes hold only {codes.shape[1]} codebooks")
+        return codes[:, :n_q]
+
+
+# --------------------------------------------------------------------------------------------------
+# Windowed, batched, exact application of a frame-local network
+# --------------------------------------------------------------------------------------------------
+def _frame_map(
+    inputs: list[Tensor],
+    num_frames: list[int],
+    step: Callable[[Tensor], Tensor],
+    in_unit: int,
+    out_unit: int,
+    context: int,
+    core: int,
+) -> list[Tensor]:
+    """Apply ``step`` to each input as if alone, batching inputs and cutting long ones into windows.
+
+    Args:
+        inputs: N tensors [..., L_i] (equal leading shapes), L_i <= num_frames[i] * in_unit; each is
+            zero-padded to whole frames (as the model itself pads), window by window, never copied whole.
+        num_frames: [N] frames of each input.
+        step: batch [B, ..., P * in_unit] -> [B, ..., P * out_unit]; output frame f may depend on input
+            frames within ``context`` of f, and the network zero-pads at the ends of its input.
+        in_unit, out_unit: input / output positions per frame (samples: hop_length; codes: 1).
+        context: frames of context each side that make a window's kept frames exact.
+        core: frames kept per window of a long input; windows have ``core + 2 * context`` frames, and a
+            forward pass holds at most one window's worth of frames (B x frames), which bounds memory.
+            With 30 s windows the default model needs about 0.4 GB of activations on the CPU.
+    Returns:
+        N tensors [..., num_frames[i] * out_unit].
+    """
+    window = core + 2 * context
+    budget = window
+    outputs: list[Tensor | None] = [None] * len(inputs)
+
+    def window_input(item: int, start: int, frames: int) -> Tensor:
+        """Input frames [start, start + frames) of ``item``, zero-padded past its end."""
+        piece = inputs[item][..., start * in_unit : (start + frames) * in_unit]
+        return F.pad(piece, (0, frames * in_unit - piece.shape[-1]))
+
+    def store(item: int, first: int, last: int, values: Tensor) -> None:
+        output = outputs[item]
+        if output is None:
+            shape = (*values.shape[:-1], num_frames[item] * out_unit)
+            output = outputs[item] = torch.empty(shape, dtype=values.dtype, device=values.device)
+        output[..., first * out_unit : last * out_unit] = values
+
+    def run_windows(windows: list[_Window]) -> None:
+        """Windows of equal length batch without padding, so no window is affected by another."""
+        by_length: dict[int, list[_Window]] = defaultdict(list)
+        for item_window in windows:
+            by_length[item_window.frames].append(item_window)
+        for frames, group in sorted(by_length.items()):
+            per_batch = max(1, budget // frames)
+            for first in range(0, len(group), per_batch):
+                chunk = group[first : first + per_batch]
+                batch = torch.stack([window_input(w.item, w.start, w.frames) for w in chunk])
+                result = step(batch)  # [B, ..., frames * out_unit]
+                for row, w in enumerate(chunk):
+                    kept = result[
+                        row, ..., (w.keep_start - w.start) * out_unit : (w.keep_stop - w.start) * out_unit
+                    ]
+                    store(w.item, w.keep_start, w.keep_stop, kept)
+
+    long_windows: list[_Window] = []
+    short_items: list[int] = []
+    for item, frames in enumerate(num_frames):
+        if frames > window:
+            long_windows.extend(_long_windows(item, frames, core, context))
+        else:
+            short_items.append(item)
+    run_windows(long_windows)
+
+    tails: list[_Window] = []
+    short_lengths = [num_frames[item] for item in short_items]
+    for batch_indices in batch_by_length(short_lengths, max(1, len(short_items)), budget):
+        items = [short_items[index] for index in batch_indices]
+        longest = max(num_frames[item] for item in items)
+        batch = torch.stack([window_input(item, 0, longest) for item in items])  # [B, ..., longest * in_unit]
+        result = step(batch)
+        for row, item in enumerate(items):
+            frames = num_frames[item]
+            # padding changed the last `context` frames of a shorter item: keep the rest, redo those
+            kept = frames if frames == longest else max(0, frames - context)
+            if kept:
+                store(item, 0, kept, result[row, ..., : kept * out_unit])
+            if kept < frames:
+                start = max(0, frames - 2 * context)
+                tails.append(_Window(item, start, frames - start, kept, frames))
+    run_windows(tails)
+    missing = [item for item, output in enumerate(outputs) if output is None]
+    if missing:  # every frame is kept by exactly one window, so this is a bug, not a user error
+        raise RuntimeError(f"_frame_map left items {missing} without output")
+    return [output for output in outputs if output is not None]
+
+
+def _long_windows(item: int, num_frames: int, core: int, context: int) -> list[_Window]:
+    """Windows of exactly ``core + 2 * context`` frames whose kept cores tile ``[0, num_frames)``.
+
+    A kept frame has at least ``context`` frames of input on each side, or the input's true edge.
+    """
+    window = core + 2 * context
+    windows = []
+    for keep_start in range(0, num_frames, core):
+        keep_stop = min(keep_start + core, num_frames)
+        start = min(max(0, keep_start - context), num_frames - window)
+        windows.append(_Window(item, start, window, keep_start, keep_stop))
+    return windows

@@ -1,0 +1,684 @@
+"""The tokenizer's training loop: random crops -> VQ-VAE -> reconstruction + quantizer losses -> AdamW.
+
+SoundStream / EnCodec-style codec training without the adversarial part (Zeghidour et al., 2021,
+https://arxiv.org/abs/2107.03312; Défossez et al., 2022, https://arxiv.org/abs/2210.13438): multi-resolution
+spectral and mel losses, EMA codebooks with k-means initialisation and dead-code restarts, AdamW with linear
+warm-up and cosine decay (vqaudio.training.schedule), gradient clipping, periodic validation on whole
+utterances, and checkpoints.
+
+A run lives in one folder ``OUT``::
+
+    OUT/checkpoint.pt       training state (vqaudio.training.checkpoint), to resume
+    OUT/model.safetensors   the release model (+ config.json), refreshed at every checkpoint:
+    OUT/config.json           `vqaudio tokenize --model OUT` works while training runs
+    OUT/metrics.jsonl       one JSON object per log step and validation (vqaudio.training.logs)
+    OUT/tensorboard/        TensorBoard events: losses, codebook usage/perplexity, audio, spectrograms
+
+Exact resume: every step's randomness (crops, quantizer dropout, k-means seeds, dead-code restarts) comes from
+generators seeded by ``(seed, rank, step)``, the learning rate is a function of the step, and the checkpoint
+holds the model, the optimizer and the step, so a run stopped and resumed ends with the same weights as an
+uninterrupted one (tests/test_training.py checks this), on any number of processes. The global generator
+states are stored and restored too.
+
+Ctrl-C (SIGINT) or SIGTERM stops after the current step and writes a checkpoint; a second Ctrl-C stops at
+once (a checkpoint is still written unless the optimizer was halfway through an update).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from vqaudio.config import Config, ConfigError, from_dict, to_dict
+from vqaudio.data.corpus import Utterance
+from vqaudio.data.crops import RandomCrops, cache_size_bytes
+from vqaudio.errors import VQAudioError
+from vqaudio.losses import ReconstructionLoss, mel_distance
+from vqaudio.model import VQVAE, build_model
+from vqaudio.serialization import CONFIG_FILE, WEIGHTS_FILE, clean_state_dict
+from vqaudio.training.checkpoint import (
+    CHECKPOINT_FILE,
+    load_checkpoint,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
+from vqaudio.training.codebook_stats import CodebookUsage
+from vqaudio.training.distributed import SINGLE_PROCESS, DistributedContext, all_reduce_sum, barrier
+from vqaudio.training.logs import METRICS_FILE, TENSORBOARD_DIR, RunLog
+from vqaudio.training.schedule import learning_rate_at
+from vqaudio.training.validation import VALIDATION_BATCH_FACTOR, ValidationSet, validate
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = (CHECKPOINT_FILE, METRICS_FILE, TENSORBOARD_DIR, WEIGHTS_FILE, CONFIG_FILE)  # what --overwrite removes
+
+
+class TrainingDivergedError(VQAudioError):
+    """The gradients became NaN or Inf."""
+
+
+class StepResult(NamedTuple):
+    """One optimizer update: weighted loss terms (floats), per-codebook commitment losses [K], the gradient norm
+    before clipping, the learning rate used, and the batch's codes [B, K, F] and audio [B, T] (detached)."""
+
+    loss: float
+    waveform_l1: float
+    stft: float
+    mel: float
+    quantizer: float
+    commitment: Tensor
+    grad_norm: float
+    learning_rate: float
+    codes: Tensor
+    reconstruction: Tensor
+    target: Tensor
+
+
+class TrainResult(NamedTuple):
+    """What ``train_tokenizer`` did.
+
+    out: the run folder (the release model is there).
+    step: optimizer updates done in all (including before a resume).
+    start_step: the step this call started from (0, or the checkpoint's).
+    validation: the latest validation metrics (empty without a validation set).
+    audio_seconds_per_second: seconds of audio trained per wall-clock second in this call (all processes).
+    """
+
+    out: Path
+    step: int
+    start_step: int
+    validation: dict[str, Any]
+    audio_seconds_per_second: float
+
+
+def train_tokenizer(
+    config: Config,
+    train_utterances: Sequence[Utterance],
+    valid_utterances: Sequence[Utterance],
+    out: str | Path,
+    *,
+    run: dict[str, Any] | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    until_step: int | None = None,
+    device: str | torch.device = "cpu",
+    context: DistributedContext = SINGLE_PROCESS,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a tokenizer in ``out`` (see the module docstring for the files), or resume the run there.
+
+    Args:
+        config: the recipe; on resume its ``model`` section must equal the checkpoint's (the architecture is
+            read back from the checkpoint), while changed ``train``/``loss`` settings are used and listed.
+        train_utterances: the training corpus, with lengths (``load_corpus(..., read_headers=True)``).
+        valid_utterances: whole utterances to validate on (may be empty: no validation).
+        out: the run folder.
+        run: facts recorded in the release model's ``training`` metadata, e.g. ``{"data": ..., "recipe": ...}``.
+        resume: continue from ``out/checkpoint.pt`` when there is one.
+        overwrite: allow replacing a run in ``out`` (another architecture, or ``resume=False``).
+        until_step: stop after this many updates (default ``train.max_steps``) without changing the learning
+            rate schedule, which always runs to ``max_steps``: stopping and resuming equals one run.
+        device: where to train (under DDP with CUDA: this process's GPU).
+        context: this process's place under ``torchrun`` (``vqaudio.training.distributed.init_distributed``).
+        progress: show a progress bar (rank 0 only).
+    Returns:
+        TrainResult.
+    Raises:
+        FileExistsError: ``out`` holds another run and ``overwrite`` is False.
+        ConfigError: the recipe's architecture differs from the checkpoint's.
+        TrainingDivergedError: NaN/Inf gradients (the last checkpoint is kept as it was).
+        KeyboardInterrupt: after Ctrl-C / SIGTERM, once the checkpoint is written.
+    """
+    trainer = Trainer(
+        config,
+        train_utterances,
+        valid_utterances,
+        out,
+        run=run,
+        resume=resume,
+        overwrite=overwrite,
+        device=device,
+        context=context,
+        progress=progress,
+    )
+    try:
+        return trainer.fit(until_step)
+    finally:
+        trainer.close()
+
+
+class Trainer:
+    """State and steps of one training run; ``train_tokenizer`` is the usual way in (same arguments)."""
+
+    def __init__(
+        self,
+        config: Config,
+        train_utterances: Sequence[Utterance],
+        valid_utterances: Sequence[Utterance],
+        out: str | Path,
+        *,
+        run: dict[str, Any] | None = None,
+        resume: bool = True,
+        overwrite: bool = False,
+        device: str | torch.device = "cpu",
+        context: DistributedContext = SINGLE_PROCESS,
+        progress: bool = True,
+    ) -> None:
+        self.out = Path(out)
+        self.context = context
+        self.device = torch.device(device)
+        self.progress = progress and context.is_main
+        self.run = dict(run or {})
+        checkpoint = _open_run_folder(self.out, config, resume, overwrite, context)
+        if checkpoint is not None:
+            config = _resumed_config(checkpoint, config, self.out)
+        self.config = config
+        train = config.train
+        if train.num_threads > 0:
+            torch.set_num_threads(train.num_threads)
+
+        # The same initial weights on every rank (DDP also broadcasts rank 0's).
+        torch.manual_seed(train.seed)
+        self.model: VQVAE = build_model(config.model).to(self.device)
+        self.loss = ReconstructionLoss(config.loss, config.model.sample_rate).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            _parameter_groups(self.model, train.weight_decay), lr=train.learning_rate, betas=train.betas
+        )
+        self.step = 0
+        self.validation: dict[str, Any] = {}
+        if checkpoint is not None:
+            self.model.load_state_dict(checkpoint["model"], strict=True)
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            restore_rng_states(checkpoint["rng"])
+            self.step = int(checkpoint["step"])
+            self.validation = dict(checkpoint["validation"])
+            _warn_about_changed_data(checkpoint["run"], self.run)
+        self.start_step = self.step
+        self.network: nn.Module = self.model
+        if context.is_distributed:
+            # The quantizers all-reduce their own statistics, so DDP need not broadcast buffers every step.
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=device_ids, broadcast_buffers=False)
+
+        sample_rate = config.model.sample_rate
+        self.segment_samples = max(1, round(train.segment_seconds * sample_rate))
+        cache_bytes = cache_size_bytes(train_utterances, sample_rate)
+        cache = 0 < cache_bytes <= train.audio_cache_mb * 2**20
+        self.crops = RandomCrops(
+            train_utterances,
+            sample_rate,
+            self.segment_samples,
+            train.batch_size,
+            seed=train.seed,
+            rank=context.rank,
+            cache=cache,
+            progress=self.progress,
+        )
+        self.validation_set = ValidationSet(
+            valid_utterances,
+            sample_rate,
+            max_batch_size=train.batch_size,
+            max_batch_samples=VALIDATION_BATCH_FACTOR * train.batch_size * self.segment_samples,
+        )
+        self.run.update(
+            world_size=context.world_size,
+            train_utterances=len(self.crops.utterances),
+            train_hours=round(self.crops.seconds / 3600, 4),
+            valid_utterances=len(self.validation_set),
+            valid_hours=round(self.validation_set.seconds / 3600, 4),
+        )
+        self.run_log: RunLog | None = None
+        if context.is_main:
+            self.run_log = RunLog(self.out, self.start_step, sample_rate)
+            self._describe(cache, cache_bytes, checkpoint is not None)
+        self.stop_requested = False
+        self._updating = False  # True while the optimizer changes the weights: no checkpoint then
+        self._saved_step = self.step if checkpoint is not None else -1
+
+    # ----------------------------------------------------------------------------------------------
+    # The loop
+    # ----------------------------------------------------------------------------------------------
+    def fit(self, until_step: int | None = None) -> TrainResult:
+        """Train until ``until_step`` (default ``train.max_steps``); see ``train_tokenizer``."""
+        train = self.config.train
+        stop = train.max_steps if until_step is None else until_step
+        if not 0 <= stop <= train.max_steps:
+            raise ValueError(
+                f"until_step must be between 0 and train.max_steps={train.max_steps}, got {until_step}; "
+                "raise train.max_steps (--max-steps) to train longer"
+            )
+        if self.step >= stop:
+            log.info("the run in %s is already at step %d (of %d); nothing to train", self.out, self.step, stop)
+            return self._result(0.0)
+        if self.step == 0 and len(self.validation_set):
+            self._validate()  # the baseline: what the untrained model does
+        window = _Window(self.model.num_codebooks, self.model.codebook_size)
+        total_seconds = total_audio = 0.0
+        loader = DataLoader(
+            self.crops,
+            batch_size=None,
+            sampler=range(self.step, stop),
+            num_workers=train.num_workers,
+            # its own generator: creating the loader must not draw from the global torch generator
+            generator=torch.Generator().manual_seed(train.seed),
+        )
+        bar = tqdm(total=stop, initial=self.step, desc="training", unit="step", disable=not self.progress)
+        try:
+            with logging_redirect_tqdm(), _stop_on_signals(self):
+                batches = iter(loader)
+                while self.step < stop:
+                    started = time.perf_counter()
+                    batch = next(batches)
+                    waited = time.perf_counter() - started
+                    _seed_step(train.seed, self.context.rank, self.step)
+                    result = self.train_step(batch)
+                    elapsed = time.perf_counter() - started
+                    audio_seconds = batch.shape[0] * batch.shape[1] / self.config.model.sample_rate
+                    window.add(result, elapsed, waited, audio_seconds * self.context.world_size)
+                    total_seconds += elapsed
+                    total_audio += audio_seconds * self.context.world_size
+                    bar.update(1)
+                    bar.set_postfix(window.postfix(result), refresh=False)
+                    if self.step % train.log_every == 0 or self.step == stop:
+                        self._log_train(window, result)
+                    if len(self.validation_set) and (self.step % train.validate_every == 0 or self.step == stop):
+                        self._validate()
+                    if self.step % train.checkpoint_every == 0 or self.step == stop:
+                        self._save()
+                    if self._stop_agreed():
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            self._save_after_interrupt()
+            raise
+        finally:
+            bar.close()
+        speed = total_audio / total_seconds if total_seconds else 0.0
+        if self.context.is_main:
+            log.info(
+                "trained %d steps (to step %d of %d): %.1f s of audio per second; release model: %s",
+                self.step - self.start_step,
+                self.step,
+                train.max_steps,
+                speed,
+                self.out,
+            )
+        return self._result(speed)
+
+    def train_step(self, batch: Tensor) -> StepResult:
+        """One optimizer update on ``batch`` [B, T]; advances ``self.step``."""
+        loss_config, train = self.config.loss, self.config.train
+        self.network.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        learning_rate = learning_rate_at(self.step, train)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        target = batch.to(self.device, non_blocking=True)
+        output = self.network(target)
+        terms = self.loss(output.audio, target)
+        quantizer_loss = loss_config.quantizer_weight * output.quantizer.loss
+        total = terms.total + quantizer_loss
+        total.backward()
+        max_norm = train.grad_clip if train.grad_clip > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        # After DDP's all-reduce every rank sees the same gradients, so every rank stops here together.
+        if not math.isfinite(grad_norm):
+            raise TrainingDivergedError(
+                f"the gradients became {grad_norm} at step {self.step + 1} (loss {float(total.detach()):.4g}); "
+                "lower train.learning_rate or raise train.warmup_steps, then resume from the last checkpoint"
+            )
+        self._updating = True
+        self.optimizer.step()
+        self.step += 1
+        self._updating = False
+        return StepResult(
+            loss=float(total.detach()),
+            waveform_l1=float(terms.waveform_l1.detach()),
+            stft=float(terms.stft.detach()),
+            mel=float(terms.mel.detach()),
+            quantizer=float(quantizer_loss.detach()),
+            commitment=output.quantizer.commitment_loss.detach().cpu(),
+            grad_norm=grad_norm,
+            learning_rate=learning_rate,
+            codes=output.codes.detach(),
+            reconstruction=output.audio.detach(),
+            target=target,
+        )
+
+    def close(self) -> None:
+        if self.run_log is not None:
+            self.run_log.close()
+            self.run_log = None
+
+    # ----------------------------------------------------------------------------------------------
+    # Logging, validation, checkpoints
+    # ----------------------------------------------------------------------------------------------
+    def _describe(self, cache: bool, cache_bytes: int, resumed: bool) -> None:
+        train, crops = self.config.train, self.crops
+        if resumed:
+            log.info("resuming %s from step %d", self.out / CHECKPOINT_FILE, self.step)
+        log.info(
+            "training data: %d files, %.2f h; crops of %.2f s, %d per step per process, %d process(es)",
+            len(crops.utterances),
+            crops.seconds / 3600,
+            train.segment_seconds,
+            train.batch_size,
+            self.context.world_size,
+        )
+        if cache:
+            log.info("decoded the training audio into memory (%.0f MB, train.audio_cache_mb)", cache_bytes / 2**20)
+        else:
+            log.info(
+                "decoding each crop from its file (the corpus needs %.0f MB decoded, over train.audio_cache_mb=%d)",
+                cache_bytes / 2**20,
+                train.audio_cache_mb,
+            )
+        if crops.num_short:
+            log.info(
+                "%d training files shorter than a crop (%.2f s) are used whole, zero-padded at the end",
+                crops.num_short,
+                train.segment_seconds,
+            )
+        if len(self.validation_set):
+            log.info(
+                "validation: %d files, %.1f min, every %d steps",
+                len(self.validation_set),
+                self.validation_set.seconds / 60,
+                train.validate_every,
+            )
+        else:
+            log.info("validation: none (no validation files)")
+        assert self.run_log is not None
+        log.info("metrics: %s", self.run_log.metrics_path)
+        log.info("tensorboard: tensorboard --logdir %s", self.run_log.tensorboard_path)
+
+    def _log_train(self, window: _Window, result: StepResult) -> None:
+        if self.run_log is not None:
+            with torch.no_grad():
+                distance = float(mel_distance(result.reconstruction, result.target, self.config.model.sample_rate))
+            self.run_log.write("train", self.step, window.metrics(distance))
+        window.reset()
+
+    def _validate(self) -> None:
+        result = validate(
+            self.model,
+            self.validation_set,
+            self.loss,
+            self.config.loss.quantizer_weight,
+            self.context,
+        )
+        self.validation = {"step": self.step, **result.metrics}
+        if self.run_log is not None:
+            self.run_log.write("valid", self.step, result.metrics)
+            self.run_log.examples(self.step, result.examples)
+            usage = result.metrics["codebook_usage"]
+            assert isinstance(usage, list)
+            log.info(
+                "step %d validation: mel distance %.3f, loss %.3f, codebook usage min %.2f mean %.2f",
+                self.step,
+                result.metrics["mel_distance"],
+                result.metrics["loss"],
+                min(usage),
+                sum(usage) / len(usage),
+            )
+
+    def _save(self) -> None:
+        """Checkpoint and release model (rank 0 writes; no collectives, so it is safe after an interrupt)."""
+        if not self.context.is_main or self._saved_step == self.step:
+            return
+        save_checkpoint(
+            self.out / CHECKPOINT_FILE,
+            {
+                "step": self.step,
+                "config": to_dict(self.config),
+                "model": clean_state_dict(self.model.state_dict()),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": {"step": self.step},
+                "rng": rng_states(),
+                "sampler": {**self.crops.state(), "step": self.step},
+                "run": self.run,
+                "validation": self.validation,
+            },
+        )
+        self._save_release()
+        self._saved_step = self.step
+        if self.run_log is not None:
+            self.run_log.flush()
+
+    def _save_release(self) -> None:
+        from vqaudio.tokenizer import Tokenizer
+
+        training = {
+            "steps": self.step,
+            "max_steps": self.config.train.max_steps,
+            "complete": self.step >= self.config.train.max_steps,
+            "data": {
+                "source": self.run.get("data"),
+                "utterances": self.run["train_utterances"],
+                "hours": self.run["train_hours"],
+            },
+            "valid": {
+                "source": self.run.get("valid"),
+                "utterances": self.run["valid_utterances"],
+                "hours": self.run["valid_hours"],
+            },
+            "recipe": self.run.get("recipe"),
+            "seed": self.config.train.seed,
+            "world_size": self.context.world_size,
+            "validation": self.validation,
+        }
+        # A copy: the Tokenizer puts its model in eval mode, and the training model must stay as it is.
+        model = copy.deepcopy(self.model).cpu()
+        Tokenizer(model, self.config, name=self.out.name, training=training).save(self.out)
+
+    def _save_after_interrupt(self) -> None:
+        if self._updating:
+            log.warning(
+                "interrupted during a weight update at step %d: no checkpoint written; the last one is kept",
+                self.step,
+            )
+            return
+        self._save()
+        if self.context.is_main:
+            log.warning(
+                "interrupted at step %d; checkpoint written to %s; run the same command again to resume",
+                self.step,
+                self.out / CHECKPOINT_FILE,
+            )
+
+    def _stop_agreed(self) -> bool:
+        """Whether any process was asked to stop (all processes must leave the loop at the same step)."""
+        if not self.context.is_distributed:
+            return self.stop_requested
+        flag = torch.tensor([1.0 if self.stop_requested else 0.0])
+        return bool(all_reduce_sum(flag) > 0)
+
+    def _result(self, speed: float) -> TrainResult:
+        return TrainResult(self.out, self.step, self.start_step, dict(self.validation), speed)
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+class _Window:
+    """Running means of the training metrics since the last log step, and the live codebook usage."""
+
+    def __init__(self, num_codebooks: int, codebook_size: int) -> None:
+        self.usage = CodebookUsage(num_codebooks, codebook_size)
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.commitment: Tensor | None = None
+        self.steps = 0
+        self.seconds = self.waited = self.audio_seconds = 0.0
+        self.usage.reset()
+
+    def add(self, result: StepResult, seconds: float, waited: float, audio_seconds: float) -> None:
+        for name in ("loss", "waveform_l1", "stft", "mel", "quantizer", "grad_norm"):
+            self.sums[name] = self.sums.get(name, 0.0) + getattr(result, name)
+        commitment = result.commitment.double()
+        self.commitment = commitment if self.commitment is None else self.commitment + commitment
+        self.usage.update(result.codes)
+        self.steps += 1
+        self.seconds += seconds
+        self.waited += waited
+        self.audio_seconds += audio_seconds
+
+    @property
+    def speed(self) -> float:
+        return self.audio_seconds / self.seconds if self.seconds else 0.0
+
+    def postfix(self, result: StepResult) -> dict[str, str]:
+        usage = self.usage.summary().usage
+        return {
+            "loss": f"{result.loss:.3f}",
+            "mel": f"{result.mel:.3f}",
+            "use": f"{float(usage.min()):.2f}/{float(usage.mean()):.2f}",
+            "audio_s/s": f"{self.speed:.1f}",
+        }
+
+    def metrics(self, mel_distance_value: float) -> dict[str, Any]:
+        steps = max(1, self.steps)
+        summary = self.usage.summary()
+        assert self.commitment is not None
+        return {
+            **{name: value / steps for name, value in self.sums.items()},
+            "commitment": (self.commitment / steps).tolist(),
+            "mel_distance": mel_distance_value,
+            "codebook_usage": summary.usage.tolist(),
+            "perplexity": summary.perplexity.tolist(),
+            "audio_seconds_per_second": self.speed,
+            "data_wait_fraction": self.waited / self.seconds if self.seconds else 0.0,
+            "window_steps": self.steps,
+        }
+
+
+def _seed_step(seed: int, rank: int, step: int) -> None:
+    """Seed the global generators from (seed, rank, step): a step's randomness does not depend on history."""
+    words = np.random.SeedSequence([seed, rank, step]).generate_state(4)  # 4 x uint32
+    torch.manual_seed((int(words[0]) << 32) | int(words[1]))
+    np.random.seed(int(words[2]))
+    random.seed(int(words[3]))
+
+
+def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices and conv kernels only; biases and gains are not pulled towards zero."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _open_run_folder(
+    out: Path, config: Config, resume: bool, overwrite: bool, context: DistributedContext
+) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None to start over (clearing an old run when allowed)."""
+    checkpoint_path = out / CHECKPOINT_FILE
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if resume and checkpoint_path.is_file():
+        checkpoint = load_checkpoint(checkpoint_path)
+        saved = _saved_config(checkpoint, checkpoint_path)
+        differences = config_differences(saved.model, config.model, "model")
+        if not differences:
+            return checkpoint
+        if not overwrite:
+            raise ConfigError(
+                f"{out} holds a run of another architecture ({'; '.join(differences[:4])}"
+                f"{' ...' if len(differences) > 4 else ''}); resume it with the recipe it was started with, "
+                "choose another --out, or pass --overwrite to start over"
+            )
+        log.warning("%s: the recipe's architecture differs from the checkpoint's; starting over (--overwrite)", out)
+    elif existing and not overwrite:
+        why = "--no-resume was given" if checkpoint_path.is_file() else f"there is no {CHECKPOINT_FILE} to resume"
+        raise FileExistsError(
+            f"{out} already holds a training run ({', '.join(existing)}) and {why}; choose another --out or "
+            "pass --overwrite to start over"
+        )
+    barrier()  # every rank has decided before rank 0 removes anything
+    if context.is_main and existing:
+        for name in existing:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    barrier()
+    return None
+
+
+def _saved_config(checkpoint: dict[str, Any], where: Path) -> Config:
+    try:
+        return from_dict(Config, checkpoint["config"], where=f"{where} config")
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{where}: the saved config cannot be read by this vqaudio ({exc}); start over with --overwrite"
+        ) from exc
+
+
+def _resumed_config(checkpoint: dict[str, Any], recipe: Config, out: Path) -> Config:
+    """The checkpoint's architecture with the recipe's loss and training settings (changes listed)."""
+    saved = _saved_config(checkpoint, out / CHECKPOINT_FILE)
+    changed = config_differences(saved.loss, recipe.loss, "loss") + config_differences(
+        saved.train, recipe.train, "train"
+    )
+    if changed:
+        log.warning("resuming with changed settings: %s", "; ".join(changed))
+    return Config(model=saved.model, loss=recipe.loss, train=recipe.train)
+
+
+def config_differences(saved: Any, new: Any, prefix: str) -> list[str]:
+    """``["model.latent_dim: 32 -> 64", ...]`` for the fields where two configs differ."""
+    differences: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{path}.{key}")
+        elif a != b:
+            differences.append(f"{path}: {a!r} -> {b!r}")
+
+    walk(to_dict(saved), to_dict(new), prefix)
+    return differences
+
+
+def _warn_about_changed_data(saved_run: dict[str, Any], run: dict[str, Any]) -> None:
+    for key in ("data", "valid"):
+        if key in saved_run and key in run and saved_run[key] != run[key]:
+            log.warning("resuming with --%s %s (the run was started with %s)", key, run[key], saved_run[key])
+
+
+@contextmanager
+def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """First Ctrl-C / SIGTERM: finish the step, checkpoint, stop. A second Ctrl-C: KeyboardInterrupt now."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if trainer.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+        if trainer.context.is_main:
+            log.warning("stopping after this step to write a checkpoint (Ctrl-C again to stop at once)")
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
