@@ -74,7 +74,8 @@ require() {  # require FILE...: die unless every file exists (inputs of a stage 
 
 # ---------------------------------------------------------------------------------------------------
 # Stages 1-5, the same in every recipe. They read: vq (the vqaudio command, an array), exp, recipe,
-# train_manifest, dev_manifest, test_manifest, prior_config, sample_seconds, num_samples, codec_overrides.
+# train_manifest, dev_manifest, test_manifest, prior_config, sample_seconds, num_samples, codec_overrides,
+# eval_options.
 # ---------------------------------------------------------------------------------------------------
 vqaudio_command() {  # the vqaudio command as an array `vq`: $VQAUDIO if set (e.g. "python -m vqaudio.cli.main")
   read -r -a vq <<< "${VQAUDIO:-vqaudio}"
@@ -97,9 +98,12 @@ stage_tokenize() {
   done
 }
 
-stage_evaluate() {
+stage_evaluate() {  # eval_options (a string of extra flags, e.g. "--max-utterances 3") may be empty
   require "$exp/codec" "$test_manifest"
-  "${vq[@]}" eval "$test_manifest" --model "$exp/codec" --out "$exp/report"
+  local extra=()
+  read -r -a extra <<< "${eval_options:-}"
+  # --overwrite: this stage runs only when not yet done (or --force true), so an old report is stale
+  "${vq[@]}" eval "$test_manifest" --model "$exp/codec" --out "$exp/report" --overwrite ${extra[@]+"${extra[@]}"}
 }
 
 stage_train_prior() {

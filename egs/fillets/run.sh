@@ -10,6 +10,7 @@
 #   Paths are relative to the current folder. --fillets-src: already extracted data (a `dpkg -x` root or
 #   /usr/share/games/fillets-ng) instead of downloading; --debs: a folder that already holds the three .debs.
 #   VQAUDIO overrides the vqaudio command. Codec options go through --set (e.g. --set train.max_steps=20000).
+#   --eval-options adds flags to vqaudio eval (e.g. "--max-utterances 300 --n-q 1,2,4,8").
 #
 # Stages (a finished stage writes .stageN.done and is skipped next time; --force true reruns it):
 #   0  fetch the three .debs (apt-get download, no root needed) unless --fillets-src/--debs, unpack them
@@ -39,11 +40,12 @@ fillets_src=
 debs=
 train_speakers=cs-m,nl-v
 jobs=0
+eval_options=
 sample_seconds=4
 num_samples=4
 force=false
 option_names="stage stop_stage data exp recipe prior_config fillets_src debs train_speakers jobs
-  sample_seconds num_samples force"
+  eval_options sample_seconds num_samples force"
 parse_options "$@"
 vqaudio_command
 

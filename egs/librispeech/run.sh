@@ -10,6 +10,7 @@
 #   train-* split; dev-clean / test-clean if present, else the first dev-* / test-* split. The official
 #   splits have disjoint speakers, so evaluation is on unseen voices. VQAUDIO overrides the vqaudio command.
 #   Codec training options go through --set (e.g. --set train.max_steps=50000 --set train.batch_size=16).
+#   --eval-options adds flags to vqaudio eval (e.g. "--max-utterances 500 --n-q 1,2,4,8").
 #
 # Stages (a finished stage writes .stageN.done and is skipped next time; --force true reruns it):
 #   0  vqaudio prepare: DATA/train.tsv (the train splits), DATA/dev.tsv, DATA/test.tsv with lengths,
@@ -36,11 +37,12 @@ prior_config="$repo/recipes/prior_small.yaml"
 train_splits=
 dev_split=
 test_split=
+eval_options=
 sample_seconds=4
 num_samples=4
 force=false
 option_names="stage stop_stage librispeech data exp recipe prior_config train_splits dev_split test_split
-  sample_seconds num_samples force"
+  eval_options sample_seconds num_samples force"
 parse_options "$@"
 vqaudio_command
 

@@ -2,7 +2,8 @@
 # egs/mini: the whole vqaudio pipeline in a few minutes on a laptop CPU, on synthetic multi-speaker speech.
 #
 # Usage: egs/mini/run.sh [--stage 0] [--stop-stage 5] [--data data/mini] [--exp exp/mini]
-#                        [--recipe recipes/tiny.yaml] [--max-steps 60] [--force false] [--set KEY=VALUE ...]
+#                        [--recipe recipes/tiny.yaml] [--max-steps 40] [--force false] [--set KEY=VALUE ...]
+#                        [--eval-options "--max-utterances 3 --n-q 1,4"]
 #   Paths are relative to the current folder. VQAUDIO overrides the vqaudio command
 #   (e.g. VQAUDIO="python -m vqaudio.cli.main"), PYTHON the interpreter for stage 0 (default python3).
 #
@@ -12,7 +13,8 @@
 #      manifest.{train,dev,test}.tsv with 2 whole speakers held out for dev and 2 for test
 #   1  train the codec: vqaudio train RECIPE --data train --valid dev --out EXP/codec (--max-steps steps)
 #   2  tokenize dev, test and train into EXP/tokens/{dev,test,train}.npy
-#   3  evaluate the codec on test (unseen speakers) into EXP/report
+#   3  evaluate the codec on 3 test utterances (unseen speakers) at 1 and 4 codebooks, with the Opus and
+#      Codec2 baselines, into EXP/report (--eval-options "" evaluates everything)
 #   4  train the WaveNet token prior on the train tokens (conf/prior_tiny.yaml), evaluate it on the test
 #      tokens into EXP/prior_eval.json
 #   5  sample 4 x 4 s from the prior into EXP/samples
@@ -29,13 +31,15 @@ data=data/mini
 exp=exp/mini
 recipe="$repo/recipes/tiny.yaml"
 prior_config="$here/conf/prior_tiny.yaml"
-max_steps=60
+max_steps=40
 speakers=10
 sentences=8
+eval_options="--max-utterances 3 --n-q 1,4"
 sample_seconds=4
 num_samples=4
 force=false
-option_names="stage stop_stage data exp recipe prior_config max_steps speakers sentences sample_seconds num_samples force"
+option_names="stage stop_stage data exp recipe prior_config max_steps speakers sentences eval_options
+  sample_seconds num_samples force"
 parse_options "$@"
 codec_overrides=(--set "train.max_steps=${max_steps}" ${codec_overrides[@]+"${codec_overrides[@]}"})
 vqaudio_command

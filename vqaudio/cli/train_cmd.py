@@ -17,8 +17,8 @@ TRAIN_HELP = """Train a tokenizer from a recipe on a corpus; resumable, with a p
 RECIPE is a YAML file overriding the defaults of vqaudio/config.py (unknown keys and wrong types are
 errors); --set section.field=value changes one field (repeatable, e.g. --set train.batch_size=16).
 --data is anything `vqaudio prepare` reads: a manifest, a list file, a LibriSpeech tree or an audio folder.
-Without --valid, train.num_validation_files files are held out of --data (chosen with train.seed; the log
-says which count); with --valid, at most that many of its files are used (a seeded choice).
+Without --valid, train.num_validation_files files of --data are held out for validation (a choice seeded
+by train.seed, reported in the log); with --valid, at most that many of its files are used.
 
 OUT gets checkpoint.pt (training state), model.safetensors + config.json (the release model, refreshed at
 every checkpoint, so `vqaudio tokenize --model OUT` works mid-training), metrics.jsonl and tensorboard/.
@@ -31,7 +31,9 @@ Several processes: torchrun --nproc_per_node N -m vqaudio.cli.main train ... (gl
 
 def train_command(
     recipe: Path = typer.Argument(..., help="Recipe YAML, e.g. recipes/rvq_waveform.yaml."),
-    data: Path = typer.Option(..., "--data", help="Training corpus: manifest, list file, LibriSpeech or folder."),
+    data: Path = typer.Option(
+        ..., "--data", help="Training corpus: manifest, list file, LibriSpeech or folder."
+    ),
     out: Path = typer.Option(..., "--out", help="Run folder (checkpoint, release model, logs)."),
     valid: Path | None = typer.Option(
         None, "--valid", help="Held-out corpus (default: train.num_validation_files files split off --data)."
@@ -51,16 +53,19 @@ def train_command(
 ) -> None:
     import torch
 
-    from vqaudio.config import load_yaml, parse_override, replace_path
+    from vqaudio.config import Config, ConfigError, load_yaml, parse_override, replace_path
     from vqaudio.data.corpus import fill_headers, load_corpus
     from vqaudio.training.distributed import init_distributed, shutdown_distributed
     from vqaudio.training.trainer import train_tokenizer
     from vqaudio.training.validation import hold_out
 
-    config = load_yaml(recipe)
+    config: Config = load_yaml(recipe, Config)
     for text in overrides or []:
         key, value = parse_override(text)
-        config = replace_path(config, key, value)
+        try:
+            config = replace_path(config, key, value)
+        except ConfigError as exc:
+            raise ConfigError(f"--set {text}: {exc}") from exc
     if max_steps is not None:
         config = replace_path(config, "train.max_steps", max_steps)
     if threads is not None:
@@ -116,7 +121,12 @@ def train_command(
                 train_utterances,
                 valid_utterances,
                 out,
-                run={"data": str(data), "valid": None if valid is None else str(valid), "recipe": str(recipe)},
+                run={
+                    "data": str(data),
+                    "valid": None if valid is None else str(valid),
+                    "recipe": str(recipe),
+                    "overrides": list(overrides or []),
+                },
                 resume=resume,
                 overwrite=overwrite,
                 device=torch_device,

@@ -34,6 +34,7 @@ from vqaudio.errors import DataError
 log = logging.getLogger(__name__)
 
 CACHE_BYTES_PER_SAMPLE = 2  # int16
+RESAMPLING_MARGIN_SECONDS = 0.01  # extra audio decoded around a crop that needs resampling
 _DATA_STREAM = 0x6372_6F70  # "crop": keeps this generator apart from others seeded with (seed, rank, step)
 
 
@@ -88,7 +89,9 @@ class RandomCrops(Dataset[torch.Tensor]):
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
-        self.lengths = np.array([model_rate_length(utt, sample_rate) for utt in self.utterances], dtype=np.int64)
+        self.lengths = np.array(
+            [model_rate_length(utt, sample_rate) for utt in self.utterances], dtype=np.int64
+        )
         # Probability proportional to the samples a crop can come from (short files count as one crop).
         weights = np.maximum(self.lengths, segment_samples).astype(np.float64)
         self.probabilities = weights / weights.sum()
@@ -96,7 +99,9 @@ class RandomCrops(Dataset[torch.Tensor]):
         if cache:
             self.cache = [
                 _to_int16(load_audio(utt.path, sample_rate).numpy())
-                for utt in tqdm(self.utterances, desc="decoding into memory", unit="file", disable=not progress)
+                for utt in tqdm(
+                    self.utterances, desc="decoding into memory", unit="file", disable=not progress
+                )
             ]
             # The header length can differ from the decoded one by a sample or two after resampling.
             self.lengths = np.array([len(audio) for audio in self.cache], dtype=np.int64)
@@ -112,7 +117,7 @@ class RandomCrops(Dataset[torch.Tensor]):
         return float(self.lengths.sum()) / self.sample_rate
 
     def state(self) -> dict[str, int]:
-        """Everything that determines the crops of a step (stored in checkpoints; the step is the position)."""
+        """What determines the crops of a step (stored in checkpoints; the step is the position)."""
         return {
             "seed": self.seed,
             "rank": self.rank,
@@ -144,12 +149,16 @@ class RandomCrops(Dataset[torch.Tensor]):
             return torch.from_numpy(window.astype(np.float32) / 32768.0)
         utt = self.utterances[index]
         file_rate = int(utt.sample_rate or self.sample_rate)
-        # The same window at the file's rate, one sample wider on each side for the resampler's rounding.
-        file_start = max(0, math.floor(start * file_rate / self.sample_rate) - 1)
-        file_count = math.ceil(self.segment_samples * file_rate / self.sample_rate) + 2
+        if file_rate == self.sample_rate:
+            return load_audio(utt.path, self.sample_rate, start=start, num_samples=self.segment_samples)
+        # The same window at the file's rate, widened on both sides so that the resampler's edge transients
+        # fall outside the crop.
+        margin = math.ceil(RESAMPLING_MARGIN_SECONDS * file_rate)
+        file_start = max(0, math.floor(start * file_rate / self.sample_rate) - margin)
+        file_count = math.ceil(self.segment_samples * file_rate / self.sample_rate) + 2 * margin
         audio = load_audio(utt.path, self.sample_rate, start=file_start, num_samples=file_count)
-        offset = start - round(file_start * self.sample_rate / file_rate)
-        return audio[max(0, offset) : max(0, offset) + self.segment_samples]
+        offset = max(0, start - round(file_start * self.sample_rate / file_rate))
+        return audio[offset : offset + self.segment_samples]
 
 
 def _to_int16(audio: np.ndarray) -> np.ndarray:

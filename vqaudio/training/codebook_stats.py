@@ -51,7 +51,8 @@ class CodebookUsage:
             codes = codes[None]
         if codes.dim() != 3 or codes.shape[1] > self.num_codebooks:
             raise ValueError(
-                f"CodebookUsage.update expects codes [B, K <= {self.num_codebooks}, F], got {tuple(codes.shape)}"
+                f"CodebookUsage.update expects codes [B, K <= {self.num_codebooks}, F], "
+                f"got {tuple(codes.shape)}"
             )
         used = codes.shape[1]
         flat = codes.detach().transpose(0, 1).reshape(used, -1).cpu().long()  # [K', B * F]

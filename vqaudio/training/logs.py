@@ -47,8 +47,10 @@ class RunLog:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when used
 
-            # purge_step hides events after the checkpoint that an interrupted run had already written
-            self.writer = SummaryWriter(str(self.tensorboard_path), purge_step=start_step or None)
+            # purge_step hides the events after the checkpoint that an interrupted run had already written
+            self.writer = SummaryWriter(
+                str(self.tensorboard_path), purge_step=start_step + 1 if start_step else None
+            )
         self._references_written: set[str] = set()
         self._log_mel = LogMel(sample_rate, 1024, 256, 80)
 
@@ -99,7 +101,10 @@ class RunLog:
         from matplotlib.figure import Figure
 
         with torch.no_grad():
-            mels = [self._log_mel(audio.float()[None])[0].numpy() for audio in (example.reference, example.reconstruction)]
+            mels = [
+                self._log_mel(audio.float()[None])[0].numpy()
+                for audio in (example.reference, example.reconstruction)
+            ]
         low, high = float(min(m.min() for m in mels)), float(max(m.max() for m in mels))
         figure = Figure(figsize=(8, 4.5), dpi=80)
         canvas = FigureCanvasAgg(figure)

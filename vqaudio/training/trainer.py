@@ -27,6 +27,7 @@ once (a checkpoint is still written unless the optimizer was halfway through an 
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import math
 import random
@@ -69,7 +70,14 @@ from vqaudio.training.validation import VALIDATION_BATCH_FACTOR, ValidationSet, 
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = (CHECKPOINT_FILE, METRICS_FILE, TENSORBOARD_DIR, WEIGHTS_FILE, CONFIG_FILE)  # what --overwrite removes
+SIGNAL_REPEAT_SECONDS = 1.0  # a second Ctrl-C sooner than this is the same keypress, delivered twice
+RUN_FILES = (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    TENSORBOARD_DIR,
+    WEIGHTS_FILE,
+    CONFIG_FILE,
+)  # what --overwrite removes
 
 
 class TrainingDivergedError(VQAudioError):
@@ -77,8 +85,9 @@ class TrainingDivergedError(VQAudioError):
 
 
 class StepResult(NamedTuple):
-    """One optimizer update: weighted loss terms (floats), per-codebook commitment losses [K], the gradient norm
-    before clipping, the learning rate used, and the batch's codes [B, K, F] and audio [B, T] (detached)."""
+    """One optimizer update: weighted loss terms (floats), per-codebook commitment losses [K], the gradient
+    norm before clipping, the learning rate used, and the batch's codes [B, K, F] and audio [B, T] (detached).
+    """
 
     loss: float
     waveform_l1: float
@@ -132,7 +141,8 @@ def train_tokenizer(
         train_utterances: the training corpus, with lengths (``load_corpus(..., read_headers=True)``).
         valid_utterances: whole utterances to validate on (may be empty: no validation).
         out: the run folder.
-        run: facts recorded in the release model's ``training`` metadata, e.g. ``{"data": ..., "recipe": ...}``.
+        run: facts recorded in the release model's ``training`` metadata (``data``, ``valid``, ``recipe``,
+            ``overrides``).
         resume: continue from ``out/checkpoint.pt`` when there is one.
         overwrite: allow replacing a run in ``out`` (another architecture, or ``resume=False``).
         until_step: stop after this many updates (default ``train.max_steps``) without changing the learning
@@ -199,6 +209,7 @@ class Trainer:
         # The same initial weights on every rank (DDP also broadcasts rank 0's).
         torch.manual_seed(train.seed)
         self.model: VQVAE = build_model(config.model).to(self.device)
+        _standardise_parameter_strides(self.model)
         self.loss = ReconstructionLoss(config.loss, config.model.sample_rate).to(self.device)
         self.optimizer = torch.optim.AdamW(
             _parameter_groups(self.model, train.weight_decay), lr=train.learning_rate, betas=train.betas
@@ -215,9 +226,7 @@ class Trainer:
         self.start_step = self.step
         self.network: nn.Module = self.model
         if context.is_distributed:
-            # The quantizers all-reduce their own statistics, so DDP need not broadcast buffers every step.
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.network = DistributedDataParallel(self.model, device_ids=device_ids, broadcast_buffers=False)
+            self.network = _wrap_for_ddp(self.model, self.device)
 
         sample_rate = config.model.sample_rate
         self.segment_samples = max(1, round(train.segment_seconds * sample_rate))
@@ -267,12 +276,14 @@ class Trainer:
                 "raise train.max_steps (--max-steps) to train longer"
             )
         if self.step >= stop:
-            log.info("the run in %s is already at step %d (of %d); nothing to train", self.out, self.step, stop)
+            log.info(
+                "the run in %s is already at step %d (of %d); nothing to train", self.out, self.step, stop
+            )
             return self._result(0.0)
-        if self.step == 0 and len(self.validation_set):
+        if self.step == 0 and len(self.validation_set) and self.validation.get("step") != 0:
             self._validate()  # the baseline: what the untrained model does
         window = _Window(self.model.num_codebooks, self.model.codebook_size)
-        total_seconds = total_audio = 0.0
+        total_seconds = total_audio = total_waited = 0.0
         loader = DataLoader(
             self.crops,
             batch_size=None,
@@ -295,12 +306,15 @@ class Trainer:
                     audio_seconds = batch.shape[0] * batch.shape[1] / self.config.model.sample_rate
                     window.add(result, elapsed, waited, audio_seconds * self.context.world_size)
                     total_seconds += elapsed
+                    total_waited += waited
                     total_audio += audio_seconds * self.context.world_size
                     bar.update(1)
                     bar.set_postfix(window.postfix(result), refresh=False)
                     if self.step % train.log_every == 0 or self.step == stop:
                         self._log_train(window, result)
-                    if len(self.validation_set) and (self.step % train.validate_every == 0 or self.step == stop):
+                    if len(self.validation_set) and (
+                        self.step % train.validate_every == 0 or self.step == stop
+                    ):
                         self._validate()
                     if self.step % train.checkpoint_every == 0 or self.step == stop:
                         self._save()
@@ -314,11 +328,13 @@ class Trainer:
         speed = total_audio / total_seconds if total_seconds else 0.0
         if self.context.is_main:
             log.info(
-                "trained %d steps (to step %d of %d): %.1f s of audio per second; release model: %s",
+                "trained %d steps (to step %d of %d): %.1f s of audio per second, %.0f%% of the time waiting "
+                "for data; release model: %s",
                 self.step - self.start_step,
                 self.step,
                 train.max_steps,
                 speed,
+                100 * total_waited / total_seconds if total_seconds else 0.0,
                 self.out,
             )
         return self._result(speed)
@@ -342,7 +358,8 @@ class Trainer:
         # After DDP's all-reduce every rank sees the same gradients, so every rank stops here together.
         if not math.isfinite(grad_norm):
             raise TrainingDivergedError(
-                f"the gradients became {grad_norm} at step {self.step + 1} (loss {float(total.detach()):.4g}); "
+                f"the gradients became {grad_norm} at step {self.step + 1} "
+                f"(loss {float(total.detach()):.4g}); "
                 "lower train.learning_rate or raise train.warmup_steps, then resume from the last checkpoint"
             )
         self._updating = True
@@ -376,18 +393,23 @@ class Trainer:
         if resumed:
             log.info("resuming %s from step %d", self.out / CHECKPOINT_FILE, self.step)
         log.info(
-            "training data: %d files, %.2f h; crops of %.2f s, %d per step per process, %d process(es)",
+            "training data: %d files, %s; crops of %.2f s, %d per step per process, %d process(es)",
             len(crops.utterances),
-            crops.seconds / 3600,
+            _duration(crops.seconds),
             train.segment_seconds,
             train.batch_size,
             self.context.world_size,
         )
         if cache:
-            log.info("decoded the training audio into memory (%.0f MB, train.audio_cache_mb)", cache_bytes / 2**20)
+            log.info(
+                "decoded the training audio into memory (%.0f MB, train.audio_cache_mb)", cache_bytes / 2**20
+            )
+        elif train.audio_cache_mb == 0:
+            log.info("decoding each crop from its file (train.audio_cache_mb=0)")
         else:
             log.info(
-                "decoding each crop from its file (the corpus needs %.0f MB decoded, over train.audio_cache_mb=%d)",
+                "decoding each crop from its file (the decoded corpus needs %.0f MB, over "
+                "train.audio_cache_mb=%d)",
                 cache_bytes / 2**20,
                 train.audio_cache_mb,
             )
@@ -399,9 +421,9 @@ class Trainer:
             )
         if len(self.validation_set):
             log.info(
-                "validation: %d files, %.1f min, every %d steps",
+                "validation: %d files, %s, every %d steps",
                 len(self.validation_set),
-                self.validation_set.seconds / 60,
+                _duration(self.validation_set.seconds),
                 train.validate_every,
             )
         else:
@@ -413,8 +435,11 @@ class Trainer:
     def _log_train(self, window: _Window, result: StepResult) -> None:
         if self.run_log is not None:
             with torch.no_grad():
-                distance = float(mel_distance(result.reconstruction, result.target, self.config.model.sample_rate))
+                distance = float(
+                    mel_distance(result.reconstruction, result.target, self.config.model.sample_rate)
+                )
             self.run_log.write("train", self.step, window.metrics(distance))
+            window.last_mel_distance = distance
         window.reset()
 
     def _validate(self) -> None:
@@ -481,6 +506,7 @@ class Trainer:
                 "hours": self.run["valid_hours"],
             },
             "recipe": self.run.get("recipe"),
+            "overrides": self.run.get("overrides", []),
             "seed": self.config.train.seed,
             "world_size": self.context.world_size,
             "validation": self.validation,
@@ -523,6 +549,7 @@ class _Window:
 
     def __init__(self, num_codebooks: int, codebook_size: int) -> None:
         self.usage = CodebookUsage(num_codebooks, codebook_size)
+        self.last_mel_distance: float | None = None  # of the last log step's batch
         self.reset()
 
     def reset(self) -> None:
@@ -548,10 +575,13 @@ class _Window:
         return self.audio_seconds / self.seconds if self.seconds else 0.0
 
     def postfix(self, result: StepResult) -> dict[str, str]:
+        """loss of this step, mel distance of the last log step, codebook usage min/mean since the last log
+        step, and seconds of audio trained per second."""
         usage = self.usage.summary().usage
+        distance = self.last_mel_distance
         return {
             "loss": f"{result.loss:.3f}",
-            "mel": f"{result.mel:.3f}",
+            "mel_dist": "-" if distance is None else f"{distance:.3f}",
             "use": f"{float(usage.min()):.2f}/{float(usage.mean()):.2f}",
             "audio_s/s": f"{self.speed:.1f}",
         }
@@ -572,12 +602,40 @@ class _Window:
         }
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
+
+
 def _seed_step(seed: int, rank: int, step: int) -> None:
     """Seed the global generators from (seed, rank, step): a step's randomness does not depend on history."""
     words = np.random.SeedSequence([seed, rank, step]).generate_state(4)  # 4 x uint32
     torch.manual_seed((int(words[0]) << 32) | int(words[1]))
     np.random.seed(int(words[2]))
     random.seed(int(words[3]))
+
+
+def _wrap_for_ddp(model: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """DDP without the per-step buffer broadcast: the quantizers all-reduce their own statistics."""
+    options: dict[str, Any] = {"device_ids": [device.index] if device.type == "cuda" else None}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        options["forward_sync_buffers"] = False  # torch >= 2.13 (buffers are still synced once, at init)
+    else:
+        options["broadcast_buffers"] = False
+    return DistributedDataParallel(model, **options)
+
+
+def _standardise_parameter_strides(model: nn.Module) -> None:
+    """Give every parameter row-major strides.
+
+    Some ops leave odd strides on size-1 dimensions (e.g. [1, 32, 1] with strides (1, 1, 1)); autograd then
+    produces gradients with the standard strides and DDP warns that they do not match its buckets.
+    """
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.stride() != torch.empty(parameter.shape).stride():
+                parameter.data = parameter.data.clone(memory_format=torch.contiguous_format)
 
 
 def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -605,9 +663,15 @@ def _open_run_folder(
                 f"{' ...' if len(differences) > 4 else ''}); resume it with the recipe it was started with, "
                 "choose another --out, or pass --overwrite to start over"
             )
-        log.warning("%s: the recipe's architecture differs from the checkpoint's; starting over (--overwrite)", out)
+        log.warning(
+            "%s: the recipe's architecture differs from the checkpoint's; starting over (--overwrite)", out
+        )
     elif existing and not overwrite:
-        why = "--no-resume was given" if checkpoint_path.is_file() else f"there is no {CHECKPOINT_FILE} to resume"
+        why = (
+            "--no-resume was given"
+            if checkpoint_path.is_file()
+            else f"there is no {CHECKPOINT_FILE} to resume"
+        )
         raise FileExistsError(
             f"{out} already holds a training run ({', '.join(existing)}) and {why}; choose another --out or "
             "pass --overwrite to start over"
@@ -669,9 +733,16 @@ def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
         yield
         return
 
+    first_request: list[float] = []
+
     def request_stop(signum: int, frame: Any) -> None:
-        if trainer.stop_requested and signum == signal.SIGINT:
+        # torchrun forwards the terminal's SIGINT to workers that already got it: one Ctrl-C, two signals
+        repeated = bool(first_request) and time.monotonic() - first_request[0] > SIGNAL_REPEAT_SECONDS
+        if trainer.stop_requested and signum == signal.SIGINT and repeated:
             raise KeyboardInterrupt
+        if trainer.stop_requested:
+            return
+        first_request.append(time.monotonic())
         trainer.stop_requested = True
         if trainer.context.is_main:
             log.warning("stopping after this step to write a checkpoint (Ctrl-C again to stop at once)")

@@ -30,7 +30,9 @@ VALIDATION_BATCH_FACTOR = 4
 LOSS_TERMS = ("loss", "waveform_l1", "stft", "mel", "quantizer", "mel_distance")
 
 
-def hold_out(utterances: Sequence[Utterance], count: int, seed: int) -> tuple[list[Utterance], list[Utterance]]:
+def hold_out(
+    utterances: Sequence[Utterance], count: int, seed: int
+) -> tuple[list[Utterance], list[Utterance]]:
     """Split ``count`` utterances off a corpus for validation, the same ones for the same seed.
 
     Args:
@@ -63,7 +65,9 @@ class ValidationSet:
         self.utterances = list(utterances)
         self.audio = [load_audio(utt.path, sample_rate) for utt in self.utterances]
         self.sample_rate = sample_rate
-        self.batches = batch_by_length([len(audio) for audio in self.audio], max_batch_size, max_batch_samples)
+        self.batches = batch_by_length(
+            [len(audio) for audio in self.audio], max_batch_size, max_batch_samples
+        )
 
     def __len__(self) -> int:
         return len(self.utterances)

@@ -1,0 +1,473 @@
+"""Tokenizer training: schedule, crops, checkpoints, exact resume, Ctrl-C, the CLI, DDP, and that it learns.
+
+All audio is synthesised here ("phones": voiced harmonics under moving formants, band-limited noise,
+closures), so no data files are needed. Torch runs on one thread (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vqaudio.audio import load_audio
+from vqaudio.cli.main import main
+from vqaudio.config import Config, load_yaml, replace_path
+from vqaudio.data.corpus import Utterance, fill_headers, load_corpus
+from vqaudio.data.crops import RandomCrops
+from vqaudio.tokenizer import Tokenizer
+from vqaudio.training.checkpoint import (
+    CHECKPOINT_FILE,
+    load_checkpoint,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
+from vqaudio.training.codebook_stats import CodebookUsage
+from vqaudio.training.logs import read_metrics
+from vqaudio.training.schedule import learning_rate_at
+from vqaudio.training.trainer import Trainer, train_tokenizer
+from vqaudio.training.validation import hold_out
+
+RATE = 16000
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+# --------------------------------------------------------------------------------------------------
+# Synthetic speech and tiny runs
+# --------------------------------------------------------------------------------------------------
+def phones(seconds: float, seed: int, sample_rate: int = RATE) -> np.ndarray:
+    """[T] float32 speech-like audio: a sequence of 60-220 ms "phones".
+
+    Voiced (60%): harmonics of a gliding f0 (90-210 Hz) under three Gaussian formant bumps that move across
+    the phone; fricative (25%): band-limited noise centred at 2.5-6.5 kHz; closure (15%): near silence.
+    Every file has its own base pitch (a "speaker"). Unlike a steady vowel, this gives the codebooks many
+    distinct frames to encode; aspiration noise and a noise floor keep the log-mel valleys finite, as in
+    recordings.
+    """
+    rng = np.random.default_rng(seed)
+    total = int(seconds * sample_rate)
+    out = np.zeros(total)
+    base_f0 = 90 + 120 * rng.random()
+    position = 0
+    while position < total:
+        length = min(total - position, int(sample_rate * (0.06 + 0.16 * rng.random())))
+        t = np.arange(length) / sample_rate
+        ramp_in = t / max(t[-1], 1e-3)  # 0 -> 1 over the phone
+        kind = rng.choice(3, p=[0.6, 0.25, 0.15])
+        if kind == 0:
+            f0 = base_f0 * (1 + 0.15 * (rng.random() - 0.5) + 0.3 * (rng.random() - 0.5) * ramp_in)
+            phase = 2 * math.pi * np.cumsum(f0) / sample_rate + 6 * rng.random()
+            start = np.array([300 + 600 * rng.random(), 900 + 1400 * rng.random(), 2300 + 900 * rng.random()])
+            end = start * (1 + 0.3 * (rng.random(3) - 0.5))
+            segment = np.zeros(length)
+            for harmonic in range(1, int(5000 / f0.max()) + 1):
+                gain = 0.02 + sum(
+                    np.exp(-0.5 * ((harmonic * f0 - (a + (b - a) * ramp_in)) / width) ** 2) / (1 + j)
+                    for j, (a, b, width) in enumerate(zip(start, end, (120, 180, 280), strict=True))
+                )
+                segment += gain * np.sin(harmonic * phase) / math.sqrt(harmonic)
+            # aspiration noise fills the valleys between harmonics, as in real voiced speech
+            segment += 0.05 * np.abs(segment).max() * rng.standard_normal(length)
+        elif kind == 1:
+            spectrum = np.fft.rfft(rng.standard_normal(length))
+            frequencies = np.fft.rfftfreq(length, 1 / sample_rate)
+            centre, width = 2500 + 4000 * rng.random(), 500 + 2000 * rng.random()
+            segment = np.fft.irfft(spectrum * np.exp(-0.5 * ((frequencies - centre) / width) ** 2), length)
+        else:
+            segment = rng.standard_normal(length)
+        edges = np.minimum(1, np.minimum(np.arange(length), np.arange(length)[::-1]) / (0.01 * sample_rate))
+        level = 0.05 if kind == 2 else 0.5 + rng.random()
+        out[position : position + length] = segment / max(np.abs(segment).max(), 1e-6) * edges * level
+        position += length
+    out = 0.5 * out / np.abs(out).max() + 1e-3 * rng.standard_normal(total)  # a recording's noise floor
+    return out.astype(np.float32)
+
+
+def write_corpus(folder: Path, count: int, seconds: float = 1.0, sample_rate: int = RATE) -> list[Utterance]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        sf.write(
+            str(folder / f"utt{index:02d}.wav"), phones(seconds, seed=index), sample_rate, subtype="PCM_16"
+        )
+    return fill_headers(load_corpus(folder), progress=False)
+
+
+def tiny_training_config(**changes: object) -> Config:
+    """recipes/tiny.yaml with 4 x 32 codes, short crops, a short schedule; ``changes``: dotted overrides."""
+    config = load_yaml(RECIPES / "tiny.yaml")
+    settings: dict[str, object] = {
+        "model.quantizer.codebook_size": 32,
+        "model.quantizer.dead_code_steps": 20,
+        "train.batch_size": 8,
+        "train.segment_seconds": 0.25,
+        "train.learning_rate": 4e-3,
+        "train.warmup_steps": 20,
+        "train.max_steps": 400,
+        "train.log_every": 10,
+        "train.validate_every": 1000,
+        "train.checkpoint_every": 1000,
+        "train.num_threads": 1,
+        **changes,
+    }
+    for key, value in settings.items():
+        config = replace_path(config, key, value)
+    return config
+
+
+def state_dicts_equal(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the tensors that differ (exactly), or that only one side has."""
+    names = set(first) | set(second)
+    return sorted(
+        n for n in names if n not in first or n not in second or not torch.equal(first[n], second[n])
+    )
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Utterance], list[Utterance]]:
+    """6 training files of 0.6 s and 1 validation file (for the short runs)."""
+    utterances = write_corpus(tmp_path_factory.mktemp("small"), 7, seconds=0.6)
+    return utterances[:6], utterances[6:]
+
+
+# --------------------------------------------------------------------------------------------------
+# Pieces
+# --------------------------------------------------------------------------------------------------
+def test_learning_rate_warms_up_linearly_then_decays_to_the_floor() -> None:
+    config = tiny_training_config(**{"train.warmup_steps": 10, "train.max_steps": 110})
+    peak, floor = (
+        config.train.learning_rate,
+        config.train.learning_rate * config.train.min_learning_rate_ratio,
+    )
+    rates = [learning_rate_at(step, config.train) for step in range(130)]
+    assert rates[0] == pytest.approx(peak / 10) and rates[9] == pytest.approx(peak)
+    assert all(b > a for a, b in zip(rates[:10], rates[1:10], strict=False))
+    assert rates[10] == pytest.approx(peak) and rates[60] == pytest.approx((peak + floor) / 2)
+    assert all(b <= a for a, b in zip(rates[10:], rates[11:], strict=False))
+    assert rates[110] == pytest.approx(floor) and rates[129] == pytest.approx(floor)
+    constant = replace_path(config, "train.lr_decay", "none")
+    assert learning_rate_at(100, constant.train) == pytest.approx(peak)
+
+
+def test_random_crops_depend_only_on_seed_rank_and_step(tmp_path: Path) -> None:
+    folder = tmp_path / "corpus"
+    utterances = write_corpus(folder, 3, seconds=0.5)
+    sf.write(str(folder / "short.wav"), phones(0.1, seed=9), RATE)
+    sf.write(str(folder / "rate8k.wav"), phones(0.5, seed=8, sample_rate=8000), 8000)
+    utterances = fill_headers(load_corpus(folder), progress=False)
+    segment = RATE // 4
+
+    def crops(**options: object) -> RandomCrops:
+        settings: dict = {
+            "sample_rate": RATE,
+            "segment_samples": segment,
+            "batch_size": 16,
+            "seed": 3,
+            **options,
+        }
+        return RandomCrops(utterances, **settings)
+
+    windowed, cached = crops(), crops(cache=True)
+    batch = windowed[5]
+    assert batch.shape == (16, segment) and batch.dtype == torch.float32
+    assert torch.equal(batch, windowed[5])  # no hidden sampler state
+    assert not torch.equal(batch, windowed[6]) and not torch.equal(batch, crops(rank=1)[5])
+    # Windowed decoding (a slice of the file, resampled when needed) matches the decoded-once cache.
+    ids = [utterances[index].id for index, _ in windowed.choose(5)]
+    for row, utterance_id in enumerate(ids):
+        tolerance = 1e-2 if utterance_id == "rate8k" else 1e-4  # resampling a slice vs the whole file
+        assert torch.allclose(cached[5][row], batch[row], atol=tolerance), utterance_id
+    assert "rate8k" in ids
+    # short.wav (0.1 s) is used whole and zero-padded
+    assert windowed.num_short == 1
+    with_short = [
+        (step, row)
+        for step in range(20)
+        for row, (index, _) in enumerate(windowed.choose(step))
+        if utterances[index].id == "short"
+    ]
+    assert with_short
+    for step, row in with_short[:3]:
+        crop = windowed[step][row]
+        assert crop[: RATE // 10].abs().max() > 0 and crop[RATE // 10 :].abs().max() == 0
+    # A DataLoader with a worker process gives the same batches (the crops' randomness is per step).
+    loader = torch.utils.data.DataLoader(windowed, batch_size=None, sampler=range(5, 7), num_workers=1)
+    assert all(torch.equal(got, windowed[step]) for got, step in zip(loader, (5, 6), strict=True))
+
+
+def test_hold_out_is_deterministic_and_keeps_training_data() -> None:
+    utterances = [Utterance(f"u{index}", Path(f"u{index}.wav"), 16000, RATE) for index in range(10)]
+    train, valid = hold_out(utterances, 3, seed=0)
+    assert len(valid) == 3 and len(train) == 7 and not {u.id for u in train} & {u.id for u in valid}
+    assert hold_out(utterances, 3, seed=0) == (train, valid)
+    assert hold_out(utterances, 3, seed=1) != (train, valid)
+    assert hold_out(utterances[:1], 3, seed=0) == (utterances[:1], [])  # a single file is never held out
+
+
+def test_codebook_usage_and_perplexity() -> None:
+    usage = CodebookUsage(num_codebooks=2, codebook_size=4)
+    usage.update(torch.tensor([[[0, 1, 2, 3], [0, 0, 0, 0]]]))  # [B=1, K=2, F=4]
+    summary = usage.summary()
+    assert summary.usage.tolist() == [1.0, 0.25] and summary.frames == 4
+    assert summary.perplexity.tolist() == pytest.approx([4.0, 1.0])
+    usage.reset()
+    assert usage.summary().usage.tolist() == [0.0, 0.0]
+
+
+def test_checkpoint_round_trip_with_weights_only(tmp_path: Path) -> None:
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    np.random.seed(1)
+    states = rng_states()
+    expected = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    path = save_checkpoint(
+        tmp_path / CHECKPOINT_FILE,
+        {
+            "step": 7,
+            "config": {"train": {"seed": 0}},
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": {"step": 7},
+            "rng": states,
+            "sampler": {"seed": 0, "step": 7},
+            "run": {"data": "somewhere"},
+            "validation": {},
+        },
+    )
+    raw = torch.load(path, weights_only=True)  # plain data only: nothing in the file can run code
+    assert raw["step"] == 7 and raw["format"] == "vqaudio-training-state"
+    loaded = load_checkpoint(path)
+    restore_rng_states(loaded["rng"])
+    assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
+    assert __import__("random").random() == expected[2]
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]  # no temporary file left
+
+
+# --------------------------------------------------------------------------------------------------
+# Training runs
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_training_halves_the_mel_distance_and_uses_the_codebooks(tmp_path: Path) -> None:
+    """400 steps of 8 x 0.25 s crops from 10 s of synthetic speech by 20 "speakers" (about 20 s on one core);
+    4 other speakers held out."""
+    utterances = write_corpus(tmp_path / "corpus", 24, seconds=0.5)
+    train, valid = utterances[:20], utterances[20:]
+    result = train_tokenizer(tiny_training_config(), train, valid, tmp_path / "run", progress=False)
+
+    validations = [row for row in read_metrics(tmp_path / "run" / "metrics.jsonl") if row["kind"] == "valid"]
+    before, after = validations[0], validations[-1]
+    assert (before["step"], after["step"], result.step) == (0, 400, 400)
+    tokenizer = Tokenizer.load(tmp_path / "run")
+    usage = CodebookUsage(tokenizer.num_codebooks, tokenizer.codebook_size)
+    for utterance in train:
+        usage.update(tokenizer.model.encode(load_audio(utterance.path, RATE)[None]))
+    train_usage = usage.summary().usage.tolist()
+    print(
+        f"\nheld-out mel distance {before['mel_distance']:.3f} -> {after['mel_distance']:.3f} "
+        f"(ratio {after['mel_distance'] / before['mel_distance']:.2f}) after {result.step} steps; "
+        f"codebook usage on the 10 s of training audio {[round(u, 2) for u in train_usage]}, on the 2 s "
+        f"held out {[round(u, 2) for u in after['codebook_usage']]} (of {tokenizer.codebook_size} codes); "
+        f"{result.audio_seconds_per_second:.1f} s of audio trained per second"
+    )
+    assert after["mel_distance"] <= 0.5 * before["mel_distance"]
+    assert min(train_usage) > 0.5
+    assert tokenizer.training["steps"] == 400 and tokenizer.training["validation"]["step"] == 400
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
+    tmp_path: Path, small_corpus: tuple[list[Utterance], list[Utterance]]
+) -> None:
+    train, valid = small_corpus
+    # dead_code_steps=3: code restarts (random draws) happen on both sides of the interruption
+    config = tiny_training_config(
+        **{"train.max_steps": 12, "train.log_every": 2, "model.quantizer.dead_code_steps": 3}
+    )
+    straight = train_tokenizer(config, train, valid, tmp_path / "straight", progress=False)
+    first = train_tokenizer(config, train, valid, tmp_path / "resumed", until_step=6, progress=False)
+    assert first.step == 6 and load_checkpoint(tmp_path / "resumed" / CHECKPOINT_FILE)["step"] == 6
+    second = train_tokenizer(config, train, valid, tmp_path / "resumed", progress=False)
+    assert (second.start_step, second.step, straight.step) == (6, 12, 12)
+
+    a = load_checkpoint(tmp_path / "straight" / CHECKPOINT_FILE)
+    b = load_checkpoint(tmp_path / "resumed" / CHECKPOINT_FILE)
+    assert state_dicts_equal(a["model"], b["model"]) == []
+    moments_a, moments_b = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert all(torch.equal(moments_a[k]["exp_avg_sq"], moments_b[k]["exp_avg_sq"]) for k in moments_a)
+    # The logs read like one run: the same training rows, without duplicates.
+    rows = [read_metrics(tmp_path / name / "metrics.jsonl") for name in ("straight", "resumed")]
+    losses = [[(r["step"], r["loss"]) for r in run if r["kind"] == "train"] for run in rows]
+    assert losses[0] == losses[1] and [s for s, _ in losses[0]] == [2, 4, 6, 8, 10, 12]
+
+
+@pytest.mark.parametrize("how", ["signal", "exception"])
+def test_ctrl_c_writes_a_checkpoint_and_no_partial_files(
+    tmp_path: Path,
+    small_corpus: tuple[list[Utterance], list[Utterance]],
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    """First Ctrl-C (SIGINT): the step finishes, then a checkpoint. A KeyboardInterrupt raised inside a step
+    (second Ctrl-C): a checkpoint of the last finished step."""
+    train, valid = small_corpus
+    config = tiny_training_config(**{"train.max_steps": 8, "train.checkpoint_every": 2})
+    original = Trainer.train_step
+    calls = []
+
+    def interrupted_step(self: Trainer, batch: torch.Tensor) -> object:
+        calls.append(self.step)
+        if len(calls) == 3 and how == "exception":
+            raise KeyboardInterrupt
+        result = original(self, batch)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_step)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train_tokenizer(config, train, valid, out, progress=False)
+    expected_step = 3 if how == "signal" else 2
+    assert load_checkpoint(out / CHECKPOINT_FILE)["step"] == expected_step
+    assert Tokenizer.load(out).training["steps"] == expected_step
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [CHECKPOINT_FILE, "config.json", "metrics.jsonl", "model.safetensors", "tensorboard"]
+    )  # no temporary (".name.XXXX") files
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert train_tokenizer(config, train, valid, out, progress=False).step == 8
+
+
+# --------------------------------------------------------------------------------------------------
+# The command line
+# --------------------------------------------------------------------------------------------------
+def test_cli_trains_resumes_and_refuses_another_architecture(
+    tmp_path: Path, small_corpus: tuple[list[Utterance], list[Utterance]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = small_corpus[0][0].path.parent
+    out = tmp_path / "run"
+    args = ["train", str(RECIPES / "tiny.yaml"), "--data", str(data), "--out", str(out), "--no-progress"]
+    args += [
+        "--max-steps",
+        "6",
+        "--threads",
+        "1",
+        "--set",
+        "train.checkpoint_every=4",
+        "--set",
+        "train.batch_size=2",
+    ]
+    assert main(args) == 0
+    for name in ("model.safetensors", "config.json", "metrics.jsonl", CHECKPOINT_FILE):
+        assert (out / name).is_file(), name
+    assert any((out / "tensorboard").iterdir())
+    tokenizer = Tokenizer.load(out)
+    meta = tokenizer.training
+    assert meta["steps"] == 6 and meta["complete"] and meta["recipe"].endswith("tiny.yaml")
+    assert meta["data"]["source"] == str(data) and meta["data"]["utterances"] == 5  # 2 of 7 held out
+    assert meta["valid"]["utterances"] == 2 and meta["validation"]["step"] == 6
+    assert tokenizer.config.train.max_steps == 6 and tokenizer.config.train.batch_size == 2
+    rows = read_metrics(out / "metrics.jsonl")
+    assert {row["kind"] for row in rows} == {"train", "valid"}
+    assert all(len(row["codebook_usage"]) == 4 for row in rows)
+    codes = tokenizer.encode(torch.from_numpy(phones(0.5, seed=1)), RATE)
+    assert codes.shape == (4, 25)
+
+    # The same command again resumes (nothing left to do); more steps continue the run.
+    assert main(args) == 0
+    assert main([*args, "--max-steps", "8"]) == 0
+    assert Tokenizer.load(out).training["steps"] == 8
+    capsys.readouterr()
+    # Another architecture in the same folder, or starting over, needs --overwrite.
+    assert main([*args, "--set", "model.latent_dim=16"]) == 1
+    assert "another architecture" in capsys.readouterr().err
+    assert main([*args, "--no-resume"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--no-resume", "--overwrite", "--max-steps", "2"]) == 0
+    assert Tokenizer.load(out).training["steps"] == 2
+    assert [row["step"] for row in read_metrics(out / "metrics.jsonl") if row["kind"] == "valid"] == [0, 2]
+
+
+@pytest.mark.parametrize(
+    "recipe_text, message",
+    [
+        ("train:\n  batch_sise: 4\n", "unknown key(s) ['batch_sise']"),
+        ("train:\n  batch_size: four\n", "train.batch_size: expected an integer"),
+    ],
+)
+def test_cli_rejects_a_bad_recipe_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], recipe_text: str, message: str
+) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe_text)
+    (tmp_path / "data").mkdir()
+    args = ["train", str(recipe), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("error:") and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_rejects_an_unknown_override(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", str(RECIPES / "tiny.yaml"), "--data", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert main([*args, "--set", "train.max_stpes=3"]) == 1
+    assert "--set train.max_stpes=3: no config field" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------------
+# Data parallel
+# --------------------------------------------------------------------------------------------------
+def _ddp_worker(rank: int, world_size: int, port: int, folder: str, paths: Sequence[str]) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )
+    from vqaudio.training.distributed import init_distributed, shutdown_distributed
+
+    torch.set_num_threads(1)
+    context = init_distributed(torch.device("cpu"))
+    utterances = fill_headers([Utterance(Path(p).stem, Path(p), None, None) for p in paths], progress=False)
+    config = tiny_training_config(
+        **{"train.max_steps": 6, "train.batch_size": 2, "model.quantizer.dead_code_steps": 2}
+    )
+    trainer = Trainer(
+        config, utterances[:-1], utterances[-1:], Path(folder) / "run", context=context, progress=False
+    )
+    trainer.fit()
+    torch.save(trainer.model.state_dict(), Path(folder) / f"rank{rank}.pt")
+    # Both ranks saw different crops: the identical weights below come from gradient averaging, not chance.
+    torch.save(trainer.crops[0], Path(folder) / f"batch{rank}.pt")
+    trainer.close()
+    shutdown_distributed()
+
+
+@pytest.mark.slow
+def test_two_process_ddp_keeps_replicas_identical(
+    tmp_path: Path, small_corpus: tuple[list[Utterance], list[Utterance]]
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    paths = [str(u.path) for u in (*small_corpus[0], *small_corpus[1])]
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, port, str(tmp_path), paths), nprocs=2, join=True)
+    replicas = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert state_dicts_equal(*replicas) == []
+    assert not torch.equal(*(torch.load(tmp_path / f"batch{rank}.pt") for rank in (0, 1)))
+    checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)  # written by rank 0 only
+    assert checkpoint["step"] == 6 and checkpoint["run"]["world_size"] == 2
+    assert state_dicts_equal(checkpoint["model"], replicas[0]) == []
+    released = Tokenizer.load(tmp_path / "run").model.state_dict()
+    assert state_dicts_equal(released, replicas[0]) == []
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["world_size"] == 2

@@ -1,0 +1,52 @@
+"""``vqaudio demo``: the main job on the embedded model, end to end, in one command.
+
+Tokenizes the example clips (``examples/``) to a token file and resynthesizes them, printing the bitrate,
+the token count and where the WAVs are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def demo_command(
+    input: Path | None = typer.Argument(
+        None, help="Audio to tokenize: folder, file, list or manifest (default: the bundled examples/)."
+    ),
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for tokens.npy and the resynthesized WAVs."),
+    model: str | None = typer.Option(None, "--model", help="Model folder or file (default: the embedded model)."),
+    n_q: int | None = typer.Option(None, "--n-q", min=1, help="Codebooks to use (residual models)."),
+) -> None:
+    """Tokenize the example clips with the embedded model and resynthesize them."""
+    from vqaudio.tokenfile import resynthesize_tokens, tokenize_corpus
+    from vqaudio.tokenizer import Tokenizer
+
+    source = input if input is not None else EXAMPLES
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no example clips here; pass a folder of audio files to `vqaudio demo`")
+    tok = Tokenizer.load(model)
+    data = (tok.training or {}).get("data", "unknown data")
+    trained = f"{data.get('hours', 0):.2f} h of {data.get('source')}" if isinstance(data, dict) else str(data)
+    typer.echo(f"model: {tok.name} ({tok.num_parameters / 1e6:.1f} M parameters, trained on {trained})")
+    typer.echo(
+        f"       {tok.sample_rate} Hz, {tok.frame_rate:g} frames/s, {tok.num_codebooks} codebooks of "
+        f"{tok.codebook_size}: {tok.bitrate_at(n_q or tok.num_codebooks) / 1000:.2f} kbps"
+    )
+    tokens = out / "tokens.npy"
+    summary = tokenize_corpus(tok, source, tokens, n_q=n_q, overwrite=True)
+    typer.echo(summary.line())
+    wavs = resynthesize_tokens(tok, tokens, out / "resynth", overwrite=True)
+    typer.echo(
+        f"{summary.num_frames * summary.n_q} tokens ({summary.num_frames} frames x {summary.n_q} codebooks) "
+        f"for {summary.seconds:.1f} s of audio at {summary.bitrate / 1000:.2f} kbps"
+    )
+    typer.echo(f"resynthesized {len(wavs)} WAVs in {out / 'resynth'}/ (originals: {source})")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``vqaudio demo`` to the app."""
+    app.command("demo")(demo_command)
