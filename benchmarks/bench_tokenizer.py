@@ -117,7 +117,9 @@ def _run_child(system: str, op: str, threads: int, seconds: float, args: argpars
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", help="a trained model folder (default: random weights of --recipe)")
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "rvq_mel.yaml"))
     parser.add_argument("--lengths", default="10,600", help="input lengths in seconds, comma-separated")
@@ -143,7 +145,9 @@ def main() -> None:
 
         systems = ["vqaudio"] if args.no_encodec else ["vqaudio", "encodec"]
     except ImportError:
-        print("encodec is not installed (pip install --no-deps encodec einops): no comparison", file=sys.stderr)
+        print(
+            "encodec is not installed (pip install --no-deps encodec einops): no comparison", file=sys.stderr
+        )
         systems = ["vqaudio"]
     rows = []
     for seconds in lengths:

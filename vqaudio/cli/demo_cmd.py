@@ -17,8 +17,12 @@ def demo_command(
     input: Path | None = typer.Argument(
         None, help="Audio to tokenize: folder, file, list or manifest (default: the bundled examples/)."
     ),
-    out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for tokens.npy and the resynthesized WAVs."),
-    model: str | None = typer.Option(None, "--model", help="Model folder or file (default: the embedded model)."),
+    out: Path = typer.Option(
+        Path("demo_out"), "--out", help="Folder for tokens.npy and the resynthesized WAVs."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="Model folder or file (default: the embedded model)."
+    ),
     n_q: int | None = typer.Option(None, "--n-q", min=1, help="Codebooks to use (residual models)."),
 ) -> None:
     """Tokenize the example clips with the embedded model and resynthesize them."""
@@ -27,7 +31,9 @@ def demo_command(
 
     source = input if input is not None else EXAMPLES
     if not source.exists():
-        raise FileNotFoundError(f"{source}: no example clips here; pass a folder of audio files to `vqaudio demo`")
+        raise FileNotFoundError(
+            f"{source}: no example clips here; pass a folder of audio files to `vqaudio demo`"
+        )
     tok = Tokenizer.load(model)
     data = (tok.training or {}).get("data", "unknown data")
     trained = f"{data.get('hours', 0):.2f} h of {data.get('source')}" if isinstance(data, dict) else str(data)

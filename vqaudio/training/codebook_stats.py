@@ -1,9 +1,9 @@
-"""Codebook usage and perplexity: is every code earning its bits?
+"""Codebook usage and perplexity over training steps: is every code earning its bits?
 
-Usage is the fraction of a codebook's codes that occur at least once; perplexity is ``exp`` of the entropy
-of the code histogram (the "effective number of codes", as reported for VQ-VAE codebooks since van den Oord
-et al., 2017, https://arxiv.org/abs/1711.00937). A collapsed codebook shows low usage and a perplexity far
-below ``codebook_size``; ``log2(perplexity)`` is the bits a code actually carries.
+An accumulator on top of ``vqaudio.evaluation.codebook_stats``, which computes the numbers. Usage is the
+fraction of a codebook's codes that occur at least once; perplexity is 2 ** (entropy in bits) of the code
+histogram, the "effective number of codes" (van den Oord et al., 2017, https://arxiv.org/abs/1711.00937).
+A collapsed codebook shows low usage and a perplexity far below ``codebook_size``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from vqaudio.evaluation.codebook_stats import code_histograms, usage_from_histograms
+
 
 class CodebookSummary(NamedTuple):
     """Per-codebook statistics of the codes counted so far.
 
     usage: [K] fraction of each codebook's codes seen at least once, in [0, 1].
-    perplexity: [K] exp(entropy) of each codebook's histogram, in [1, codebook_size] (0 before any code).
+    perplexity: [K] 2 ** entropy (bits) of each histogram, in [1, codebook_size] (0 before any code).
     frames: code frames counted (in the codebook that saw the most).
     """
 
@@ -54,16 +56,13 @@ class CodebookUsage:
                 f"CodebookUsage.update expects codes [B, K <= {self.num_codebooks}, F], "
                 f"got {tuple(codes.shape)}"
             )
-        used = codes.shape[1]
-        flat = codes.detach().transpose(0, 1).reshape(used, -1).cpu().long()  # [K', B * F]
-        offsets = torch.arange(used)[:, None] * self.codebook_size
-        histogram = torch.bincount((flat + offsets).reshape(-1), minlength=used * self.codebook_size)
-        self.counts[:used] += histogram.reshape(used, self.codebook_size).double()
+        histogram = code_histograms(codes, self.codebook_size)  # [K', C]
+        self.counts[: codes.shape[1]] += torch.from_numpy(histogram).double()
 
     def summary(self) -> CodebookSummary:
-        totals = self.counts.sum(dim=1, keepdim=True)  # [K, 1]
-        usage = (self.counts > 0).double().mean(dim=1)
-        probabilities = self.counts / totals.clamp_min(1.0)
-        entropy = -(probabilities * probabilities.clamp_min(1e-30).log()).sum(dim=1)
-        perplexity = torch.where(totals[:, 0] > 0, entropy.exp(), torch.zeros_like(entropy))
-        return CodebookSummary(usage.float(), perplexity.float(), int(totals.max()))
+        stats = usage_from_histograms(self.counts)
+        return CodebookSummary(
+            usage=torch.tensor([s.used_fraction for s in stats]),
+            perplexity=torch.tensor([s.perplexity for s in stats]),
+            frames=max(s.num_codes for s in stats),
+        )
