@@ -13,7 +13,14 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from vqaudio.config import QuantizerConfig
-from vqaudio.quantization import GroupVQ, Quantizer, ResidualVQ, VectorQuantizer, build_quantizer
+from vqaudio.quantization import (
+    CodebookOptions,
+    GroupVQ,
+    Quantizer,
+    ResidualVQ,
+    VectorQuantizer,
+    build_quantizer,
+)
 
 
 def latents(batch: int = 4, dim: int = 8, frames: int = 16, seed: int = 0) -> torch.Tensor:
@@ -25,9 +32,9 @@ def frames_of(z: torch.Tensor) -> torch.Tensor:
     return z.transpose(1, 2).reshape(-1, z.shape[1])
 
 
-def fixed_codebook_options() -> dict:
+def fixed_codebook_options(codebook_size: int) -> CodebookOptions:
     """Codebooks that do not change during forward: no EMA, no k-means, no restarts."""
-    return {"ema": False, "kmeans_init": False, "dead_code_steps": 0}
+    return CodebookOptions(codebook_size=codebook_size, ema=False, kmeans_init=False, dead_code_steps=0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -36,7 +43,9 @@ def fixed_codebook_options() -> dict:
 @pytest.mark.parametrize("codebook_dim", [None, 3], ids=["plain", "factorised"])
 def test_nearest_code_equals_brute_force_search(codebook_dim: int | None) -> None:
     torch.manual_seed(0)
-    vq = VectorQuantizer(8, 64, codebook_dim=codebook_dim, kmeans_init=False).eval()
+    vq = VectorQuantizer(
+        8, CodebookOptions(codebook_size=64, codebook_dim=codebook_dim, kmeans_init=False)
+    ).eval()
     z = latents(batch=3, frames=50)
 
     def brute_force(vq: VectorQuantizer, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +70,7 @@ def test_nearest_code_equals_brute_force_search(codebook_dim: int | None) -> Non
 
 def test_straight_through_gradient_reaches_input_unchanged() -> None:
     torch.manual_seed(0)
-    vq = VectorQuantizer(8, 16, **fixed_codebook_options()).train()
+    vq = VectorQuantizer(8, fixed_codebook_options(16)).train()
     z = latents().requires_grad_()
     out = vq(z)
     upstream = torch.randn_like(z)
@@ -76,7 +85,9 @@ def test_straight_through_gradient_reaches_input_unchanged() -> None:
 def test_residual_vq_output_has_one_straight_through_gradient() -> None:
     """However many stages an example uses, d(quantized)/dz is the identity (not n_q times it)."""
     torch.manual_seed(0)
-    rvq = ResidualVQ(8, 4, 16, kmeans_init=False, quantizer_dropout=0.5).train()
+    rvq = ResidualVQ(
+        8, 4, CodebookOptions(codebook_size=16, kmeans_init=False), quantizer_dropout=0.5
+    ).train()
     z = latents(batch=16).requires_grad_()
     upstream = torch.randn_like(z)
     (grad,) = torch.autograd.grad(rvq(z).quantized, z, upstream)
@@ -85,7 +96,9 @@ def test_residual_vq_output_has_one_straight_through_gradient() -> None:
 
 def test_ema_moves_codes_toward_their_assigned_vectors() -> None:
     torch.manual_seed(0)
-    vq = VectorQuantizer(4, 8, ema_decay=0.9, kmeans_init=False, dead_code_steps=0)
+    vq = VectorQuantizer(
+        4, CodebookOptions(codebook_size=8, ema_decay=0.9, kmeans_init=False, dead_code_steps=0)
+    )
     z = latents(dim=4, frames=32)
     x = frames_of(z)
 
@@ -111,7 +124,9 @@ def test_ema_moves_codes_toward_their_assigned_vectors() -> None:
 def test_dead_codes_are_restarted_on_input_vectors_and_then_used() -> None:
     torch.manual_seed(0)
     dead_code_steps = 3
-    vq = VectorQuantizer(4, 16, kmeans_init=False, dead_code_steps=dead_code_steps)
+    vq = VectorQuantizer(
+        4, CodebookOptions(codebook_size=16, kmeans_init=False, dead_code_steps=dead_code_steps)
+    )
     with torch.no_grad():  # codes 8..15 are far from every input: never chosen
         vq.codebook[8:] += 100.0
         vq.ema_sum.copy_(vq.codebook)
@@ -131,7 +146,7 @@ def test_dead_codes_are_restarted_on_input_vectors_and_then_used() -> None:
 
 def test_without_restarts_dead_codes_stay_dead() -> None:
     torch.manual_seed(0)
-    vq = VectorQuantizer(4, 16, kmeans_init=False, dead_code_steps=0)
+    vq = VectorQuantizer(4, CodebookOptions(codebook_size=16, kmeans_init=False, dead_code_steps=0))
     with torch.no_grad():
         vq.codebook[8:] += 100.0
         vq.ema_sum.copy_(vq.codebook)
@@ -151,7 +166,9 @@ def test_kmeans_init_lowers_quantization_error() -> None:
 
     def error_after_first_batch(kmeans_init: bool) -> float:
         torch.manual_seed(0)
-        vq = VectorQuantizer(8, 16, ema=False, kmeans_init=kmeans_init, dead_code_steps=0)
+        vq = VectorQuantizer(
+            8, CodebookOptions(codebook_size=16, ema=False, kmeans_init=kmeans_init, dead_code_steps=0)
+        )
         vq.train()(z)
         assert bool(vq.initialized)
         vq.eval()
@@ -164,7 +181,7 @@ def test_kmeans_init_lowers_quantization_error() -> None:
 
 def test_eval_mode_never_changes_the_codebook() -> None:
     torch.manual_seed(0)
-    vq = VectorQuantizer(8, 16, dead_code_steps=1)
+    vq = VectorQuantizer(8, CodebookOptions(codebook_size=16, dead_code_steps=1))
     z = latents()
     vq.train()(z)
     state = {name: tensor.clone() for name, tensor in vq.state_dict().items()}
@@ -180,7 +197,7 @@ def test_eval_mode_never_changes_the_codebook() -> None:
 # --------------------------------------------------------------------------------------------------
 def test_each_residual_stage_lowers_the_error() -> None:
     torch.manual_seed(0)
-    rvq = ResidualVQ(8, 4, 16, quantizer_dropout=0.5)
+    rvq = ResidualVQ(8, 4, CodebookOptions(codebook_size=16), quantizer_dropout=0.5)
     z = latents(batch=16, frames=32)
     rvq.train()
     for _ in range(10):
@@ -195,7 +212,9 @@ def test_each_residual_stage_lowers_the_error() -> None:
 def test_every_stage_commitment_loss_reaches_the_encoder(codebook_dim: int | None) -> None:
     """The EnCodec bug (encodec#25): residual - straight-through output leaves stages > 0 without gradient."""
     torch.manual_seed(0)
-    rvq = ResidualVQ(8, 4, 16, codebook_dim=codebook_dim, quantizer_dropout=0.0).train()
+    rvq = ResidualVQ(
+        8, 4, CodebookOptions(codebook_size=16, codebook_dim=codebook_dim), quantizer_dropout=0.0
+    ).train()
     z = latents().requires_grad_()
     out = rvq(z)
     for stage in range(4):
@@ -205,7 +224,7 @@ def test_every_stage_commitment_loss_reaches_the_encoder(codebook_dim: int | Non
 
 def test_quantizer_dropout_gives_valid_decodes_for_every_n_q() -> None:
     torch.manual_seed(0)
-    rvq = ResidualVQ(8, 4, 16, quantizer_dropout=0.5)
+    rvq = ResidualVQ(8, 4, CodebookOptions(codebook_size=16), quantizer_dropout=0.5)
     z = latents(batch=8)
     rvq.train()
     for _ in range(3):
@@ -225,7 +244,7 @@ def test_quantizer_dropout_gives_valid_decodes_for_every_n_q() -> None:
 def test_quantizer_dropout_makes_some_examples_use_fewer_stages() -> None:
     torch.manual_seed(0)
     num_codebooks = 4
-    rvq = ResidualVQ(8, num_codebooks, 16, quantizer_dropout=0.5, **fixed_codebook_options()).train()
+    rvq = ResidualVQ(8, num_codebooks, fixed_codebook_options(16), quantizer_dropout=0.5).train()
     z = latents(batch=32)
     out = rvq(z)
     assert out.codes.shape == (32, num_codebooks, 16)
@@ -246,7 +265,7 @@ def test_quantizer_dropout_makes_some_examples_use_fewer_stages() -> None:
 def test_losses_of_dropped_stages_are_excluded() -> None:
     torch.manual_seed(0)
     # dropout 1: every example draws n_q from [1, 2), so stage 1 serves no example
-    rvq = ResidualVQ(8, 2, 16, quantizer_dropout=1.0, **fixed_codebook_options()).train()
+    rvq = ResidualVQ(8, 2, fixed_codebook_options(16), quantizer_dropout=1.0).train()
     z = latents().requires_grad_()
     out = rvq(z)
     assert float(out.commitment_loss.detach()[1]) == 0.0 and float(out.codebook_loss.detach()[1]) == 0.0
@@ -263,7 +282,7 @@ def test_losses_of_dropped_stages_are_excluded() -> None:
 # --------------------------------------------------------------------------------------------------
 def test_group_vq_shapes_and_round_trip() -> None:
     torch.manual_seed(0)
-    gvq = GroupVQ(8, 4, 16)
+    gvq = GroupVQ(8, 4, CodebookOptions(codebook_size=16))
     z = latents(batch=3, frames=10)
     out = gvq.train()(z)
     assert out.quantized.shape == z.shape
@@ -282,7 +301,7 @@ def test_group_vq_shapes_and_round_trip() -> None:
 
 
 def test_group_vq_rejects_n_q() -> None:
-    gvq = GroupVQ(8, 4, 16).eval()
+    gvq = GroupVQ(8, 4, CodebookOptions(codebook_size=16)).eval()
     z = latents()
     assert gvq.encode(z, n_q=4).shape == (4, 4, 16)
     with pytest.raises(ValueError, match="group VQ needs all num_codebooks=4"):
@@ -302,12 +321,12 @@ def trained(quantizer: Quantizer, steps: int = 3) -> Quantizer:
 
 
 FAMILIES = {
-    "vq": lambda: VectorQuantizer(8, 16),
-    "rvq": lambda: ResidualVQ(8, 3, 16),
-    "rvq_factorised": lambda: ResidualVQ(8, 3, 16, codebook_dim=4),
-    "rvq_gradient_codebook": lambda: ResidualVQ(8, 3, 16, ema=False),
-    "group": lambda: GroupVQ(8, 2, 16),
-    "group_factorised": lambda: GroupVQ(8, 2, 16, codebook_dim=2),
+    "vq": lambda: VectorQuantizer(8, CodebookOptions(codebook_size=16)),
+    "rvq": lambda: ResidualVQ(8, 3, CodebookOptions(codebook_size=16)),
+    "rvq_factorised": lambda: ResidualVQ(8, 3, CodebookOptions(codebook_size=16, codebook_dim=4)),
+    "rvq_gradient_codebook": lambda: ResidualVQ(8, 3, CodebookOptions(codebook_size=16, ema=False)),
+    "group": lambda: GroupVQ(8, 2, CodebookOptions(codebook_size=16)),
+    "group_factorised": lambda: GroupVQ(8, 2, CodebookOptions(codebook_size=16, codebook_dim=2)),
 }
 
 
@@ -346,7 +365,7 @@ def test_state_dict_strict_round_trip(family: str, tmp_path: Path) -> None:
 
 
 def test_inputs_are_validated() -> None:
-    rvq = ResidualVQ(8, 3, 16).eval()
+    rvq = ResidualVQ(8, 3, CodebookOptions(codebook_size=16)).eval()
     with pytest.raises(ValueError, match=r"D=8, got shape \(4, 16, 8\)"):
         rvq(latents().transpose(1, 2))
     with pytest.raises(ValueError, match="expects latents"):
@@ -366,13 +385,13 @@ def test_inputs_are_validated() -> None:
     with pytest.raises(ValueError, match="unsqueeze"):
         rvq.decode(torch.zeros(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="K = 1"):
-        VectorQuantizer(8, 16).decode(torch.zeros(1, 2, 4, dtype=torch.long))
+        VectorQuantizer(8, CodebookOptions(codebook_size=16)).decode(torch.zeros(1, 2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="divisible"):
-        GroupVQ(10, 4, 16)
+        GroupVQ(10, 4, CodebookOptions(codebook_size=16))
     with pytest.raises(ValueError, match="codebook_dim"):
-        VectorQuantizer(8, 16, codebook_dim=9)
+        VectorQuantizer(8, CodebookOptions(codebook_size=16, codebook_dim=9))
     with pytest.raises(ValueError, match="quantizer_dropout"):
-        ResidualVQ(8, 2, 16, quantizer_dropout=1.5)
+        ResidualVQ(8, 2, CodebookOptions(codebook_size=16), quantizer_dropout=1.5)
 
 
 def test_build_quantizer_follows_the_config() -> None:
@@ -384,9 +403,83 @@ def test_build_quantizer_follows_the_config() -> None:
     assert (rvq.dim, rvq.num_codebooks, rvq.codebook_size, rvq.quantizer_dropout) == (16, 3, 32, 0.25)
     assert rvq.codebooks().shape == (3, 32, 4)
     assert isinstance(rvq.stages[0].codebook, torch.nn.Parameter)
+    assert all(stage.options == CodebookOptions.from_config(config) for stage in rvq.stages)
     gvq = build_quantizer(16, dataclasses.replace(config, kind="group", num_codebooks=4, codebook_dim=None))
     assert isinstance(gvq, GroupVQ)
     assert gvq.codebooks().shape == (4, 32, 4)
+
+
+def test_codebook_options_defaults_and_from_config_follow_quantizer_config() -> None:
+    assert CodebookOptions.from_config(QuantizerConfig()) == CodebookOptions()
+    # every per-codebook field is carried over, not just the ones whose default differs
+    changed = {
+        "codebook_size": 32,
+        "codebook_dim": 4,
+        "commitment_weight": 0.5,
+        "codebook_weight": 2.0,
+        "ema": False,
+        "ema_decay": 0.9,
+        "laplace_epsilon": 1e-3,
+        "kmeans_init": False,
+        "kmeans_iters": 3,
+        "dead_code_steps": 7,
+    }
+    assert set(changed) == {option.name for option in dataclasses.fields(CodebookOptions)}
+    options = CodebookOptions.from_config(QuantizerConfig(**changed))
+    assert dataclasses.asdict(options) == changed
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"codebook_size": 1}, "codebook_size must be at least 2, got 1"),
+        ({"codebook_dim": 0}, "codebook_dim must be None or at least 1, got 0"),
+        ({"commitment_weight": -0.1}, "loss weights must be >= 0"),
+        ({"codebook_weight": -1.0}, "loss weights must be >= 0"),
+        ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\) with ema=True, got 1.0"),
+        ({"laplace_epsilon": 0.0}, "laplace_epsilon must be > 0 with ema=True"),
+        ({"kmeans_iters": 0}, "kmeans_iters must be at least 1 with kmeans_init=True"),
+        ({"dead_code_steps": -1}, "dead_code_steps must be >= 0, got -1"),
+    ],
+)
+def test_codebook_options_reject_invalid_values(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CodebookOptions(**overrides)
+
+
+def test_codebook_options_checks_are_conditional_and_types_are_checked() -> None:
+    # settings of a switched-off feature are not checked
+    CodebookOptions(ema=False, ema_decay=1.0, laplace_epsilon=0.0)
+    CodebookOptions(kmeans_init=False, kmeans_iters=0)
+    with pytest.raises(TypeError, match=r"codebook_size must be an integer, got 16.0"):
+        CodebookOptions(codebook_size=16.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="dead_code_steps must be an integer, got True"):
+        CodebookOptions(dead_code_steps=True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        CodebookOptions().codebook_size = 8  # type: ignore[misc]
+    # the old keyword signatures: a codebook size where the options go is caught at the boundary
+    for build, caller in [
+        (lambda: VectorQuantizer(8, 16), "VectorQuantizer"),
+        (lambda: ResidualVQ(8, 2, 16), "ResidualVQ"),
+        (lambda: GroupVQ(8, 2, 16), "GroupVQ"),
+    ]:
+        with pytest.raises(
+            TypeError, match=f"{caller} expects the codebook settings as a CodebookOptions, got int"
+        ):
+            build()
+
+
+def test_checkpoint_key_names_are_stable() -> None:
+    """Trained checkpoints load with strict=True: these names are a file format."""
+    ema_stage = ["codebook", "ema_cluster_size", "ema_sum", "initialized", "steps_unused"]
+    projections = ["project_in.bias", "project_in.weight", "project_out.bias", "project_out.weight"]
+    rvq = build_quantizer(8, QuantizerConfig(num_codebooks=2, codebook_size=4, codebook_dim=2))
+    expected = [f"stages.{stage}.{name}" for stage in range(2) for name in ema_stage + projections]
+    assert sorted(rvq.state_dict()) == sorted(expected)
+    gvq = build_quantizer(8, QuantizerConfig(kind="group", num_codebooks=2, codebook_size=4, ema=False))
+    gradient_stage = ["codebook", "initialized", "steps_unused"]  # the codebook is a parameter, no EMA state
+    expected = [f"groups.{group}.{name}" for group in range(2) for name in gradient_stage]
+    assert sorted(gvq.state_dict()) == sorted(expected)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -398,14 +491,18 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
     try:
         # Everything on: k-means init, EMA, restarts, quantizer dropout; each rank sees other data.
         torch.manual_seed(0)  # identical initial modules, as DDP's initial broadcast would make them
-        rvq = ResidualVQ(8, 3, 16, codebook_dim=4, dead_code_steps=2, quantizer_dropout=0.5)
+        rvq = ResidualVQ(
+            8, 3, CodebookOptions(codebook_size=16, codebook_dim=4, dead_code_steps=2), quantizer_dropout=0.5
+        )
         torch.manual_seed(100 + rank)
         for step in range(4):
             rvq(latents(batch=2 + rank, seed=10 * rank + step) + rank)
         save_file(rvq.state_dict(), f"{out_dir}/all_rank{rank}.safetensors")
         # EMA only: one step on rank-local data equals one step on the concatenated batch
         torch.manual_seed(0)
-        vq = VectorQuantizer(8, 16, kmeans_init=False, dead_code_steps=0, ema_decay=0.5)
+        vq = VectorQuantizer(
+            8, CodebookOptions(codebook_size=16, kmeans_init=False, dead_code_steps=0, ema_decay=0.5)
+        )
         vq(latents(batch=2, seed=rank))
         save_file(vq.state_dict(), f"{out_dir}/ema_rank{rank}.safetensors")
     finally:
@@ -421,7 +518,9 @@ def test_ddp_replicas_keep_identical_codebooks(tmp_path: Path) -> None:
         assert torch.equal(states[0][name], states[1][name]), name
 
     torch.manual_seed(0)
-    single = VectorQuantizer(8, 16, kmeans_init=False, dead_code_steps=0, ema_decay=0.5)
+    single = VectorQuantizer(
+        8, CodebookOptions(codebook_size=16, kmeans_init=False, dead_code_steps=0, ema_decay=0.5)
+    )
     single(torch.cat([latents(batch=2, seed=rank) for rank in range(world_size)]))
     for rank in range(world_size):
         ddp_state = load_file(str(tmp_path / f"ema_rank{rank}.safetensors"))

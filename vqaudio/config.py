@@ -276,7 +276,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "config
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where)
     if origin is typing.Union or origin is types.UnionType:
         if value is None and type(None) in args:

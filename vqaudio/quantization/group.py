@@ -15,7 +15,13 @@ import torch
 from torch import Tensor, nn
 
 from vqaudio.quantization.base import Quantizer, QuantizerOutput
-from vqaudio.quantization.vq import VectorQuantizer, check_codes, check_latents
+from vqaudio.quantization.vq import (
+    CodebookOptions,
+    VectorQuantizer,
+    check_codes,
+    check_latents,
+    check_options,
+)
 
 
 class GroupVQ(Quantizer):
@@ -24,26 +30,13 @@ class GroupVQ(Quantizer):
     Args:
         dim: D, channels of the latents; must be divisible by ``num_codebooks``.
         num_codebooks: G, the number of groups.
-        codebook_size .. dead_code_steps: passed to every group's ``VectorQuantizer`` (of dim D / G;
-            ``codebook_dim`` None means D / G).
+        options: the settings of every group's ``VectorQuantizer`` (of dim D / G; ``codebook_dim`` None
+            means D / G).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        num_codebooks: int,
-        codebook_size: int,
-        codebook_dim: int | None = None,
-        commitment_weight: float = 0.25,
-        codebook_weight: float = 1.0,
-        ema: bool = True,
-        ema_decay: float = 0.99,
-        laplace_epsilon: float = 1e-5,
-        kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-        dead_code_steps: int = 200,
-    ) -> None:
+    def __init__(self, dim: int, num_codebooks: int, options: CodebookOptions = CodebookOptions()) -> None:
         super().__init__()
+        options = check_options(options, "GroupVQ")
         if num_codebooks < 1 or dim % num_codebooks:
             raise ValueError(
                 f"GroupVQ: dim={dim} must split into num_codebooks={num_codebooks} equal groups; "
@@ -51,24 +44,10 @@ class GroupVQ(Quantizer):
             )
         self.dim = dim
         self.num_codebooks = num_codebooks
-        self.codebook_size = codebook_size
+        self.codebook_size = options.codebook_size
+        self.options = options
         self.group_dim = dim // num_codebooks
-        self.groups = nn.ModuleList(
-            VectorQuantizer(
-                self.group_dim,
-                codebook_size,
-                codebook_dim=codebook_dim,
-                commitment_weight=commitment_weight,
-                codebook_weight=codebook_weight,
-                ema=ema,
-                ema_decay=ema_decay,
-                laplace_epsilon=laplace_epsilon,
-                kmeans_init=kmeans_init,
-                kmeans_iters=kmeans_iters,
-                dead_code_steps=dead_code_steps,
-            )
-            for _ in range(num_codebooks)
-        )
+        self.groups = nn.ModuleList(VectorQuantizer(self.group_dim, options) for _ in range(num_codebooks))
 
     def forward(self, z: Tensor, n_q: int | None = None) -> QuantizerOutput:
         """Quantize every group; in training mode also update the codebooks.

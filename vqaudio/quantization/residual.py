@@ -16,7 +16,13 @@ import torch
 from torch import Tensor, nn
 
 from vqaudio.quantization.base import Quantizer, QuantizerOutput
-from vqaudio.quantization.vq import VectorQuantizer, check_codes, check_latents
+from vqaudio.quantization.vq import (
+    CodebookOptions,
+    VectorQuantizer,
+    check_codes,
+    check_latents,
+    check_options,
+)
 
 
 class ResidualVQ(Quantizer):
@@ -25,7 +31,7 @@ class ResidualVQ(Quantizer):
     Args:
         dim: D, channels of the latents.
         num_codebooks: K, the number of stages.
-        codebook_size .. dead_code_steps: passed to every stage's ``VectorQuantizer``.
+        options: the settings of every stage's ``VectorQuantizer`` (each stage has its own codebook).
         quantizer_dropout: in training, the probability that an example uses a random n_q in [1, K)
             instead of all K stages; 0 disables.
     """
@@ -34,19 +40,11 @@ class ResidualVQ(Quantizer):
         self,
         dim: int,
         num_codebooks: int,
-        codebook_size: int,
-        codebook_dim: int | None = None,
-        commitment_weight: float = 0.25,
-        codebook_weight: float = 1.0,
-        ema: bool = True,
-        ema_decay: float = 0.99,
-        laplace_epsilon: float = 1e-5,
-        kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-        dead_code_steps: int = 200,
+        options: CodebookOptions = CodebookOptions(),
         quantizer_dropout: float = 0.5,
     ) -> None:
         super().__init__()
+        options = check_options(options, "ResidualVQ")
         if num_codebooks < 1:
             raise ValueError(f"ResidualVQ: num_codebooks must be at least 1, got {num_codebooks}")
         if not 0.0 <= quantizer_dropout <= 1.0:
@@ -55,24 +53,10 @@ class ResidualVQ(Quantizer):
             )
         self.dim = dim
         self.num_codebooks = num_codebooks
-        self.codebook_size = codebook_size
+        self.codebook_size = options.codebook_size
+        self.options = options
         self.quantizer_dropout = quantizer_dropout
-        self.stages = nn.ModuleList(
-            VectorQuantizer(
-                dim,
-                codebook_size,
-                codebook_dim=codebook_dim,
-                commitment_weight=commitment_weight,
-                codebook_weight=codebook_weight,
-                ema=ema,
-                ema_decay=ema_decay,
-                laplace_epsilon=laplace_epsilon,
-                kmeans_init=kmeans_init,
-                kmeans_iters=kmeans_iters,
-                dead_code_steps=dead_code_steps,
-            )
-            for _ in range(num_codebooks)
-        )
+        self.stages = nn.ModuleList(VectorQuantizer(dim, options) for _ in range(num_codebooks))
 
     def forward(self, z: Tensor, n_q: int | None = None) -> QuantizerOutput:
         """Quantize with the first ``n_q`` stages; in training mode also update the codebooks.

@@ -19,6 +19,7 @@ from rank 0, so DDP replicas keep identical codebooks without relying on DDP's b
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
 import torch
@@ -26,6 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqaudio.config import QuantizerConfig
 from vqaudio.quantization.base import Quantizer, QuantizerOutput
 
 # At most this many distance entries ([rows, codebook_size]) exist at once, so encoding a long file in one
@@ -51,8 +53,93 @@ class CodebookOutput(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------------
+# The settings of one codebook (shared by the quantizer families)
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CodebookOptions:
+    """Everything about one codebook except the size of its input; RVQ stages and groups share one.
+
+    The defaults equal ``QuantizerConfig``'s (the single home of defaults; a test keeps them equal).
+    Settings that depend on the input size (``codebook_dim <= dim``) are checked by ``VectorQuantizer``.
+    """
+
+    codebook_size: int = 1024  # C, number of codes
+    codebook_dim: int | None = None  # code space; None: the input size; smaller: factorised, L2-normalised
+    commitment_weight: float = 0.25  # beta in beta * ||x - sg(q)||^2: keeps the encoder close to its codes
+    codebook_weight: float = 1.0  # weight of ||sg(x) - q||^2, moving codes by gradient (unused with ema)
+    ema: bool = True  # move codes (a buffer) by EMA of their assigned inputs instead of the codebook loss
+    ema_decay: float = 0.99  # EMA decay per training step, in [0, 1)
+    laplace_epsilon: float = 1e-5  # additive smoothing of the EMA cluster sizes, so no code divides by 0
+    kmeans_init: bool = True  # initialise the codebook with k-means on the first training batch
+    kmeans_iters: int = 10  # Lloyd iterations of that k-means
+    dead_code_steps: int = 200  # re-seed a code unused for this many training steps from the batch (0: never)
+
+    def __post_init__(self) -> None:
+        where = "CodebookOptions"
+        for name in ("codebook_size", "kmeans_iters", "dead_code_steps"):
+            _check_integer(getattr(self, name), name, where)
+        if self.codebook_dim is not None:
+            _check_integer(self.codebook_dim, "codebook_dim", where)
+        if self.codebook_size < 2:
+            raise ValueError(
+                f"{where}: codebook_size must be at least 2, got {self.codebook_size}; "
+                "one code carries no information"
+            )
+        if self.codebook_dim is not None and self.codebook_dim < 1:
+            raise ValueError(
+                f"{where}: codebook_dim must be None or at least 1, got {self.codebook_dim}; "
+                "use None for codes of the input size, or a smaller positive value for factorised codes"
+            )
+        if self.commitment_weight < 0 or self.codebook_weight < 0:
+            raise ValueError(
+                f"{where}: loss weights must be >= 0, got commitment_weight={self.commitment_weight}, "
+                f"codebook_weight={self.codebook_weight}; use 0 to switch a term off"
+            )
+        if self.ema and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(
+                f"{where}: ema_decay must be in [0, 1) with ema=True, got {self.ema_decay}; "
+                "typical values are 0.9 to 0.999"
+            )
+        if self.ema and self.laplace_epsilon <= 0:
+            raise ValueError(
+                f"{where}: laplace_epsilon must be > 0 with ema=True (it keeps unused codes finite), "
+                f"got {self.laplace_epsilon}; the default is 1e-5"
+            )
+        if self.kmeans_init and self.kmeans_iters < 1:
+            raise ValueError(
+                f"{where}: kmeans_iters must be at least 1 with kmeans_init=True, got {self.kmeans_iters}; "
+                "set kmeans_init=False to start from random codes"
+            )
+        if self.dead_code_steps < 0:
+            raise ValueError(
+                f"{where}: dead_code_steps must be >= 0, got {self.dead_code_steps}; use 0 to disable restarts"
+            )
+
+    @classmethod
+    def from_config(cls, config: QuantizerConfig) -> CodebookOptions:
+        """The per-codebook part of a quantizer config (its fields of the same names)."""
+        return cls(**{option.name: getattr(config, option.name) for option in fields(cls)})
+
+
+def _check_integer(value: object, name: str, where: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{where}: {name} must be an integer, got {value!r} ({type(value).__name__})")
+
+
+# --------------------------------------------------------------------------------------------------
 # Validation at the public boundaries (shared by the quantizer families)
 # --------------------------------------------------------------------------------------------------
+def check_options(options: object, caller: str) -> CodebookOptions:
+    """Raise TypeError unless ``options`` is a ``CodebookOptions``; return it."""
+    if not isinstance(options, CodebookOptions):
+        raise TypeError(
+            f"{caller} expects the codebook settings as a CodebookOptions, got {type(options).__name__}; "
+            "pass e.g. CodebookOptions(codebook_size=1024, ema=False), or "
+            "CodebookOptions.from_config(config.model.quantizer)"
+        )
+    return options
+
+
 def check_latents(z: object, dim: int, caller: str) -> None:
     """Raise TypeError/ValueError unless ``z`` is a non-empty float tensor [B, dim, F]."""
     if not isinstance(z, Tensor):
@@ -220,19 +307,9 @@ class VectorQuantizer(Quantizer):
 
     Args:
         dim: D, channels of the latents.
-        codebook_size: C, number of codes.
-        codebook_dim: size of the code space; None: ``dim``. Smaller: factorised codes, projected down by a
-            linear map, L2-normalised (input and codebook) for the lookup, projected back up.
-        commitment_weight: beta in beta * ||x - sg(q)||^2, which keeps the encoder close to its codes.
-        codebook_weight: weight of ||sg(x) - q||^2, which moves codes toward their inputs by gradient
-            descent; unused with ``ema`` (the EMA moves them instead).
-        ema: update the codebook (a buffer) with exponential moving averages of its assigned inputs.
-        ema_decay: EMA decay per training step.
-        laplace_epsilon: additive smoothing of the EMA cluster sizes.
-        kmeans_init: initialise the codebook with k-means on the first training batch.
-        kmeans_iters: Lloyd iterations of that k-means.
-        dead_code_steps: a code unused for this many training steps is re-seeded with a random input
-            vector of the current batch; 0 disables restarts.
+        options: the codebook's size and training settings (see ``CodebookOptions``). A
+            ``codebook_dim`` below ``dim`` gives factorised codes: projected down by a linear map,
+            L2-normalised (input and codebook) for the lookup, projected back up.
     """
 
     codebook: Tensor
@@ -241,64 +318,24 @@ class VectorQuantizer(Quantizer):
     initialized: Tensor
     steps_unused: Tensor
 
-    def __init__(
-        self,
-        dim: int,
-        codebook_size: int,
-        codebook_dim: int | None = None,
-        commitment_weight: float = 0.25,
-        codebook_weight: float = 1.0,
-        ema: bool = True,
-        ema_decay: float = 0.99,
-        laplace_epsilon: float = 1e-5,
-        kmeans_init: bool = True,
-        kmeans_iters: int = 10,
-        dead_code_steps: int = 200,
-    ) -> None:
+    def __init__(self, dim: int, options: CodebookOptions = CodebookOptions()) -> None:
         super().__init__()
-        codebook_dim = dim if codebook_dim is None else codebook_dim
+        options = check_options(options, "VectorQuantizer")
+        _check_integer(dim, "dim", "VectorQuantizer")
         if dim < 1:
             raise ValueError(f"VectorQuantizer: dim must be at least 1, got {dim}")
-        if codebook_size < 2:
-            raise ValueError(f"VectorQuantizer: codebook_size must be at least 2, got {codebook_size}")
-        if not 1 <= codebook_dim <= dim:
+        codebook_dim = dim if options.codebook_dim is None else options.codebook_dim
+        if codebook_dim > dim:
             raise ValueError(
-                f"VectorQuantizer: codebook_dim must be between 1 and dim={dim}, got {codebook_dim}; "
+                f"VectorQuantizer: codebook_dim must be at most dim={dim}, got {codebook_dim}; "
                 "use None for codes of the latent size, or a smaller value for factorised codes"
-            )
-        if commitment_weight < 0 or codebook_weight < 0:
-            raise ValueError(
-                f"VectorQuantizer: loss weights must be >= 0, got commitment_weight={commitment_weight}, "
-                f"codebook_weight={codebook_weight}"
-            )
-        if ema and not 0.0 <= ema_decay < 1.0:
-            raise ValueError(f"VectorQuantizer: ema_decay must be in [0, 1), got {ema_decay}")
-        if ema and laplace_epsilon <= 0:
-            raise ValueError(
-                f"VectorQuantizer: laplace_epsilon must be > 0 with EMA (it keeps unused codes finite), "
-                f"got {laplace_epsilon}"
-            )
-        if kmeans_init and kmeans_iters < 1:
-            raise ValueError(
-                f"VectorQuantizer: kmeans_iters must be at least 1 with kmeans_init, got {kmeans_iters}"
-            )
-        if dead_code_steps < 0:
-            raise ValueError(
-                f"VectorQuantizer: dead_code_steps must be >= 0 (0 disables), got {dead_code_steps}"
             )
 
         self.dim = dim
         self.num_codebooks = 1
-        self.codebook_size = codebook_size
-        self.codebook_dim = codebook_dim
-        self.commitment_weight = commitment_weight
-        self.codebook_weight = codebook_weight
-        self.ema = ema
-        self.ema_decay = ema_decay
-        self.laplace_epsilon = laplace_epsilon
-        self.kmeans_init = kmeans_init
-        self.kmeans_iters = kmeans_iters
-        self.dead_code_steps = dead_code_steps
+        self.codebook_size = options.codebook_size
+        self.codebook_dim = codebook_dim  # resolved: never None
+        self.options = options
 
         # Factorised codes (ViT-VQGAN, DAC): in a small space on the unit sphere the lookup compares
         # directions only, which spreads usage over the codebook; the projections are learned.
@@ -306,17 +343,17 @@ class VectorQuantizer(Quantizer):
         self.project_in = nn.Linear(dim, codebook_dim) if self.factorised else None
         self.project_out = nn.Linear(codebook_dim, dim) if self.factorised else None
 
-        initial = torch.randn(codebook_size, codebook_dim)
-        if ema:
+        initial = torch.randn(self.codebook_size, codebook_dim)
+        if options.ema:
             # The codebook is ema_sum / (smoothed) ema_cluster_size, kept as a buffer: no gradient reaches it.
             # Sizes start at 1 so that codebook == ema_sum / size holds before the first update.
             self.register_buffer("codebook", initial)
-            self.register_buffer("ema_cluster_size", torch.ones(codebook_size))
+            self.register_buffer("ema_cluster_size", torch.ones(self.codebook_size))
             self.register_buffer("ema_sum", initial.clone())
         else:
             self.codebook = nn.Parameter(initial)
-        self.register_buffer("initialized", torch.tensor(not kmeans_init))
-        self.register_buffer("steps_unused", torch.zeros(codebook_size, dtype=torch.long))
+        self.register_buffer("initialized", torch.tensor(not options.kmeans_init))
+        self.register_buffer("steps_unused", torch.zeros(self.codebook_size, dtype=torch.long))
         self._initialized_seen = False  # host copy of `initialized` once True, to skip a sync per step
 
     # ---------------------------------------------------------------------------------------------- public
@@ -390,12 +427,12 @@ class VectorQuantizer(Quantizer):
             q = F.embedding(codes, codebook)  # [N, Dc]; carries the codebook loss gradient without EMA
 
             commitment_loss = _masked_mean((x_loss - q.detach()).pow(2).mean(dim=1), weights)
-            loss = self.commitment_weight * commitment_loss
-            if self.ema:
+            loss = self.options.commitment_weight * commitment_loss
+            if self.options.ema:
                 codebook_loss = commitment_loss.detach()  # same value; reported only, the EMA moves the codes
             else:
                 codebook_loss = _masked_mean((x.detach() - q).pow(2).mean(dim=1), weights)
-                loss = loss + self.codebook_weight * codebook_loss
+                loss = loss + self.options.codebook_weight * codebook_loss
 
             # Straight-through estimator, written so that the value is exactly q (forward and decode agree
             # bit for bit) while the gradient w.r.t. x is the identity: x - sg(x) is 0 with derivative 1.
@@ -466,15 +503,17 @@ class VectorQuantizer(Quantizer):
         Both sample all rows of ``x``, including examples that quantizer dropout excludes from the
         losses: their residuals come from the same distribution, and more samples make better seeds.
         """
-        if self.kmeans_init and not self._is_initialized():
+        if self.options.kmeans_init and not self._is_initialized():
             self._initialize_with_kmeans(x)
-        if self.dead_code_steps > 0:
+        if self.options.dead_code_steps > 0:
             self._restart_dead_codes(x)
 
     def _initialize_with_kmeans(self, x: Tensor) -> None:
-        centroids, counts = _kmeans(x, self.codebook_size, self.kmeans_iters, spherical=self.factorised)
+        centroids, counts = _kmeans(
+            x, self.codebook_size, self.options.kmeans_iters, spherical=self.factorised
+        )
         self.codebook.copy_(centroids)
-        if self.ema:
+        if self.options.ema:
             # Start the averages as if the codebook had already seen this batch (sizes >= 1 keep empty
             # clusters finite), so the first EMA steps refine the k-means codes instead of resetting them.
             sizes = counts.clamp_min(1.0)
@@ -491,7 +530,7 @@ class VectorQuantizer(Quantizer):
         the codebook's effective size shrinks (Jukebox). Seeding it on a current input makes it the
         nearest code of at least that input.
         """
-        dead = self.steps_unused >= self.dead_code_steps  # [C], identical on every DDP process
+        dead = self.steps_unused >= self.options.dead_code_steps  # [C], identical on every DDP process
         # One host sync per step: writing unconditionally would bump the version of a trainable codebook
         # that autograd may have saved for a backward pass still to come.
         if not bool(dead.any()):
@@ -500,7 +539,7 @@ class VectorQuantizer(Quantizer):
         picks = torch.randint(x.shape[0], (dead_indices.shape[0],), device=x.device)
         samples = _broadcast_from_first(x[picks].contiguous())  # [num_dead, Dc]
         self.codebook[dead_indices] = samples
-        if self.ema:
+        if self.options.ema:
             self.ema_sum[dead_indices] = samples
             self.ema_cluster_size[dead_indices] = 1.0
         self.steps_unused[dead_indices] = 0
@@ -509,19 +548,19 @@ class VectorQuantizer(Quantizer):
     def _update_statistics(self, x: Tensor, codes: Tensor, weights: Tensor | None) -> None:
         """After the lookup of a training step: EMA codebook update and code-usage counters."""
         counts: Tensor | None = None
-        if self.ema:
+        if self.options.ema:
             counts, sums = _cluster_statistics(x, codes, self.codebook_size, weights)
-            self.ema_cluster_size.lerp_(counts, 1.0 - self.ema_decay)
-            self.ema_sum.lerp_(sums, 1.0 - self.ema_decay)
+            self.ema_cluster_size.lerp_(counts, 1.0 - self.options.ema_decay)
+            self.ema_sum.lerp_(sums, 1.0 - self.options.ema_decay)
             # Laplace smoothing: (size + eps) / (total + C * eps) * total keeps the total and makes every
             # size positive, so a code that has not been used for a while stays finite.
             total = self.ema_cluster_size.sum()
-            eps = self.laplace_epsilon
+            eps = self.options.laplace_epsilon
             smoothed = (self.ema_cluster_size + eps) / (total + self.codebook_size * eps) * total
             self.codebook.copy_(self.ema_sum / smoothed[:, None])
-        elif self.dead_code_steps > 0:
+        elif self.options.dead_code_steps > 0:
             counts = _code_counts(
                 codes, self.codebook_size, x.new_ones(x.shape[0]) if weights is None else weights
             )
-        if counts is not None and self.dead_code_steps > 0:
+        if counts is not None and self.options.dead_code_steps > 0:
             self.steps_unused.add_(1).masked_fill_(counts > 0, 0)
