@@ -226,6 +226,38 @@ def test_safetensors_round_trip(tmp_path: Path) -> None:
         assert torch.equal(other(wav).audio, model(wav).audio)
 
 
+def test_release_weights_leave_out_training_statistics_and_load_strictly() -> None:
+    torch.manual_seed(0)
+    model = tiny_model("mel").train()
+    model(speech_like(1600, batch=2))  # k-means init + one EMA update: statistics differ from the codes
+    release = model.release_state_dict()
+    training_only = set(model.state_dict()) - set(release)
+    statistics = ("ema_sum", "ema_cluster_size", "steps_unused")
+    assert training_only and all(name.rsplit(".", 1)[-1] in statistics for name in training_only)
+
+    torch.manual_seed(1)
+    fresh = tiny_model("mel").eval()
+    fresh.load_release_state_dict(release)
+    wav = speech_like(3200, batch=1, seed=3)
+    model.eval()
+    with torch.no_grad():
+        codes = model.encode(wav)
+        assert torch.equal(fresh.encode(wav), codes)
+        assert torch.equal(fresh.decode(codes), model.decode(codes))
+    # the training statistics restart consistent with the loaded codebooks
+    for module in fresh.modules():
+        if hasattr(module, "ema_sum"):
+            torch.testing.assert_close(module.ema_sum / module.ema_cluster_size[:, None], module.codebook)
+            assert int(module.steps_unused.sum()) == 0
+
+    broken = dict(release)
+    broken.pop(next(iter(broken)))
+    with pytest.raises(RuntimeError, match="missing keys"):
+        fresh.load_release_state_dict(broken)
+    with pytest.raises(RuntimeError, match="unexpected keys"):
+        fresh.load_release_state_dict({**release, "extra.weight": torch.zeros(1)})
+
+
 # --------------------------------------------------------------------------------------------------
 # Receptive field
 # --------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from vqaudio.config import ModelConfig
 from vqaudio.features import LogMel
 from vqaudio.modules.conv import ConvGeometry, input_interval
 from vqaudio.modules.seanet import SEANetDecoder, SEANetEncoder
-from vqaudio.quantization import build_quantizer
+from vqaudio.quantization import VectorQuantizer, build_quantizer
 from vqaudio.quantization.base import QuantizerOutput
 
 
@@ -227,6 +227,39 @@ class VQVAE(nn.Module):
             )
         audio = self.decoder(self.quantizer.decode(codes.long()))
         return audio if num_samples is None else audio[:, :num_samples]
+
+    # ---------------------------------------------------------------------------------------------- files
+    def release_state_dict(self) -> dict[str, Tensor]:
+        """The weights a released model needs: ``state_dict()`` less the quantizers' training statistics."""
+        return {
+            name: tensor
+            for name, tensor in self.state_dict().items()
+            if name.rsplit(".", 1)[-1] not in VectorQuantizer.TRAINING_STATE
+        }
+
+    def load_release_state_dict(self, state_dict: dict[str, Tensor]) -> None:
+        """Strict load of a ``release_state_dict`` (or a full ``state_dict``).
+
+        Every inference weight must be present and no unknown key may be; when the training statistics are
+        absent they restart from the loaded codebooks, so training can continue from a released model.
+
+        Raises:
+            RuntimeError: missing or unexpected keys, or shape mismatches (as ``load_state_dict``).
+        """
+        required = set(self.release_state_dict())
+        known = set(self.state_dict())
+        missing = sorted(required - set(state_dict))
+        unexpected = sorted(set(state_dict) - known)
+        if missing or unexpected:
+            raise RuntimeError(
+                f"state dict mismatch: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+            )
+        has_training_state = set(state_dict) == known
+        self.load_state_dict(state_dict, strict=has_training_state)
+        if not has_training_state:
+            for module in self.modules():
+                if isinstance(module, VectorQuantizer):
+                    module.reset_training_state()
 
 
 def build_model(config: ModelConfig) -> VQVAE:

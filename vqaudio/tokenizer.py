@@ -149,7 +149,7 @@ class Tokenizer:
                 "version?"
             ) from exc
         try:
-            model.load_state_dict(model_file.state_dict, strict=True)
+            model.load_release_state_dict(model_file.state_dict)
         except RuntimeError as exc:
             first_line = str(exc).strip().splitlines()[0]
             raise ModelFileError(
@@ -180,7 +180,7 @@ class Tokenizer:
             "config": to_dict(self.config),
             "training": self.training,
         }
-        folder = save_model_file(folder, self.model.state_dict(), meta)
+        folder = save_model_file(folder, self.model.release_state_dict(), meta)
         self._hash = str(read_meta(folder)["weights_sha256"])
         self.path = folder / WEIGHTS_FILE
         return folder
@@ -230,7 +230,7 @@ class Tokenizer:
     def hash(self) -> str:
         """sha256 of the weights (the model file's ``weights_sha256``), as of load/save."""
         if self._hash is None:
-            return weights_hash(clean_state_dict(self.model.state_dict()))
+            return weights_hash(clean_state_dict(self.model.release_state_dict()))
         return self._hash
 
     @property

@@ -318,6 +318,11 @@ class VectorQuantizer(Quantizer):
     initialized: Tensor
     steps_unused: Tensor
 
+    # Buffers that only training reads: the EMA statistics the codebook is re-estimated from (as large as
+    # the codebook itself) and the dead-code counters. Released models leave them out; see
+    # ``reset_training_state``.
+    TRAINING_STATE = ("ema_sum", "ema_cluster_size", "steps_unused")
+
     def __init__(self, dim: int, options: CodebookOptions = CodebookOptions()) -> None:
         super().__init__()
         options = check_options(options, "VectorQuantizer")
@@ -355,6 +360,17 @@ class VectorQuantizer(Quantizer):
         self.register_buffer("initialized", torch.tensor(not options.kmeans_init))
         self.register_buffer("steps_unused", torch.zeros(self.codebook_size, dtype=torch.long))
         self._initialized_seen = False  # host copy of `initialized` once True, to skip a sync per step
+
+    @torch.no_grad()
+    def reset_training_state(self) -> None:
+        """Restart the training statistics from the current codebook (after loading a released model).
+
+        Sizes of 1 and sums equal to the codes keep ``codebook == ema_sum / size``, as at construction.
+        """
+        if self.options.ema:
+            self.ema_cluster_size.fill_(1.0)
+            self.ema_sum.copy_(self.codebook)
+        self.steps_unused.zero_()
 
     # ---------------------------------------------------------------------------------------------- public
     def forward(self, z: Tensor, n_q: int | None = None) -> QuantizerOutput:
