@@ -222,9 +222,7 @@ def _tokenizer_info(path: Path) -> tuple[dict[str, Any], str]:
         "training": training,
     }
     rates = ", ".join(f"{n_q}: {bps / 1000:.2f}" for n_q, bps in bitrates.items())
-    training_text = ", ".join(
-        f"{key} {value}" for key, value in training.items() if not isinstance(value, dict)
-    )
+    training_text = "".join(f"\n    {key}: {_plain_text(value)}" for key, value in training.items())
     lines = [
         f"tokenizer {tokenizer.name!r} ({tokenizer.path})",
         f"  {config.encoder.input} encoder (channels {config.encoder.channels}, strides "
@@ -236,10 +234,21 @@ def _tokenizer_info(path: Path) -> tuple[dict[str, Any], str]:
         f"({math.log2(tokenizer.codebook_size):g} bits each)",
         f"  bitrate in kbps by n_q: {rates}",
         f"  parameters {tokenizer.num_parameters:,}",
-        f"  training: {training_text or 'not recorded'}",
+        f"  training:{training_text or ' not recorded'}",
         f"  weights sha256 {tokenizer.hash}",
     ]
     return facts, "\n".join(lines)
+
+
+def _plain_text(value: Any) -> str:
+    """A training-record value on one line: mappings as ``key value`` pairs, floats rounded."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_plain_text(item)}" for key, item in value.items())
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_plain_text(item) for item in value) + "]"
+    return str(value)
 
 
 def _token_file_info(path: Path) -> tuple[dict[str, Any], str]:
