@@ -188,7 +188,7 @@ def test_info_on_model_and_token_file(
         "1: 0.20, 2: 0.40, 3: 0.60",
     ):
         assert needle in stdout
-    assert "parameters" in stdout and "steps 0" in stdout
+    assert "parameters" in stdout and "steps: 0" in stdout
     code, stdout, _ = run("info", tiny_model_dir, "--json")
     facts = json.loads(stdout)
     assert facts["kind"] == "tokenizer" and facts["bitrate"] == {"1": 200.0, "2": 400.0, "3": 600.0}
