@@ -20,7 +20,9 @@ DEFAULT_PRIOR_DIR = DEFAULT_MODEL_DIR.parent / "prior"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run", type=Path, help="trained tokenizer folder (a `vqaudio train` --out)")
     parser.add_argument("--prior", type=Path, help="trained prior folder (a `vqaudio prior train` --out)")
     parser.add_argument("--name", default="vqaudio-speech-16k-rvq8x1024")
@@ -44,7 +46,9 @@ def main() -> None:
     if args.prior:
         prior = Prior.load(args.prior)
         if prior.tokenizer_hash != tok.hash:
-            raise SystemExit(f"{args.prior}: trained on tokenizer {prior.tokenizer_hash[:12]}, not {tok.hash[:12]}")
+            raise SystemExit(
+                f"{args.prior}: trained on tokenizer {prior.tokenizer_hash[:12]}, not {tok.hash[:12]}"
+            )
         prior.save(DEFAULT_PRIOR_DIR, name=args.prior_name)
         print(f"prior {args.prior_name} -> {DEFAULT_PRIOR_DIR}")
 

@@ -157,13 +157,18 @@ def resynth(
 # info
 # --------------------------------------------------------------------------------------------------
 def info(
-    path: Path = typer.Argument(..., help="Model folder, .safetensors file, or token file (.npy)."),
+    path: Path | None = typer.Argument(
+        None, help="Model folder, .safetensors file, or token file (.npy); default: the embedded model."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Describe a model or token file (help: INFO_HELP)."""
     from vqaudio.serialization import read_meta
     from vqaudio.tokenfile import token_paths
+    from vqaudio.tokenizer import DEFAULT_MODEL_DIR
 
+    if path is None:
+        path = DEFAULT_MODEL_DIR
     if path.suffix == ".npy" or (not path.exists() and token_paths(path).meta_path.exists()):
         facts, text = _token_file_info(path)
     elif path.is_dir() or path.suffix == ".safetensors":
