@@ -141,6 +141,7 @@ def main() -> None:
     lengths = [float(x) for x in args.lengths.split(",")]
     threads = [int(x) for x in args.threads.split(",")]
     try:
+        sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))  # as in _child
         import encodec  # noqa: F401
 
         systems = ["vqaudio"] if args.no_encodec else ["vqaudio", "encodec"]
