@@ -84,7 +84,10 @@ def test_mini_recipe_runs_end_to_end(tmp_path: Path) -> None:
     for split in ("train", "dev", "test"):
         assert (exp / "tokens" / f"{split}.npy").is_file()
     assert (exp / "report").exists() and any((exp / "report").iterdir())
-    json.loads((exp / "prior_eval.json").read_text())
+    prior_eval = json.loads((exp / "prior_eval.json").read_text())
+    report = (exp / "report" / "report.md").read_text()
+    assert "## Token prior" in report and "bigram" in report.split("## Token prior")[1]
+    assert {"bits_per_token", "bigram_bits_per_token"} <= set(prior_eval)
     assert len(list((exp / "samples").glob("*.wav"))) == 4
     for number in range(6):
         assert (exp if number else tmp_path / "data" / "mini").joinpath(f".stage{number}.done").is_file()

@@ -114,6 +114,11 @@ stage_train_prior() {
   "${vq[@]}" prior eval "$exp/tokens/test.npy" --prior "$exp/prior" --json > "$exp/prior_eval.json.tmp"
   mv "$exp/prior_eval.json.tmp" "$exp/prior_eval.json"
   log "prior on test tokens: $(tr -d '\n' < "$exp/prior_eval.json")"
+  if [ -f "$exp/report/report.md" ]; then  # the prior's rows join the codec's report (stage 3)
+    "${vq[@]}" prior eval "$exp/tokens/test.npy" --prior "$exp/prior" > "$exp/prior_eval.txt"
+    sed -i '/^## Token prior/,$d' "$exp/report/report.md"
+    { echo; echo "## Token prior"; echo; echo '```'; cat "$exp/prior_eval.txt"; echo '```'; } >> "$exp/report/report.md"
+  fi
 }
 
 stage_sample() {
