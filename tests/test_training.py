@@ -21,9 +21,11 @@ import torch
 
 from vqaudio.audio import load_audio
 from vqaudio.cli.main import main
-from vqaudio.config import Config, load_yaml, replace_path
+from vqaudio.config import Config, ConfigError, DiscriminatorConfig, load_yaml, replace_path
 from vqaudio.data.corpus import Utterance, fill_headers, load_corpus
 from vqaudio.data.crops import RandomCrops
+from vqaudio.losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
+from vqaudio.modules.discriminators import Discriminators, Judgement
 from vqaudio.tokenizer import Tokenizer
 from vqaudio.training.checkpoint import (
     CHECKPOINT_FILE,
@@ -122,6 +124,17 @@ def tiny_training_config(**changes: object) -> Config:
     for key, value in settings.items():
         config = replace_path(config, key, value)
     return config
+
+
+# Adversarial training with the smallest discriminators (the loss weights are the recipe's).
+TINY_ADVERSARIAL: dict[str, object] = {
+    "loss.adversarial_weight": 1.0,
+    "loss.feature_matching_weight": 2.0,
+    "loss.discriminator.periods": [2, 3],
+    "loss.discriminator.period_channels": 4,
+    "loss.discriminator.stft_fft_sizes": [128],
+    "loss.discriminator.stft_channels": 4,
+}
 
 
 def state_dicts_equal(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> list[str]:
@@ -285,13 +298,15 @@ def test_training_halves_the_mel_distance_and_uses_the_codebooks(tmp_path: Path)
     assert tokenizer.training["steps"] == 400 and tokenizer.training["validation"]["step"] == 400
 
 
+@pytest.mark.parametrize("adversarial", [False, True], ids=["reconstruction", "adversarial"])
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
-    tmp_path: Path, small_corpus: tuple[list[Utterance], list[Utterance]]
+    tmp_path: Path, small_corpus: tuple[list[Utterance], list[Utterance]], adversarial: bool
 ) -> None:
     train, valid = small_corpus
     # dead_code_steps=3: code restarts (random draws) happen on both sides of the interruption
     config = tiny_training_config(
-        **{"train.max_steps": 12, "train.log_every": 2, "model.quantizer.dead_code_steps": 3}
+        **{"train.max_steps": 12, "train.log_every": 2, "model.quantizer.dead_code_steps": 3},
+        **(TINY_ADVERSARIAL if adversarial else {}),
     )
     straight = train_tokenizer(config, train, valid, tmp_path / "straight", progress=False)
     first = train_tokenizer(config, train, valid, tmp_path / "resumed", until_step=6, progress=False)
@@ -304,6 +319,14 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
     assert state_dicts_equal(a["model"], b["model"]) == []
     moments_a, moments_b = a["optimizer"]["state"], b["optimizer"]["state"]
     assert all(torch.equal(moments_a[k]["exp_avg_sq"], moments_b[k]["exp_avg_sq"]) for k in moments_a)
+    if adversarial:  # the discriminators and their optimizer resume too
+        assert state_dicts_equal(a["discriminators"]["model"], b["discriminators"]["model"]) == []
+        assert (
+            a["discriminators"]["optimizer"]["state"].keys()
+            == b["discriminators"]["optimizer"]["state"].keys()
+        )
+    else:
+        assert "discriminators" not in a
     # The logs read like one run: the same training rows, without duplicates.
     rows = [read_metrics(tmp_path / name / "metrics.jsonl") for name in ("straight", "resumed")]
     losses = [[(r["step"], r["loss"]) for r in run if r["kind"] == "train"] for run in rows]
@@ -471,3 +494,71 @@ def test_two_process_ddp_keeps_replicas_identical(
     released = Tokenizer.load(tmp_path / "run").model.release_state_dict()  # no training statistics
     assert state_dicts_equal(released, {name: replicas[0][name] for name in released}) == []
     assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["world_size"] == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# Adversarial training and fine-tuning
+# --------------------------------------------------------------------------------------------------
+def test_adversarial_losses_vanish_exactly_where_they_should() -> None:
+    real_logits, fake_logits = torch.ones(2, 5), torch.zeros(2, 5)
+    features = [torch.randn(2, 3, 4), torch.randn(2, 6)]
+    real = [Judgement(real_logits, features)]
+    fake = [Judgement(fake_logits, [f + 1 for f in features])]
+    assert float(discriminator_loss(real, fake)) == 0.0  # a perfect discriminator
+    assert float(generator_adversarial_loss(real)) == 0.0  # a decoder that fools it
+    assert float(generator_adversarial_loss(fake)) == pytest.approx(1.0)
+    assert float(feature_matching_loss(real, real)) == 0.0
+    expected = np.mean([1 / f.abs().mean().item() for f in features])  # |real - fake| = 1 everywhere
+    assert float(feature_matching_loss(real, fake)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_discriminators_learn_to_tell_speech_from_its_blurred_copy() -> None:
+    """A few updates separate real audio from a copy with its fine structure smeared (what a decoder trained
+    on spectral losses alone produces): the least-squares loss drops well below its starting value."""
+    torch.manual_seed(0)
+    config = DiscriminatorConfig(periods=(2, 3, 5), period_channels=8, stft_fft_sizes=(256,), stft_channels=8)
+    discriminators = Discriminators(config)
+    real = torch.from_numpy(np.stack([phones(0.5, seed=s) for s in range(4)])).float()
+    # Same short-time magnitudes, random phases: the smearing of a blurred decoder, exaggerated.
+    window = torch.hann_window(256)
+    spectrum = torch.stft(real, 256, 64, window=window, return_complex=True)
+    random_phase = torch.exp(
+        2j * math.pi * torch.rand(spectrum.shape, generator=torch.Generator().manual_seed(0))
+    )
+    fake = torch.istft(spectrum.abs() * random_phase, 256, 64, window=window, length=real.shape[-1])
+    optimizer = torch.optim.Adam(discriminators.parameters(), lr=2e-3, betas=(0.8, 0.99))
+    losses = []
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = discriminator_loss(discriminators(real), discriminators(fake))
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    # Measured: 0.91 -> 0.33 (ratio 0.36); a discriminator that cannot tell them apart stays at 0.5.
+    assert np.mean(losses[-5:]) < 0.5 * losses[0], losses[::5]
+    judged = discriminators(torch.randn(3, 1001))  # any length
+    assert len(judged) == 4 and all(j.logits.shape[0] == 3 and j.features for j in judged)
+
+
+def test_fine_tuning_starts_from_the_given_model_and_checks_its_architecture(
+    tmp_path: Path, small_corpus: tuple[list[Utterance], list[Utterance]]
+) -> None:
+    train, valid = small_corpus
+    config = tiny_training_config(**{"train.max_steps": 4})
+    train_tokenizer(config, train, valid, tmp_path / "source", progress=False)
+    source = Tokenizer.load(tmp_path / "source")
+
+    tuned = tiny_training_config(**{"train.max_steps": 2}, **TINY_ADVERSARIAL)
+    trainer = Trainer(tuned, train, valid, tmp_path / "tuned", init_from=tmp_path / "source", progress=False)
+    try:
+        # The released weights, with the quantizers' EMA statistics restarted from their codebooks.
+        assert state_dicts_equal(trainer.model.state_dict(), source.model.state_dict()) == []
+        trainer.fit()
+    finally:
+        trainer.close()
+    record = Tokenizer.load(tmp_path / "tuned").training
+    assert record["steps"] == 2 and record["init_from"]["weights_sha256"] == source.hash
+
+    wider = replace_path(tuned, "model.quantizer.codebook_size", 64)
+    with pytest.raises(ConfigError, match="architecture differs"):
+        Trainer(wider, train, valid, tmp_path / "other", init_from=tmp_path / "source", progress=False)

@@ -137,6 +137,16 @@ class ModelConfig:
 # Training
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class DiscriminatorConfig:
+    """The discriminators of adversarial training (vqaudio.modules.discriminators)."""
+
+    periods: tuple[int, ...] = (2, 3, 5, 7, 11)  # one multi-period (waveform) discriminator per period
+    period_channels: int = 16  # first layer's width; doubles per layer
+    stft_fft_sizes: tuple[int, ...] = (512,)  # one complex-STFT discriminator per FFT size
+    stft_channels: int = 16
+
+
+@dataclass(frozen=True)
 class LossConfig:
     waveform_l1_weight: float = 0.1
     stft_weight: float = 1.0  # multi-resolution STFT loss (spectral convergence + log magnitude)
@@ -148,6 +158,11 @@ class LossConfig:
     mel_hop_length: int = 256
     mel_n_mels: int = 80
     quantizer_weight: float = 1.0  # multiplies the quantizer's own (codebook + commitment) loss
+    # Adversarial training (least-squares GAN + feature matching); 0 turns the discriminators off.
+    adversarial_weight: float = 0.0
+    feature_matching_weight: float = 0.0  # L1 between discriminator activations, relative to the real ones
+    adversarial_start_step: int = 0  # train without discriminators before this step (warm start)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
 
 
 @dataclass(frozen=True)
@@ -156,6 +171,7 @@ class TrainConfig:
     batch_size: int = 8  # per process
     segment_seconds: float = 1.0  # random crop length
     learning_rate: float = 1e-3
+    discriminator_learning_rate: float | None = None  # None: learning_rate; same warm-up and decay
     betas: tuple[float, float] = (0.8, 0.99)
     weight_decay: float = 0.0
     warmup_steps: int = 500

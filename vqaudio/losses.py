@@ -3,6 +3,10 @@
 Multi-resolution STFT loss (spectral convergence + log-magnitude L1) from Parallel WaveGAN (Yamamoto et al.,
 2020, https://arxiv.org/abs/1910.11480); log-mel L1 as in HiFi-GAN (Kong et al., 2020) and DAC (Kumar et al.,
 2023). The quantizer's own loss is added by the training loop (``LossConfig.quantizer_weight``).
+
+Adversarial terms (with ``vqaudio.modules.discriminators``): least-squares GAN losses (Mao et al., 2017, as
+in HiFi-GAN) and feature matching (Larsen et al., 2016), each feature map's L1 divided by the mean magnitude
+of the real activations as in EnCodec, so the term keeps its scale while the discriminators' activations grow.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from torch import Tensor, nn
 
 from vqaudio.config import LossConfig
 from vqaudio.features import LogMel
+from vqaudio.modules.discriminators import Judgement
 
 MAGNITUDE_FLOOR = 1e-7  # on |X|^2: keeps sqrt and log differentiable in digital silence
 
@@ -128,6 +133,29 @@ class ReconstructionLoss(nn.Module):
         if config.mel_weight:
             mel = config.mel_weight * (self.log_mel(pred) - self.log_mel(target)).abs().mean()
         return LossTerms(waveform_l1 + stft + mel, waveform_l1, stft, mel)
+
+
+def discriminator_loss(real: list[Judgement], fake: list[Judgement]) -> Tensor:
+    """Least squares: real logits towards 1, fake towards 0; mean over discriminators."""
+    terms = [
+        (1 - r.logits).square().mean() + f.logits.square().mean() for r, f in zip(real, fake, strict=True)
+    ]
+    return torch.stack(terms).mean()
+
+
+def generator_adversarial_loss(fake: list[Judgement]) -> Tensor:
+    """Least squares: the decoder pushes the discriminators' logits on its output towards 1."""
+    return torch.stack([(1 - f.logits).square().mean() for f in fake]).mean()
+
+
+def feature_matching_loss(real: list[Judgement], fake: list[Judgement]) -> Tensor:
+    """Mean over all layers of all discriminators of ``|real - fake|_1 / mean|real|`` (real detached)."""
+    terms = []
+    for r, f in zip(real, fake, strict=True):
+        for real_map, fake_map in zip(r.features, f.features, strict=True):
+            real_map = real_map.detach()
+            terms.append((real_map - fake_map).abs().mean() / real_map.abs().mean().clamp(min=1e-5))
+    return torch.stack(terms).mean()
 
 
 def mel_distance(pred: Tensor, target: Tensor, sample_rate: int) -> Tensor:

@@ -75,17 +75,24 @@ require() {  # require FILE...: die unless every file exists (inputs of a stage 
 # ---------------------------------------------------------------------------------------------------
 # Stages 1-5, the same in every recipe. They read: vq (the vqaudio command, an array), exp, recipe,
 # train_manifest, dev_manifest, test_manifest, prior_config, sample_seconds, num_samples, codec_overrides,
-# eval_options.
+# eval_options, finetune_recipe (optional: a second training stage, e.g. adversarial).
 # ---------------------------------------------------------------------------------------------------
 vqaudio_command() {  # the vqaudio command as an array `vq`: $VQAUDIO if set (e.g. "python -m vqaudio.cli.main")
   read -r -a vq <<< "${VQAUDIO:-vqaudio}"
   command -v "${vq[0]}" >/dev/null || die "'${vq[0]}' not found: install vqaudio (pip install -e .) or set VQAUDIO"
 }
 
-stage_train_codec() {
+stage_train_codec() {  # with finetune_recipe: RECIPE -> EXP/codec_base, then FINETUNE_RECIPE from it -> EXP/codec
   require "$recipe" "$train_manifest" "$dev_manifest"
-  "${vq[@]}" train "$recipe" --data "$train_manifest" --valid "$dev_manifest" --out "$exp/codec" \
+  local out="$exp/codec"
+  [ -z "${finetune_recipe:-}" ] || out="$exp/codec_base"
+  "${vq[@]}" train "$recipe" --data "$train_manifest" --valid "$dev_manifest" --out "$out" \
     ${codec_overrides[@]+"${codec_overrides[@]}"}
+  if [ -n "${finetune_recipe:-}" ]; then
+    require "$finetune_recipe"
+    "${vq[@]}" train "$finetune_recipe" --init-from "$out" --data "$train_manifest" --valid "$dev_manifest" \
+      --out "$exp/codec"
+  fi
 }
 
 stage_tokenize() {
@@ -110,12 +117,11 @@ stage_train_prior() {
   require "$prior_config" "$exp/tokens/train.npy" "$exp/tokens/dev.npy" "$exp/tokens/test.npy"
   "${vq[@]}" prior train "$exp/tokens/train.npy" --valid "$exp/tokens/dev.npy" --config "$prior_config" \
     --out "$exp/prior"
-  # written beside, then renamed: an interrupted run leaves no half-written JSON
-  "${vq[@]}" prior eval "$exp/tokens/test.npy" --prior "$exp/prior" --json > "$exp/prior_eval.json.tmp"
-  mv "$exp/prior_eval.json.tmp" "$exp/prior_eval.json"
+  # one evaluation: the JSON (written atomically) for scripts, the table for people and the report
+  "${vq[@]}" prior eval "$exp/tokens/test.npy" --prior "$exp/prior" --json-out "$exp/prior_eval.json" \
+    > "$exp/prior_eval.txt"
   log "prior on test tokens: $(tr -d '\n' < "$exp/prior_eval.json")"
   if [ -f "$exp/report/report.md" ]; then  # the prior's rows join the codec's report (stage 3)
-    "${vq[@]}" prior eval "$exp/tokens/test.npy" --prior "$exp/prior" > "$exp/prior_eval.txt"
     sed -i '/^## Token prior/,$d' "$exp/report/report.md"
     { echo; echo "## Token prior"; echo; echo '```'; cat "$exp/prior_eval.txt"; echo '```'; } >> "$exp/report/report.md"
   fi

@@ -4,12 +4,14 @@
 # to a 16 kHz LibriSpeech-layout corpus in which dev and test voices are never heard in training.
 #
 # Usage: egs/fillets/run.sh [--stage 0] [--stop-stage 5] [--data data/fillets] [--exp exp/fillets]
-#          [--recipe recipes/rvq_mel.yaml] [--prior-config recipes/prior_small.yaml]
+#          [--recipe recipes/rvq_mel.yaml] [--finetune-recipe recipes/rvq_mel_gan.yaml]
+#          [--prior-config recipes/prior_default.yaml]
 #          [--fillets-src DIR] [--debs DIR] [--train-speakers cs-m,nl-v] [--jobs 0] [--force false]
 #          [--set KEY=VALUE ...]
 #   Paths are relative to the current folder. --fillets-src: already extracted data (a `dpkg -x` root or
 #   /usr/share/games/fillets-ng) instead of downloading; --debs: a folder that already holds the three .debs.
-#   VQAUDIO overrides the vqaudio command. Codec options go through --set (e.g. --set train.max_steps=20000).
+#   VQAUDIO overrides the vqaudio command. Codec options go through --set (e.g. --set train.max_steps=20000;
+#   they apply to RECIPE, the first training stage). --finetune-recipe "" trains RECIPE alone.
 #   --eval-options adds flags to vqaudio eval (e.g. "--max-utterances 300 --n-q 1,2,4,8").
 #
 # Stages (a finished stage writes .stageN.done and is skipped next time; --force true reruns it):
@@ -18,10 +20,14 @@
 #      DATA/corpus/{train,dev,test} (speaker = <lang>-<character>; effects, music, templates, clips under
 #      0.5 s skipped; train voices cs-m and nl-v, every other voice held out; hours per split, language and
 #      speaker in DATA/corpus/summary.json), then `vqaudio prepare` DATA/{train,dev,test}.tsv
-#   1  train the codec: vqaudio train RECIPE --data DATA/train.tsv --valid DATA/dev.tsv --out EXP/codec
+#   1  train the codec: vqaudio train RECIPE --data DATA/train.tsv --valid DATA/dev.tsv --out EXP/codec_base,
+#      then adversarial fine-tuning: vqaudio train FINETUNE_RECIPE --init-from EXP/codec_base ... --out EXP/codec
+#      (the embedded tokenizer; about 40 + 45 min on 2 CPU cores)
 #   2  tokenize dev, test and train into EXP/tokens/{dev,test,train}.npy
 #   3  evaluate the codec on test (unseen voices, both languages) into EXP/report
-#   4  train the WaveNet token prior on the train tokens, evaluate it on the test tokens (EXP/prior_eval.json)
+#   4  train the WaveNet token prior on the train tokens, evaluate it on the test tokens (EXP/prior_eval.json);
+#      with the embedded tokenizer's tokens this is the embedded prior, which
+#      `python scripts/export_default_prior.py EXP/prior --test EXP/tokens/test.npy` copies into the package
 #   5  sample 4 x 4 s from the prior into EXP/samples
 set -euo pipefail
 
@@ -35,7 +41,8 @@ stop_stage=5
 data=data/fillets
 exp=exp/fillets
 recipe="$repo/recipes/rvq_mel.yaml"
-prior_config="$repo/recipes/prior_small.yaml"
+finetune_recipe="$repo/recipes/rvq_mel_gan.yaml"
+prior_config="$repo/recipes/prior_default.yaml"
 fillets_src=
 debs=
 train_speakers=cs-m,nl-v
@@ -44,7 +51,7 @@ eval_options=
 sample_seconds=4
 num_samples=4
 force=false
-option_names="stage stop_stage data exp recipe prior_config fillets_src debs train_speakers jobs
+option_names="stage stop_stage data exp recipe finetune_recipe prior_config fillets_src debs train_speakers jobs
   eval_options sample_seconds num_samples force"
 parse_options "$@"
 vqaudio_command
@@ -89,7 +96,8 @@ stage_prepare() {
 
 mkdir -p "$data" "$exp"
 run_stage 0 "$data" "fetch, convert and prepare the fillets-ng voices" stage_prepare
-run_stage 1 "$exp" "train the codec ($(basename "$recipe"))" stage_train_codec
+run_stage 1 "$exp" "train the codec ($(basename "$recipe")${finetune_recipe:+, then $(basename "$finetune_recipe")})" \
+  stage_train_codec
 run_stage 2 "$exp" "tokenize dev, test and train" stage_tokenize
 run_stage 3 "$exp" "evaluate the codec on test" stage_evaluate
 run_stage 4 "$exp" "train and evaluate the token prior" stage_train_prior

@@ -22,7 +22,9 @@ by train.seed, reported in the log); with --valid, at most that many of its file
 
 OUT gets checkpoint.pt (training state), model.safetensors + config.json (the release model, refreshed at
 every checkpoint, so `vqaudio tokenize --model OUT` works mid-training), metrics.jsonl and tensorboard/.
-Running the same command again resumes from the checkpoint (--no-resume --overwrite starts over). Ctrl-C
+Running the same command again resumes from the checkpoint (--no-resume --overwrite starts over).
+--init-from MODEL starts a new run from a trained tokenizer's weights (fine-tuning, e.g. adversarial
+training of a model trained without it: recipes/rvq_mel_gan.yaml). Ctrl-C
 stops after the current step and writes a checkpoint (exit code 130).
 
 Several processes: torchrun --nproc_per_node N -m vqaudio.cli.main train ... (gloo on CPU, NCCL on CUDA).
@@ -42,6 +44,11 @@ def train_command(
         None, "--set", help="Override a recipe field: section.field=value (YAML value); repeatable."
     ),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Set train.max_steps."),
+    init_from: Path | None = typer.Option(
+        None,
+        "--init-from",
+        help="Start a new run from a trained tokenizer's weights (fine-tuning; same architecture).",
+    ),
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="Continue from OUT/checkpoint.pt when there is one."
     ),
@@ -127,6 +134,7 @@ def train_command(
                     "recipe": str(recipe),
                     "overrides": list(overrides or []),
                 },
+                init_from=init_from,
                 resume=resume,
                 overwrite=overwrite,
                 device=torch_device,

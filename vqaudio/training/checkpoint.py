@@ -16,6 +16,7 @@ Keys of the state dict (``CHECKPOINT_KEYS``):
     sampler: the data sampler's position (``RandomCrops.state()``).
     run: what the run was trained on (data, recipe, world size), for the release model's metadata.
     validation: the latest validation metrics (may be empty).
+    discriminators (only with adversarial training): ``{"model": state dict, "optimizer": AdamW state}``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The tokenizer's training loop: random crops -> VQ-VAE -> reconstruction + quantizer losses -> AdamW.
 
-SoundStream / EnCodec-style codec training without the adversarial part (Zeghidour et al., 2021,
-https://arxiv.org/abs/2107.03312; Défossez et al., 2022, https://arxiv.org/abs/2210.13438): multi-resolution
-spectral and mel losses, EMA codebooks with k-means initialisation and dead-code restarts, AdamW with linear
+SoundStream / EnCodec-style codec training (Zeghidour et al., 2021, https://arxiv.org/abs/2107.03312;
+Défossez et al., 2022, https://arxiv.org/abs/2210.13438): multi-resolution spectral and mel losses, optional
+adversarial training (``loss.adversarial_weight > 0``: multi-period and STFT discriminators with their own
+AdamW, least-squares GAN + feature matching, from ``loss.adversarial_start_step``), EMA codebooks with k-means initialisation and dead-code restarts, AdamW with linear
 warm-up and cosine decay (vqaudio.training.schedule), gradient clipping, periodic validation on whole
 utterances, and checkpoints.
 
@@ -52,8 +53,15 @@ from vqaudio.config import Config, ConfigError, from_dict, to_dict
 from vqaudio.data.corpus import Utterance
 from vqaudio.data.crops import RandomCrops, cache_size_bytes
 from vqaudio.errors import VQAudioError
-from vqaudio.losses import ReconstructionLoss, mel_distance
+from vqaudio.losses import (
+    ReconstructionLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+    mel_distance,
+)
 from vqaudio.model import VQVAE, build_model
+from vqaudio.modules.discriminators import Discriminators, Judgement
 from vqaudio.serialization import CONFIG_FILE, WEIGHTS_FILE, clean_state_dict
 from vqaudio.training.checkpoint import (
     CHECKPOINT_FILE,
@@ -94,6 +102,9 @@ class StepResult(NamedTuple):
     stft: float
     mel: float
     quantizer: float
+    adversarial: float  # 0 without discriminators (as the two below)
+    feature_matching: float
+    discriminator: float  # the discriminators' own loss
     commitment: Tensor
     grad_norm: float
     learning_rate: float
@@ -126,6 +137,7 @@ def train_tokenizer(
     out: str | Path,
     *,
     run: dict[str, Any] | None = None,
+    init_from: str | Path | None = None,
     resume: bool = True,
     overwrite: bool = False,
     until_step: int | None = None,
@@ -143,6 +155,8 @@ def train_tokenizer(
         out: the run folder.
         run: facts recorded in the release model's ``training`` metadata (``data``, ``valid``, ``recipe``,
             ``overrides``).
+        init_from: a released tokenizer (folder or ``.safetensors``) whose weights a new run starts from
+            (fine-tuning; its architecture must equal the recipe's); ignored when resuming a checkpoint.
         resume: continue from ``out/checkpoint.pt`` when there is one.
         overwrite: allow replacing a run in ``out`` (another architecture, or ``resume=False``).
         until_step: stop after this many updates (default ``train.max_steps``) without changing the learning
@@ -164,6 +178,7 @@ def train_tokenizer(
         valid_utterances,
         out,
         run=run,
+        init_from=init_from,
         resume=resume,
         overwrite=overwrite,
         device=device,
@@ -187,6 +202,7 @@ class Trainer:
         out: str | Path,
         *,
         run: dict[str, Any] | None = None,
+        init_from: str | Path | None = None,
         resume: bool = True,
         overwrite: bool = False,
         device: str | torch.device = "cpu",
@@ -214,19 +230,35 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             _parameter_groups(self.model, train.weight_decay), lr=train.learning_rate, betas=train.betas
         )
+        self.discriminators: Discriminators | None = None
+        self.discriminator_optimizer: torch.optim.Optimizer | None = None
+        if config.loss.adversarial_weight > 0 or config.loss.feature_matching_weight > 0:
+            self.discriminators = Discriminators(config.loss.discriminator).to(self.device)
+            _standardise_parameter_strides(self.discriminators)
+            self.discriminator_optimizer = torch.optim.AdamW(
+                _parameter_groups(self.discriminators, train.weight_decay),
+                lr=train.discriminator_learning_rate or train.learning_rate,
+                betas=train.betas,
+            )
         self.step = 0
         self.validation: dict[str, Any] = {}
         if checkpoint is not None:
             self.model.load_state_dict(checkpoint["model"], strict=True)
             self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self._restore_discriminators(checkpoint.get("discriminators"))
             restore_rng_states(checkpoint["rng"])
             self.step = int(checkpoint["step"])
             self.validation = dict(checkpoint["validation"])
             _warn_about_changed_data(checkpoint["run"], self.run)
+        elif init_from is not None:
+            self.run["init_from"] = _initialise_from(self.model, config, init_from)
         self.start_step = self.step
         self.network: nn.Module = self.model
+        self.discriminator_network: nn.Module | None = self.discriminators
         if context.is_distributed:
             self.network = _wrap_for_ddp(self.model, self.device)
+            if self.discriminators is not None:
+                self.discriminator_network = _wrap_for_ddp(self.discriminators, self.device)
 
         sample_rate = config.model.sample_rate
         self.segment_samples = max(1, round(train.segment_seconds * sample_rate))
@@ -351,7 +383,16 @@ class Trainer:
         output = self.network(target)
         terms = self.loss(output.audio, target)
         quantizer_loss = loss_config.quantizer_weight * output.quantizer.loss
-        total = terms.total + quantizer_loss
+        zero = terms.total.new_zeros(())
+        adversarial = feature_matching = discriminator = zero
+        if self.discriminators is not None and self.step >= loss_config.adversarial_start_step:
+            # The discriminators learn first, on this batch; the decoder is then judged by the updated ones.
+            discriminator, real = self._discriminator_step(target, output.audio.detach(), learning_rate)
+            self._updating = False  # the decoder's update below sets it again
+            fake = self._judge_without_weight_gradients(output.audio)
+            adversarial = loss_config.adversarial_weight * generator_adversarial_loss(fake)
+            feature_matching = loss_config.feature_matching_weight * feature_matching_loss(real, fake)
+        total = terms.total + quantizer_loss + adversarial + feature_matching
         total.backward()
         max_norm = train.grad_clip if train.grad_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
@@ -372,6 +413,9 @@ class Trainer:
             stft=float(terms.stft.detach()),
             mel=float(terms.mel.detach()),
             quantizer=float(quantizer_loss.detach()),
+            adversarial=float(adversarial.detach()),
+            feature_matching=float(feature_matching.detach()),
+            discriminator=float(discriminator.detach()),
             commitment=output.quantizer.commitment_loss.detach().cpu(),
             grad_norm=grad_norm,
             learning_rate=learning_rate,
@@ -379,6 +423,68 @@ class Trainer:
             reconstruction=output.audio.detach(),
             target=target,
         )
+
+    def _discriminator_step(
+        self, real_audio: Tensor, fake_audio: Tensor, generator_learning_rate: float
+    ) -> tuple[Tensor, list[Judgement]]:
+        """One update of the discriminators on real vs detached decoded audio.
+
+        Returns the discriminators' loss and their judgement of the real audio (detached; the feature-matching
+        targets of the decoder's update).
+        """
+        assert self.discriminator_network is not None and self.discriminator_optimizer is not None
+        train = self.config.train
+        scale = (train.discriminator_learning_rate or train.learning_rate) / train.learning_rate
+        for group in self.discriminator_optimizer.param_groups:
+            group["lr"] = generator_learning_rate * scale
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
+        both = self.discriminator_network(torch.cat([real_audio, fake_audio]))  # one pass for real and fake
+        batch = real_audio.shape[0]
+        real = [Judgement(j.logits[:batch], [f[:batch] for f in j.features]) for j in both]
+        fake = [Judgement(j.logits[batch:], [f[batch:] for f in j.features]) for j in both]
+        loss = discriminator_loss(real, fake)
+        loss.backward()
+        max_norm = train.grad_clip if train.grad_clip > 0 else math.inf
+        assert self.discriminators is not None
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.discriminators.parameters(), max_norm))
+        if not math.isfinite(grad_norm):
+            raise TrainingDivergedError(
+                f"the discriminators' gradients became {grad_norm} at step {self.step + 1}; lower "
+                "train.discriminator_learning_rate, then resume from the last checkpoint"
+            )
+        self._updating = True
+        self.discriminator_optimizer.step()
+        detached = [Judgement(j.logits.detach(), [f.detach() for f in j.features]) for j in real]
+        return loss.detach(), detached
+
+    def _judge_without_weight_gradients(self, audio: Tensor) -> list[Judgement]:
+        """The discriminators on the decoder's output, letting gradients reach the audio but not their
+        weights (the plain module, so DDP does not expect a second gradient reduction)."""
+        assert self.discriminators is not None
+        parameters = list(self.discriminators.parameters())
+        for parameter in parameters:
+            parameter.requires_grad_(False)
+        try:
+            return self.discriminators(audio)
+        finally:
+            for parameter in parameters:
+                parameter.requires_grad_(True)
+
+    def _restore_discriminators(self, state: dict[str, Any] | None) -> None:
+        if self.discriminators is None:
+            return
+        if state is None:
+            log.info("the checkpoint has no discriminators: they start from scratch")
+            return
+        assert self.discriminator_optimizer is not None
+        try:
+            self.discriminators.load_state_dict(state["model"], strict=True)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"{self.out / CHECKPOINT_FILE}: the checkpoint's discriminators differ from "
+                f"loss.discriminator ({str(exc).splitlines()[0]}); keep the run's discriminator settings"
+            ) from exc
+        self.discriminator_optimizer.load_state_dict(state["optimizer"])
 
     def close(self) -> None:
         if self.run_log is not None:
@@ -481,6 +587,16 @@ class Trainer:
                 "sampler": {**self.crops.state(), "step": self.step},
                 "run": self.run,
                 "validation": self.validation,
+                **(
+                    {}
+                    if self.discriminators is None
+                    else {
+                        "discriminators": {
+                            "model": clean_state_dict(self.discriminators.state_dict()),
+                            "optimizer": self.discriminator_optimizer.state_dict(),  # type: ignore[union-attr]
+                        }
+                    }
+                ),
             },
         )
         self._save_release()
@@ -507,6 +623,7 @@ class Trainer:
             },
             "recipe": self.run.get("recipe"),
             "overrides": self.run.get("overrides", []),
+            "init_from": self.run.get("init_from"),
             "seed": self.config.train.seed,
             "world_size": self.context.world_size,
             "validation": self.validation,
@@ -560,7 +677,10 @@ class _Window:
         self.usage.reset()
 
     def add(self, result: StepResult, seconds: float, waited: float, audio_seconds: float) -> None:
-        for name in ("loss", "waveform_l1", "stft", "mel", "quantizer", "grad_norm"):
+        names: tuple[str, ...] = ("loss", "waveform_l1", "stft", "mel", "quantizer", "grad_norm")
+        if result.discriminator:
+            names += ("adversarial", "feature_matching", "discriminator")
+        for name in names:
             self.sums[name] = self.sums.get(name, 0.0) + getattr(result, name)
         commitment = result.commitment.double()
         self.commitment = commitment if self.commitment is None else self.commitment + commitment
@@ -600,6 +720,29 @@ class _Window:
             "data_wait_fraction": self.waited / self.seconds if self.seconds else 0.0,
             "window_steps": self.steps,
         }
+
+
+def _initialise_from(model: VQVAE, config: Config, path: str | Path) -> dict[str, Any]:
+    """Load a released tokenizer's weights into ``model`` (same architecture); returns its provenance."""
+    from vqaudio.tokenizer import Tokenizer
+
+    source = Tokenizer.load(path)
+    differences = config_differences(source.config.model, config.model, "model")
+    if differences:
+        raise ConfigError(
+            f"--init-from {path}: its architecture differs from the recipe's ({'; '.join(differences[:3])}); "
+            "fine-tune with the recipe it was trained with"
+        )
+    model.load_state_dict(source.model.state_dict(), strict=True)
+    training = source.training or {}
+    log.info("starting from the weights of %s (%s, %s steps)", path, source.name, training.get("steps", "?"))
+    return {
+        "path": str(path),
+        "name": source.name,
+        "weights_sha256": source.hash,
+        "steps": training.get("steps"),
+        "recipe": training.get("recipe"),
+    }
 
 
 def _duration(seconds: float) -> str:
