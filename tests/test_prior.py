@@ -5,6 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -409,14 +414,83 @@ def test_training_rejects_bad_tokens(tmp_path: Path) -> None:
         train_prior(good, config, tmp_path / "d", speaker_of={"someone_else": "s1"}, progress=False)
 
 
-def test_load_without_embedded_default_is_a_clear_error() -> None:
-    from vqaudio.prior.model import PRETRAINED_DIR
+def test_float16_release_loads_as_float32(tmp_path: Path) -> None:
+    prior = tiny_prior()
+    codes = torch.randint(0, 16, (3, 30))
+    prior.save(tmp_path / "half", weights_dtype="float16")
+    prior.save(tmp_path / "full")
+    half_size = (tmp_path / "half" / "model.safetensors").stat().st_size
+    assert half_size < 0.6 * (tmp_path / "full" / "model.safetensors").stat().st_size
+    loaded = Prior.load(tmp_path / "half")  # strict, hash-checked
+    assert read_meta(tmp_path / "half")["weights_dtype"] == "float16"
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
+    for name, tensor in prior.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], tensor.half().float()), name
+    difference = (loaded.log_prob(codes) - prior.log_prob(codes)).abs().max()
+    assert difference < 1e-2
+    assert "float16 on disk" in describe(read_meta(tmp_path / "half"))
+    with pytest.raises(ValueError, match="weights_dtype"):
+        prior.save(tmp_path / "x", weights_dtype="int8")
 
-    if (PRETRAINED_DIR / "model.safetensors").is_file():
-        assert isinstance(Prior.load(), Prior)
-    else:
-        with pytest.raises(ModelFileError, match="no default prior"):
-            Prior.load()
+    # a description that contradicts the stored tensors, and one from a newer vqaudio
+    config_json = tmp_path / "half" / "config.json"
+    meta = json.loads(config_json.read_text())
+    config_json.write_text(json.dumps({**meta, "weights_dtype": "float32"}))
+    with pytest.raises(ModelFileError, match="says float32 weights"):
+        Prior.load(tmp_path / "half")
+    config_json.write_text(json.dumps({**meta, "weights_dtype": "bfloat8"}))
+    with pytest.raises(ModelFileError, match="upgrade vqaudio"):
+        Prior.load(tmp_path / "half")
+
+    # files written before weights_dtype existed: float32, no key
+    config_json = tmp_path / "full" / "config.json"
+    meta = json.loads(config_json.read_text())
+    del meta["weights_dtype"]
+    config_json.write_text(json.dumps(meta))
+    assert torch.equal(Prior.load(tmp_path / "full").log_prob(codes), prior.log_prob(codes))
+
+
+def test_load_without_embedded_default_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("vqaudio.prior.model.PRETRAINED_DIR", tmp_path)
+    with pytest.raises(ModelFileError, match="no embedded default prior.*reinstall vqaudio"):
+        Prior.load()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_training_with_a_checkpoint(tmp_path: Path, signum: int) -> None:
+    """Even with SIGINT ignored, as a non-interactive shell starts background jobs: stop, checkpoint, 130."""
+    train_file = write_tokens(tmp_path / "train.npy", pattern_corpus(), token_meta(num_codebooks=2))
+    out = tmp_path / "prior"
+    command = [sys.executable, "-m", "vqaudio.cli.main", "prior", "train", str(train_file), "--out", str(out)]
+    command += ["--config", str(RECIPES / "prior_tiny.yaml"), "--no-progress"]
+    for setting in ("max_steps=100000", "log_every=1", "checkpoint_every=100000", "num_threads=1"):
+        command += ["--set", f"train.{setting}"]
+    command += ["--set", "train.tensorboard=false", "--set", "train.holdout_fraction=0"]
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=ignore_sigint)
+    try:
+        deadline = time.monotonic() + 120
+        metrics = out / "metrics.jsonl"
+        while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "training did not start"
+            time.sleep(0.2)
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "checkpoint written" in stderr
+    step = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
+    assert step >= 3
+    assert Prior.load(out).training["step"] == step  # no validation set: the release is the latest weights
 
 
 # --------------------------------------------------------------------------------------------------
@@ -493,8 +567,37 @@ def test_cli_train_eval_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert len(report["codebooks"]) == 3 and "training tokens" in report["baseline"]
     assert report["bits_per_second"] == pytest.approx(report["bits_per_token"] * 3 * 50)
     assert report["bits_per_token"] < report["unigram_bits_per_token"]
-    assert main(["prior", "eval", str(dev_file), "--prior", str(out)]) == 0
-    assert "bits per second" in capsys.readouterr().out
+    json_out = tmp_path / "eval" / "prior_eval.json"
+    assert main(["prior", "eval", str(dev_file), "--prior", str(out), "--json-out", str(json_out)]) == 0
+    assert "bits per second" in capsys.readouterr().out  # the table, and the JSON in the file
+    assert json.loads(json_out.read_text())["bits_per_token"] == pytest.approx(report["bits_per_token"])
+
+    # a prior copied without its n-gram counts, as the embedded one: no baselines unless --train
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        shutil.copy(out / name, bare / name)
+    assert main(["prior", "eval", str(dev_file), "--prior", str(bare), "--json"]) == 0
+    bare_report = json.loads(capsys.readouterr().out)
+    assert bare_report["bits_per_token"] == pytest.approx(report["bits_per_token"])
+    assert bare_report["bigram_bits_per_token"] is None and bare_report["beats_bigram"] is None
+    assert (
+        bare_report["codebooks"][0]["unigram_bits_per_token"] is None and "--train" in bare_report["baseline"]
+    )
+    assert main(["prior", "eval", str(dev_file), "--prior", str(bare)]) == 0
+    header = next(
+        line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("codebook")
+    )
+    assert "prior" in header and "unigram" not in header
+    assert (
+        main(["prior", "eval", str(dev_file), "--prior", str(bare), "--train", str(train_file), "--json"])
+        == 0
+    )
+    with_train = json.loads(capsys.readouterr().out)
+    assert with_train["bigram_bits_per_token"] == pytest.approx(report["bigram_bits_per_token"])
+    assert main(["prior", "info", str(bare)]) == 0
+    info = capsys.readouterr().out
+    assert "tokenizer: tiny" in info and "weights: float32 on disk" in info and "recipe:" in info
 
     other = write_tokens(tmp_path / "other.npy", corpus, token_meta(model_hash="cd" * 32))
     assert main(["prior", "eval", str(other), "--prior", str(out)]) == 1
@@ -587,3 +690,7 @@ def test_recipes_load_and_build() -> None:
     small_config = PriorConfig(**{**small.prior.__dict__, "num_codebooks": 8, "codebook_size": 1024})
     trunk = sum(p.numel() for p in WaveNetPrior(small_config).layers.parameters())
     assert 1e6 < trunk < 3e6 and receptive_field(small_config) == 511
+    default = load_yaml(RECIPES / "prior_default.yaml", PriorRunConfig)
+    default_config = PriorConfig(**{**default.prior.__dict__, "num_codebooks": 8, "codebook_size": 1024})
+    parameters = sum(p.numel() for p in WaveNetPrior(default_config).parameters())
+    assert 2 * parameters < 4.5e6, "the embedded prior ships as float16: at most ~4.5 MB"

@@ -26,10 +26,10 @@ TRAIN_HELP = (
     "release model (model.safetensors + config.json), naming the tokenizer (hash) the tokens came from."
 )
 EVAL_HELP = (
-    "Bits per token, per frame and per second of audio of the prior on (held-out) token files, beside "
-    "per-codebook unigram and bigram baselines. The baselines are cross-entropies of n-gram models estimated "
-    "on the training tokens (stored with the prior, or --train), else the empirical entropies of the "
-    "evaluated tokens themselves; the output says which."
+    "Bits per token, per frame and per second of audio of the prior (default: the embedded one) on (held-out) "
+    "token files, beside per-codebook unigram and bigram baselines: cross-entropies of n-gram models estimated "
+    "on the training tokens (counts stored with a trained prior, or --train). A prior without counts (the "
+    "embedded one) is scored without baselines unless --train is given; the output says which."
 )
 SAMPLE_HELP = (
     "Sample token sequences from the prior and decode them to WAVs with the tokenizer the prior names "
@@ -37,6 +37,11 @@ SAMPLE_HELP = (
     "With --prompt, each sample continues the prompt audio's tokens (kept unchanged; the WAV holds prompt + "
     "continuation). Writes OUT/sample_NNN.npy ([n_q, frames] codes), OUT/sample_NNN.wav and OUT/samples.json."
 )
+INFO_HELP = (
+    "Describe a prior model (default: the embedded one): architecture, receptive field, the tokenizer it "
+    "models, the training record. `vqaudio info PATH` says the same about a prior folder."
+)
+PRIOR_HELP = "Prior model folder or .safetensors file (default: the prior embedded in vqaudio)."
 
 
 def _load_token_set(path: Path) -> Any:
@@ -98,18 +103,23 @@ def train_command(
                 f"--tokenizer {tokenizer_path} has hash {tokenizer_hash[:12]}, but {tokens} was made by "
                 f"{str(train_set.meta.get('model_hash'))[:12]}; pass the tokenizer that wrote the tokens"
             )
-    result = train_prior(
-        train_set,
-        run_config,
-        out,
-        valid=_load_token_set(valid) if valid is not None else None,
-        speaker_of=read_speakers(manifest) if manifest is not None else None,
-        force=force,
-        overwrite=overwrite,
-        progress=progress,
-        until_step=steps,
-        tokenizer_path=str(tokenizer_path.resolve()) if tokenizer_path is not None else None,
-    )
+    try:
+        result = train_prior(
+            train_set,
+            run_config,
+            out,
+            valid=_load_token_set(valid) if valid is not None else None,
+            speaker_of=read_speakers(manifest) if manifest is not None else None,
+            force=force,
+            overwrite=overwrite,
+            progress=progress,
+            until_step=steps,
+            tokenizer_path=str(tokenizer_path.resolve()) if tokenizer_path is not None else None,
+            recipe=str(config) if config is not None else None,
+            overrides=overrides,
+        )
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
     valid_text = (
         ""
         if result.valid_bits_per_token is None
@@ -121,9 +131,7 @@ def train_command(
 @prior_app.command("eval", help=EVAL_HELP)
 def eval_command(
     tokens: Path = typer.Argument(..., help="Token file to score (held-out tokens)."),
-    prior_path: Path | None = typer.Option(
-        None, "--prior", help="Prior model folder; default: the embedded one."
-    ),
+    prior_path: Path | None = typer.Option(None, "--prior", help=PRIOR_HELP),
     train: Path | None = typer.Option(
         None,
         "--train",
@@ -133,6 +141,11 @@ def eval_command(
         None, "--manifest", help="Speakers, for a speaker-conditioned prior."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    json_out: Path | None = typer.Option(
+        None,
+        "--json-out",
+        help="Also write the JSON object to this file (atomically); the table still prints.",
+    ),
     force: bool = typer.Option(False, "--force", help="Score tokens of another tokenizer anyway."),
 ) -> None:
     from vqaudio.prior import Prior
@@ -169,18 +182,19 @@ def eval_command(
         counts, source = load_counts(prior.path.parent / COUNTS_FILE), "counts stored with the prior"
     report = evaluate_prior(prior.model, utterances, prior.frame_rate, counts, source)
     label = str(prior_path) if prior_path is not None else "(embedded default)"
-    if as_json:
-        typer.echo(json.dumps({"tokens": str(tokens), "prior": label, **report.to_dict()}))
-    else:
-        typer.echo(format_report(report, f"prior {label} on {tokens}"))
+    text = json.dumps({"tokens": str(tokens), "prior": label, **report.to_dict()})
+    if json_out is not None:
+        from vqaudio.audio import atomic_path
+
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(text + "\n")
+    typer.echo(text if as_json else format_report(report, f"prior {label} on {tokens}"))
 
 
 @prior_app.command("sample", help=SAMPLE_HELP)
 def sample_command(
     out: Path = typer.Argument(..., help="Output folder for tokens and WAVs."),
-    prior_path: Path | None = typer.Option(
-        None, "--prior", help="Prior model folder; default: the embedded one."
-    ),
+    prior_path: Path | None = typer.Option(None, "--prior", help=PRIOR_HELP),
     seconds: float = typer.Option(5.0, "--seconds", "-s", help="Seconds to generate (after the prompt)."),
     num_samples: int = typer.Option(1, "-n", "--num-samples", min=1, help="Number of samples."),
     temperature: float = typer.Option(
@@ -256,6 +270,22 @@ def sample_command(
     for index, token_file in enumerate(files.tokens):
         audio = f"  {files.audio[index]}" if files.audio else ""
         typer.echo(f"{token_file}{audio}")
+
+
+@prior_app.command("info", help=INFO_HELP)
+def info_command(
+    path: Path | None = typer.Argument(None, help=PRIOR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+) -> None:
+    from vqaudio.prior import Prior, describe
+    from vqaudio.serialization import read_meta
+
+    prior = Prior.load(path)  # checks the files (hash, strict load), not only their description
+    assert prior.path is not None
+    meta = read_meta(prior.path)
+    description = describe(meta)
+    facts = {"kind": "prior", "path": str(prior.path), "description": description, "meta": meta}
+    typer.echo(json.dumps(facts, indent=2, default=str) if as_json else f"{prior.path}\n{description}")
 
 
 def register(app: typer.Typer) -> None:

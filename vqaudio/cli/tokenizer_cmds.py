@@ -161,12 +161,21 @@ def info(
         None, help="Model folder, .safetensors file, or token file (.npy); default: the embedded model."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+    prior: bool = typer.Option(False, "--prior", help="Describe the embedded prior instead (no PATH)."),
 ) -> None:
     """Describe a model or token file (help: INFO_HELP)."""
     from vqaudio.serialization import read_meta
     from vqaudio.tokenfile import token_paths
     from vqaudio.tokenizer import DEFAULT_MODEL_DIR
 
+    if prior:
+        if path is not None:
+            raise typer.BadParameter("--prior describes the embedded prior; pass PATH or --prior, not both")
+        from vqaudio.prior import Prior
+        from vqaudio.prior.model import PRETRAINED_DIR
+
+        Prior.load()  # one clear line when it is missing or damaged
+        path = PRETRAINED_DIR
     if path is None:
         path = DEFAULT_MODEL_DIR
     if path.suffix == ".npy" or (not path.exists() and token_paths(path).meta_path.exists()):

@@ -2,8 +2,10 @@
 
 The prior's number is its exact negative log-likelihood (every codebook of every frame, the first frame of
 each utterance included), in bits. Baselines (``vqaudio.prior.ngram``) are the unigram and bigram models of
-each codebook: cross-entropies of models estimated on the training tokens when those are known, else the
-empirical entropies of the evaluated tokens themselves; the report says which.
+each codebook: cross-entropies of models estimated on the training tokens. Without training counts (a
+prior copied without its ``ngram_counts.npz``, such as the embedded one, and no ``--train``) the baselines
+are left out and the report says how to get them: the plug-in entropies of the scored tokens themselves
+would be badly optimistic for 1024-code bigrams and would read as if the prior lost to them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 from vqaudio.prior.data import Utterances, length_batches
-from vqaudio.prior.ngram import NgramCounts, cross_entropy_bits, empirical_entropy_bits
+from vqaudio.prior.ngram import NgramCounts, cross_entropy_bits
 from vqaudio.prior.wavenet import WaveNetPrior
 
 MAX_BATCH_FRAMES = 8192  # padded frames per evaluation batch
@@ -24,9 +26,9 @@ TRAINING_BASELINE = (
     "cross-entropy of per-codebook unigram (add-1/2) and bigram (Witten-Bell) models estimated on the "
     "training tokens ({source})"
 )
-EMPIRICAL_BASELINE = (
-    "empirical entropies of the evaluated tokens themselves (maximum-likelihood unigram and bigram fitted to "
-    "the scored tokens: optimistic baselines)"
+NO_BASELINE = (
+    "none: the prior carries no n-gram counts of its training tokens; pass --train TRAIN_TOKENS for unigram "
+    "and bigram baselines"
 )
 
 
@@ -72,8 +74,8 @@ def corpus_nll(
 class CodebookBits(NamedTuple):
     codebook: int  # 1-based, as printed
     bits_per_token: float
-    unigram_bits_per_token: float
-    bigram_bits_per_token: float
+    unigram_bits_per_token: float | None  # None: no baselines (no training counts)
+    bigram_bits_per_token: float | None
 
 
 class PriorReport(NamedTuple):
@@ -88,8 +90,8 @@ class PriorReport(NamedTuple):
     bits_per_token: float
     bits_per_frame: float
     bits_per_second: float
-    unigram_bits_per_token: float
-    bigram_bits_per_token: float
+    unigram_bits_per_token: float | None  # None: no baselines (no training counts)
+    bigram_bits_per_token: float | None
     baseline: str  # how the unigram / bigram numbers were obtained
     codebooks: list[CodebookBits]
 
@@ -98,16 +100,18 @@ class PriorReport(NamedTuple):
         return math.log2(self.codebook_size)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values; the baseline entries are None when there are no baselines."""
         result = self._asdict()
         K = self.num_codebooks
+        unigram, bigram = self.unigram_bits_per_token, self.bigram_bits_per_token
         result.update(
-            unigram_bits_per_frame=self.unigram_bits_per_token * K,
-            bigram_bits_per_frame=self.bigram_bits_per_token * K,
-            unigram_bits_per_second=self.unigram_bits_per_token * K * self.frame_rate,
-            bigram_bits_per_second=self.bigram_bits_per_token * K * self.frame_rate,
+            unigram_bits_per_frame=None if unigram is None else unigram * K,
+            bigram_bits_per_frame=None if bigram is None else bigram * K,
+            unigram_bits_per_second=None if unigram is None else unigram * K * self.frame_rate,
+            bigram_bits_per_second=None if bigram is None else bigram * K * self.frame_rate,
             uniform_bits_per_token=self.uniform_bits_per_token,
-            beats_unigram=self.bits_per_token < self.unigram_bits_per_token,
-            beats_bigram=self.bits_per_token < self.bigram_bits_per_token,
+            beats_unigram=None if unigram is None else self.bits_per_token < unigram,
+            beats_bigram=None if bigram is None else self.bits_per_token < bigram,
             codebooks=[row._asdict() for row in self.codebooks],
         )
         return result
@@ -126,22 +130,22 @@ def evaluate_prior(
         model: the prior network.
         utterances: held-out tokens (validated, with conditions for a conditioned prior).
         frame_rate: token frames per second, for bits per second.
-        training_counts: n-gram counts of the training tokens; None: empirical entropies of ``utterances``.
+        training_counts: n-gram counts of the training tokens; None: no baselines.
         training_source: where the training counts came from, for the report.
     """
     totals = corpus_nll(model, utterances)
     bits = totals.nats / math.log(2) / totals.num_frames  # [K] bits per token of each codebook
+    K = model.num_codebooks
+    unigram: list[float | None] = [None] * K
+    bigram: list[float | None] = [None] * K
+    unigram_mean = bigram_mean = None
+    description = NO_BASELINE
     if training_counts is not None:
         baseline = cross_entropy_bits(training_counts, utterances.codes)
+        unigram, bigram = [float(x) for x in baseline.unigram], [float(x) for x in baseline.bigram]
+        unigram_mean, bigram_mean = float(baseline.unigram.mean()), float(baseline.bigram.mean())
         description = TRAINING_BASELINE.format(source=training_source)
-    else:
-        baseline = empirical_entropy_bits(utterances.codes, model.codebook_size)
-        description = EMPIRICAL_BASELINE
-    K = model.num_codebooks
-    rows = [
-        CodebookBits(k + 1, float(bits[k]), float(baseline.unigram[k]), float(baseline.bigram[k]))
-        for k in range(K)
-    ]
+    rows = [CodebookBits(k + 1, float(bits[k]), unigram[k], bigram[k]) for k in range(K)]
     per_token = float(bits.mean())
     return PriorReport(
         num_utterances=len(utterances.ids),
@@ -153,16 +157,18 @@ def evaluate_prior(
         bits_per_token=per_token,
         bits_per_frame=per_token * K,
         bits_per_second=per_token * K * frame_rate,
-        unigram_bits_per_token=float(baseline.unigram.mean()),
-        bigram_bits_per_token=float(baseline.bigram.mean()),
+        unigram_bits_per_token=unigram_mean,
+        bigram_bits_per_token=bigram_mean,
         baseline=description,
         codebooks=rows,
     )
 
 
 def format_report(report: PriorReport, title: str) -> str:
-    """The human-readable table printed by ``vqaudio prior eval``."""
+    """The human-readable table printed by ``vqaudio prior eval`` (baseline columns only when there are any)."""
     K = report.num_codebooks
+    unigram, bigram = report.unigram_bits_per_token, report.bigram_bits_per_token
+    with_baselines = unigram is not None and bigram is not None
     lines = [
         title,
         f"{report.num_utterances} utterances, {report.num_frames} frames ({report.seconds:.1f} s at "
@@ -170,22 +176,32 @@ def format_report(report: PriorReport, title: str) -> str:
         f"(uniform: {report.uniform_bits_per_token:.2f} bits per token)",
         f"baselines: {report.baseline}",
         "",
-        f"{'codebook':>8}  {'prior':>7}  {'unigram':>7}  {'bigram':>7}   bits per token",
+        f"{'codebook':>8}  {'prior':>7}"
+        + (f"  {'unigram':>7}  {'bigram':>7}" if with_baselines else "")
+        + "   bits per token",
     ]
+
+    def columns(prior: float, unigram: float | None, bigram: float | None) -> str:
+        if unigram is None or bigram is None:
+            return f"{prior:7.3f}"
+        return f"{prior:7.3f}  {unigram:7.3f}  {bigram:7.3f}"
+
     for row in report.codebooks:
         lines.append(
-            f"{row.codebook:>8}  {row.bits_per_token:7.3f}  {row.unigram_bits_per_token:7.3f}  "
-            f"{row.bigram_bits_per_token:7.3f}"
+            f"{row.codebook:>8}  "
+            + columns(row.bits_per_token, row.unigram_bits_per_token, row.bigram_bits_per_token)
         )
-    lines += [
-        f"{'all':>8}  {report.bits_per_token:7.3f}  {report.unigram_bits_per_token:7.3f}  "
-        f"{report.bigram_bits_per_token:7.3f}",
-        "",
-        f"bits per frame:  prior {report.bits_per_frame:.1f}, "
-        f"unigram {report.unigram_bits_per_token * K:.1f}, "
-        f"bigram {report.bigram_bits_per_token * K:.1f}",
-        f"bits per second: prior {report.bits_per_second:.0f}, "
-        f"unigram {report.unigram_bits_per_token * K * report.frame_rate:.0f}, "
-        f"bigram {report.bigram_bits_per_token * K * report.frame_rate:.0f}",
-    ]
+    lines += [f"{'all':>8}  " + columns(report.bits_per_token, unigram, bigram), ""]
+    if unigram is not None and bigram is not None:
+        lines += [
+            f"bits per frame:  prior {report.bits_per_frame:.1f}, unigram {unigram * K:.1f}, "
+            f"bigram {bigram * K:.1f}",
+            f"bits per second: prior {report.bits_per_second:.0f}, "
+            f"unigram {unigram * K * report.frame_rate:.0f}, bigram {bigram * K * report.frame_rate:.0f}",
+        ]
+    else:
+        lines += [
+            f"bits per frame:  prior {report.bits_per_frame:.1f}",
+            f"bits per second: prior {report.bits_per_second:.0f}",
+        ]
     return "\n".join(lines)

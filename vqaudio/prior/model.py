@@ -5,7 +5,7 @@ A prior model is a folder like the tokenizer's (``vqaudio.serialization``): ``mo
 trained on (its weights hash, name and path) and the token stream's geometry (codebooks, codebook size,
 frame rate)::
 
-    prior = Prior.load("exp/prior1")            # or Prior.load(): the embedded default, when shipped
+    prior = Prior.load("exp/prior1")            # or Prior.load(): the embedded default prior
     nats = prior.log_prob(codes)                # [n_q, F] -> [n_q, F] natural-log likelihood per token
     codes = prior.generate(500, seed=0)         # [n_q, 500]: 10 s at 50 Hz
 
@@ -24,14 +24,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vqaudio._version import __version__
 from vqaudio.config import ConfigError, PriorConfig, PriorRunConfig, from_dict, to_dict
 from vqaudio.errors import ModelFileError, TokenFileError
 from vqaudio.prior.generation import generate_codes
 from vqaudio.prior.wavenet import WaveNetPrior, dilations, receptive_field
-from vqaudio.serialization import load_model_file, save_model_file
+from vqaudio.serialization import WEIGHTS_FILE, load_model_file, save_model_file
 
 FORMAT = "vqaudio-prior"
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "prior"
+# How a prior file may store its floating-point tensors (``weights_dtype`` in the description; absent in files
+# written before it existed: float32). Weights are always loaded and run as float32; float16 halves the file
+# (the embedded prior) at a cost in bits per token far below what training noise moves.
+WEIGHTS_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def token_stream(meta: Mapping[str, Any], tokenizer_path: str | None = None) -> dict[str, Any]:
@@ -137,14 +142,15 @@ class Prior:
             ModelFileError: missing, corrupt or not a prior; no embedded default in this installation.
         """
         if path is None:
-            if not (PRETRAINED_DIR / "model.safetensors").is_file():
+            if not (PRETRAINED_DIR / WEIGHTS_FILE).is_file():
                 raise ModelFileError(
-                    "this vqaudio installation ships no default prior (vqaudio/pretrained/prior/ is empty); "
-                    "pass a prior trained with `vqaudio prior train`"
+                    f"no embedded default prior is installed ({PRETRAINED_DIR} has no {WEIGHTS_FILE}); "
+                    "pass --prior PATH (a prior trained with `vqaudio prior train`), or reinstall vqaudio"
                 )
             path = PRETRAINED_DIR
         loaded = load_model_file(path, FORMAT)
         meta = loaded.meta
+        state_dict = _as_float32(loaded.state_dict, meta.get("weights_dtype", "float32"), loaded.path)
         try:
             run_config = from_dict(PriorRunConfig, meta.get("config"), where=f"{loaded.path}:config")
         except ConfigError as exc:
@@ -160,7 +166,7 @@ class Prior:
         except ValueError as exc:
             raise ModelFileError(f"{loaded.path}: {exc}") from exc
         try:
-            model.load_state_dict(loaded.state_dict, strict=True)
+            model.load_state_dict(state_dict, strict=True)
         except RuntimeError as exc:
             raise ModelFileError(
                 f"{loaded.path}: weights do not match the saved config ({str(exc).splitlines()[0]})"
@@ -169,11 +175,12 @@ class Prior:
             model, run_config, meta["tokens"], meta.get("speakers") or (), meta.get("training"), loaded.path
         )
 
-    def description(self, name: str | None = None) -> dict[str, Any]:
+    def description(self, name: str | None = None, weights_dtype: str = "float32") -> dict[str, Any]:
         """The JSON description written beside the weights (``config.json``)."""
         return {
             "format": FORMAT,
             "name": name or (self.path.parent.name if self.path else "prior"),
+            "weights_dtype": weights_dtype,
             "config": to_dict(self.run_config),
             "tokens": self.tokens,
             "speakers": list(self.speakers),
@@ -182,10 +189,31 @@ class Prior:
             "training": self.training,
         }
 
-    def save(self, folder: str | Path, name: str | None = None) -> Path:
-        """Write ``folder/model.safetensors`` + ``folder/config.json`` atomically; returns the folder."""
+    def save(self, folder: str | Path, name: str | None = None, weights_dtype: str = "float32") -> Path:
+        """Write ``folder/model.safetensors`` + ``folder/config.json`` atomically; returns the folder.
+
+        Args:
+            folder: the model folder (created if needed).
+            name: the model's name (default: the folder's name).
+            weights_dtype: how the file stores the weights, a key of ``WEIGHTS_DTYPES``: ``"float16"``
+                halves the file (the embedded prior); ``load`` gives float32 weights either way. The weights
+                hash is that of the stored tensors.
+        """
+        if weights_dtype not in WEIGHTS_DTYPES:
+            raise ValueError(f"weights_dtype must be one of {sorted(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
         folder = Path(folder)
-        return save_model_file(folder, self.model.state_dict(), self.description(name or folder.name))
+        dtype = WEIGHTS_DTYPES[weights_dtype]
+        state_dict = {
+            key: tensor.to(dtype) if tensor.is_floating_point() else tensor
+            for key, tensor in self.model.state_dict().items()
+        }
+        overflow = [key for key, tensor in state_dict.items() if not bool(torch.isfinite(tensor).all())]
+        if overflow:  # float16 tops out at 65504
+            raise ValueError(
+                f"{overflow[0]} holds values that {weights_dtype} cannot represent (or were not finite to begin "
+                'with); save with weights_dtype="float32"'
+            )
+        return save_model_file(folder, state_dict, self.description(name or folder.name, weights_dtype))
 
     def check_tokens(self, meta: Mapping[str, Any], force: bool = False, where: str = "tokens") -> None:
         """Raise TokenFileError when a token file's metadata does not fit this prior.
@@ -348,6 +376,29 @@ class Prior:
         return torch.tensor(ids, dtype=torch.long, device=self.device)
 
 
+def _as_float32(state_dict: Mapping[str, Tensor], weights_dtype: Any, where: Path) -> dict[str, Tensor]:
+    """Stored tensors -> float32, after checking that they are stored as the description says."""
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise ModelFileError(
+            f"{where}: weights stored as {weights_dtype!r}, this vqaudio ({__version__}) reads "
+            f"{sorted(WEIGHTS_DTYPES)}; upgrade vqaudio"
+        )
+    stored = WEIGHTS_DTYPES[weights_dtype]
+    wrong = sorted(
+        f"{key} ({tensor.dtype})"
+        for key, tensor in state_dict.items()
+        if tensor.is_floating_point() and tensor.dtype != stored
+    )
+    if wrong:
+        raise ModelFileError(
+            f"{where}: the description says {weights_dtype} weights, but {wrong[0]} differs"
+            f"{f' (and {len(wrong) - 1} more)' if len(wrong) > 1 else ''}; reinstall or re-export the prior"
+        )
+    return {
+        key: tensor.float() if tensor.is_floating_point() else tensor for key, tensor in state_dict.items()
+    }
+
+
 def describe(meta: Mapping[str, Any]) -> str:
     """A few lines about a prior model file (``config.json`` contents), for ``vqaudio info``."""
     run = from_dict(PriorRunConfig, meta.get("config"), where="config")
@@ -383,4 +434,22 @@ def describe(meta: Mapping[str, Any]) -> str:
             f"trained: {training['step']} steps"
             + (f", validation {valid:.3f} bits per token" if isinstance(valid, (int, float)) else "")
         )
+    # the whole record, one entry a line (its token stream and speakers are shown above)
+    lines += [
+        f"  {key}: {_plain(value)}" for key, value in training.items() if key not in ("tokens", "speakers")
+    ]
+    lines.append(
+        f"weights: {meta.get('weights_dtype', 'float32')} on disk, sha256 {meta.get('weights_sha256')}"
+    )
     return "\n".join(lines)
+
+
+def _plain(value: Any) -> str:
+    """A training-record value on one line: mappings as ``key value`` pairs, floats rounded."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{key} {_plain(item)}" for key, item in value.items())
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_plain(item) for item in value) + "]"
+    return str(value)

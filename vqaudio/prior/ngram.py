@@ -7,7 +7,8 @@ first frame of an utterance falls back to the unigram). Two ways to score tokens
   bigram with Witten-Bell smoothing towards that unigram (Witten & Bell, 1991), so unseen codes and pairs
   keep a non-zero probability. This is the fair comparison for a prior trained on the same tokens.
 * empirical (plug-in) entropies of the scored tokens themselves: maximum-likelihood models fitted to the
-  very tokens they score. Optimistic, badly so for bigrams over large codebooks and little data.
+  very tokens they score. Optimistic, badly so for bigrams over large codebooks and little data; for
+  analysis only (``vqaudio prior eval`` reports the cross-entropies, or no baselines without training counts).
 
 Counts are kept sparse (a sorted array of pair keys) and saved beside a trained prior as ``ngram_counts.npz``
 (plain arrays, no pickles).

@@ -24,8 +24,10 @@ import json
 import logging
 import math
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -62,6 +64,7 @@ from vqaudio.training.schedule import learning_rate_at
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+SIGNAL_REPEAT_SECONDS = 1.0  # a second Ctrl-C sooner than this is the same keypress, delivered twice
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -168,6 +171,8 @@ def train_prior(
     progress: bool = True,
     until_step: int | None = None,
     tokenizer_path: str | None = None,
+    recipe: str | None = None,
+    overrides: Sequence[str] = (),
 ) -> TrainingResult:
     """Train (or resume training) a prior on a token corpus.
 
@@ -183,11 +188,14 @@ def train_prior(
         until_step: stop (with a checkpoint) after this many updates, before ``max_steps``; resuming later
             follows the same curve as an uninterrupted run.
         tokenizer_path: the tokenizer the tokens came from, recorded so ``prior sample`` finds it.
+        recipe, overrides: the recipe file and ``--set`` overrides ``config`` came from, recorded in the model's
+            training description.
     Returns:
         the released prior, the step reached, its validation bits per token and the run folder.
     Raises:
         TokenFileError, DataError: unusable tokens, manifest or recipe; FileExistsError: ``out`` holds a model
-        but no checkpoint (and no ``overwrite``).
+        but no checkpoint (and no ``overwrite``); KeyboardInterrupt: after Ctrl-C / SIGTERM (in the main
+        thread: once the current step is done and a checkpoint is written).
     """
     out = Path(out)
     stream = token_stream(train.meta, tokenizer_path)
@@ -241,6 +249,8 @@ def train_prior(
         "train_frames": utterances.num_frames,
         "train_utterances": len(utterances.ids),
         "valid_tokens": valid.source if valid else "held out",
+        "recipe": recipe,
+        "overrides": list(overrides),
     }
     step, best, elapsed = 0, math.inf, 0.0
     if checkpoint_path.is_file():
@@ -337,6 +347,8 @@ def train_prior(
     threads = torch.get_num_threads()
     if train_config.num_threads:
         torch.set_num_threads(train_config.num_threads)
+    updating = False  # between the first and the last parameter update of a step: no checkpoint then
+    stop_request, restore_signals = _stop_on_signals()
     try:
         while step < stop:
             tic = time.perf_counter()
@@ -348,8 +360,10 @@ def train_prior(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip))
+            updating = True
             optimizer.step()
             step += 1
+            updating = False
             elapsed += time.perf_counter() - tic
             window_frames += int(batch.mask.sum())
             window_nats += float(loss.detach())
@@ -376,11 +390,24 @@ def train_prior(
                 validate()
             if step % train_config.checkpoint_every == 0 or step == stop:
                 checkpoint()
+            if stop_request.requested:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
-        log.warning("interrupted at step %d: writing a checkpoint to resume from", step)
-        checkpoint()
+        if updating:
+            log.warning(
+                "interrupted during a weight update at step %d: no checkpoint written; the last one is kept",
+                step,
+            )
+        else:
+            checkpoint()
+            log.warning(
+                "interrupted at step %d; checkpoint written to %s; run the same command again to resume",
+                step,
+                checkpoint_path,
+            )
         raise
     finally:
+        restore_signals()
         torch.set_num_threads(threads)
         bar.close()
         metrics.close()
@@ -390,6 +417,48 @@ def train_prior(
         release(last_valid)
     released = Prior.load(out)
     return TrainingResult(released, step, released.training.get("valid_bits_per_token"), out)
+
+
+class _StopRequest:
+    """Set by the first Ctrl-C / SIGTERM: the training loop stops after the current step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.first_signal_time = 0.0
+
+
+def _stop_on_signals() -> tuple[_StopRequest, Callable[[], None]]:
+    """First Ctrl-C / SIGTERM: finish the step, checkpoint, stop. A second Ctrl-C: KeyboardInterrupt now.
+
+    Returns the request the loop polls and the function that puts the previous handlers back. The handlers
+    are installed explicitly because a process started in the background by a non-interactive shell inherits
+    SIGINT as ignored, and Python then never raises KeyboardInterrupt: ``kill -INT`` would do nothing. Outside
+    the main thread signals cannot be handled; the loop then runs without them.
+    """
+    request = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        return request, lambda: None
+
+    def handle(signum: int, frame: Any) -> None:
+        # one terminal Ctrl-C can arrive twice (a process group and a parent forwarding it)
+        if request.requested:
+            if (
+                signum == signal.SIGINT
+                and time.monotonic() - request.first_signal_time > SIGNAL_REPEAT_SECONDS
+            ):
+                raise KeyboardInterrupt
+            return
+        request.requested = True
+        request.first_signal_time = time.monotonic()
+        log.warning("stopping after this step to write a checkpoint (Ctrl-C again to stop at once)")
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return request, restore
 
 
 def _validation_set(
