@@ -558,6 +558,12 @@ def test_fine_tuning_starts_from_the_given_model_and_checks_its_architecture(
         trainer.close()
     record = Tokenizer.load(tmp_path / "tuned").training
     assert record["steps"] == 2 and record["init_from"]["weights_sha256"] == source.hash
+    # Resumed (no --init-from this time), the run still names the model it started from.
+    train_tokenizer(
+        replace_path(tuned, "train.max_steps", 3), train, valid, tmp_path / "tuned", progress=False
+    )
+    record = Tokenizer.load(tmp_path / "tuned").training
+    assert record["steps"] == 3 and record["init_from"]["weights_sha256"] == source.hash
 
     wider = replace_path(tuned, "model.quantizer.codebook_size", 64)
     with pytest.raises(ConfigError, match="architecture differs"):

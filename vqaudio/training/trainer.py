@@ -250,6 +250,8 @@ class Trainer:
             self.step = int(checkpoint["step"])
             self.validation = dict(checkpoint["validation"])
             _warn_about_changed_data(checkpoint["run"], self.run)
+            if checkpoint["run"].get("init_from"):  # a resumed fine-tuning run still says where it began
+                self.run["init_from"] = checkpoint["run"]["init_from"]
         elif init_from is not None:
             self.run["init_from"] = _initialise_from(self.model, config, init_from)
         self.start_step = self.step
