@@ -677,12 +677,11 @@ def tokenize_corpus(
     Raises:
         AudioError, DataError, FileExistsError: naming the file and the fix; nothing is written then.
     """
-    from tqdm.auto import tqdm
-
     from vqaudio.audio import audio_info, load_audio
     from vqaudio.data.batching import batch_by_length
     from vqaudio.data.corpus import load_corpus
     from vqaudio.errors import AudioError, DataError
+    from vqaudio.progress import progress_bar
 
     check_can_write(out, overwrite)
     if batch_size < 1:
@@ -745,7 +744,9 @@ def tokenize_corpus(
         overwrite=overwrite,
     )
     total_hours = sum(lengths) / tokenizer.sample_rate / 3600
-    bar = tqdm(total=len(utterances), unit="file", desc="tokenizing", disable=None if progress else True)
+    bar = progress_bar(
+        total=len(utterances), unit="file", desc="tokenizing", disable=None if progress else True
+    )
     done_seconds = 0.0
     with writer, bar:
         bar.update(len(utterances) - len(usable))  # files rejected from their headers
@@ -818,10 +819,9 @@ def resynthesize_tokens(
     """
     import shutil
 
-    from tqdm.auto import tqdm
-
     from vqaudio.audio import save_audio
     from vqaudio.data.batching import batch_by_length
+    from vqaudio.progress import progress_bar
 
     corpus = load_tokens(tokens)
     where = (
@@ -871,7 +871,9 @@ def resynthesize_tokens(
     batches = batch_by_length([entry.num_frames for entry in entries], batch_size, max_frames)
     written = []
     try:
-        with tqdm(total=len(ids), unit="file", desc="decoding", disable=None if progress else True) as bar:
+        with progress_bar(
+            total=len(ids), unit="file", desc="decoding", disable=None if progress else True
+        ) as bar:
             for batch in batches:
                 codes = [np.asarray(corpus[ids[position]], dtype=np.int64) for position in batch]
                 if n_q is not None:

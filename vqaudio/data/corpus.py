@@ -23,10 +23,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from vqaudio.audio import AUDIO_EXTENSIONS, audio_info
 from vqaudio.errors import AudioError, DataError
+from vqaudio.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +202,7 @@ def fill_headers(
     todo = [index for index, utt in enumerate(result) if utt.num_samples is None or utt.sample_rate is None]
     bad: list[tuple[Utterance, str]] = []
     quiet = not progress or len(todo) < 200
-    bar = tqdm(todo, desc="reading headers", unit="file", disable=quiet, leave=False)
+    bar = progress_bar(todo, desc="reading headers", unit="file", disable=quiet, leave=False)
     for index in bar:
         utt = result[index]
         try:

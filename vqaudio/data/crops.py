@@ -25,11 +25,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from vqaudio.audio import load_audio
 from vqaudio.data.corpus import Utterance
 from vqaudio.errors import DataError
+from vqaudio.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class RandomCrops(Dataset[torch.Tensor]):
         if cache:
             self.cache = [
                 _to_int16(load_audio(utt.path, sample_rate).numpy())
-                for utt in tqdm(
+                for utt in progress_bar(
                     self.utterances, desc="decoding into memory", unit="file", disable=not progress
                 )
             ]

@@ -41,10 +41,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import soundfile as sf
 import soxr
-from tqdm.auto import tqdm
 
 from vqaudio.audio import atomic_path
 from vqaudio.errors import DataError
+from vqaudio.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -451,7 +451,7 @@ def _convert_all(
 ) -> list[int]:
     tasks = [(str(clip.source), str(target), sample_rate) for clip, _, target in jobs_list]
     workers = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
-    bar = tqdm(total=len(tasks), desc="converting clips", unit="clip", disable=not progress)
+    bar = progress_bar(total=len(tasks), desc="converting clips", unit="clip", disable=not progress)
     results: list[int | str] = []
     if workers == 1:
         for task in tasks:

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from vqaudio.audio import load_audio
 from vqaudio.errors import AudioError, DataError
@@ -39,6 +38,7 @@ from vqaudio.evaluation.alignment import align_to_reference
 from vqaudio.evaluation.baselines import Baseline, BaselineError, default_baselines, run_baseline
 from vqaudio.evaluation.codebook_stats import CodebookStats, code_histograms, usage_from_histograms
 from vqaudio.evaluation.metrics import ClipScores, score_clip, unavailable_metrics
+from vqaudio.progress import progress_bar
 
 if TYPE_CHECKING:
     from vqaudio.tokenizer import Tokenizer
@@ -294,7 +294,7 @@ def evaluate(
         torch.set_num_threads(options.threads)
     try:
         _warm_up(tokenizer)
-        bar = tqdm(order, desc="eval", unit="utt", disable=not options.progress)
+        bar = progress_bar(order, desc="eval", unit="utt", disable=not options.progress)
         for index in bar:
             if options.max_seconds is not None and total_seconds >= options.max_seconds:
                 break

@@ -35,7 +35,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from vqaudio.config import PriorRunConfig, TrainConfig, to_dict
 from vqaudio.errors import DataError, TokenFileError
@@ -51,6 +50,7 @@ from vqaudio.prior.evaluation import corpus_nll
 from vqaudio.prior.model import Prior, token_stream
 from vqaudio.prior.ngram import COUNTS_FILE, count_ngrams, save_counts
 from vqaudio.prior.wavenet import WaveNetPrior
+from vqaudio.progress import progress_bar
 from vqaudio.serialization import CONFIG_FILE, WEIGHTS_FILE
 from vqaudio.training.checkpoint import (
     CHECKPOINT_FILE,
@@ -335,7 +335,7 @@ def train_prior(
             release(bits)
 
     stop = min(train_config.max_steps, until_step if until_step is not None else train_config.max_steps)
-    bar = tqdm(
+    bar = progress_bar(
         total=train_config.max_steps,
         initial=step,
         disable=None if progress else True,

@@ -46,7 +46,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vqaudio.config import Config, ConfigError, from_dict, to_dict
@@ -62,6 +61,7 @@ from vqaudio.losses import (
 )
 from vqaudio.model import VQVAE, build_model
 from vqaudio.modules.discriminators import Discriminators, Judgement
+from vqaudio.progress import progress_bar
 from vqaudio.serialization import CONFIG_FILE, WEIGHTS_FILE, clean_state_dict
 from vqaudio.training.checkpoint import (
     CHECKPOINT_FILE,
@@ -326,7 +326,9 @@ class Trainer:
             # its own generator: creating the loader must not draw from the global torch generator
             generator=torch.Generator().manual_seed(train.seed),
         )
-        bar = tqdm(total=stop, initial=self.step, desc="training", unit="step", disable=not self.progress)
+        bar = progress_bar(
+            total=stop, initial=self.step, desc="training", unit="step", disable=not self.progress
+        )
         try:
             with logging_redirect_tqdm(), _stop_on_signals(self):
                 batches = iter(loader)
