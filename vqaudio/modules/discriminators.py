@@ -38,6 +38,17 @@ class Judgement(NamedTuple):
     features: list[Tensor]
 
 
+def _judge(layers: nn.ModuleList, output: nn.Module, x: Tensor) -> Judgement:
+    """Conv layers with leaky ReLUs, then the output conv; every activation is kept for feature matching."""
+    features = []
+    for layer in layers:
+        x = F.leaky_relu(layer(x), LEAKY_SLOPE)
+        features.append(x)
+    logits = output(x)
+    features.append(logits)
+    return Judgement(logits.flatten(1), features)
+
+
 class PeriodDiscriminator(nn.Module):
     """[B, T] -> Judgement; looks at samples ``p`` apart.
 
@@ -64,13 +75,7 @@ class PeriodDiscriminator(nn.Module):
         batch, length = audio.shape
         x = F.pad(audio, (0, -length % self.period), mode="constant")
         x = x.reshape(batch, 1, -1, self.period)  # [B, 1, T / p, p]
-        features = []
-        for layer in self.layers:
-            x = F.leaky_relu(layer(x), LEAKY_SLOPE)
-            features.append(x)
-        logits = self.output(x)
-        features.append(logits)
-        return Judgement(logits.flatten(1), features)
+        return _judge(self.layers, self.output, x)
 
 
 class STFTDiscriminator(nn.Module):
@@ -124,13 +129,7 @@ class STFTDiscriminator(nn.Module):
             return_complex=True,
         )  # [B, bins, frames]
         x = torch.stack([spectrum.real, spectrum.imag], dim=1).transpose(2, 3)  # [B, 2, frames, bins]
-        features = []
-        for layer in self.layers:
-            x = F.leaky_relu(layer(x), LEAKY_SLOPE)
-            features.append(x)
-        logits = self.output(x)
-        features.append(logits)
-        return Judgement(logits.flatten(1), features)
+        return _judge(self.layers, self.output, x)
 
 
 class Discriminators(nn.Module):
