@@ -24,10 +24,8 @@ import json
 import logging
 import math
 import shutil
-import signal
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -60,11 +58,11 @@ from vqaudio.training.checkpoint import (
     save_checkpoint,
 )
 from vqaudio.training.schedule import learning_rate_at
+from vqaudio.training.signals import StopRequest, stop_on_signals
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
-SIGNAL_REPEAT_SECONDS = 1.0  # a second Ctrl-C sooner than this is the same keypress, delivered twice
 TENSORBOARD_DIR = "tensorboard"
 
 
@@ -348,117 +346,77 @@ def train_prior(
     if train_config.num_threads:
         torch.set_num_threads(train_config.num_threads)
     updating = False  # between the first and the last parameter update of a step: no checkpoint then
-    stop_request, restore_signals = _stop_on_signals()
-    try:
-        while step < stop:
-            tic = time.perf_counter()
-            learning_rate = learning_rate_at(step, _schedule(config))
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate
-            batch = sampler.sample()
-            loss = window_loss(model, batch.codes, batch.mask, batch.conditions)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip))
-            updating = True
-            optimizer.step()
-            step += 1
-            updating = False
-            elapsed += time.perf_counter() - tic
-            window_frames += int(batch.mask.sum())
-            window_nats += float(loss.detach())
-            window_steps += 1
-            bar.update(1)
-            if step % train_config.log_every == 0 or step == train_config.max_steps:
-                bits = window_nats / window_steps / math.log(2)
-                speed = window_frames / max(time.perf_counter() - window_start, 1e-9)
-                record(
-                    {
-                        "step": step,
-                        "split": "train",
-                        "bits_per_token": bits,
-                        "learning_rate": learning_rate,
-                        "grad_norm": grad_norm,
-                        "frames_per_second": speed,
-                    }
+    stop_request = StopRequest()
+    with stop_on_signals(stop_request):
+        try:
+            while step < stop:
+                tic = time.perf_counter()
+                learning_rate = learning_rate_at(step, _schedule(config))
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate
+                batch = sampler.sample()
+                loss = window_loss(model, batch.codes, batch.mask, batch.conditions)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip))
+                updating = True
+                optimizer.step()
+                step += 1
+                updating = False
+                elapsed += time.perf_counter() - tic
+                window_frames += int(batch.mask.sum())
+                window_nats += float(loss.detach())
+                window_steps += 1
+                bar.update(1)
+                if step % train_config.log_every == 0 or step == train_config.max_steps:
+                    bits = window_nats / window_steps / math.log(2)
+                    speed = window_frames / max(time.perf_counter() - window_start, 1e-9)
+                    record(
+                        {
+                            "step": step,
+                            "split": "train",
+                            "bits_per_token": bits,
+                            "learning_rate": learning_rate,
+                            "grad_norm": grad_norm,
+                            "frames_per_second": speed,
+                        }
+                    )
+                    bar.set_postfix(
+                        bits=f"{bits:.3f}", valid="-" if last_valid is None else f"{last_valid:.3f}"
+                    )
+                    window_start, window_frames, window_nats, window_steps = time.perf_counter(), 0, 0.0, 0
+                if validation is not None and (
+                    step % train_config.validate_every == 0 or step == train_config.max_steps
+                ):
+                    validate()
+                if step % train_config.checkpoint_every == 0 or step == stop:
+                    checkpoint()
+                if stop_request.requested:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if updating:
+                log.warning(
+                    "interrupted during a weight update at step %d: no checkpoint written; the last one is kept",
+                    step,
                 )
-                bar.set_postfix(bits=f"{bits:.3f}", valid="-" if last_valid is None else f"{last_valid:.3f}")
-                window_start, window_frames, window_nats, window_steps = time.perf_counter(), 0, 0.0, 0
-            if validation is not None and (
-                step % train_config.validate_every == 0 or step == train_config.max_steps
-            ):
-                validate()
-            if step % train_config.checkpoint_every == 0 or step == stop:
+            else:
                 checkpoint()
-            if stop_request.requested:
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        if updating:
-            log.warning(
-                "interrupted during a weight update at step %d: no checkpoint written; the last one is kept",
-                step,
-            )
-        else:
-            checkpoint()
-            log.warning(
-                "interrupted at step %d; checkpoint written to %s; run the same command again to resume",
-                step,
-                checkpoint_path,
-            )
-        raise
-    finally:
-        restore_signals()
-        torch.set_num_threads(threads)
-        bar.close()
-        metrics.close()
-        if writer is not None:
-            writer.close()
+                log.warning(
+                    "interrupted at step %d; checkpoint written to %s; run the same command again to resume",
+                    step,
+                    checkpoint_path,
+                )
+            raise
+        finally:
+            torch.set_num_threads(threads)
+            bar.close()
+            metrics.close()
+            if writer is not None:
+                writer.close()
     if validation is None or not (out / WEIGHTS_FILE).is_file():
         release(last_valid)
     released = Prior.load(out)
     return TrainingResult(released, step, released.training.get("valid_bits_per_token"), out)
-
-
-class _StopRequest:
-    """Set by the first Ctrl-C / SIGTERM: the training loop stops after the current step."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.first_signal_time = 0.0
-
-
-def _stop_on_signals() -> tuple[_StopRequest, Callable[[], None]]:
-    """First Ctrl-C / SIGTERM: finish the step, checkpoint, stop. A second Ctrl-C: KeyboardInterrupt now.
-
-    Returns the request the loop polls and the function that puts the previous handlers back. The handlers
-    are installed explicitly because a process started in the background by a non-interactive shell inherits
-    SIGINT as ignored, and Python then never raises KeyboardInterrupt: ``kill -INT`` would do nothing. Outside
-    the main thread signals cannot be handled; the loop then runs without them.
-    """
-    request = _StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        return request, lambda: None
-
-    def handle(signum: int, frame: Any) -> None:
-        # one terminal Ctrl-C can arrive twice (a process group and a parent forwarding it)
-        if request.requested:
-            if (
-                signum == signal.SIGINT
-                and time.monotonic() - request.first_signal_time > SIGNAL_REPEAT_SECONDS
-            ):
-                raise KeyboardInterrupt
-            return
-        request.requested = True
-        request.first_signal_time = time.monotonic()
-        log.warning("stopping after this step to write a checkpoint (Ctrl-C again to stop at once)")
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return request, restore
 
 
 def _validation_set(

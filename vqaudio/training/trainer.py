@@ -3,9 +3,9 @@
 SoundStream / EnCodec-style codec training (Zeghidour et al., 2021, https://arxiv.org/abs/2107.03312;
 Défossez et al., 2022, https://arxiv.org/abs/2210.13438): multi-resolution spectral and mel losses, optional
 adversarial training (``loss.adversarial_weight > 0``: multi-period and STFT discriminators with their own
-AdamW, least-squares GAN + feature matching, from ``loss.adversarial_start_step``), EMA codebooks with k-means initialisation and dead-code restarts, AdamW with linear
-warm-up and cosine decay (vqaudio.training.schedule), gradient clipping, periodic validation on whole
-utterances, and checkpoints.
+AdamW, least-squares GAN + feature matching, from ``loss.adversarial_start_step``), EMA codebooks with
+k-means initialisation and dead-code restarts, AdamW with linear warm-up and cosine decay
+(vqaudio.training.schedule), gradient clipping, periodic validation on whole utterances, and checkpoints.
 
 A run lives in one folder ``OUT``::
 
@@ -33,11 +33,8 @@ import logging
 import math
 import random
 import shutil
-import signal
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -74,11 +71,11 @@ from vqaudio.training.codebook_stats import CodebookUsage
 from vqaudio.training.distributed import SINGLE_PROCESS, DistributedContext, all_reduce_sum, barrier
 from vqaudio.training.logs import METRICS_FILE, TENSORBOARD_DIR, RunLog
 from vqaudio.training.schedule import learning_rate_at
+from vqaudio.training.signals import StopRequest, stop_on_signals
 from vqaudio.training.validation import VALIDATION_BATCH_FACTOR, ValidationSet, validate
 
 log = logging.getLogger(__name__)
 
-SIGNAL_REPEAT_SECONDS = 1.0  # a second Ctrl-C sooner than this is the same keypress, delivered twice
 RUN_FILES = (
     CHECKPOINT_FILE,
     METRICS_FILE,
@@ -293,7 +290,7 @@ class Trainer:
         if context.is_main:
             self.run_log = RunLog(self.out, self.start_step, sample_rate)
             self._describe(cache, cache_bytes, checkpoint is not None)
-        self.stop_requested = False
+        self.stop_request = StopRequest()
         self._updating = False  # True while the optimizer changes the weights: no checkpoint then
         self._saved_step = self.step if checkpoint is not None else -1
 
@@ -330,7 +327,7 @@ class Trainer:
             total=stop, initial=self.step, desc="training", unit="step", disable=not self.progress
         )
         try:
-            with logging_redirect_tqdm(), _stop_on_signals(self):
+            with logging_redirect_tqdm(), stop_on_signals(self.stop_request, announce=self.context.is_main):
                 batches = iter(loader)
                 while self.step < stop:
                     started = time.perf_counter()
@@ -392,7 +389,6 @@ class Trainer:
         if self.discriminators is not None and self.step >= loss_config.adversarial_start_step:
             # The discriminators learn first, on this batch; the decoder is then judged by the updated ones.
             discriminator, real = self._discriminator_step(target, output.audio.detach(), learning_rate)
-            self._updating = False  # the decoder's update below sets it again
             fake = self._judge_without_weight_gradients(output.audio)
             adversarial = loss_config.adversarial_weight * generator_adversarial_loss(fake)
             feature_matching = loss_config.feature_matching_weight * feature_matching_loss(real, fake)
@@ -458,6 +454,7 @@ class Trainer:
             )
         self._updating = True
         self.discriminator_optimizer.step()
+        self._updating = False
         detached = [Judgement(j.logits.detach(), [f.detach() for f in j.features]) for j in real]
         return loss.detach(), detached
 
@@ -654,8 +651,8 @@ class Trainer:
     def _stop_agreed(self) -> bool:
         """Whether any process was asked to stop (all processes must leave the loop at the same step)."""
         if not self.context.is_distributed:
-            return self.stop_requested
-        flag = torch.tensor([1.0 if self.stop_requested else 0.0])
+            return self.stop_request.requested
+        flag = torch.tensor([1.0 if self.stop_request.requested else 0.0])
         return bool(all_reduce_sum(flag) > 0)
 
     def _result(self, speed: float) -> TrainResult:
@@ -871,32 +868,3 @@ def _warn_about_changed_data(saved_run: dict[str, Any], run: dict[str, Any]) -> 
     for key in ("data", "valid"):
         if key in saved_run and key in run and saved_run[key] != run[key]:
             log.warning("resuming with --%s %s (the run was started with %s)", key, run[key], saved_run[key])
-
-
-@contextmanager
-def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
-    """First Ctrl-C / SIGTERM: finish the step, checkpoint, stop. A second Ctrl-C: KeyboardInterrupt now."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    first_request: list[float] = []
-
-    def request_stop(signum: int, frame: Any) -> None:
-        # torchrun forwards the terminal's SIGINT to workers that already got it: one Ctrl-C, two signals
-        repeated = bool(first_request) and time.monotonic() - first_request[0] > SIGNAL_REPEAT_SECONDS
-        if trainer.stop_requested and signum == signal.SIGINT and repeated:
-            raise KeyboardInterrupt
-        if trainer.stop_requested:
-            return
-        first_request.append(time.monotonic())
-        trainer.stop_requested = True
-        if trainer.context.is_main:
-            log.warning("stopping after this step to write a checkpoint (Ctrl-C again to stop at once)")
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
