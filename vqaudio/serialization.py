@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,6 +34,18 @@ class ModelFile(NamedTuple):
     state_dict: dict[str, torch.Tensor]
     meta: dict[str, Any]
     path: Path
+
+
+def one_line(value: Any) -> str:
+    """A value of a model's metadata (e.g. its training record) on one line, for ``vqaudio info``: mappings as
+    ``key value`` pairs, floats rounded to 4 significant digits."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{key} {one_line(item)}" for key, item in value.items())
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(one_line(item) for item in value) + "]"
+    return str(value)
 
 
 def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:

@@ -201,6 +201,8 @@ def info(
 
 
 def _tokenizer_info(path: Path) -> tuple[dict[str, Any], str]:
+    from vqaudio.serialization import one_line
+
     tokenizer = _load_tokenizer(path)
     config = tokenizer.config.model
     residual = config.quantizer.kind == "residual"
@@ -236,7 +238,7 @@ def _tokenizer_info(path: Path) -> tuple[dict[str, Any], str]:
         "training": training,
     }
     rates = ", ".join(f"{n_q}: {bps / 1000:.2f}" for n_q, bps in bitrates.items())
-    training_text = "".join(f"\n    {key}: {_plain_text(value)}" for key, value in training.items())
+    training_text = "".join(f"\n    {key}: {one_line(value)}" for key, value in training.items())
     lines = [
         f"tokenizer {tokenizer.name!r} ({tokenizer.path})",
         f"  {config.encoder.input} encoder (channels {config.encoder.channels}, strides "
@@ -252,17 +254,6 @@ def _tokenizer_info(path: Path) -> tuple[dict[str, Any], str]:
         f"  weights sha256 {tokenizer.hash}",
     ]
     return facts, "\n".join(lines)
-
-
-def _plain_text(value: Any) -> str:
-    """A training-record value on one line: mappings as ``key value`` pairs, floats rounded."""
-    if isinstance(value, dict):
-        return ", ".join(f"{key} {_plain_text(item)}" for key, item in value.items())
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_plain_text(item) for item in value) + "]"
-    return str(value)
 
 
 def _token_file_info(path: Path) -> tuple[dict[str, Any], str]:

@@ -29,7 +29,7 @@ from vqaudio.config import ConfigError, PriorConfig, PriorRunConfig, from_dict, 
 from vqaudio.errors import ModelFileError, TokenFileError
 from vqaudio.prior.generation import generate_codes
 from vqaudio.prior.wavenet import WaveNetPrior, dilations, receptive_field
-from vqaudio.serialization import WEIGHTS_FILE, load_model_file, save_model_file
+from vqaudio.serialization import WEIGHTS_FILE, load_model_file, one_line, save_model_file
 
 FORMAT = "vqaudio-prior"
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "prior"
@@ -436,20 +436,9 @@ def describe(meta: Mapping[str, Any]) -> str:
         )
     # the whole record, one entry a line (its token stream and speakers are shown above)
     lines += [
-        f"  {key}: {_plain(value)}" for key, value in training.items() if key not in ("tokens", "speakers")
+        f"  {key}: {one_line(value)}" for key, value in training.items() if key not in ("tokens", "speakers")
     ]
     lines.append(
         f"weights: {meta.get('weights_dtype', 'float32')} on disk, sha256 {meta.get('weights_sha256')}"
     )
     return "\n".join(lines)
-
-
-def _plain(value: Any) -> str:
-    """A training-record value on one line: mappings as ``key value`` pairs, floats rounded."""
-    if isinstance(value, Mapping):
-        return ", ".join(f"{key} {_plain(item)}" for key, item in value.items())
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_plain(item) for item in value) + "]"
-    return str(value)
