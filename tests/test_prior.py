@@ -52,8 +52,14 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def tiny_config(num_codebooks: int = 3, codebook_size: int = 16, num_conditions: int = 0) -> PriorConfig:
+def tiny_config(
+    num_codebooks: int = 3,
+    codebook_size: int = 16,
+    num_conditions: int = 0,
+    previous_code_in_head: bool = False,
+) -> PriorConfig:
     return PriorConfig(
+        previous_code_in_head=previous_code_in_head,
         num_codebooks=num_codebooks,
         codebook_size=codebook_size,
         residual_channels=16,
@@ -125,9 +131,16 @@ def fast_train_config(**train: object) -> PriorRunConfig:
 # --------------------------------------------------------------------------------------------------
 # The network
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kernel_size", [2, 3])
-def test_causal_over_frames_and_within_frame(kernel_size: int) -> None:
-    config = PriorConfig(**{**tiny_config(num_conditions=2).__dict__, "kernel_size": kernel_size})
+@pytest.mark.parametrize(
+    "kernel_size, previous_code_in_head", [(2, False), (3, False), (2, True)], ids=["k2", "k3", "k2-previous"]
+)
+def test_causal_over_frames_and_within_frame(kernel_size: int, previous_code_in_head: bool) -> None:
+    config = PriorConfig(
+        **{
+            **tiny_config(num_conditions=2, previous_code_in_head=previous_code_in_head).__dict__,
+            "kernel_size": kernel_size,
+        }
+    )
     model = tiny_prior(config, speakers=("a", "b")).model
     generator = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 16, (2, 3, 30), generator=generator)
@@ -146,9 +159,10 @@ def test_causal_over_frames_and_within_frame(kernel_size: int) -> None:
                 assert difference[:, :, frame + 1].max() > 1e-4, "the next frame ignores this one"
 
 
-def test_likelihood_is_exact_normalised_distribution() -> None:
+@pytest.mark.parametrize("previous_code_in_head", [False, True], ids=["trunk-only", "previous"])
+def test_likelihood_is_exact_normalised_distribution(previous_code_in_head: bool) -> None:
     """Summing exp(log_prob) over every possible sequence (K=2, V=3, F=2: 81 sequences) gives 1."""
-    config = PriorConfig(**{**tiny_config(2, 3, num_conditions=2).__dict__})
+    config = tiny_config(2, 3, num_conditions=2, previous_code_in_head=previous_code_in_head)
     prior = tiny_prior(config, speakers=("a", "b"))
     sequences = torch.tensor(list(itertools.product(range(3), repeat=4))).view(-1, 2, 2)  # [81, K, F]
     for speaker in ("a", "b"):
@@ -190,9 +204,14 @@ def test_incremental_steps_equal_the_full_pass() -> None:
 # --------------------------------------------------------------------------------------------------
 # Generation
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("prompt_frames", [0, 9])
-def test_fast_and_naive_generation_give_identical_tokens(prompt_frames: int) -> None:
-    prior = tiny_prior(speakers=("a", "b"))
+@pytest.mark.parametrize(
+    "prompt_frames, previous_code_in_head", [(0, False), (9, False), (0, True), (9, True)]
+)
+def test_fast_and_naive_generation_give_identical_tokens(
+    prompt_frames: int, previous_code_in_head: bool
+) -> None:
+    config = tiny_config(num_conditions=2, previous_code_in_head=previous_code_in_head)
+    prior = tiny_prior(config, speakers=("a", "b"))
     prompt = torch.randint(0, 16, (3, prompt_frames)) if prompt_frames else None
     settings = dict(prompt=prompt, seed=3, num_samples=2, condition=["a", "b"], top_k=8, temperature=0.9)
     fast = prior.generate(40, fast=True, **settings)

@@ -22,6 +22,7 @@ import torch
 from vqaudio.audio import load_audio
 from vqaudio.cli.main import main
 from vqaudio.config import Config, ConfigError, DiscriminatorConfig, load_yaml, replace_path
+from vqaudio.data.augment import Augmentation, perturb, source_samples
 from vqaudio.data.corpus import Utterance, fill_headers, load_corpus
 from vqaudio.data.crops import RandomCrops
 from vqaudio.losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
@@ -215,6 +216,49 @@ def test_random_crops_depend_only_on_seed_rank_and_step(tmp_path: Path) -> None:
     # A DataLoader with a worker process gives the same batches (the crops' randomness is per step).
     loader = torch.utils.data.DataLoader(windowed, batch_size=None, sampler=range(5, 7), num_workers=1)
     assert all(torch.equal(got, windowed[step]) for got, step in zip(loader, (5, 6), strict=True))
+
+
+def test_speed_perturbation_scales_pitch_and_gain_scales_level() -> None:
+    segment = RATE // 4
+    tone = (0.5 * np.sin(2 * np.pi * 500 * np.arange(RATE) / RATE)).astype(np.float32)
+
+    def peak_hz(audio: np.ndarray) -> float:
+        spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)), n=8 * len(audio)))
+        return float(np.argmax(spectrum)) * RATE / (8 * len(audio))
+
+    for speed in (0.9, 1.0, 1.15):
+        crop = perturb(tone[: source_samples(segment, speed)], segment, speed, 0.0)
+        assert crop.shape == (segment,) and crop.dtype == np.float32
+        assert peak_hz(crop) == pytest.approx(500 * speed, abs=3)
+    quieter = perturb(tone[: source_samples(segment, 1.0)], segment, 1.0, -6.0)
+    assert np.abs(quieter).max() == pytest.approx(0.5 * 10 ** (-6 / 20), rel=1e-3)
+    louder = perturb(tone[: source_samples(segment, 1.0)], segment, 1.0, 20.0)
+    assert 0.99 < np.abs(louder).max() <= 0.999  # a gain that would clip is lowered to full scale
+    with pytest.raises(ValueError, match="speed_perturbation"):
+        Augmentation(speed=(1.2, 0.8))
+    with pytest.raises(ValueError, match="gain_perturbation_db"):
+        Augmentation(gain_db=(6.0, -6.0))
+
+
+def test_augmented_crops_keep_the_utterance_choice_and_are_reproducible(tmp_path: Path) -> None:
+    utterances = write_corpus(tmp_path / "corpus", 4, seconds=1.0)
+    segment = RATE // 4
+    settings: dict = {"sample_rate": RATE, "segment_samples": segment, "batch_size": 8, "seed": 3}
+    plain = RandomCrops(utterances, **settings)
+    augmentation = Augmentation(speed=(0.85, 1.15), gain_db=(-10.0, 0.0))
+    augmented = RandomCrops(utterances, **settings, augmentation=augmentation)
+    cached = RandomCrops(utterances, **settings, augmentation=augmentation, cache=True)
+    assert [index for index, _ in augmented.choose(4)] == [index for index, _ in plain.choose(4)]
+    batch = augmented[4]
+    assert batch.shape == (8, segment) and torch.equal(batch, augmented[4])
+    assert torch.allclose(batch, cached[4], atol=1e-3)  # reading a window of the file or the cache
+    assert not torch.allclose(batch, plain[4], atol=1e-2)
+    # Gains in [-10, 0] dB only lower the level.
+    assert (batch.pow(2).mean(dim=1) <= plain[4].pow(2).mean(dim=1) * 1.3).all()
+    assert augmented.state()["speed"] == [0.85, 1.15] and "speed" not in plain.state()
+    # Augmentation off (the defaults) is no augmentation at all.
+    off = RandomCrops(utterances, **settings, augmentation=Augmentation())
+    assert off.augmentation is None and torch.equal(off[4], plain[4])
 
 
 def test_hold_out_is_deterministic_and_keeps_training_data() -> None:

@@ -188,6 +188,10 @@ class TrainConfig:
     # decode the training corpus into memory (int16) when it fits in this many MB per process, instead of
     # decoding a window of the file for every crop (ogg/flac decoding can cost more than a small model); 0: never
     audio_cache_mb: int = 1024
+    # Per-crop augmentation (vqaudio.data.augment): a uniform speed factor (resampling: pitch and formants
+    # move like another speaker's; [1, 1] off) and a uniform gain in dB ([0, 0] off).
+    speed_perturbation: tuple[float, float] = (1.0, 1.0)
+    gain_perturbation_db: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,9 @@ class PriorConfig:
     dropout: float = 0.0  # on the gated activations, training only
     num_conditions: int = 0  # global conditioning ids (speakers); 0: unconditioned; set from --manifest
     condition_dim: int = 32  # size of the learned conditioning vector added in every layer
+    # the head of codebook k also sees code k of the previous frame through its own embedding: the trunk's input
+    # sums the K code embeddings of a frame, which blurs each code, and a bigram beats it on codebook 1 without
+    previous_code_in_head: bool = False
 
 
 @dataclass(frozen=True)

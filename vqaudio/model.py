@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -26,6 +25,7 @@ from vqaudio.modules.conv import ConvGeometry, input_interval
 from vqaudio.modules.seanet import SEANetDecoder, SEANetEncoder
 from vqaudio.quantization import VectorQuantizer, build_quantizer
 from vqaudio.quantization.base import QuantizerOutput
+from vqaudio.quantization.vq import check_codes
 
 
 class ModelOutput(NamedTuple):
@@ -201,31 +201,14 @@ class VQVAE(nn.Module):
         Returns:
             [B, num_samples or F * hop_length] float audio.
         """
-        if not isinstance(codes, Tensor):
-            raise TypeError(f"decode() expects a torch.Tensor [B, K, F], got {type(codes).__name__}")
-        if codes.dim() != 3:
-            fix = "add a batch dimension with codes[None]" if codes.dim() == 2 else "pass codes as [B, K, F]"
-            raise ValueError(f"decode() expects codes [B, K, F], got shape {tuple(codes.shape)}; {fix}")
-        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
-            raise TypeError(f"decode() expects integer codes, got {codes.dtype}")
-        batch, num_codebooks, num_frames = codes.shape
-        if batch < 1 or num_frames < 1 or not 1 <= num_codebooks <= self.num_codebooks:
-            raise ValueError(
-                f"decode() expects codes [B >= 1, 1 <= K <= {self.num_codebooks}, F >= 1], "
-                f"got shape {tuple(codes.shape)}"
-            )
-        low, high = int(codes.min()), int(codes.max())
-        if low < 0 or high >= self.codebook_size:
-            raise ValueError(
-                f"decode() got codes in [{low}, {high}] but codebook_size is {self.codebook_size}; "
-                "were they made by another model?"
-            )
+        codes = check_codes(codes, self.codebook_size, 1, self.num_codebooks, "decode()")
+        num_frames = codes.shape[2]
         max_samples = num_frames * self.hop_length
         if num_samples is not None and not 1 <= num_samples <= max_samples:
             raise ValueError(
                 f"num_samples must be between 1 and F * hop_length = {max_samples}, got {num_samples}"
             )
-        audio = self.decoder(self.quantizer.decode(codes.long()))
+        audio = self.decoder(self.quantizer.decode(codes))
         return audio if num_samples is None else audio[:, :num_samples]
 
     # ---------------------------------------------------------------------------------------------- files

@@ -40,6 +40,7 @@ from vqaudio.config import Config, ConfigError, from_dict, to_dict
 from vqaudio.data.batching import batch_by_length
 from vqaudio.errors import AudioError, ModelFileError
 from vqaudio.model import VQVAE, build_model
+from vqaudio.quantization.vq import check_codes
 from vqaudio.serialization import (
     WEIGHTS_FILE,
     clean_state_dict,
@@ -535,18 +536,11 @@ class Tokenizer:
             raise ValueError(f"{caller}() expects codes [K, F] or [B, K, F], got shape {tuple(tensor.shape)}")
         batched = tensor.dim() == 3
         tensor = tensor if batched else tensor[None]
-        batch, rows, frames = tensor.shape
-        if batch < 1 or frames < 1 or not 1 <= rows <= self.num_codebooks:
+        if not 1 <= tensor.shape[1] <= self.num_codebooks:
             raise ValueError(
-                f"{caller}() expects codes with 1..{self.num_codebooks} codebooks and at least one frame, "
-                f"got shape {tuple(codes.shape)}"
+                f"{caller}() expects codes with 1..{self.num_codebooks} codebooks, got shape {tuple(codes.shape)}"
             )
-        low, high = int(tensor.min()), int(tensor.max())
-        if low < 0 or high >= self.codebook_size:
-            raise ValueError(
-                f"{caller}() got codes in [{low}, {high}] but codebook_size is {self.codebook_size}; "
-                "were they made by another model?"
-            )
+        tensor = check_codes(tensor, self.codebook_size, 1, self.num_codebooks, f"{caller}()")
         return tensor.to(self.device), batched
 
     def _select_codebooks(self, codes: Tensor, n_q: int | None, caller: str) -> Tensor:

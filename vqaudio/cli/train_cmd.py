@@ -61,6 +61,7 @@ def train_command(
     import torch
 
     from vqaudio.config import Config, ConfigError, load_yaml, parse_override, replace_path
+    from vqaudio.data.augment import Augmentation
     from vqaudio.data.corpus import fill_headers, load_corpus
     from vqaudio.training.distributed import init_distributed, shutdown_distributed
     from vqaudio.training.trainer import train_tokenizer
@@ -78,6 +79,7 @@ def train_command(
     if threads is not None:
         config = replace_path(config, "train.num_threads", threads)
     config.model.validate()
+    Augmentation(config.train.speed_perturbation, config.train.gain_perturbation_db)  # ranges checked now
 
     if device not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter(f"--device must be auto, cpu or cuda, got {device!r}")

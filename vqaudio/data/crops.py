@@ -8,7 +8,9 @@ would, whatever the number of DataLoader workers, and each DDP rank draws its ow
 
 Utterances are drawn with probability proportional to their duration (every second of the corpus is
 equally likely to be trained on, however it is split into files); the crop start is uniform within the
-utterance. An utterance shorter than a crop is used whole and zero-padded at the end.
+utterance. An utterance shorter than a crop is used whole and zero-padded at the end. With an
+``Augmentation``, each crop is also sped up or slowed down and scaled (``vqaudio.data.augment``), its draws
+coming from a stream of the same seed, so that turning augmentation on leaves the choice of utterances as it was.
 
 Decoding: with a cache, the corpus is decoded once into memory as int16 at the model rate (ogg/flac
 decoding on every step can cost more than the model on a small CPU); otherwise each crop decodes only its
@@ -27,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vqaudio.audio import load_audio
+from vqaudio.data.augment import Augmentation, perturb, source_samples
 from vqaudio.data.corpus import Utterance
 from vqaudio.errors import DataError
 from vqaudio.progress import progress_bar
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 CACHE_BYTES_PER_SAMPLE = 2  # int16
 RESAMPLING_MARGIN_SECONDS = 0.01  # extra audio decoded around a crop that needs resampling
 _DATA_STREAM = 0x6372_6F70  # "crop": keeps this generator apart from others seeded with (seed, rank, step)
+_AUGMENT_STREAM = 0x6175_676D  # "augm"
 
 
 def model_rate_length(utterance: Utterance, sample_rate: int) -> int:
@@ -64,6 +68,7 @@ class RandomCrops(Dataset[torch.Tensor]):
         rank: the DDP rank (each rank draws different crops).
         cache: decode the whole corpus into memory now (int16) instead of decoding a window per crop.
         progress: show a progress bar while filling the cache.
+        augmentation: random speed and gain per crop; None: none.
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class RandomCrops(Dataset[torch.Tensor]):
         rank: int = 0,
         cache: bool = False,
         progress: bool = False,
+        augmentation: Augmentation | None = None,
     ) -> None:
         if not utterances:
             raise DataError("no training utterances; pass a --data corpus with at least one audio file")
@@ -89,6 +95,7 @@ class RandomCrops(Dataset[torch.Tensor]):
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
+        self.augmentation = augmentation if augmentation is not None and augmentation.enabled else None
         self.lengths = np.array(
             [model_rate_length(utt, sample_rate) for utt in self.utterances], dtype=np.int64
         )
@@ -116,49 +123,71 @@ class RandomCrops(Dataset[torch.Tensor]):
         """Duration of the corpus at the model rate."""
         return float(self.lengths.sum()) / self.sample_rate
 
-    def state(self) -> dict[str, int]:
+    def state(self) -> dict[str, int | list[float]]:
         """What determines the crops of a step (stored in checkpoints; the step is the position)."""
-        return {
+        state: dict[str, int | list[float]] = {
             "seed": self.seed,
             "rank": self.rank,
             "batch_size": self.batch_size,
             "segment_samples": self.segment_samples,
             "num_utterances": len(self.utterances),
         }
+        if self.augmentation is not None:
+            state["speed"] = list(self.augmentation.speed)
+            state["gain_db"] = list(self.augmentation.gain_db)
+        return state
 
     def choose(self, step: int) -> list[tuple[int, int]]:
         """The (utterance index, start sample at the model rate) of each crop of ``step``."""
+        return [(index, start) for index, start, _, _ in self._plan(step)]
+
+    def _plan(self, step: int) -> list[tuple[int, int, float, float]]:
+        """(utterance index, start, speed, gain in dB) of each crop of ``step``; the crop reads
+        ``source_samples(segment_samples, speed)`` samples from ``start`` when augmented."""
         rng = np.random.default_rng([self.seed, self.rank, step, _DATA_STREAM])
         indices = rng.choice(len(self.utterances), size=self.batch_size, p=self.probabilities)
-        room = np.maximum(self.lengths[indices] - self.segment_samples, 0)  # [batch]
+        speeds, gains = np.ones(self.batch_size), np.zeros(self.batch_size)
+        needed = np.full(self.batch_size, self.segment_samples)
+        if self.augmentation is not None:
+            augment_rng = np.random.default_rng([self.seed, self.rank, step, _AUGMENT_STREAM])
+            speeds, gains = self.augmentation.draw(augment_rng, self.batch_size)
+            needed = np.array([source_samples(self.segment_samples, speed) for speed in speeds])
+        room = np.maximum(self.lengths[indices] - needed, 0)  # [batch]
         starts = np.floor(rng.random(self.batch_size) * (room + 1)).astype(np.int64)
-        return [(int(index), int(start)) for index, start in zip(indices, starts, strict=True)]
+        return [
+            (int(index), int(start), float(speed), float(gain))
+            for index, start, speed, gain in zip(indices, starts, speeds, gains, strict=True)
+        ]
 
     def __getitem__(self, step: int) -> torch.Tensor:
         """The batch of training step ``step``: [batch_size, segment_samples] float32."""
         batch = torch.zeros(self.batch_size, self.segment_samples)
-        for row, (index, start) in enumerate(self.choose(step)):
-            crop = self._crop(index, start)
+        for row, (index, start, speed, gain_db) in enumerate(self._plan(step)):
+            if self.augmentation is None:
+                crop = self._read(index, start, self.segment_samples)
+            else:
+                source = self._read(index, start, source_samples(self.segment_samples, speed))
+                crop = torch.from_numpy(perturb(source.numpy(), self.segment_samples, speed, gain_db))
             batch[row, : crop.shape[0]] = crop
         return batch
 
-    def _crop(self, index: int, start: int) -> torch.Tensor:
-        """[<= segment_samples] samples of utterance ``index`` from ``start`` (model rate)."""
+    def _read(self, index: int, start: int, count: int) -> torch.Tensor:
+        """[<= count] samples of utterance ``index`` from ``start`` (model rate)."""
         if self.cache is not None:
-            window = self.cache[index][start : start + self.segment_samples]
+            window = self.cache[index][start : start + count]
             return torch.from_numpy(window.astype(np.float32) / 32768.0)
         utt = self.utterances[index]
         file_rate = int(utt.sample_rate or self.sample_rate)
         if file_rate == self.sample_rate:
-            return load_audio(utt.path, self.sample_rate, start=start, num_samples=self.segment_samples)
+            return load_audio(utt.path, self.sample_rate, start=start, num_samples=count)
         # The same window at the file's rate, widened on both sides so that the resampler's edge transients
         # fall outside the crop.
         margin = math.ceil(RESAMPLING_MARGIN_SECONDS * file_rate)
         file_start = max(0, math.floor(start * file_rate / self.sample_rate) - margin)
-        file_count = math.ceil(self.segment_samples * file_rate / self.sample_rate) + 2 * margin
+        file_count = math.ceil(count * file_rate / self.sample_rate) + 2 * margin
         audio = load_audio(utt.path, self.sample_rate, start=file_start, num_samples=file_count)
         offset = max(0, start - round(file_start * self.sample_rate / file_rate))
-        return audio[offset : offset + self.segment_samples]
+        return audio[offset : offset + count]
 
 
 def _to_int16(audio: np.ndarray) -> np.ndarray:

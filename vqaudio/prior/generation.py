@@ -49,14 +49,17 @@ def sample_frame(
     temperature: float,
     top_k: int | None,
     generator: torch.Generator,
+    previous: Tensor,
 ) -> Tensor:
-    """Codebooks of one frame in order, each given the earlier ones: head features [B, H] -> codes [B, K]."""
+    """Codebooks of one frame in order, each given the earlier ones: head features [B, H] -> codes [B, K].
+
+    ``previous`` [B, K]: the previous frame's codes (V where there is none), for heads that read them.
+    """
     codes = []
     prefix = torch.zeros_like(features)
     for codebook in range(model.num_codebooks):
-        token = sample_tokens(
-            model.codebook_logits(features, prefix, codebook), temperature, top_k, generator
-        )
+        logits = model.codebook_logits(features, prefix, codebook, previous[:, codebook])
+        token = sample_tokens(logits, temperature, top_k, generator)
         codes.append(token)
         if codebook < model.num_codebooks - 1:
             prefix = prefix + model.within_frame(token, codebook)
@@ -89,13 +92,17 @@ def generate_codes(
     B, K, P = prompt.shape
     codes = torch.cat([prompt, prompt.new_zeros(B, K, num_frames)], dim=2)
     cond = model.condition_vector(condition, B)
+
+    def previous_frame(t: int) -> Tensor:
+        return codes[:, :, t - 1] if t > 0 else codes.new_full((B, K), model.codebook_size)
+
     if fast:
         inputs = model.trunk_inputs(prompt)  # [B, C, P + 1]: positions 0 .. P
         state = model.start_generation(inputs[:, :, :P], cond)
         step_input = inputs[:, :, P]
         for t in range(P, P + num_frames):
             features = model.step(step_input, state)
-            frame = sample_frame(model, features, temperature, top_k, generator)  # [B, K]
+            frame = sample_frame(model, features, temperature, top_k, generator, previous_frame(t))  # [B, K]
             codes[:, :, t] = frame
             step_input = model.embed_frames(frame[:, :, None])[:, :, 0]
         return codes
@@ -107,5 +114,5 @@ def generate_codes(
         else:
             window = model.embed_frames(codes[:, :, first - 1 : t])  # position j holds frame j - 1
         features = model.trunk(window, cond)[:, :, -1]
-        codes[:, :, t] = sample_frame(model, features, temperature, top_k, generator)
+        codes[:, :, t] = sample_frame(model, features, temperature, top_k, generator, previous_frame(t))
     return codes

@@ -13,7 +13,10 @@ Data flow, with ``e_t = sum_k E_k[c[k, t]]`` the frame embedding and ``s`` a lea
 
     trunk input   s    e_0  e_1  e_2 ...        position t holds frame t-1 (shift by one)
     trunk output  h_0  h_1  h_2  h_3 ...        h_t sees frames < t only (causal convs, zero left padding)
-    head          logits[k, t] = MLP_k(h_t + sum_{j<k} G_j[c[j, t]])
+    head          logits[k, t] = MLP_k(h_t + sum_{j<k} G_j[c[j, t]] (+ P_k[c[k, t-1]]))
+
+The optional term ``P_k[c[k, t-1]]`` (``previous_code_in_head``) hands each head its own codebook's previous
+code unblurred by the sum over codebooks: a learned bigram inside the network (frame 0 sees a "none" code).
 
 Teacher forcing evaluates every (k, t) in one pass; generation draws c[0, t], then c[1, t] given it, ... and
 feeds e_t back. ``GenerationState`` holds, per layer, the last ``(kernel_size - 1) * dilation`` inputs in a
@@ -172,6 +175,7 @@ class WaveNetPrior(nn.Module):
     """
 
     code_offsets: Tensor
+    previous_offsets: Tensor
 
     def __init__(self, config: PriorConfig) -> None:
         super().__init__()
@@ -199,6 +203,9 @@ class WaveNetPrior(nn.Module):
         self.skip_to_head = nn.Conv1d(S, H, 1)
         # codes 0..K-2 of the current frame, seen by the heads of the later codebooks
         self.within_frame_embedding = nn.Embedding(max(K - 1, 1) * V, H)
+        # code k of the previous frame, seen by head k; codebook k's rows are k*(V+1) .. k*(V+1) + V (none)
+        self.previous_code_embedding = nn.Embedding(K * (V + 1), H) if config.previous_code_in_head else None
+        self.register_buffer("previous_offsets", torch.arange(K) * (V + 1), persistent=False)
         # per-codebook two-layer MLP heads, stored stacked so one einsum evaluates all K
         self.head_hidden_weight = nn.Parameter(torch.empty(K, H, H))
         self.head_hidden_bias = nn.Parameter(torch.zeros(K, H))
@@ -215,6 +222,8 @@ class WaveNetPrior(nn.Module):
         # a frame input sums K embeddings: scale each so the sum starts at unit variance
         nn.init.normal_(self.frame_embedding.weight, std=1 / math.sqrt(K))
         nn.init.normal_(self.within_frame_embedding.weight, std=1 / math.sqrt(K))
+        if self.previous_code_embedding is not None:
+            nn.init.normal_(self.previous_code_embedding.weight, std=1 / math.sqrt(K))
         nn.init.normal_(self.start, std=1 / math.sqrt(K))
         nn.init.uniform_(self.head_hidden_weight, -1 / math.sqrt(H), 1 / math.sqrt(H))
         nn.init.uniform_(self.head_out_weight, -1 / math.sqrt(H), 1 / math.sqrt(H))
@@ -269,14 +278,24 @@ class WaveNetPrior(nn.Module):
         assert isinstance(skips, Tensor)
         return F.relu(self.skip_to_head(F.relu(skips * math.sqrt(1 / len(self.layers)))))
 
-    def head_logits(self, features: Tensor, codes: Tensor) -> Tensor:
+    def previous_codes(self, codes: Tensor) -> Tensor:
+        """[B, K, F] -> [B, K, F] the codes of each frame's predecessor; V ("none") for frame 0."""
+        none = codes.new_full((*codes.shape[:2], 1), self.codebook_size)
+        return torch.cat([none, codes[:, :, :-1]], dim=2)
+
+    def head_logits(self, features: Tensor, codes: Tensor, previous: Tensor | None = None) -> Tensor:
         """Head features [B, H, N] and the same frames' codes [B, K, N] -> logits [B, K, N, V].
 
         The head for codebook k adds the within-frame embeddings of codes 0 .. k-1 (an exclusive cumulative
-        sum), so logits[:, k] never depend on codes[:, k:] of the same frame.
+        sum), so logits[:, k] never depend on codes[:, k:] of the same frame. With ``previous_code_in_head``
+        it also adds the embedding of ``previous[:, k]`` [B, K, N], the codes of the frames before
+        (None: ``previous_codes(codes)``, right when ``codes`` starts at frame 0).
         """
         B, K, N = codes.shape
         context = features.transpose(1, 2)[:, None].expand(B, K, N, -1)  # [B, K, N, H]
+        if self.previous_code_embedding is not None:
+            previous = self.previous_codes(codes) if previous is None else previous
+            context = context + self.previous_code_embedding(previous + self.previous_offsets[:, None])
         if K > 1:
             offsets = self.code_offsets[: K - 1, None]
             within = self.within_frame_embedding(codes[:, : K - 1] + offsets)  # [B, K-1, N, H]
@@ -309,11 +328,13 @@ class WaveNetPrior(nn.Module):
         cond = self.condition_vector(condition, codes.shape[0])
         features = self.trunk(self.trunk_inputs(codes)[:, :, :-1], cond)  # [B, H, F]
         B, K, _ = codes.shape
+        previous = self.previous_codes(codes)
         chunk_frames = max(1, HEAD_CHUNK_LOGITS // (B * K * self.codebook_size))
         pieces = []
         for start in range(0, codes.shape[2], chunk_frames):
-            chunk = codes[:, :, start : start + chunk_frames]
-            logits = self.head_logits(features[:, :, start : start + chunk_frames], chunk)
+            frames = slice(start, start + chunk_frames)
+            chunk = codes[:, :, frames]
+            logits = self.head_logits(features[:, :, frames], chunk, previous[:, :, frames])
             pieces.append(logits.log_softmax(dim=-1).gather(-1, chunk[..., None])[..., 0])
         return torch.cat(pieces, dim=2)
 
@@ -362,11 +383,17 @@ class WaveNetPrior(nn.Module):
         hidden = F.relu(skips * math.sqrt(1 / len(self.layers)))
         return F.relu(F.linear(hidden, self.skip_to_head.weight[:, :, 0], self.skip_to_head.bias))
 
-    def codebook_logits(self, features: Tensor, prefix: Tensor, codebook: int) -> Tensor:
-        """Logits [B, V] of one codebook from head features [B, H] and the within-frame prefix [B, H]."""
-        hidden = F.relu(
-            (features + prefix) @ self.head_hidden_weight[codebook] + self.head_hidden_bias[codebook]
-        )
+    def codebook_logits(
+        self, features: Tensor, prefix: Tensor, codebook: int, previous: Tensor | None = None
+    ) -> Tensor:
+        """Logits [B, V] of one codebook from head features [B, H], the within-frame prefix [B, H] and, with
+        ``previous_code_in_head``, this codebook's code in the previous frame [B] (V: none)."""
+        context = features + prefix
+        if self.previous_code_embedding is not None:
+            if previous is None:
+                raise ValueError("this prior's heads read the previous frame's codes; pass previous=")
+            context = context + self.previous_code_embedding(previous + int(self.previous_offsets[codebook]))
+        hidden = F.relu(context @ self.head_hidden_weight[codebook] + self.head_hidden_bias[codebook])
         return hidden @ self.head_out_weight[codebook] + self.head_out_bias[codebook]
 
     def within_frame(self, codes: Tensor, codebook: int) -> Tensor:

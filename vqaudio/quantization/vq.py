@@ -178,7 +178,7 @@ def check_codes(codes: object, codebook_size: int, min_rows: int, max_rows: int,
         )
     expected = f"K = {max_rows}" if min_rows == max_rows else f"{min_rows} <= K <= {max_rows}"
     if codes.dim() != 3 or not min_rows <= codes.shape[1] <= max_rows:
-        hint = "; add the batch axis with codes.unsqueeze(0)" if codes.dim() == 2 else ""
+        hint = "; add the batch axis with codes[None]" if codes.dim() == 2 else ""
         raise ValueError(
             f"{caller} expects codes [B, K, F] with {expected}, got shape {tuple(codes.shape)}{hint}"
         )
@@ -190,8 +190,8 @@ def check_codes(codes: object, codebook_size: int, min_rows: int, max_rows: int,
     low, high = torch.aminmax(codes)
     if low < 0 or high >= codebook_size:
         raise ValueError(
-            f"{caller} got codes in [{int(low)}, {int(high)}], expected indices in [0, {codebook_size - 1}]; "
-            "were they made by a model with another codebook_size?"
+            f"{caller} got codes in [{int(low)}, {int(high)}] but codebook_size is {codebook_size} "
+            f"(indices 0..{codebook_size - 1}); were they made by another model?"
         )
     return codes
 

@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vqaudio.config import Config, ConfigError, from_dict, to_dict
+from vqaudio.data.augment import Augmentation
 from vqaudio.data.corpus import Utterance
 from vqaudio.data.crops import RandomCrops, cache_size_bytes
 from vqaudio.errors import VQAudioError
@@ -272,6 +273,7 @@ class Trainer:
             rank=context.rank,
             cache=cache,
             progress=self.progress,
+            augmentation=Augmentation(train.speed_perturbation, train.gain_perturbation_db),
         )
         self.validation_set = ValidationSet(
             valid_utterances,
@@ -519,6 +521,12 @@ class Trainer:
                 "train.audio_cache_mb=%d)",
                 cache_bytes / 2**20,
                 train.audio_cache_mb,
+            )
+        if crops.augmentation is not None:
+            log.info(
+                "augmentation: speed x%.2f..%.2f, gain %+.0f..%+.0f dB per crop",
+                *crops.augmentation.speed,
+                *crops.augmentation.gain_db,
             )
         if crops.num_short:
             log.info(
