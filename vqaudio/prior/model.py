@@ -418,7 +418,8 @@ def describe(meta: Mapping[str, Any]) -> str:
         + (f", {parameters / 1e6:.2f} M parameters" if isinstance(parameters, int) else ""),
         f"receptive field: {field} frames{seconds}",
         f"tokens: {config.num_codebooks} codebooks x {config.codebook_size} codes, each frame's codebooks "
-        "predicted in order from the past frames and the frame's earlier codebooks",
+        "predicted in order from the past frames and the frame's earlier codebooks"
+        + (" (each head also reads its codebook's previous code)" if config.previous_code_in_head else ""),
         f"tokenizer: {tokens.get('tokenizer_name')} (hash {str(tokens.get('tokenizer_hash'))[:12]})",
     ]
     if config.num_conditions:
