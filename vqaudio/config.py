@@ -222,7 +222,8 @@ class PriorConfig:
     num_conditions: int = 0  # global conditioning ids (speakers); 0: unconditioned; set from --manifest
     condition_dim: int = 32  # size of the learned conditioning vector added in every layer
     # the head of codebook k also sees code k of the previous frame through its own embedding: the trunk's input
-    # sums the K code embeddings of a frame, which blurs each code, and a bigram beats it on codebook 1 without
+    # sums the K code embeddings of a frame, which blurs each code (without this, a bigram beat the embedded
+    # prior on codebook 1)
     previous_code_in_head: bool = False
 
 
