@@ -563,8 +563,9 @@ def test_cli_train_eval_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str
         str(out),
     ]
     args += ["--valid", str(dev_file), "--set", "train.max_steps=60", "--set", "train.tensorboard=true"]
-    args += ["--tokenizer", str(tmp_path / "tok"), "--no-progress"]
+    args += ["--tokenizer", str(tmp_path / "tok"), "--no-progress", "--threads", "1"]
     assert main(args) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["train"]["num_threads"] == 1
     assert {"model.safetensors", "config.json", "checkpoint.pt", "metrics.jsonl", "ngram_counts.npz"} <= {
         path.name for path in out.iterdir()
     }

@@ -84,6 +84,9 @@ def train_command(
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Show a progress bar (on a terminal)."
     ),
+    threads: int | None = typer.Option(
+        None, "--threads", min=0, help="Torch CPU threads (sets train.num_threads; 0: torch's default)."
+    ),
 ) -> None:
     from vqaudio.config import PriorRunConfig, load_yaml, parse_override, replace_path
     from vqaudio.prior.data import read_speakers
@@ -93,6 +96,8 @@ def train_command(
     for text in overrides:
         key, value = parse_override(text)
         run_config = replace_path(run_config, key, value)
+    if threads is not None:
+        run_config = replace_path(run_config, "train.num_threads", threads)
     train_set = _load_token_set(tokens)
     if tokenizer_path is not None:
         from vqaudio.tokenizer import Tokenizer
