@@ -197,6 +197,19 @@ def test_info_on_model_and_token_file(
     assert code == 0 and "6 utterances" in stdout and "model 'tiny'" in stdout
     facts = json.loads(run("info", tokenized, "--json")[1])
     assert facts["kind"] == "tokens" and facts["num_utterances"] == 6 and facts["n_q"] == 3
+    assert "codebook_usage" not in facts  # counting reads the whole file: only on request
+    # --usage: each codebook's share of used codes and perplexity, as counted straight from the array
+    codes = np.load(tokenized).astype(np.int64)  # [frames, n_q]
+    usage = json.loads(run("info", tokenized, "--usage", "--json")[1])["codebook_usage"]
+    assert len(usage) == 3
+    for column, stats in enumerate(usage):
+        probabilities = np.bincount(codes[:, column], minlength=16) / len(codes)
+        seen = probabilities[probabilities > 0]
+        assert stats["used_fraction"] == pytest.approx(len(seen) / 16)
+        assert stats["perplexity"] == pytest.approx(2 ** -(seen * np.log2(seen)).sum())
+    code, stdout, _ = run("info", tokenized, "--usage")
+    assert code == 0 and "perplexity" in stdout and len(stdout.splitlines()) == 5 + 1 + 3
+    assert_one_line_error(run("info", tiny_model_dir, "--usage"), "--usage")
     assert_one_line_error(run("info", tokenized.parent / "nothing"), "nothing")
 
 

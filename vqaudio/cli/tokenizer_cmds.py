@@ -35,7 +35,7 @@ RESYNTH_HELP = (
 )
 INFO_HELP = (
     "Describe a tokenizer model (config, rates, bitrate at every n_q, parameters, training), a token file "
-    "(utterances, frames, hours, model) or a prior model."
+    "(utterances, frames, hours, model; with --usage each codebook's used codes and perplexity) or a prior model."
 )
 
 
@@ -162,6 +162,11 @@ def info(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
     prior: bool = typer.Option(False, "--prior", help="Describe the embedded prior instead (no PATH)."),
+    usage: bool = typer.Option(
+        False,
+        "--usage",
+        help="For a token file: also each codebook's used codes and perplexity (reads it all).",
+    ),
 ) -> None:
     """Describe a model or token file (help: INFO_HELP)."""
     from vqaudio.serialization import read_meta
@@ -179,7 +184,7 @@ def info(
     if path is None:
         path = DEFAULT_MODEL_DIR
     if path.suffix == ".npy" or (not path.exists() and token_paths(path).meta_path.exists()):
-        facts, text = _token_file_info(path)
+        facts, text = _token_file_info(path, usage)
     elif path.is_dir() or path.suffix == ".safetensors":
         meta = read_meta(path)
         kind = meta.get("format")
@@ -197,6 +202,8 @@ def info(
             f"{path}: expected a model folder, a .safetensors model file or a token file (.npy)",
             param_hint="PATH",
         )
+    if usage and facts.get("kind") != "tokens":
+        raise ValueError(f"{path}: not a token file; --usage counts the codes of a token file (.npy)")
     typer.echo(json.dumps(facts, indent=2, default=str) if as_json else text)
 
 
@@ -256,7 +263,7 @@ def _tokenizer_info(path: Path) -> tuple[dict[str, Any], str]:
     return facts, "\n".join(lines)
 
 
-def _token_file_info(path: Path) -> tuple[dict[str, Any], str]:
+def _token_file_info(path: Path, usage: bool = False) -> tuple[dict[str, Any], str]:
     from vqaudio.tokenfile import load_tokens
 
     corpus = load_tokens(path)
@@ -288,6 +295,18 @@ def _token_file_info(path: Path) -> tuple[dict[str, Any], str]:
         f"  made {meta.get('created')} by vqaudio {meta.get('vqaudio_version')} from {meta.get('source')}"
         + (f", shard {shard['index']}/{shard['count']}" if isinstance(shard, dict) else ""),
     ]
+    if usage:
+        from vqaudio.evaluation.codebook_stats import code_histograms, usage_from_histograms
+
+        counts = sum(code_histograms(array.T, codebook_size) for array in corpus.arrays)
+        stats = usage_from_histograms(counts)
+        facts["codebook_usage"] = [stat._asdict() for stat in stats]
+        lines.append("  codebook  used codes  perplexity  entropy (bits)")
+        lines += [
+            f"  {index:8d}  {stat.used_fraction:9.1%}  {stat.perplexity:10.1f}  "
+            f"{stat.entropy_bits:5.2f} of {stat.max_entropy_bits:.2f}"
+            for index, stat in enumerate(stats, start=1)
+        ]
     return facts, "\n".join(lines)
 
 
