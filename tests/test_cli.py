@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import subprocess
@@ -100,6 +101,32 @@ def test_tokenize_index_load_resynth_end_to_end(
         codes = torch.from_numpy(np.array(corpus[entry.utt_id])).long()
         reference = tok.decode(codes, num_samples=entry.num_samples).clamp(-1, 1).numpy()
         np.testing.assert_allclose(audio, reference, atol=2 / 32768)
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal, so tqdm draws its bars."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("command", ["tokenize", "resynth"])
+def test_progress_bars_on_a_terminal_unless_no_progress(
+    command: str,
+    audio_folder: Path,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    tokenized: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = audio_folder if command == "tokenize" else tokenized
+    label = "tokenizing" if command == "tokenize" else "decoding"
+    for flags, expect_bar in ([], True), (["--no-progress"], False):
+        stderr = _Terminal()
+        monkeypatch.setattr(sys, "stderr", stderr)
+        out = tmp_path / f"{command}{len(flags)}" / ("t.npy" if command == "tokenize" else "wavs")
+        assert main([command, str(source), str(out), "--model", str(tiny_model_dir), *flags]) == 0
+        assert (label in stderr.getvalue()) == expect_bar, (flags, stderr.getvalue())
 
 
 def test_tokens_do_not_depend_on_batch_size_or_chunking(

@@ -80,6 +80,7 @@ def tokenize(
         None, "--shard", help="K/N: tokenize every N-th utterance, starting with the K-th (1-based)."
     ),
     threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0: torch's default)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Corpus -> token file (help: TOKENIZE_HELP)."""
     from vqaudio.tokenfile import check_can_write, tokenize_corpus
@@ -99,6 +100,7 @@ def tokenize(
         skip_bad=skip_bad,
         overwrite=overwrite,
         shard=shard_pair,
+        progress=progress,
     )
     typer.echo(summary.line())
 
@@ -116,6 +118,8 @@ def resynth(
     chunk_seconds: float = typer.Option(
         30.0, "--chunk-seconds", min=0.01, help="Long inputs are processed in windows of this length."
     ),
+    threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0: torch's default)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Tokens or audio -> audio (help: RESYNTH_HELP)."""
     from vqaudio.audio import AUDIO_EXTENSIONS, load_audio, save_audio
@@ -123,9 +127,16 @@ def resynth(
 
     suffix = input.suffix.lower()
     if suffix == ".npy" or (not input.exists() and token_paths(input).array_path.exists()):
-        tokenizer = _load_tokenizer(model)
+        tokenizer = _load_tokenizer(model, threads)
         written = resynthesize_tokens(
-            tokenizer, input, output, n_q=n_q, force=force, overwrite=overwrite, chunk_seconds=chunk_seconds
+            tokenizer,
+            input,
+            output,
+            n_q=n_q,
+            force=force,
+            overwrite=overwrite,
+            chunk_seconds=chunk_seconds,
+            progress=progress,
         )
         typer.echo(f"wrote {len(written)} WAV files at {tokenizer.sample_rate} Hz to {output}")
         return
@@ -140,7 +151,7 @@ def resynth(
         )
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
-    tokenizer = _load_tokenizer(model)
+    tokenizer = _load_tokenizer(model, threads)
     wav = load_audio(input, tokenizer.sample_rate)
     codes = tokenizer.encode(wav, tokenizer.sample_rate, n_q=n_q, chunk_seconds=chunk_seconds)
     audio = tokenizer.decode(codes, num_samples=len(wav), chunk_seconds=chunk_seconds)
