@@ -83,7 +83,8 @@ def tokenize(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Corpus -> token file (help: TOKENIZE_HELP)."""
-    from vqaudio.tokenfile import check_can_write, tokenize_corpus
+    from vqaudio.corpus_coding import tokenize_corpus
+    from vqaudio.tokenfile import check_can_write
 
     if out.suffix != ".npy":
         raise typer.BadParameter(f"the token file must end in .npy, got {out}", param_hint="OUT")
@@ -123,7 +124,8 @@ def resynth(
 ) -> None:
     """Tokens or audio -> audio (help: RESYNTH_HELP)."""
     from vqaudio.audio import AUDIO_EXTENSIONS, load_audio, save_audio
-    from vqaudio.tokenfile import resynthesize_tokens, token_paths
+    from vqaudio.corpus_coding import resynthesize_tokens
+    from vqaudio.tokenfile import token_paths
 
     suffix = input.suffix.lower()
     if suffix == ".npy" or (not input.exists() and token_paths(input).array_path.exists()):

@@ -1,0 +1,307 @@
+"""Whole corpora through a tokenizer: audio files -> one token file, and a token file -> one WAV per utterance.
+
+Both stream (memory is bounded by a batch, not the corpus) and leave nothing half-written when they fail or
+are interrupted: the token file is renamed into place when complete (``TokenFileWriter``), and a new output
+folder of WAVs is built under a temporary name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+
+from vqaudio.errors import TokenFileError
+from vqaudio.tokenfile import TokenFileWriter, TokenPaths, check_can_write, load_tokens
+
+if TYPE_CHECKING:
+    from vqaudio.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class TokenizeSummary(NamedTuple):
+    """What ``tokenize_corpus`` wrote."""
+
+    paths: TokenPaths
+    num_utterances: int
+    num_frames: int
+    seconds: float
+    n_q: int
+    bitrate: float  # bits per second at n_q
+    skipped: list[dict[str, str]]  # {"utt_id", "path", "error"} of each skipped file
+
+    def line(self) -> str:
+        """One line for the console."""
+        skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
+        return (
+            f"tokenized {self.num_utterances} utterances ({self.seconds / 3600:.3f} h, "
+            f"{self.num_frames} frames, n_q={self.n_q}, {self.bitrate / 1000:.2f} kbps{skipped}) "
+            f"-> {self.paths.array_path}"
+        )
+
+
+def tokenize_corpus(
+    tokenizer: Tokenizer,
+    source: str | Path,
+    out: str | Path,
+    *,
+    n_q: int | None = None,
+    batch_size: int = 16,
+    chunk_seconds: float = 30.0,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> TokenizeSummary:
+    """Tokenize a corpus into one token file, streaming (memory bounded by a batch, not the corpus).
+
+    Args:
+        tokenizer: the model.
+        source: anything ``vqaudio.data.load_corpus`` reads (folder, audio file, list file, manifest).
+        out: the ``.npy`` path; its index and metadata go beside it.
+        n_q: codebooks to keep (None: all).
+        batch_size: utterances per forward pass (also capped by audio length, see ``batch_by_length``).
+        chunk_seconds: long files are encoded in windows of this length (same tokens, bounded memory).
+        skip_bad: skip unreadable, empty or non-finite files (listed in the metadata) instead of failing.
+        overwrite: replace an existing token file.
+        shard: (K, N), 1 <= K <= N: tokenize only utterances K-1, K-1+N, ... of the sorted corpus.
+        progress: show a progress bar (files and audio hours) on a terminal.
+    Returns:
+        a TokenizeSummary; ``.line()`` is the console summary.
+    Raises:
+        AudioError, DataError, FileExistsError: naming the file and the fix; nothing is written then.
+    """
+    from vqaudio.audio import audio_info, load_audio
+    from vqaudio.data.batching import batch_by_length
+    from vqaudio.data.corpus import load_corpus
+    from vqaudio.errors import AudioError, DataError
+    from vqaudio.progress import progress_bar
+
+    check_can_write(out, overwrite)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    n_q = tokenizer.num_codebooks if n_q is None else n_q
+    tokenizer.bitrate_at(n_q)  # validates n_q before any work
+    utterances = load_corpus(source)
+    if shard is not None:
+        index, count = shard
+        if not 1 <= index <= count:
+            raise ValueError(f"shard must be K/N with 1 <= K <= N, got {index}/{count}")
+        utterances = utterances[index - 1 :: count]
+        if not utterances:
+            raise DataError(f"{source}: shard {index}/{count} holds no utterance; use fewer shards")
+
+    skipped: list[dict[str, str]] = []
+
+    def reject(utterance: Any, error: AudioError) -> None:
+        if not skip_bad:
+            raise error
+        log.warning("skipping %s", error)
+        skipped.append({"utt_id": utterance.id, "path": str(utterance.path), "error": str(error)})
+
+    # lengths at the model rate, from the headers (no decoding), to batch similar lengths together
+    usable, lengths = [], []
+    for utterance in utterances:
+        try:
+            if utterance.num_samples is None or not utterance.sample_rate:
+                info = audio_info(utterance.path)
+                num_samples, file_rate = info.num_samples, info.sample_rate
+            else:
+                num_samples, file_rate = utterance.num_samples, utterance.sample_rate
+            if num_samples <= 0:
+                raise AudioError(
+                    f"{utterance.path}: audio is empty (0 samples); remove it or pass --skip-bad"
+                )
+        except AudioError as error:
+            reject(utterance, error)
+            continue
+        usable.append(utterance)
+        lengths.append(-(-num_samples * tokenizer.sample_rate // file_rate))
+    # the tokenizer splits a batch further if its padded size exceeds one chunk; keep them aligned
+    batches = batch_by_length(lengths, batch_size, max(1, int(chunk_seconds * tokenizer.sample_rate)))
+    extra_meta = {
+        "model_path": None if tokenizer.path is None else str(tokenizer.path),
+        "model_num_codebooks": tokenizer.num_codebooks,
+        "n_q": n_q,
+        "source": str(source),
+        "shard": None if shard is None else {"index": shard[0], "count": shard[1]},
+    }
+    writer = TokenFileWriter(
+        out,
+        num_codebooks=n_q,
+        codebook_size=tokenizer.codebook_size,
+        sample_rate=tokenizer.sample_rate,
+        hop_length=tokenizer.hop_length,
+        model_name=tokenizer.name,
+        model_hash=tokenizer.hash,
+        extra_meta=extra_meta,
+        overwrite=overwrite,
+    )
+    total_hours = sum(lengths) / tokenizer.sample_rate / 3600
+    bar = progress_bar(
+        total=len(utterances), unit="file", desc="tokenizing", disable=None if progress else True
+    )
+    done_seconds = 0.0
+    with writer, bar:
+        bar.update(len(utterances) - len(usable))  # files rejected from their headers
+        for batch in batches:
+            members, waveforms = [], []
+            for position in batch:
+                utterance = usable[position]
+                try:
+                    waveforms.append(load_audio(utterance.path, tokenizer.sample_rate))
+                    members.append(utterance)
+                except AudioError as error:
+                    reject(utterance, error)
+            if members:
+                codes = tokenizer.encode_batch(waveforms, tokenizer.sample_rate, n_q, chunk_seconds)
+                for row, utterance in enumerate(members):
+                    length = int(codes.lengths[row])
+                    writer.add(
+                        utterance.id, utterance.path, codes.codes[row, :, :length], len(waveforms[row])
+                    )
+                    done_seconds += len(waveforms[row]) / tokenizer.sample_rate
+            bar.update(len(batch))
+            bar.set_postfix_str(f"{done_seconds / 3600:.2f}/{total_hours:.2f} h")
+        for item in skipped:
+            writer.skip(item["path"], item["error"], item["utt_id"])
+        if writer.num_utterances == 0:
+            raise DataError(
+                f"{source}: none of the {len(utterances)} audio files could be read (first: "
+                f"{skipped[0]['error']}); nothing was written"
+            )
+    num_frames = len(np.load(writer.paths.array_path, mmap_mode="r"))
+    return TokenizeSummary(
+        writer.paths,
+        len(utterances) - len(skipped),
+        num_frames,
+        done_seconds,
+        n_q,
+        tokenizer.bitrate_at(n_q),
+        skipped,
+    )
+
+
+def resynthesize_tokens(
+    tokenizer: Tokenizer,
+    tokens: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    n_q: int | None = None,
+    force: bool = False,
+    overwrite: bool = False,
+    batch_size: int = 16,
+    chunk_seconds: float = 30.0,
+    progress: bool = True,
+) -> list[Path]:
+    """Decode a token file to one WAV per utterance: ``out_dir/<utt_id>.wav`` (ids with '/' make folders).
+
+    Args:
+        tokenizer: must be the model that made the tokens (checked by hash) unless ``force``.
+        tokens: a token file (or shards, as ``load_tokens`` takes).
+        out_dir: the output folder; a new folder appears complete or not at all.
+        n_q: decode only the first n_q codebooks (None: all stored).
+        force: decode tokens from another model anyway (same codebook size needed).
+        overwrite: replace WAVs that already exist in ``out_dir``.
+        batch_size, chunk_seconds: decoding batch and window sizes (the audio does not depend on them).
+        progress: show a progress bar on a terminal.
+    Returns:
+        the written WAV paths, in id order.
+    Raises:
+        TokenFileError: invalid token file, tokens of another model, codes outside the codebook.
+        FileExistsError: an output WAV exists and ``overwrite`` is False.
+    """
+    import shutil
+
+    from vqaudio.audio import save_audio
+    from vqaudio.data.batching import batch_by_length
+    from vqaudio.progress import progress_bar
+
+    corpus = load_tokens(tokens)
+    where = (
+        corpus.paths[0] if len(corpus.paths) == 1 else f"{corpus.paths[0]} (+{len(corpus.paths) - 1} shards)"
+    )
+    made_by, model_hash = corpus.meta.get("model_name"), str(corpus.meta["model_hash"])
+    if model_hash != tokenizer.hash:
+        message = (
+            f"{where}: the tokens were made by model {made_by!r} (hash {model_hash[:12]}) but the model "
+            f"given is {tokenizer.name!r} (hash {tokenizer.hash[:12]})"
+        )
+        if not force:
+            raise TokenFileError(
+                f"{message}; pass the model that made them (--model), or --force to decode anyway"
+            )
+        log.warning("%s; decoding anyway (--force)", message)
+    if corpus.num_codebooks > tokenizer.num_codebooks:
+        raise TokenFileError(
+            f"{where}: holds {corpus.num_codebooks} codebooks but the model has {tokenizer.num_codebooks}; "
+            "pass the model that made the tokens"
+        )
+    if n_q is not None and not 1 <= n_q <= corpus.num_codebooks:
+        raise ValueError(
+            f"--n-q must be between 1 and the {corpus.num_codebooks} codebooks stored, got {n_q}"
+        )
+    corpus.validate(codebook_size=tokenizer.codebook_size)
+    out_dir = Path(out_dir)
+    targets = {utt_id: out_dir / _wav_name(utt_id, where) for utt_id in corpus}
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} exists and is not a folder; token files resynthesize to a folder")
+    if out_dir.exists() and not overwrite:
+        clashes = [path for path in targets.values() if path.exists()]
+        if clashes:
+            raise FileExistsError(
+                f"{clashes[0]} already exists ({len(clashes)} of {len(targets)} outputs do); "
+                "pass --overwrite to replace them"
+            )
+    # a new folder is built under a temporary name and renamed when complete
+    staging = None
+    if not out_dir.exists():
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    root = staging or out_dir
+    ids = list(corpus)
+    entries = [corpus.entry(utt_id) for utt_id in ids]
+    max_frames = max(1, int(chunk_seconds * tokenizer.frame_rate))
+    batches = batch_by_length([entry.num_frames for entry in entries], batch_size, max_frames)
+    written = []
+    try:
+        with progress_bar(
+            total=len(ids), unit="file", desc="decoding", disable=None if progress else True
+        ) as bar:
+            for batch in batches:
+                codes = [np.asarray(corpus[ids[position]], dtype=np.int64) for position in batch]
+                if n_q is not None:
+                    codes = [item[:n_q] for item in codes]
+                audio = tokenizer.decode_batch(
+                    codes,
+                    num_samples=[entries[position].num_samples for position in batch],
+                    chunk_seconds=chunk_seconds,
+                )
+                for position, wav in zip(batch, audio, strict=True):
+                    path = root / _wav_name(ids[position], where)
+                    save_audio(path, wav, tokenizer.sample_rate)
+                    written.append(out_dir / _wav_name(ids[position], where))
+                bar.update(len(batch))
+        if staging is not None:
+            os.replace(staging, out_dir)
+            staging = None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return sorted(written)
+
+
+def _wav_name(utt_id: str, where: object) -> Path:
+    """``spk/utt1`` -> ``spk/utt1.wav``; ids that would leave the output folder are refused."""
+    parts = utt_id.split("/")
+    if utt_id.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise TokenFileError(
+            f"{where}: utterance id {utt_id!r} cannot be used as a file name under the output folder"
+        )
+    return Path(*parts[:-1], parts[-1] + ".wav")
