@@ -157,6 +157,11 @@ class LossConfig:
     mel_n_fft: int = 1024
     mel_hop_length: int = 256
     mel_n_mels: int = 80
+    # instantaneous-frequency + group-delay errors (vqaudio.losses.PhaseDerivativeLoss); 0: off. With the
+    # direct-phase iSTFT head it barely moves and cost STOI in a fine-tuning test (README, Known limits)
+    phase_weight: float = 0.0
+    phase_n_fft: int = 1024
+    phase_hop_length: int = 256
     quantizer_weight: float = 1.0  # multiplies the quantizer's own (codebook + commitment) loss
     # Adversarial training (least-squares GAN + feature matching); 0 turns the discriminators off.
     adversarial_weight: float = 0.0

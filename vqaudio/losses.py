@@ -1,8 +1,15 @@
-"""Reconstruction losses: waveform L1, multi-resolution STFT loss and log-mel L1; and the mel distance metric.
+"""Reconstruction losses: waveform L1, multi-resolution STFT loss, log-mel L1 and a phase-derivative loss;
+and the mel distance metric.
 
 Multi-resolution STFT loss (spectral convergence + log-magnitude L1) from Parallel WaveGAN (Yamamoto et al.,
 2020, https://arxiv.org/abs/1910.11480); log-mel L1 as in HiFi-GAN (Kong et al., 2020) and DAC (Kumar et al.,
 2023). The quantizer's own loss is added by the training loop (``LossConfig.quantizer_weight``).
+
+The phase-derivative loss compares how the STFT phase advances from frame to frame (instantaneous frequency)
+and from bin to bin (group delay) rather than the phase itself, as APNet does (Ai & Ling, 2023,
+https://arxiv.org/abs/2305.07952): an encoder that reads magnitudes (log-mel) cannot know the absolute phase,
+but it can know the pitch, and a harmonic's phase must advance by 2*pi*f*hop/sr per frame for its line to stay
+sharp. Each difference is scored as 1 - cos (wrap-free), weighted by the reference's magnitude.
 
 Adversarial terms (with ``vqaudio.modules.discriminators``): least-squares GAN losses (Mao et al., 2017, as
 in HiFi-GAN) and feature matching (Larsen et al., 2016), each feature map's L1 divided by the mean magnitude
@@ -35,6 +42,7 @@ class LossTerms(NamedTuple):
     waveform_l1: Tensor
     stft: Tensor
     mel: Tensor
+    phase: Tensor
 
 
 def _check_pair(pred: Tensor, target: Tensor, caller: str) -> None:
@@ -98,8 +106,59 @@ class MultiResolutionSTFTLoss(nn.Module):
         return total / len(self.resolutions)
 
 
+class PhaseDerivativeLoss(nn.Module):
+    """Magnitude-weighted 1 - cos of the instantaneous-frequency and group-delay errors, averaged; in [0, 2].
+
+    Args:
+        n_fft, hop_length: the STFT compared (Hann window of n_fft).
+    """
+
+    def __init__(self, n_fft: int, hop_length: int) -> None:
+        super().__init__()
+        if n_fft < 2 or not 1 <= hop_length <= n_fft:
+            raise ValueError(f"phase loss needs n_fft >= 2 and 1 <= hop <= n_fft, got {n_fft}/{hop_length}")
+        self.n_fft, self.hop_length = n_fft, hop_length
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """pred, target [B, T] -> scalar."""
+        batch = pred.shape[0] if pred.dim() == 2 else 1
+        both = torch.cat([pred.reshape(batch, -1), target.reshape(batch, -1)]).float()
+        spec = torch.stft(
+            both,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )  # [2B, bins, frames]
+        pred_spec, target_spec = spec[:batch], spec[batch:]
+        along_time = _derivative_error(
+            pred_spec[..., 1:], pred_spec[..., :-1], target_spec[..., 1:], target_spec[..., :-1]
+        )
+        along_bins = _derivative_error(
+            pred_spec[:, 1:], pred_spec[:, :-1], target_spec[:, 1:], target_spec[:, :-1]
+        )
+        return (along_time + along_bins) / 2
+
+
+def _derivative_error(
+    pred_next: Tensor, pred_prev: Tensor, target_next: Tensor, target_prev: Tensor
+) -> Tensor:
+    """Weighted mean of 1 - cos(angle difference of ``next * conj(prev)`` between pred and target)."""
+    pred_step = pred_next * pred_prev.conj()
+    target_step = target_next * target_prev.conj()
+    # cos of the angle between the two steps; the floor keeps silent bins (weight ~0) from dividing by 0
+    pred_norm = (pred_step.real.square() + pred_step.imag.square() + MAGNITUDE_FLOOR**2).sqrt()
+    target_norm = (target_step.real.square() + target_step.imag.square() + MAGNITUDE_FLOOR**2).sqrt()
+    cosine = (pred_step * target_step.conj()).real / (pred_norm * target_norm)
+    weight = target_norm.sqrt()  # geometric mean of the two reference magnitudes
+    return ((1 - cosine) * weight).sum() / weight.sum().clamp(min=MAGNITUDE_FLOOR)
+
+
 class ReconstructionLoss(nn.Module):
-    """Weighted waveform L1 + multi-resolution STFT + log-mel L1 (weights from ``LossConfig``).
+    """Weighted waveform L1 + multi-resolution STFT + log-mel L1 + phase derivatives (weights from ``LossConfig``).
 
     Args:
         config: weights and analysis settings.
@@ -113,6 +172,7 @@ class ReconstructionLoss(nn.Module):
             config.stft_fft_sizes, config.stft_hop_sizes, config.stft_win_sizes
         )
         self.log_mel = LogMel(sample_rate, config.mel_n_fft, config.mel_hop_length, config.mel_n_mels)
+        self.phase_loss = PhaseDerivativeLoss(config.phase_n_fft, config.phase_hop_length)
 
     def forward(self, pred: Tensor, target: Tensor) -> LossTerms:
         """
@@ -132,7 +192,8 @@ class ReconstructionLoss(nn.Module):
         mel = zero
         if config.mel_weight:
             mel = config.mel_weight * (self.log_mel(pred) - self.log_mel(target)).abs().mean()
-        return LossTerms(waveform_l1 + stft + mel, waveform_l1, stft, mel)
+        phase = config.phase_weight * self.phase_loss(pred, target) if config.phase_weight else zero
+        return LossTerms(waveform_l1 + stft + mel + phase, waveform_l1, stft, mel, phase)
 
 
 def discriminator_loss(real: list[Judgement], fake: list[Judgement]) -> Tensor:

@@ -99,6 +99,7 @@ class StepResult(NamedTuple):
     waveform_l1: float
     stft: float
     mel: float
+    phase: float
     quantizer: float
     adversarial: float  # 0 without discriminators (as the two below)
     feature_matching: float
@@ -414,6 +415,7 @@ class Trainer:
             waveform_l1=float(terms.waveform_l1.detach()),
             stft=float(terms.stft.detach()),
             mel=float(terms.mel.detach()),
+            phase=float(terms.phase.detach()),
             quantizer=float(quantizer_loss.detach()),
             adversarial=float(adversarial.detach()),
             feature_matching=float(feature_matching.detach()),
@@ -687,6 +689,8 @@ class _Window:
 
     def add(self, result: StepResult, seconds: float, waited: float, audio_seconds: float) -> None:
         names: tuple[str, ...] = ("loss", "waveform_l1", "stft", "mel", "quantizer", "grad_norm")
+        if result.phase:
+            names += ("phase",)
         if result.discriminator:
             names += ("adversarial", "feature_matching", "discriminator")
         for name in names:

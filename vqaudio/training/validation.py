@@ -27,7 +27,7 @@ from vqaudio.training.distributed import SINGLE_PROCESS, DistributedContext, all
 
 # Validation batches hold up to this many times the samples of a training batch: no gradients are kept.
 VALIDATION_BATCH_FACTOR = 4
-LOSS_TERMS = ("loss", "waveform_l1", "stft", "mel", "quantizer", "mel_distance")
+LOSS_TERMS = ("loss", "waveform_l1", "stft", "mel", "phase", "quantizer", "mel_distance")
 
 
 def hold_out(
@@ -144,6 +144,7 @@ def validate(
                     float(terms.waveform_l1),
                     float(terms.stft),
                     float(terms.mel),
+                    float(terms.phase),
                     quantizer_loss,
                     float(mel_distance(pred, target, model.sample_rate)),
                 )
