@@ -113,6 +113,8 @@ class PhaseDerivativeLoss(nn.Module):
         n_fft, hop_length: the STFT compared (Hann window of n_fft).
     """
 
+    window: Tensor  # [n_fft] Hann
+
     def __init__(self, n_fft: int, hop_length: int) -> None:
         super().__init__()
         if n_fft < 2 or not 1 <= hop_length <= n_fft:
