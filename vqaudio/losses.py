@@ -82,28 +82,36 @@ class MultiResolutionSTFTLoss(nn.Module):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """pred, target [B, T] -> scalar."""
-        batch = pred.shape[0] if pred.dim() == 2 else 1
-        both = torch.cat([pred.reshape(batch, -1), target.reshape(batch, -1)]).float()  # one STFT for both
-        total = both.new_zeros(())
-        for index, (n_fft, hop, win) in enumerate(self.resolutions):
-            spec = torch.stft(
-                both,
-                n_fft=n_fft,
-                hop_length=hop,
-                win_length=win,
-                window=getattr(self, f"window_{index}"),
-                center=True,
-                pad_mode="constant",  # reflection needs T > n_fft / 2; zeros work for any length
-                return_complex=True,
+        total = pred.new_zeros((), dtype=torch.float32)
+        for index, (n_fft, hop, _) in enumerate(self.resolutions):
+            pred_spec, target_spec = _paired_stft(pred, target, n_fft, hop, getattr(self, f"window_{index}"))
+            pred_mag, target_mag = (
+                (spec.real.square() + spec.imag.square()).clamp(min=MAGNITUDE_FLOOR).sqrt()
+                for spec in (pred_spec, target_spec)
             )
-            magnitude = (spec.real.square() + spec.imag.square()).clamp(min=MAGNITUDE_FLOOR).sqrt()
-            pred_mag, target_mag = magnitude[:batch], magnitude[batch:]
             spectral_convergence = torch.linalg.vector_norm(target_mag - pred_mag) / torch.linalg.vector_norm(
                 target_mag
             )
             log_magnitude = (target_mag.log() - pred_mag.log()).abs().mean()
             total = total + spectral_convergence + log_magnitude
         return total / len(self.resolutions)
+
+
+def _paired_stft(pred: Tensor, target: Tensor, n_fft: int, hop: int, window: Tensor) -> tuple[Tensor, Tensor]:
+    """Complex spectra [B, bins, frames] of pred and target, from one STFT of the two stacked."""
+    batch = pred.shape[0] if pred.dim() == 2 else 1
+    both = torch.cat([pred.reshape(batch, -1), target.reshape(batch, -1)]).float()
+    spec = torch.stft(
+        both,
+        n_fft=n_fft,
+        hop_length=hop,
+        win_length=window.shape[0],
+        window=window,
+        center=True,
+        pad_mode="constant",  # reflection needs T > n_fft / 2; zeros work for any length
+        return_complex=True,
+    )
+    return spec[:batch], spec[batch:]
 
 
 class PhaseDerivativeLoss(nn.Module):
@@ -124,18 +132,7 @@ class PhaseDerivativeLoss(nn.Module):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """pred, target [B, T] -> scalar."""
-        batch = pred.shape[0] if pred.dim() == 2 else 1
-        both = torch.cat([pred.reshape(batch, -1), target.reshape(batch, -1)]).float()
-        spec = torch.stft(
-            both,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            window=self.window,
-            center=True,
-            pad_mode="constant",
-            return_complex=True,
-        )  # [2B, bins, frames]
-        pred_spec, target_spec = spec[:batch], spec[batch:]
+        pred_spec, target_spec = _paired_stft(pred, target, self.n_fft, self.hop_length, self.window)
         along_time = _derivative_error(
             pred_spec[..., 1:], pred_spec[..., :-1], target_spec[..., 1:], target_spec[..., :-1]
         )
