@@ -71,14 +71,16 @@ def make_tiny_config(kind: str = "residual") -> Config:
 
 
 @torch.no_grad()
-def make_tiny_tokenizer(seed: int = 0, kind: str = "residual", name: str = "tiny") -> Tokenizer:
+def make_tiny_tokenizer(
+    seed: int = 0, kind: str = "residual", name: str = "tiny", config: Config | None = None
+) -> Tokenizer:
     """An untrained tiny Tokenizer whose codes are well spread (all codes used, few float ties).
 
     A freshly initialised encoder puts every latent near one common offset, so all codes would be near
     ties. Calibration: shift and scale the last encoder conv so latents are standardised on a few synthetic
     utterances, then one training-mode forward initialises the codebooks by k-means on them.
     """
-    config = make_tiny_config(kind)
+    config = config or make_tiny_config(kind)
     torch.manual_seed(seed)
     model = build_model(config.model).eval()
     calibration = torch.from_numpy(

@@ -329,6 +329,74 @@ def test_istft_head_inverts_a_matching_stft(causal: bool) -> None:
 def test_istft_head_needs_overlapping_windows() -> None:
     with pytest.raises(ValueError, match="istft_n_fft"):
         ISTFTHead(channels=8, n_fft=160, hop_length=160)
+    with pytest.raises(ValueError, match="phase"):
+        ISTFTHead(channels=8, n_fft=320, hop_length=160, phase="cumulative")
+
+
+def test_integrated_phase_makes_a_steady_sinusoid_from_a_zero_deviation() -> None:
+    """Energy in one bin and no deviation: integrated phase gives that bin's sinusoid, direct phase does not.
+
+    Bin 3 of a 64-point FFT at hop 16 must advance 1.5 pi per frame; the direct head, given a constant phase,
+    restarts the sinusoid every frame and the overlapping frames partly cancel.
+    """
+    n_fft, hop, frames, k = 64, 16, 40, 3
+    num_bins = n_fft // 2 + 1
+    log_magnitude = torch.full((1, num_bins, frames), -30.0)
+    log_magnitude[:, k] = math.log(n_fft / 4)  # bin k of a unit sinusoid under a Hann window
+    prediction = torch.cat([log_magnitude, torch.zeros(1, num_bins, frames)], dim=1)
+    t = torch.arange(frames * hop, dtype=torch.float64)
+    interior = slice(n_fft, (frames - 4) * hop)
+    for phase, expect_sinusoid in [("integrated", True), ("direct", False)]:
+        head = ISTFTHead(channels=2 * num_bins, n_fft=n_fft, hop_length=hop, phase=phase)
+        head.projection = nn.Identity()  # type: ignore[assignment]
+        assert head.integrates_phase == (phase == "integrated")
+        output = head(prediction)[0, interior].double()
+        # least-squares fit of a cos + b sin at the bin's frequency: a steady sinusoid fits exactly
+        angle = 2 * math.pi * k * t[interior] / n_fft
+        basis = torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+        fit = basis @ torch.linalg.lstsq(basis, output[:, None]).solution[:, 0]
+        residual = float((output - fit).norm() / output.norm())
+        if expect_sinusoid:
+            assert residual < 1e-4
+            # one bin without its Hann side lobes: amplitude sum(w) / sum(w^2) / 2 = 2/3 of the sinusoid's
+            assert float(output.abs().max()) == pytest.approx(2 / 3, rel=0.01)
+        else:
+            assert residual > 0.3
+
+
+def test_integrated_phase_model_decodes_in_its_parts() -> None:
+    """decode == overlap_add(resolve_phase(decode_spectrum)); the running sum makes frames non-local."""
+    config = ModelConfig(
+        latent_dim=8,
+        encoder=EncoderConfig(channels=4, max_channels=8, strides=(2, 4, 5, 8)),
+        decoder=DecoderConfig(
+            output="istft",
+            channels=8,
+            max_channels=16,
+            strides=(2,),
+            istft_n_fft=320,
+            istft_hop_length=160,
+            istft_phase="integrated",
+        ),
+        quantizer=QuantizerConfig(num_codebooks=2, codebook_size=16),
+    )
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    assert model.integrates_phase and not build_model(ModelConfig()).integrates_phase
+    codes = torch.randint(0, 16, (1, 2, 30))
+    head = model.decoder.head
+    with torch.no_grad():
+        whole = model.decode(codes)
+        prediction = model.decode_spectrum(codes)
+        assert prediction.shape == (1, 2 * 161, 60)
+        torch.testing.assert_close(head.overlap_add(head.resolve_phase(prediction)), whole, rtol=0, atol=1e-6)
+        # changing the first frame's code changes the phase, hence the audio, at the far end
+        changed = codes.clone()
+        changed[..., 0] = (changed[..., 0] + 1) % 16
+        far = slice(25 * 320, None)
+        assert not torch.allclose(model.decode(changed)[:, far], whole[:, far], atol=1e-4)
+    with pytest.raises(ValueError, match="istft"):
+        ModelConfig(decoder=DecoderConfig(istft_phase="integrated")).validate()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -10,13 +11,13 @@ import numpy as np
 import pytest
 import soxr
 import torch
-from conftest import make_tiny_tokenizer, speech_like
+from conftest import make_tiny_config, make_tiny_tokenizer, speech_like
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import vqaudio
 from vqaudio import tokenizer as tokenizer_module
-from vqaudio.config import Config
+from vqaudio.config import Config, DecoderConfig
 from vqaudio.errors import AudioError, ModelFileError
 from vqaudio.model import build_model
 from vqaudio.serialization import CONFIG_FILE, HEADER_KEY, WEIGHTS_FILE
@@ -128,6 +129,32 @@ def test_chunked_decode_equals_whole_decode(tiny_tokenizer: Tokenizer) -> None:
         whole = tiny_tokenizer.model.decode(codes[None])[0]
     chunked = tiny_tokenizer.decode(codes, chunk_seconds=0.5)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
+
+
+def test_windowed_decode_carries_the_integrated_phase() -> None:
+    """A head that sums phase over frames: chunked and batched decoding still equal one whole decode."""
+    base = make_tiny_config()
+    decoder = DecoderConfig(
+        output="istft",
+        channels=8,
+        max_channels=16,
+        strides=(2,),
+        istft_n_fft=320,
+        istft_hop_length=160,
+        istft_phase="integrated",
+    )
+    config = dataclasses.replace(base, model=dataclasses.replace(base.model, decoder=decoder))
+    tok = make_tiny_tokenizer(config=config)
+    assert tok.model.integrates_phase
+    codes = tok.encode(speech_like(5 * 16000 + 5, seed=4), 16000)
+    with torch.inference_mode():
+        whole = tok.model.decode(codes[None])[0]
+    torch.testing.assert_close(tok.decode(codes, chunk_seconds=0.5), whole, rtol=0, atol=1e-4)
+    short = codes[:, :37]
+    audio = tok.decode_batch([codes, short], chunk_seconds=0.5)
+    torch.testing.assert_close(audio[0], whole, rtol=0, atol=1e-4)
+    with torch.inference_mode():
+        torch.testing.assert_close(audio[1], tok.model.decode(short[None])[0], rtol=0, atol=1e-4)
 
 
 def test_decode_batch_equals_decoding_each_alone(tiny_tokenizer: Tokenizer) -> None:

@@ -80,6 +80,9 @@ class DecoderConfig:
     # istft head only: the strides upsample the latent to istft_hop_length, then an iSTFT makes samples
     istft_n_fft: int = 640
     istft_hop_length: int = 160
+    # "direct": each frame's phase (Vocos); "integrated": a deviation from each bin's own advance, summed over
+    # frames, which gives steady harmonics a phase-continuous default (vqaudio/modules/istft.py)
+    istft_phase: Literal["direct", "integrated"] = "direct"
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,11 @@ class ModelConfig:
             raise ValueError(
                 f"decoder upsamples by {dec_hop} samples per frame but the encoder hop is {self.hop_length}; "
                 "make prod(decoder.strides) (times istft_hop_length for the istft head) equal the encoder hop"
+            )
+        if dec.istft_phase != "direct" and dec.output != "istft":
+            raise ValueError(
+                f"decoder.istft_phase={dec.istft_phase!r} needs decoder.output='istft' (a waveform head has no "
+                "phase); set decoder.output: istft or drop istft_phase"
             )
         q = self.quantizer
         if q.kind == "group" and self.latent_dim % q.num_codebooks:

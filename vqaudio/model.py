@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from vqaudio.config import ModelConfig
 from vqaudio.features import LogMel
 from vqaudio.modules.conv import ConvGeometry, input_interval
+from vqaudio.modules.istft import ISTFTHead
 from vqaudio.modules.seanet import SEANetDecoder, SEANetEncoder
 from vqaudio.quantization import VectorQuantizer, build_quantizer
 from vqaudio.quantization.base import QuantizerOutput
@@ -210,6 +211,30 @@ class VQVAE(nn.Module):
             )
         audio = self.decoder(self.quantizer.decode(codes))
         return audio if num_samples is None else audio[:, :num_samples]
+
+    @property
+    def integrates_phase(self) -> bool:
+        """True when the decoder's iSTFT head sums phase over frames, so no output frame is local."""
+        head = self.decoder.head
+        return isinstance(head, ISTFTHead) and head.integrates_phase
+
+    def decode_spectrum(self, codes: Tensor) -> Tensor:
+        """Codes -> the iSTFT head's prediction, the frame-local part of ``decode`` (istft heads only).
+
+        ``decode(codes)`` equals ``head.overlap_add(head.resolve_phase(decode_spectrum(codes)))`` with
+        ``head = decoder.head``; only ``resolve_phase`` needs the whole input at once.
+
+        Args:
+            codes: [B, K', F] integer codes, as for ``decode``.
+        Returns:
+            [B, 2 * (istft_n_fft // 2 + 1), F * prod(decoder.strides)] float32 log-magnitudes, then phases or
+            phase deviations, one column per iSTFT frame (istft_hop_length samples).
+        """
+        head = self.decoder.head
+        if not isinstance(head, ISTFTHead):
+            raise ValueError("decode_spectrum() needs a model with decoder.output='istft'")
+        codes = check_codes(codes, self.codebook_size, 1, self.num_codebooks, "decode_spectrum()")
+        return head.predict(self.decoder.features(self.quantizer.decode(codes)))
 
     # ---------------------------------------------------------------------------------------------- files
     def release_state_dict(self) -> dict[str, Tensor]:

@@ -20,6 +20,12 @@ zero-padded to the longest, which changes the last R frames of the shorter ones 
 network pads every layer with zeros, in the batch those positions hold real activations); those frames are
 recomputed from a tail window that ends exactly at the input's end. So tokens never depend on batching or
 chunking, up to float rounding (a latent almost equidistant from two codes may pick either).
+
+A decoder whose iSTFT head integrates phase over frames (``decoder.istft_phase: integrated``) is not local:
+each frame's phase sums every earlier frame's prediction. Decoding then runs the network in windows to the
+head's per-frame spectra, sums the phase over the whole input, and overlap-adds in windows again; the spectra of
+a whole input are held (2 x (istft_n_fft / 2 + 1) floats per iSTFT frame, about 1 GB per hour for the
+rvq_mel geometry).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from vqaudio.config import Config, ConfigError, from_dict, to_dict
 from vqaudio.data.batching import batch_by_length
 from vqaudio.errors import AudioError, ModelFileError
 from vqaudio.model import VQVAE, build_model
+from vqaudio.modules.istft import ISTFTHead
 from vqaudio.quantization.vq import check_codes
 from vqaudio.serialization import (
     WEIGHTS_FILE,
@@ -431,14 +438,39 @@ class Tokenizer:
 
     def _decode_rows(self, rows: list[Tensor], chunk_seconds: float) -> list[Tensor]:
         """[K', F_i] codes -> [F_i * hop] audio, exactly as one ``model.decode`` call each."""
-        return _frame_map(
+        core = self._chunk_frames(chunk_seconds)
+        num_frames = [row.shape[-1] for row in rows]
+        if not self.model.integrates_phase:
+            return _frame_map(
+                rows,
+                num_frames,
+                self.model.decode,  # [B, K', P] -> [B, P * hop]
+                in_unit=1,
+                out_unit=self.hop_length,
+                context=self._context_frames(),
+                core=core,
+            )
+        head = self.model.decoder.head
+        assert isinstance(head, ISTFTHead)
+        upsampling = self.hop_length // head.hop_length  # iSTFT frames per token frame
+        predictions = _frame_map(
             rows,
-            [row.shape[-1] for row in rows],
-            self.model.decode,  # [B, K', P] -> [B, P * hop]
+            num_frames,
+            self.model.decode_spectrum,  # [B, K', P] -> [B, 2 * bins, P * upsampling]
             in_unit=1,
-            out_unit=self.hop_length,
+            out_unit=upsampling,
             context=self._context_frames(),
-            core=self._chunk_frames(chunk_seconds),
+            core=core,
+        )
+        spectra = [head.resolve_phase(prediction[None])[0] for prediction in predictions]  # whole inputs
+        return _frame_map(
+            spectra,
+            [frames * upsampling for frames in num_frames],
+            head.overlap_add,  # [B, 2 * bins, P] -> [B, P * istft_hop]
+            in_unit=1,
+            out_unit=head.hop_length,
+            context=head.context_frames,
+            core=core * upsampling,
         )
 
     # ----------------------------------------------------------------------------------------------

@@ -189,7 +189,13 @@ class SEANetDecoder(nn.Module):
         self.activation = nn.ELU()
         self.head: Conv1d | ISTFTHead
         if config.output == "istft":
-            self.head = ISTFTHead(widths[-1], config.istft_n_fft, config.istft_hop_length, causal=causal)
+            self.head = ISTFTHead(
+                widths[-1],
+                config.istft_n_fft,
+                config.istft_hop_length,
+                causal=causal,
+                phase=config.istft_phase,
+            )
         else:
             self.head = Conv1d(widths[-1], 1, config.kernel_size, causal=causal)
         # Every layer on the widest path, in forward order (for receptive-field arithmetic).
@@ -201,5 +207,8 @@ class SEANetDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """[B, latent_dim, F] -> [B, F * hop]."""
-        features = self.activation(self.blocks(self.input(z)))
-        return self.head(features).reshape(z.shape[0], -1)  # waveform head: [B, 1, T] -> [B, T]
+        return self.head(self.features(z)).reshape(z.shape[0], -1)  # waveform head: [B, 1, T] -> [B, T]
+
+    def features(self, z: Tensor) -> Tensor:
+        """[B, latent_dim, F] -> [B, width, F * prod(strides)]: everything before the head."""
+        return self.activation(self.blocks(self.input(z)))
