@@ -60,6 +60,9 @@ class QuantizerConfig:
     kmeans_init: bool = True  # initialise codebooks with k-means on the first training batch
     kmeans_iters: int = 10
     dead_code_steps: int = 200  # a code unused for this many training steps is re-seeded (0: never)
+    rare_code_fraction: float = (
+        0.0  # EMA: also re-seed codes under this fraction of the uniform usage (0: never)
+    )
     quantizer_dropout: float = (
         0.5  # RVQ: probability that a training example uses a random n_q < num_codebooks
     )

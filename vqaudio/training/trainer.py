@@ -735,12 +735,34 @@ class _Window:
         }
 
 
+# Model-config fields that steer how a codebook trains, not what the weights are or how they are used: a
+# fine-tuning run may change them.
+TRAINING_ONLY_MODEL_FIELDS = frozenset(
+    f"model.quantizer.{name}"
+    for name in (
+        "commitment_weight",
+        "codebook_weight",
+        "ema_decay",
+        "laplace_epsilon",
+        "kmeans_init",
+        "kmeans_iters",
+        "dead_code_steps",
+        "rare_code_fraction",
+        "quantizer_dropout",
+    )
+)
+
+
 def _initialise_from(model: VQVAE, config: Config, path: str | Path) -> dict[str, Any]:
     """Load a released tokenizer's weights into ``model`` (same architecture); returns its provenance."""
     from vqaudio.tokenizer import Tokenizer
 
     source = Tokenizer.load(path)
     differences = config_differences(source.config.model, config.model, "model")
+    training_only = [d for d in differences if d.split(":")[0] in TRAINING_ONLY_MODEL_FIELDS]
+    differences = [d for d in differences if d not in training_only]
+    if training_only:
+        log.info("--init-from %s: training settings changed (%s)", path, "; ".join(training_only))
     if differences:
         raise ConfigError(
             f"--init-from {path}: its architecture differs from the recipe's ({'; '.join(differences[:3])}); "
