@@ -5,7 +5,8 @@ The weights are copied unchanged (same hash); the name and the training descript
 
     python scripts/export_default_model.py exp/fillets/codec \
         --data "fillets-ng voices, egs/fillets train split (cs-m, nl-v), 1.52 h" \
-        --command "egs/fillets/run.sh --stage 0 --stop-stage 3"
+        --command "egs/fillets/run.sh --stage 0 --stop-stage 3" \
+        --stages "recipes/rvq_mel.yaml 9000 steps, then recipes/rvq_mel_gan.yaml 5000 steps from it"
 
 The embedded prior must be trained on the new tokenizer's tokens and exported after it
 (scripts/export_default_prior.py): a prior names the tokenizer whose tokens it models.
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--name", default="vqaudio-speech-16k-rvq8x1024")
     parser.add_argument("--data", required=True, help="what the model was trained on, in words")
     parser.add_argument("--command", required=True, help="the command that retrains it")
+    parser.add_argument("--stages", default="", help="the training stages, in words (optional)")
     args = parser.parse_args()
 
     tok = Tokenizer.load(args.run)
@@ -39,6 +41,8 @@ def main() -> None:
         if isinstance(tok.training.get("data"), dict)
         else "",
     }
+    if args.stages:
+        tok.training["stages"] = args.stages
     tok.save(DEFAULT_MODEL_DIR)
     print(f"tokenizer {tok.name} ({tok.hash[:12]}) -> {DEFAULT_MODEL_DIR}")
     print("now retrain and export the embedded prior on its tokens: scripts/export_default_prior.py")

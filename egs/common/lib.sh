@@ -75,7 +75,8 @@ require() {  # require FILE...: die unless every file exists (inputs of a stage 
 # ---------------------------------------------------------------------------------------------------
 # Stages 1-5, the same in every recipe. They read: vq (the vqaudio command, an array), exp, recipe,
 # train_manifest, dev_manifest, test_manifest, prior_config, sample_seconds, num_samples, codec_overrides,
-# eval_options, finetune_recipe (optional: a second training stage, e.g. adversarial).
+# eval_options, finetune_recipe (optional: a second training stage, e.g. adversarial), finetune_manifest
+# (optional: that stage's training data; default train_manifest).
 # ---------------------------------------------------------------------------------------------------
 vqaudio_command() {  # the vqaudio command as an array `vq`: $VQAUDIO if set (e.g. "python -m vqaudio.cli.main")
   read -r -a vq <<< "${VQAUDIO:-vqaudio}"
@@ -90,8 +91,8 @@ stage_train_codec() {  # with finetune_recipe: RECIPE -> EXP/codec_base, then FI
     ${codec_overrides[@]+"${codec_overrides[@]}"}
   if [ -n "${finetune_recipe:-}" ]; then
     require "$finetune_recipe"
-    "${vq[@]}" train "$finetune_recipe" --init-from "$out" --data "$train_manifest" --valid "$dev_manifest" \
-      --out "$exp/codec"
+    "${vq[@]}" train "$finetune_recipe" --init-from "$out" --data "${finetune_manifest:-$train_manifest}" \
+      --valid "$dev_manifest" --out "$exp/codec"
   fi
 }
 

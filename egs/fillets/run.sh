@@ -7,6 +7,7 @@
 #          [--recipe recipes/rvq_mel.yaml] [--finetune-recipe recipes/rvq_mel_gan.yaml]
 #          [--prior-config recipes/prior_default.yaml]
 #          [--fillets-src DIR] [--debs DIR] [--train-speakers cs-m,nl-v] [--jobs 0] [--force false]
+#          [--festival-voices true] [--festival-lines 170]
 #          [--set KEY=VALUE ...]
 #   Paths are relative to the current folder. --fillets-src: already extracted data (a `dpkg -x` root or
 #   /usr/share/games/fillets-ng) instead of downloading; --debs: a folder that already holds the three .debs.
@@ -19,9 +20,15 @@
 #      with dpkg -x into DATA/root, convert the voice clips with `vqaudio prepare-fillets` into
 #      DATA/corpus/{train,dev,test} (speaker = <lang>-<character>; effects, music, templates, clips under
 #      0.5 s skipped; train voices cs-m and nl-v, every other voice held out; hours per split, language and
-#      speaker in DATA/corpus/summary.json), then `vqaudio prepare` DATA/{train,dev,test}.tsv
+#      speaker in DATA/corpus/summary.json), then `vqaudio prepare` DATA/{train,dev,test}.tsv; with
+#      --festival-voices true (the default) also 7 synthetic voices (Festival reading the game's Czech,
+#      Russian and Italian subtitles, --festival-lines each, ~68 min in all; scripts/synthesize_voices.py,
+#      needs `apt-get install festival festvox-czech-dita festvox-czech-krb festvox-czech-machac
+#      festvox-czech-ph festvox-ru festvox-italp16k festvox-itapc16k`) into DATA/festival_voices and
+#      DATA/train_plus_voices.tsv, the adversarial stage's training data
 #   1  train the codec: vqaudio train RECIPE --data DATA/train.tsv --valid DATA/dev.tsv --out EXP/codec_base,
-#      then adversarial fine-tuning: vqaudio train FINETUNE_RECIPE --init-from EXP/codec_base ... --out EXP/codec
+#      then adversarial fine-tuning on the train voices plus the Festival voices (when made):
+#      vqaudio train FINETUNE_RECIPE --init-from EXP/codec_base --data DATA/train_plus_voices.tsv --out EXP/codec
 #      (the embedded tokenizer; about 40 + 45 min on 2 CPU cores)
 #   2  tokenize dev, test and train into EXP/tokens/{dev,test,train}.npy
 #   3  evaluate the codec on test (unseen voices, both languages) into EXP/report
@@ -46,19 +53,23 @@ prior_config="$repo/recipes/prior_default.yaml"
 fillets_src=
 debs=
 train_speakers=cs-m,nl-v
+festival_voices=true
+festival_lines=170
 jobs=0
 eval_options=
 sample_seconds=4
 num_samples=4
 force=false
 option_names="stage stop_stage data exp recipe finetune_recipe prior_config fillets_src debs train_speakers jobs
-  eval_options sample_seconds num_samples force"
+  festival_voices festival_lines eval_options sample_seconds num_samples force"
 parse_options "$@"
 vqaudio_command
 
 train_manifest="$data/train.tsv"
 dev_manifest="$data/dev.tsv"
 test_manifest="$data/test.tsv"
+finetune_manifest="$train_manifest"
+[ "$festival_voices" != "true" ] || finetune_manifest="$data/train_plus_voices.tsv"
 packages=(fillets-ng-data fillets-ng-data-cs fillets-ng-data-nl)
 
 fetch_and_unpack() {  # -> DATA/root/usr/share/games/fillets-ng
@@ -92,6 +103,23 @@ stage_prepare() {
   for split in train dev test; do
     "${vq[@]}" prepare "$data/corpus/$split" "$data/$split.tsv" --dev 0 --test 0
   done
+  if [ "$festival_voices" = "true" ]; then
+    command -v festival >/dev/null || die "festival not found: apt-get install festival festvox-czech-dita \
+festvox-czech-krb festvox-czech-machac festvox-czech-ph festvox-ru festvox-italp16k festvox-itapc16k, or pass \
+--festival-voices false (then the model differs from the embedded one)"
+    "$(python_command)" "$repo/scripts/synthesize_voices.py" "$src" "$data/festival_voices" \
+      --lines "$festival_lines" --overwrite
+    "${vq[@]}" prepare "$data/corpus/train" "$data/festival_voices" "$finetune_manifest" --dev 0 --test 0
+  fi
+}
+
+python_command() {  # the Python that runs vqaudio (for the scripts/ helpers)
+  local exe
+  exe="$(command -v "${vq[0]}")"
+  case "$(basename "$exe")" in
+    python*) echo "$exe" ;;
+    *) head -1 "$exe" | sed 's/^#!//' ;;
+  esac
 }
 
 mkdir -p "$data" "$exp"

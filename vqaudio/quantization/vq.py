@@ -566,9 +566,13 @@ class VectorQuantizer(Quantizer):
         dead = torch.zeros_like(self.steps_unused, dtype=torch.bool)
         if self.options.dead_code_steps > 0:
             dead |= self.steps_unused >= self.options.dead_code_steps  # identical on every DDP process
+        # A re-seeded code's EMA size: 1 (one sample); under rare-code restarts the uniform share (at least 1),
+        # so it has as many steps to win inputs as a code that just fell under the threshold took to get there.
+        restart_size = torch.ones((), device=self.steps_unused.device)
         if self.options.rare_code_fraction > 0:
             share = self.ema_cluster_size.sum() / self.codebook_size  # all-reduced statistics: identical too
             dead |= self.ema_cluster_size < self.options.rare_code_fraction * share
+            restart_size = share.clamp(min=1.0)
         # One host sync per step: writing unconditionally would bump the version of a trainable codebook
         # that autograd may have saved for a backward pass still to come.
         if not bool(dead.any()):
@@ -578,11 +582,8 @@ class VectorQuantizer(Quantizer):
         samples = _broadcast_from_first(x[picks].contiguous())  # [num_dead, Dc]
         self.codebook[dead_indices] = samples
         if self.options.ema:
-            # Start a re-seeded code at the uniform share (at least 1), so it has as many steps to win
-            # inputs as a code that just fell below the threshold took to get there.
-            size = (self.ema_cluster_size.sum() / self.codebook_size).clamp(min=1.0)
-            self.ema_sum[dead_indices] = samples * size
-            self.ema_cluster_size[dead_indices] = size
+            self.ema_sum[dead_indices] = samples * restart_size
+            self.ema_cluster_size[dead_indices] = restart_size
         self.steps_unused[dead_indices] = 0
 
     @torch.no_grad()
