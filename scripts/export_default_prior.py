@@ -31,7 +31,7 @@ from vqaudio.prior.data import validated_utterances
 from vqaudio.prior.evaluation import evaluate_prior
 from vqaudio.prior.model import PRETRAINED_DIR, WEIGHTS_DTYPES
 from vqaudio.prior.ngram import COUNTS_FILE, load_counts
-from vqaudio.tokenfile import load_tokens
+from vqaudio.tokenfile import load_tokens, token_paths
 from vqaudio.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,6 +72,24 @@ def test_record(prior: Prior, run: Path, tokens: Path) -> dict[str, Any]:
     }
 
 
+def training_tokens_description(prior: Prior, tokenizer_name: str) -> str | None:
+    """What the prior was trained on, from its training token file's description; None when it is gone.
+
+    The tokenizer's own training data can differ (the embedded one also saw synthetic voices), so the prior's
+    data is read from the tokens it was trained on, not copied from the tokenizer.
+    """
+    path = prior.training.get("train_tokens")
+    if not path or not token_paths(path).meta_path.is_file():
+        return None
+    meta = load_tokens(path).meta
+    source = Path(str(meta.get("source") or path))
+    hours = float(meta.get("seconds") or 0.0) / 3600
+    return (
+        f"tokens of {tokenizer_name} on {source.parent.name}/{source.name} "
+        f"({meta['num_utterances']} utterances, {hours:.2f} h)"
+    )
+
+
 def rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
@@ -83,7 +101,8 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="trained prior folder (a `vqaudio prior train` --out)")
     parser.add_argument("--name", default="vqaudio-speech-16k-prior")
     parser.add_argument(
-        "--data", help="what the prior was trained on, in words (default: the embedded tokenizer's data)"
+        "--data",
+        help="what the prior was trained on, in words (default: the source and length of its training tokens)",
     )
     parser.add_argument("--command", default=DEFAULT_COMMAND, help="the commands that retrain it")
     parser.add_argument("--recipe", help="the recipe it was trained with (default: the one the run recorded)")
@@ -104,12 +123,11 @@ def main() -> None:
     recipe = args.recipe or prior.training.get("recipe")
     if not recipe:
         sys.exit(f"{args.run}: the run recorded no recipe; pass --recipe (e.g. recipes/prior_default.yaml)")
-    tokenizer_data = tokenizer.training.get("data")
-    data = args.data or (
-        f"tokens of {tokenizer.name} on its own training data ({tokenizer_data})" if tokenizer_data else None
-    )
+    data = args.data or training_tokens_description(prior, tokenizer.name)
     if not data:
-        sys.exit("the embedded tokenizer does not say what it was trained on; pass --data")
+        sys.exit(
+            f"{args.run}: its training tokens ({prior.training.get('train_tokens')}) are not here; pass --data"
+        )
 
     training = {
         **prior.training,

@@ -20,6 +20,7 @@ from vqaudio.losses import mel_distance
 from vqaudio.prior import Prior
 from vqaudio.prior.model import PRETRAINED_DIR
 from vqaudio.serialization import read_meta
+from vqaudio.tokenfile import TokenFileWriter
 from vqaudio.tokenizer import DEFAULT_MODEL_DIR, Tokenizer
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -206,9 +207,25 @@ def test_the_export_script_checks_the_tokenizer_and_writes_a_float16_release(
     tokens = {"tokenizer_hash": default.hash, "tokenizer_name": "local", "tokenizer_path": "/somewhere/codec"}
     tokens |= {"sample_rate": 16000, "frame_rate": 50.0, "hop_length": 320, "num_codebooks": 8}
     tokens |= {"codebook_size": 1024}
-    training = {"step": 7, "recipe": "recipes/prior_default.yaml"}
+    train_tokens = tmp_path / "tokens" / "train.npy"
+    train_tokens.parent.mkdir()
+    with TokenFileWriter(
+        train_tokens,
+        num_codebooks=8,
+        codebook_size=1024,
+        sample_rate=16000,
+        hop_length=320,
+        model_name=default.name,
+        model_hash=default.hash,
+        extra_meta={"source": "/data/fillets/train.tsv"},
+    ) as writer:
+        for i in range(3):
+            writer.add(f"utt{i}", f"/audio/utt{i}.wav", np.zeros((8, 50), dtype=np.int64), 50 * 320)
+    training = {"step": 7, "recipe": "recipes/prior_default.yaml", "train_tokens": str(train_tokens)}
     torch.manual_seed(0)
     Prior(WaveNetPrior(config), PriorRunConfig(prior=config), tokens, (), training).save(tmp_path / "run")
+    gone = {**training, "train_tokens": str(tmp_path / "gone.npy")}
+    Prior(WaveNetPrior(config), PriorRunConfig(prior=config), tokens, (), gone).save(tmp_path / "no_tokens")
     Prior(WaveNetPrior(config), PriorRunConfig(prior=config), {**tokens, "tokenizer_hash": "ab" * 32}).save(
         tmp_path / "other"
     )
@@ -221,6 +238,11 @@ def test_the_export_script_checks_the_tokenizer_and_writes_a_float16_release(
         runpy.run_path(script, run_name="__main__")
     assert not target.exists()
 
+    monkeypatch.setattr("sys.argv", [script, str(tmp_path / "no_tokens")])
+    with pytest.raises(SystemExit, match="pass --data"):
+        runpy.run_path(script, run_name="__main__")
+    assert not target.exists()
+
     monkeypatch.setattr("sys.argv", [script, str(tmp_path / "run")])
     runpy.run_path(script, run_name="__main__")
     assert sorted(f.name for f in target.iterdir()) == ["config.json", "model.safetensors"]
@@ -228,7 +250,9 @@ def test_the_export_script_checks_the_tokenizer_and_writes_a_float16_release(
     meta = read_meta(target)
     assert meta["weights_dtype"] == "float16" and meta["tokens"]["tokenizer_path"] is None
     assert meta["tokens"]["tokenizer_name"] == default.name
-    assert meta["training"]["recipe"] == "recipes/prior_default.yaml" and meta["training"]["data"]
+    assert meta["training"]["recipe"] == "recipes/prior_default.yaml"
+    # the prior's data comes from its own training tokens, not from the tokenizer's training data
+    assert meta["training"]["data"] == f"tokens of {default.name} on fillets/train.tsv (3 utterances, 0.00 h)"
     exported = Prior.load()
     assert exported.path == target / "model.safetensors" and exported.tokenizer_hash == default.hash
     assert str(target) in capsys.readouterr().out
