@@ -75,8 +75,8 @@ require() {  # require FILE...: die unless every file exists (inputs of a stage 
 # ---------------------------------------------------------------------------------------------------
 # Stages 1-5, the same in every recipe. They read: vq (the vqaudio command, an array), exp, recipe,
 # train_manifest, dev_manifest, test_manifest, prior_config, sample_seconds, num_samples, codec_overrides,
-# eval_options, finetune_recipe (optional: a second training stage, e.g. adversarial), finetune_manifest
-# (optional: that stage's training data; default train_manifest).
+# eval_options, finetune_recipe (optional: a second training stage, e.g. adversarial), codec_manifest
+# (optional: the codec's training data, both stages; default train_manifest, which the token prior trains on).
 # ---------------------------------------------------------------------------------------------------
 vqaudio_command() {  # the vqaudio command as an array `vq`: $VQAUDIO if set (e.g. "python -m vqaudio.cli.main")
   read -r -a vq <<< "${VQAUDIO:-vqaudio}"
@@ -84,14 +84,15 @@ vqaudio_command() {  # the vqaudio command as an array `vq`: $VQAUDIO if set (e.
 }
 
 stage_train_codec() {  # with finetune_recipe: RECIPE -> EXP/codec_base, then FINETUNE_RECIPE from it -> EXP/codec
-  require "$recipe" "$train_manifest" "$dev_manifest"
+  local codec_data="${codec_manifest:-$train_manifest}"
+  require "$recipe" "$codec_data" "$dev_manifest"
   local out="$exp/codec"
   [ -z "${finetune_recipe:-}" ] || out="$exp/codec_base"
-  "${vq[@]}" train "$recipe" --data "$train_manifest" --valid "$dev_manifest" --out "$out" \
+  "${vq[@]}" train "$recipe" --data "$codec_data" --valid "$dev_manifest" --out "$out" \
     ${codec_overrides[@]+"${codec_overrides[@]}"}
   if [ -n "${finetune_recipe:-}" ]; then
     require "$finetune_recipe"
-    "${vq[@]}" train "$finetune_recipe" --init-from "$out" --data "${finetune_manifest:-$train_manifest}" \
+    "${vq[@]}" train "$finetune_recipe" --init-from "$out" --data "$codec_data" \
       --valid "$dev_manifest" --out "$exp/codec"
   fi
 }

@@ -25,11 +25,12 @@
 #      Russian and Italian subtitles, --festival-lines each, ~68 min in all; scripts/synthesize_voices.py,
 #      needs `apt-get install festival festvox-czech-dita festvox-czech-krb festvox-czech-machac
 #      festvox-czech-ph festvox-ru festvox-italp16k festvox-itapc16k`) into DATA/festival_voices and
-#      DATA/train_plus_voices.tsv, the adversarial stage's training data
-#   1  train the codec: vqaudio train RECIPE --data DATA/train.tsv --valid DATA/dev.tsv --out EXP/codec_base,
-#      then adversarial fine-tuning on the train voices plus the Festival voices (when made):
+#      DATA/train_plus_voices.tsv, the codec's training data
+#   1  train the codec on the train voices plus the Festival voices (when made; else DATA/train.tsv):
+#      vqaudio train RECIPE --data DATA/train_plus_voices.tsv --valid DATA/dev.tsv --out EXP/codec_base,
+#      then adversarial fine-tuning from it:
 #      vqaudio train FINETUNE_RECIPE --init-from EXP/codec_base --data DATA/train_plus_voices.tsv --out EXP/codec
-#      (the embedded tokenizer; about 40 + 45 min on 2 CPU cores)
+#      (the embedded tokenizer; about 30 + 60 min on 2 CPU cores)
 #   2  tokenize dev, test and train into EXP/tokens/{dev,test,train}.npy
 #   3  evaluate the codec on test (unseen voices, both languages) into EXP/report
 #   4  train the WaveNet token prior on the train tokens, evaluate it on the test tokens (EXP/prior_eval.json);
@@ -68,8 +69,8 @@ vqaudio_command
 train_manifest="$data/train.tsv"
 dev_manifest="$data/dev.tsv"
 test_manifest="$data/test.tsv"
-finetune_manifest="$train_manifest"
-[ "$festival_voices" != "true" ] || finetune_manifest="$data/train_plus_voices.tsv"
+codec_manifest="$train_manifest"  # the codec's training data (both stages); the prior trains on train.tsv
+[ "$festival_voices" != "true" ] || codec_manifest="$data/train_plus_voices.tsv"
 packages=(fillets-ng-data fillets-ng-data-cs fillets-ng-data-nl)
 
 fetch_and_unpack() {  # -> DATA/root/usr/share/games/fillets-ng
@@ -109,7 +110,7 @@ festvox-czech-krb festvox-czech-machac festvox-czech-ph festvox-ru festvox-italp
 --festival-voices false (then the model differs from the embedded one)"
     "$(python_command)" "$repo/scripts/synthesize_voices.py" "$src" "$data/festival_voices" \
       --lines "$festival_lines" --overwrite
-    "${vq[@]}" prepare "$data/corpus/train" "$data/festival_voices" "$finetune_manifest" --dev 0 --test 0
+    "${vq[@]}" prepare "$data/corpus/train" "$data/festival_voices" "$codec_manifest" --dev 0 --test 0
   fi
 }
 
