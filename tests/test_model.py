@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -362,6 +363,97 @@ def test_integrated_phase_makes_a_steady_sinusoid_from_a_zero_deviation() -> Non
             assert float(output.abs().max()) == pytest.approx(2 / 3, rel=0.01)
         else:
             assert residual > 0.3
+
+
+def test_harmonic_excitation_synthesises_the_predicted_f0_with_the_predicted_gain() -> None:
+    """Gains 16 = 0.1 x n_fft / 4 on every bin, no direct branch, F0 200 Hz: a steady 200 Hz harmonic series
+    at amplitude 0.1 per harmonic, phase-continuous over frames (a least-squares fit of the harmonics
+    explains it all). With its new modules at zero, the head is the plain head."""
+    n_fft, hop, frames, channels, f0 = 640, 160, 60, 4, 200.0
+    plain = ISTFTHead(channels, n_fft, hop)
+    head = ISTFTHead(channels, n_fft, hop, excitation="harmonic", sample_rate=16000)
+    assert head.integrates_phase and not plain.integrates_phase
+    head.load_state_dict(plain.state_dict(), strict=False)
+    features = torch.randn(1, channels, frames)
+    with torch.no_grad():
+        torch.testing.assert_close(head(features), plain(features), rtol=0, atol=0)
+        head.projection.conv.bias.fill_(-30.0)  # no direct branch
+        head.projection.conv.parametrizations.weight.original0.zero_()  # weight norm's gain
+        head.harmonic_filter.conv.bias[: head.num_bins] = 0.1 * n_fft / 4
+        position = (math.log(f0) - math.log(50.0)) / (math.log(550.0) - math.log(50.0))
+        head.pitch.conv.bias.fill_(math.log(position / (1 - position)))
+        prediction = head.predict(features)
+        assert float(head.log_f0(prediction).exp().sub(f0).abs().max()) < 1e-3
+        output = head(features)[0].double()
+    t = torch.arange(frames * hop, dtype=torch.float64) / 16000
+    interior = slice(n_fft, (frames - 4) * hop)
+    angles = [2 * math.pi * f0 * k * t[interior] for k in range(1, 40)]  # every harmonic below 8 kHz
+    basis = torch.stack([f(a) for a in angles for f in (torch.cos, torch.sin)], dim=1)
+    basis = torch.cat([basis, torch.cos(2 * math.pi * 8000 * t[interior])[:, None]], dim=1)  # at Nyquist
+    coefficients = torch.from_numpy(np.linalg.lstsq(basis.numpy(), output[interior].numpy(), rcond=None)[0])
+    residual = output[interior] - basis @ coefficients
+    assert float(residual.norm() / output[interior].norm()) < 0.01  # -40 dB: float32 combs
+    amplitudes = coefficients[:-1].reshape(-1, 2).norm(dim=1)
+    torch.testing.assert_close(amplitudes, torch.full_like(amplitudes, 0.1), rtol=0.02, atol=0)
+
+
+def test_harmonic_excitation_model_decodes_in_its_parts() -> None:
+    """decode == overlap_add(resolve_phase(decode_spectrum)), as for integrated phase; F0 is part of the
+    prediction, and the excitation needs istft output with direct phase."""
+    config = ModelConfig(
+        latent_dim=8,
+        encoder=EncoderConfig(channels=4, max_channels=8, strides=(2, 4, 5, 8)),
+        decoder=DecoderConfig(
+            output="istft", channels=8, max_channels=16, strides=(2,), istft_excitation="harmonic"
+        ),
+        quantizer=QuantizerConfig(num_codebooks=2, codebook_size=16),
+    )
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    head = model.decoder.head
+    with torch.no_grad():
+        for conv in (head.harmonic_filter, head.pitch):  # some harmonic branch, an F0 that varies
+            nn.init.normal_(conv.conv.weight, std=0.5)
+        codes = torch.randint(0, 16, (1, 2, 30))
+        whole = model.decode(codes)
+        prediction = model.decode_spectrum(codes)
+        assert prediction.shape == (1, 4 * 321 + 1, 60)
+        assert float(head.log_f0(prediction).std()) > 0.05
+        torch.testing.assert_close(head.overlap_add(head.resolve_phase(prediction)), whole, rtol=0, atol=1e-6)
+        output = model(torch.randn(1, 30 * 320) * 0.1)
+        assert output.log_f0 is not None and output.log_f0.shape == (1, 60)
+    assert build_model(ModelConfig()).forward(torch.zeros(1, 320)).log_f0 is None
+    with pytest.raises(ValueError, match="istft_excitation"):
+        ModelConfig(decoder=DecoderConfig(istft_excitation="harmonic")).validate()
+    with pytest.raises(ValueError, match="direct"):
+        ISTFTHead(8, 640, 160, phase="integrated", excitation="harmonic")
+
+
+def test_pitch_features_give_the_encoder_the_estimated_f0() -> None:
+    """encoder.pitch_features: two more input channels (log2 F0 / 150 Hz where voiced, voicing) beside the
+    log-mel bands, framed as the mel frames."""
+    config = ModelConfig(
+        latent_dim=8,
+        encoder=EncoderConfig(
+            input="mel", n_mels=20, channels=8, max_channels=8, strides=(2,), pitch_features=True
+        ),
+        decoder=DecoderConfig(output="istft", channels=8, max_channels=16, strides=(2,)),
+        quantizer=QuantizerConfig(num_codebooks=2, codebook_size=16),
+    )
+    model = build_model(config).eval()
+    t = torch.arange(16000) / 16000
+    vowel = sum(torch.sin(2 * math.pi * 200.0 * k * t) / k for k in range(1, 10))[None] * 0.3
+    seen: list[torch.Tensor] = []
+    hook = model.encoder.input.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    with torch.no_grad():
+        codes = model.encode(vowel)
+    hook.remove()
+    assert seen[0].shape == (1, 22, 100) and codes.shape == (1, 2, 50)
+    octaves, voiced = seen[0][0, 20, 5:-5], seen[0][0, 21, 5:-5]
+    assert bool((voiced == 1).all())
+    torch.testing.assert_close(octaves, torch.full_like(octaves, math.log2(200 / 150)), rtol=0, atol=0.005)
+    with pytest.raises(ValueError, match="pitch_features"):
+        ModelConfig(encoder=EncoderConfig(input="waveform", pitch_features=True)).validate()
 
 
 def test_integrated_phase_model_decodes_in_its_parts() -> None:

@@ -131,8 +131,10 @@ def test_chunked_decode_equals_whole_decode(tiny_tokenizer: Tokenizer) -> None:
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
 
 
-def test_windowed_decode_carries_the_integrated_phase() -> None:
-    """A head that sums phase over frames: chunked and batched decoding still equal one whole decode."""
+@pytest.mark.parametrize(("phase", "excitation"), [("integrated", "none"), ("direct", "harmonic")])
+def test_windowed_decode_carries_the_integrated_phase(phase: str, excitation: str) -> None:
+    """A head that sums phase over frames (integrated phase, or the harmonic excitation's running phase):
+    chunked and batched decoding still equal one whole decode."""
     base = make_tiny_config()
     decoder = DecoderConfig(
         output="istft",
@@ -141,11 +143,17 @@ def test_windowed_decode_carries_the_integrated_phase() -> None:
         strides=(2,),
         istft_n_fft=320,
         istft_hop_length=160,
-        istft_phase="integrated",
+        istft_phase=phase,  # type: ignore[arg-type]
+        istft_excitation=excitation,  # type: ignore[arg-type]
     )
     config = dataclasses.replace(base, model=dataclasses.replace(base.model, decoder=decoder))
     tok = make_tiny_tokenizer(config=config)
     assert tok.model.integrates_phase
+    head = tok.model.decoder.head
+    if head.harmonic:  # an active harmonic branch and an F0 that moves
+        with torch.no_grad():
+            torch.nn.init.normal_(head.harmonic_filter.conv.weight, std=1.0)
+            torch.nn.init.normal_(head.pitch.conv.weight, std=0.5)
     codes = tok.encode(speech_like(5 * 16000 + 5, seed=4), 16000)
     with torch.inference_mode():
         whole = tok.model.decode(codes[None])[0]

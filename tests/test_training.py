@@ -6,6 +6,7 @@ closures), so no data files are needed. Torch runs on one thread (see conftest.p
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -26,7 +27,9 @@ from vqaudio.data.augment import Augmentation, perturb, source_samples
 from vqaudio.data.corpus import Utterance, fill_headers, load_corpus
 from vqaudio.data.crops import RandomCrops
 from vqaudio.losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
+from vqaudio.model import VQVAE
 from vqaudio.modules.discriminators import Discriminators, Judgement
+from vqaudio.pitch import estimate_pitch
 from vqaudio.tokenizer import Tokenizer
 from vqaudio.training.checkpoint import (
     CHECKPOINT_FILE,
@@ -622,3 +625,68 @@ def test_fine_tuning_starts_from_the_given_model_and_checks_its_architecture(
         assert state_dicts_equal(trainer.model.state_dict(), source.model.state_dict()) == []
     finally:
         trainer.close()
+
+
+def pitch_error(model: VQVAE, wav: torch.Tensor) -> float:
+    """Mean |log F0 error| of a harmonic-excitation model's F0 head on the voiced frames of ``wav`` [1, T]."""
+    head = model.decoder.head
+    with torch.no_grad():
+        log_f0 = model.eval()(wav).log_f0
+        assert log_f0 is not None
+        padded = torch.nn.functional.pad(wav, (0, log_f0.shape[-1] * head.hop_length - wav.shape[-1]))
+        reference = estimate_pitch(head.frames(padded), RATE)
+    return float((log_f0 - reference.f0.log())[reference.voiced].abs().mean())
+
+
+def test_harmonic_fine_tuning_keeps_the_tokens_and_learns_the_pitch(
+    tmp_path: Path, small_corpus: tuple[list[Utterance], list[Utterance]]
+) -> None:
+    """recipes/rvq_mel_harmonic.yaml's settings on a tiny model: the harmonic head starts as the source's
+    output, the frozen encoder and codebooks do not move (the tokens stay the same), and the F0 head learns:
+    its F0 error on a clip it never saw falls by a fifth."""
+    train, valid = small_corpus
+    train_tokenizer(
+        tiny_training_config(**{"train.max_steps": 30}), train, valid, tmp_path / "source", progress=False
+    )
+    source = Tokenizer.load(tmp_path / "source")
+    harmonic = tiny_training_config(
+        **{
+            "model.decoder.istft_excitation": "harmonic",
+            "loss.pitch_weight": 1.0,
+            "train.freeze": ["encoder", "quantizer"],
+            "train.max_steps": 80,
+        }
+    )
+    wav = torch.from_numpy(phones(1.0, seed=99))[None]
+    trainer = Trainer(
+        harmonic, train, valid, tmp_path / "tuned", init_from=tmp_path / "source", progress=False
+    )
+    source_as_harmonic = copy.deepcopy(trainer.model).eval()
+    try:
+        with torch.no_grad():
+            source.model.eval(), trainer.model.eval()
+            torch.testing.assert_close(trainer.model(wav).audio, source.model(wav).audio, rtol=0, atol=0)
+        trainer.fit()
+    finally:
+        trainer.close()
+    tuned = Tokenizer.load(tmp_path / "tuned")
+    frozen = [name for name in source.model.state_dict() if name.startswith(("encoder.", "quantizer."))]
+    changed = state_dicts_equal(
+        {n: tuned.model.state_dict()[n] for n in frozen}, {n: source.model.state_dict()[n] for n in frozen}
+    )
+    assert changed == []
+    assert torch.equal(tuned.encode(wav[0], RATE), source.encode(wav[0], RATE))
+    assert not torch.equal(
+        tuned.model.decoder.head.projection.conv.bias, source.model.decoder.head.projection.conv.bias
+    )
+    before, after = pitch_error(source_as_harmonic, wav), pitch_error(tuned.model, wav)
+    assert after < 0.8 * before, (before, after)
+    with pytest.raises(ConfigError, match="removed"):
+        Trainer(
+            tiny_training_config(),
+            train,
+            valid,
+            tmp_path / "back",
+            init_from=tmp_path / "tuned",
+            progress=False,
+        )

@@ -40,6 +40,10 @@ class EncoderConfig:
     n_mels: int = 80
     mel_n_fft: int = 640
     mel_hop_length: int = 160
+    # mel front-end only: two more input channels per frame, vqaudio.pitch's F0 estimate (log, 0 where
+    # unvoiced) and voicing. The mel bands below 1 kHz are ~40 Hz apart and do not resolve harmonics, so
+    # without them the tokens carry F0 only roughly (a decoder's F0 head learnt it to ~10%).
+    pitch_features: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,9 @@ class DecoderConfig:
     # "direct": each frame's phase (Vocos); "integrated": a deviation from each bin's own advance, summed over
     # frames, which gives steady harmonics a phase-continuous default (vqaudio/modules/istft.py)
     istft_phase: Literal["direct", "integrated"] = "direct"
+    # "harmonic": the head also predicts F0 and adds its harmonic comb times predicted gains (a source-filter
+    # branch that gives voiced frames harmonic lines and a steady phase; vqaudio/modules/istft.py); direct phase
+    istft_excitation: Literal["none", "harmonic"] = "none"
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,13 @@ class ModelConfig:
                 f"decoder.istft_phase={dec.istft_phase!r} needs decoder.output='istft' (a waveform head has no "
                 "phase); set decoder.output: istft or drop istft_phase"
             )
+        if self.encoder.pitch_features and self.encoder.input != "mel":
+            raise ValueError("encoder.pitch_features needs encoder.input='mel'")
+        if dec.istft_excitation != "none" and (dec.output != "istft" or dec.istft_phase != "direct"):
+            raise ValueError(
+                f"decoder.istft_excitation={dec.istft_excitation!r} needs decoder.output='istft' with "
+                "istft_phase='direct'"
+            )
         q = self.quantizer
         if q.kind == "group" and self.latent_dim % q.num_codebooks:
             raise ValueError(
@@ -173,6 +187,8 @@ class LossConfig:
     phase_weight: float = 0.0
     phase_n_fft: int = 1024
     phase_hop_length: int = 256
+    # L1 between the log-F0 the harmonic excitation predicts and vqaudio.pitch's estimate, on voiced frames
+    pitch_weight: float = 0.0
     quantizer_weight: float = 1.0  # multiplies the quantizer's own (codebook + commitment) loss
     # Adversarial training (least-squares GAN + feature matching); 0 turns the discriminators off.
     adversarial_weight: float = 0.0
@@ -208,6 +224,10 @@ class TrainConfig:
     # move like another speaker's; [1, 1] off) and a uniform gain in dB ([0, 0] off).
     speed_perturbation: tuple[float, float] = (1.0, 1.0)
     gain_perturbation_db: tuple[float, float] = (0.0, 0.0)
+    # Parts left as they are: "encoder", "quantizer" (codebooks, their statistics and restarts; quantizer dropout
+    # still applies). Freezing both fine-tunes the decoder alone: a model's tokens stay what they were, so
+    # token files and priors made with it stay valid.
+    freeze: tuple[Literal["encoder", "quantizer"], ...] = ()
 
 
 @dataclass(frozen=True)

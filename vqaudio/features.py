@@ -88,6 +88,12 @@ class LogMel(nn.Module):
         """Frames produced for ``num_samples`` samples: ``ceil(num_samples / hop_length)``."""
         return -(-num_samples // self.hop_length)
 
+    def frames(self, wav: Tensor) -> Tensor:
+        """[B, T] -> [B, ceil(T / hop_length), n_fft]: the samples each frame's window spans."""
+        extra = self.num_frames(wav.shape[-1]) * self.hop_length - wav.shape[-1]
+        padded = F.pad(wav, (self.padding_left, self.padding_right + extra))
+        return padded.unfold(-1, self.n_fft, self.hop_length)
+
     def forward(self, wav: Tensor) -> Tensor:
         """
         Args:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -24,6 +25,7 @@ from vqaudio.features import LogMel
 from vqaudio.modules.conv import ConvGeometry, input_interval
 from vqaudio.modules.istft import ISTFTHead
 from vqaudio.modules.seanet import SEANetDecoder, SEANetEncoder
+from vqaudio.pitch import pitch_features
 from vqaudio.quantization import VectorQuantizer, build_quantizer
 from vqaudio.quantization.base import QuantizerOutput
 from vqaudio.quantization.vq import check_codes
@@ -36,12 +38,15 @@ class ModelOutput(NamedTuple):
     codes: [B, K, F] codes used for it.
     latent: [B, D, F] encoder output before quantization.
     quantizer: the quantizer's full output (quantized latents and its losses).
+    log_f0: [B, F * hop_length / istft_hop_length] the decoder's F0 estimate (natural log of Hz) per iSTFT
+        frame, for the harmonic excitation's pitch loss; None for other decoders.
     """
 
     audio: Tensor
     codes: Tensor
     latent: Tensor
     quantizer: QuantizerOutput
+    log_f0: Tensor | None = None
 
 
 class VQVAE(nn.Module):
@@ -75,10 +80,10 @@ class VQVAE(nn.Module):
                 encoder.n_mels,
                 causal=config.causal,
             )
-            in_channels = encoder.n_mels
+            in_channels = encoder.n_mels + (2 if encoder.pitch_features else 0)
         self.encoder = SEANetEncoder(in_channels, encoder, config.latent_dim, config.causal)
         self.quantizer = build_quantizer(config.latent_dim, config.quantizer)
-        self.decoder = SEANetDecoder(config.latent_dim, config.decoder, config.causal)
+        self.decoder = SEANetDecoder(config.latent_dim, config.decoder, config.causal, config.sample_rate)
 
     # ----------------------------------------------------------------------------------------------
     # Lengths and receptive fields
@@ -159,6 +164,9 @@ class VQVAE(nn.Module):
         num_frames = self.num_frames(wav.shape[-1])
         wav = F.pad(wav, (0, num_frames * self.hop_length - wav.shape[-1]))
         features = wav[:, None, :] if self.front_end is None else self.front_end(wav)  # [B, C_in, frames]
+        if self.front_end is not None and self.config.encoder.pitch_features:
+            pitch = pitch_features(self.front_end.frames(wav), self.sample_rate).to(features.dtype)
+            features = torch.cat([features, pitch], dim=1)
         latent = self.encoder(features)
         if latent.shape[-1] != num_frames:  # a config the length arithmetic does not cover
             raise RuntimeError(f"encoder made {latent.shape[-1]} frames for {num_frames} expected")
@@ -177,6 +185,11 @@ class VQVAE(nn.Module):
         self._check_n_q(n_q)
         latent = self._latent(wav)
         quantized = self.quantizer(latent, n_q)
+        head = self.decoder.head
+        if isinstance(head, ISTFTHead) and head.harmonic:
+            prediction = head.predict(self.decoder.features(quantized.quantized))
+            audio = head.overlap_add(head.resolve_phase(prediction))[:, : wav.shape[-1]]
+            return ModelOutput(audio, quantized.codes, latent, quantized, head.log_f0(prediction))
         audio = self.decoder(quantized.quantized)[:, : wav.shape[-1]]
         return ModelOutput(audio, quantized.codes, latent, quantized)
 
@@ -214,7 +227,8 @@ class VQVAE(nn.Module):
 
     @property
     def integrates_phase(self) -> bool:
-        """True when the decoder's iSTFT head sums phase over frames, so no output frame is local."""
+        """True when the decoder's iSTFT head sums phase over frames (integrated phase or the harmonic
+        excitation), so no output frame is local."""
         head = self.decoder.head
         return isinstance(head, ISTFTHead) and head.integrates_phase
 
@@ -227,8 +241,8 @@ class VQVAE(nn.Module):
         Args:
             codes: [B, K', F] integer codes, as for ``decode``.
         Returns:
-            [B, 2 * (istft_n_fft // 2 + 1), F * prod(decoder.strides)] float32 log-magnitudes, then phases or
-            phase deviations, one column per iSTFT frame (istft_hop_length samples).
+            [B, C, F * prod(decoder.strides)] float32, one column per iSTFT frame (istft_hop_length samples):
+            ``ISTFTHead.predict``'s log-magnitudes, then phases or phase deviations (and harmonic gains and F0).
         """
         head = self.decoder.head
         if not isinstance(head, ISTFTHead):

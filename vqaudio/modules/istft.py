@@ -20,7 +20,17 @@ breathy. ``phase="integrated"`` predicts a deviation in ``(-pi, pi)`` per bin an
 of bin ``k`` at frame ``t`` is the bin's own advance ``2 pi k hop t / n_fft`` plus the running sum of the
 deviations, so a zero prediction already is a phase-continuous sinusoid at each bin's centre. The running sum
 makes every frame depend on all earlier ones: decoding in windows must integrate over the whole input first
-(``predict`` -> ``resolve_phase`` -> ``overlap_add``; the first and last are frame-local).
+(``predict`` -> ``resolve_phase`` -> ``overlap_add``; the first and last are frame-local). So does the
+harmonic excitation's running phase.
+
+Harmonic excitation. ``excitation="harmonic"`` (direct phase only) adds a source-filter branch, as the
+neural source-filter vocoders do (Wang et al., 2019, https://arxiv.org/abs/1810.11946) but at frame rate: the
+head also predicts each frame's F0 (trained against ``vqaudio.pitch``; ``log_f0``) and a complex gain per bin
+(``harmonic_filter``, zero at initialisation so a model fine-tuned from a plain head starts where it was). The
+spectrum is the direct branch plus the gains times the STFT of a harmonic comb: every harmonic of F0 below
+Nyquist at unit amplitude, the fundamental's phase summed over frames from F0. The comb carries both what the
+direct branch lacks: lines at the harmonics, and the phase advance that keeps them steady. F0 reaches the
+comb detached (a phase is a poor thing to differentiate); it learns from its own loss.
 
 The overlap-add is done by hand with ``F.fold`` (``torch.istft`` insists on a nonzero window envelope
 everywhere, which the cropped edges do not have), and divided by the summed squared window. In causal mode
@@ -37,9 +47,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vqaudio.modules.conv import Conv1d, ConvGeometry
+from vqaudio.pitch import MAX_F0_HZ, MIN_F0_HZ
 
 ENVELOPE_FLOOR = 0.01  # relative to the steady-state envelope; only the causal fade-in reaches it
 PHASE_MODES = ("direct", "integrated")
+EXCITATIONS = ("none", "harmonic")
+EXCITATION_BLOCK_FRAMES = 4096  # harmonic combs are synthesised this many frames at a time (bounded memory)
 
 
 class ISTFTHead(nn.Module):
@@ -52,16 +65,30 @@ class ISTFTHead(nn.Module):
         causal: crop on the right only, so sample ``n`` depends on frames ``<= n // hop_length``.
         phase: ``"direct"`` (each frame's phase) or ``"integrated"`` (a deviation from each bin's own advance,
             summed over frames; see the module docstring).
+        excitation: ``"none"`` or ``"harmonic"`` (a predicted F0's harmonic comb times predicted gains is added
+            to the spectrum; direct phase only; see the module docstring).
+        sample_rate: Hz; the harmonic excitation needs it.
     """
 
     window: Tensor  # [n_fft] Hann
 
     def __init__(
-        self, channels: int, n_fft: int, hop_length: int, causal: bool = False, phase: str = "direct"
+        self,
+        channels: int,
+        n_fft: int,
+        hop_length: int,
+        causal: bool = False,
+        phase: str = "direct",
+        excitation: str = "none",
+        sample_rate: int = 16000,
     ) -> None:
         super().__init__()
         if phase not in PHASE_MODES:
             raise ValueError(f"ISTFTHead phase must be one of {PHASE_MODES}, got {phase!r}")
+        if excitation not in EXCITATIONS:
+            raise ValueError(f"ISTFTHead excitation must be one of {EXCITATIONS}, got {excitation!r}")
+        if excitation != "none" and phase != "direct":
+            raise ValueError("ISTFTHead: the harmonic excitation needs phase='direct'")
         if hop_length < 1 or n_fft < 2 * hop_length:
             raise ValueError(
                 f"ISTFTHead needs n_fft >= 2 * hop_length so frames overlap, got n_fft={n_fft}, "
@@ -69,9 +96,17 @@ class ISTFTHead(nn.Module):
             )
         self.n_fft = n_fft
         self.hop_length = hop_length
-        self.integrates_phase = phase == "integrated"
+        self.sample_rate = sample_rate
+        self.harmonic = excitation == "harmonic"
+        # True when resolve_phase sums over frames, so it needs the whole input
+        self.integrates_phase = phase == "integrated" or self.harmonic
         self.num_bins = n_fft // 2 + 1
         self.projection = Conv1d(channels, 2 * self.num_bins, kernel_size=1)
+        if self.harmonic:
+            self.harmonic_filter = Conv1d(channels, 2 * self.num_bins, kernel_size=1, weight_norm=False)
+            self.pitch = Conv1d(channels, 1, kernel_size=1, weight_norm=False)
+            for parameter in [*self.harmonic_filter.parameters(), *self.pitch.parameters()]:
+                nn.init.zeros_(parameter)  # no harmonic branch, F0 mid-range, at the start
         total = n_fft - hop_length
         self.crop_left = 0 if causal else total - total // 2
         # A full-scale sinusoid peaks at |X| ~ n_fft / 4 under a Hann window: capping |X| at n_fft leaves
@@ -98,37 +133,89 @@ class ISTFTHead(nn.Module):
         return self.overlap_add(self.resolve_phase(self.predict(x)))
 
     def predict(self, x: Tensor) -> Tensor:
-        """[B, channels, F] -> [B, 2 * bins, F] float32: log-magnitudes, then phases or phase deviations.
+        """[B, channels, F] -> [B, C, F] float32: log-magnitudes, then phases or phase deviations (``C = 2 *
+        bins``); with the harmonic excitation also the real and imaginary harmonic gains and the raw F0
+        (``C = 4 * bins + 1``; ``log_f0`` reads it).
 
-        Frame-local (a 1x1 conv).
+        Frame-local (1x1 convs).
         """
-        return self.projection(x).float()
+        prediction = self.projection(x)
+        if self.harmonic:
+            prediction = torch.cat([prediction, self.harmonic_filter(x), self.pitch(x)], dim=1)
+        return prediction.float()
+
+    def log_f0(self, prediction: Tensor) -> Tensor:
+        """``predict``'s output -> [B, F] natural log of the predicted F0 in Hz (harmonic excitation only)."""
+        if not self.harmonic:
+            raise ValueError("log_f0() needs a head with the harmonic excitation")
+        low, high = math.log(MIN_F0_HZ), math.log(MAX_F0_HZ)
+        return low + (high - low) * torch.sigmoid(prediction[:, -1])
 
     def resolve_phase(self, prediction: Tensor) -> Tensor:
-        """``predict``'s output -> [B, 2 * bins, F] log-magnitudes and absolute phases.
+        """``predict``'s output -> [B, 2 * bins, F]: the real, then imaginary parts of each frame's spectrum.
 
-        The identity for direct phase. For integrated phase, frame 0 of ``prediction`` is frame 0 of the
-        signal, so pass a whole input (the sum runs over every earlier frame), not a window of one.
+        Frame-local for direct phase. For integrated phase and the harmonic excitation, frame 0 of
+        ``prediction`` is frame 0 of the signal, so pass a whole input (the sums run over every earlier frame),
+        not a window of one.
         """
-        if not self.integrates_phase:
-            return prediction
-        log_magnitude, raw = prediction.chunk(2, dim=1)
-        deviation = math.pi * torch.tanh(raw.double())
-        bins = torch.arange(self.num_bins, device=raw.device)[:, None]
-        frames = torch.arange(raw.shape[-1], device=raw.device)[None, :]
-        # the bin's own advance, reduced modulo n_fft in integers so long inputs lose no precision
-        own_advance = ((bins * self.hop_length * frames) % self.n_fft).double() * (2 * math.pi / self.n_fft)
-        phase = torch.remainder(own_advance + torch.cumsum(deviation, dim=-1), 2 * math.pi)
-        return torch.cat([log_magnitude, phase.float()], dim=1)
+        log_magnitude, raw = prediction[:, : 2 * self.num_bins].chunk(2, dim=1)
+        if self.integrates_phase and not self.harmonic:
+            deviation = math.pi * torch.tanh(raw.double())
+            bins = torch.arange(self.num_bins, device=raw.device)[:, None]
+            frames = torch.arange(raw.shape[-1], device=raw.device)[None, :]
+            # the bin's own advance, reduced modulo n_fft in integers so long inputs lose no precision
+            own_advance = ((bins * self.hop_length * frames) % self.n_fft).double() * (
+                2 * math.pi / self.n_fft
+            )
+            phase = torch.remainder(own_advance + torch.cumsum(deviation, dim=-1), 2 * math.pi).float()
+        else:
+            phase = raw
+        magnitude = torch.exp(log_magnitude.clamp(max=self.max_log_magnitude))
+        real, imaginary = magnitude * torch.cos(phase), magnitude * torch.sin(phase)
+        if self.harmonic:
+            gain_real, gain_imaginary = prediction[:, 2 * self.num_bins : 4 * self.num_bins].chunk(2, dim=1)
+            comb = self.harmonic_comb(self.log_f0(prediction).exp().detach())
+            real = real + gain_real * comb.real - gain_imaginary * comb.imag
+            imaginary = imaginary + gain_real * comb.imag + gain_imaginary * comb.real
+        return torch.cat([real, imaginary], dim=1)
+
+    def harmonic_comb(self, f0: Tensor) -> Tensor:
+        """[B, F] F0 in Hz -> [B, bins, F] complex spectra of a harmonic comb, one per frame.
+
+        Every harmonic below Nyquist at unit amplitude; a harmonic's peak is about 1 (the window's sum / 2 is
+        divided out). The fundamental's phase at a frame's centre is summed from frame 0 (trapezoid rule).
+        """
+        advance = math.pi * (f0[:, 1:] + f0[:, :-1]).double() * self.hop_length / self.sample_rate
+        centre_phase = torch.cat([advance.new_zeros(f0.shape[0], 1), torch.cumsum(advance, dim=-1)], dim=-1)
+        centre_phase = torch.remainder(centre_phase, 2 * math.pi).float()
+        offsets = (torch.arange(self.n_fft, device=f0.device) - self.n_fft // 2) / self.sample_rate
+        scale = 4.0 / self.n_fft
+        spectra = []
+        for start in range(0, f0.shape[-1], EXCITATION_BLOCK_FRAMES):
+            block = slice(start, start + EXCITATION_BLOCK_FRAMES)
+            frequency = f0[:, block, None].float()  # [B, Fb, 1]
+            half_angle = 0.5 * (centre_phase[:, block, None] + 2 * math.pi * frequency * offsets)
+            count = torch.floor(0.5 * self.sample_rate / frequency)  # harmonics below Nyquist
+            denominator = torch.sin(half_angle)
+            # sum_{k=1..K} cos(k theta) = sin(K theta / 2) cos((K + 1) theta / 2) / sin(theta / 2); K at theta = 0
+            near_zero = denominator.abs() < 1e-6
+            comb = torch.sin(count * half_angle) * torch.cos((count + 1) * half_angle)
+            comb = torch.where(near_zero, count, comb / torch.where(near_zero, 1.0, denominator))
+            spectra.append(torch.fft.rfft(comb * self.window, dim=-1) * scale)  # [B, Fb, bins]
+        return torch.cat(spectra, dim=1).transpose(1, 2)
+
+    def frames(self, wav: Tensor) -> Tensor:
+        """[B, F * hop_length] audio -> [B, F, n_fft]: the samples each output frame's window spans."""
+        total = self.n_fft - self.hop_length
+        padded = F.pad(wav, (self.crop_left, total - self.crop_left))
+        return padded.unfold(-1, self.n_fft, self.hop_length)
 
     def overlap_add(self, spectrum: Tensor) -> Tensor:
-        """[B, 2 * bins, F] log-magnitudes and absolute phases -> [B, F * hop_length]; frame-local."""
+        """[B, 2 * bins, F] real and imaginary parts -> [B, F * hop_length]; frame-local."""
         num_frames = spectrum.shape[-1]
-        log_magnitude, phase = spectrum.chunk(2, dim=1)  # [B, bins, F] each
-        magnitude = torch.exp(log_magnitude.clamp(max=self.max_log_magnitude))
-        complex_spectrum = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
+        real, imaginary = spectrum.chunk(2, dim=1)  # [B, bins, F] each
         frames = (
-            torch.fft.irfft(complex_spectrum, n=self.n_fft, dim=1) * self.window[:, None]
+            torch.fft.irfft(torch.complex(real, imaginary), n=self.n_fft, dim=1) * self.window[:, None]
         )  # [B, n_fft, F]
         raw_length = (num_frames - 1) * self.hop_length + self.n_fft
         fold = dict(output_size=(1, raw_length), kernel_size=(1, self.n_fft), stride=(1, self.hop_length))

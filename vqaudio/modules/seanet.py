@@ -166,9 +166,12 @@ class SEANetDecoder(nn.Module):
         latent_dim: channels of the input.
         config: widths, strides, kernels, head (``DecoderConfig``).
         causal: causal padding everywhere.
+        sample_rate: Hz (the istft head's harmonic excitation needs it).
     """
 
-    def __init__(self, latent_dim: int, config: DecoderConfig, causal: bool) -> None:
+    def __init__(
+        self, latent_dim: int, config: DecoderConfig, causal: bool, sample_rate: int = 16000
+    ) -> None:
         super().__init__()
         num_strides = len(config.strides)
         widths = [min(config.channels * 2**i, config.max_channels) for i in range(num_strides, -1, -1)]
@@ -195,6 +198,8 @@ class SEANetDecoder(nn.Module):
                 config.istft_hop_length,
                 causal=causal,
                 phase=config.istft_phase,
+                excitation=config.istft_excitation,
+                sample_rate=sample_rate,
             )
         else:
             self.head = Conv1d(widths[-1], 1, config.kernel_size, causal=causal)

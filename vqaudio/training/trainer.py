@@ -59,7 +59,10 @@ from vqaudio.losses import (
 )
 from vqaudio.model import VQVAE, build_model
 from vqaudio.modules.discriminators import Discriminators, Judgement
+from vqaudio.modules.istft import ISTFTHead
+from vqaudio.pitch import estimate_pitch
 from vqaudio.progress import progress_bar
+from vqaudio.quantization import VectorQuantizer
 from vqaudio.serialization import CONFIG_FILE, WEIGHTS_FILE, clean_state_dict
 from vqaudio.training.checkpoint import (
     CHECKPOINT_FILE,
@@ -101,6 +104,7 @@ class StepResult(NamedTuple):
     mel: float
     phase: float
     quantizer: float
+    pitch: float  # 0 without the harmonic excitation's pitch loss
     adversarial: float  # 0 without discriminators (as the two below)
     feature_matching: float
     discriminator: float  # the discriminators' own loss
@@ -225,6 +229,8 @@ class Trainer:
         torch.manual_seed(train.seed)
         self.model: VQVAE = build_model(config.model).to(self.device)
         _standardise_parameter_strides(self.model)
+        for part in train.freeze:
+            getattr(self.model, part).requires_grad_(False)
         self.loss = ReconstructionLoss(config.loss, config.model.sample_rate).to(self.device)
         self.optimizer = torch.optim.AdamW(
             _parameter_groups(self.model, train.weight_decay), lr=train.learning_rate, betas=train.betas
@@ -379,6 +385,12 @@ class Trainer:
         """One optimizer update on ``batch`` [B, T]; advances ``self.step``."""
         loss_config, train = self.config.loss, self.config.train
         self.network.train()
+        if "encoder" in train.freeze:
+            self.model.encoder.eval()
+        if "quantizer" in train.freeze:  # no codebook statistics, restarts or k-means; dropout still applies
+            for module in self.model.quantizer.modules():
+                if isinstance(module, VectorQuantizer):
+                    module.eval()
         self.optimizer.zero_grad(set_to_none=True)
         learning_rate = learning_rate_at(self.step, train)
         for group in self.optimizer.param_groups:
@@ -388,6 +400,9 @@ class Trainer:
         terms = self.loss(output.audio, target)
         quantizer_loss = loss_config.quantizer_weight * output.quantizer.loss
         zero = terms.total.new_zeros(())
+        pitch = zero
+        if loss_config.pitch_weight > 0 and output.log_f0 is not None:
+            pitch = loss_config.pitch_weight * self._pitch_loss(output.log_f0, target)
         adversarial = feature_matching = discriminator = zero
         if self.discriminators is not None and self.step >= loss_config.adversarial_start_step:
             # The discriminators learn first, on this batch; the decoder is then judged by the updated ones.
@@ -395,7 +410,7 @@ class Trainer:
             fake = self._judge_without_weight_gradients(output.audio)
             adversarial = loss_config.adversarial_weight * generator_adversarial_loss(fake)
             feature_matching = loss_config.feature_matching_weight * feature_matching_loss(real, fake)
-        total = terms.total + quantizer_loss + adversarial + feature_matching
+        total = terms.total + quantizer_loss + pitch + adversarial + feature_matching
         total.backward()
         max_norm = train.grad_clip if train.grad_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
@@ -417,6 +432,7 @@ class Trainer:
             mel=float(terms.mel.detach()),
             phase=float(terms.phase.detach()),
             quantizer=float(quantizer_loss.detach()),
+            pitch=float(pitch.detach()),
             adversarial=float(adversarial.detach()),
             feature_matching=float(feature_matching.detach()),
             discriminator=float(discriminator.detach()),
@@ -427,6 +443,19 @@ class Trainer:
             reconstruction=output.audio.detach(),
             target=target,
         )
+
+    def _pitch_loss(self, log_f0: Tensor, target: Tensor) -> Tensor:
+        """Mean |predicted - estimated| log-F0 over the voiced frames of ``target`` (0 when none is voiced)."""
+        head = self.model.decoder.head
+        assert isinstance(head, ISTFTHead)
+        with torch.no_grad():
+            padded = torch.nn.functional.pad(
+                target, (0, log_f0.shape[-1] * head.hop_length - target.shape[-1])
+            )
+            reference = estimate_pitch(head.frames(padded), self.config.model.sample_rate)
+        voiced = reference.voiced.to(log_f0.dtype)
+        error = (log_f0 - reference.f0.log()).abs() * voiced
+        return error.sum() / voiced.sum().clamp(min=1.0)
 
     def _discriminator_step(
         self, real_audio: Tensor, fake_audio: Tensor, generator_learning_rate: float
@@ -691,6 +720,8 @@ class _Window:
         names: tuple[str, ...] = ("loss", "waveform_l1", "stft", "mel", "quantizer", "grad_norm")
         if result.phase:
             names += ("phase",)
+        if result.pitch:
+            names += ("pitch",)
         if result.discriminator:
             names += ("adversarial", "feature_matching", "discriminator")
         for name in names:
@@ -753,14 +784,21 @@ TRAINING_ONLY_MODEL_FIELDS = frozenset(
 )
 
 
+# Model-config fields a fine-tuning run may switch on over a model trained without them: the modules they add
+# start from their own initialisation (which leaves the output unchanged), every other weight is loaded.
+ADDED_MODULES = {"model.decoder.istft_excitation": ("decoder.head.harmonic_filter.", "decoder.head.pitch.")}
+
+
 def _initialise_from(model: VQVAE, config: Config, path: str | Path) -> dict[str, Any]:
-    """Load a released tokenizer's weights into ``model`` (same architecture); returns its provenance."""
+    """Load a released tokenizer's weights into ``model`` (same architecture, or the same plus modules in
+    ``ADDED_MODULES``); returns its provenance."""
     from vqaudio.tokenizer import Tokenizer
 
     source = Tokenizer.load(path)
     differences = config_differences(source.config.model, config.model, "model")
     training_only = [d for d in differences if d.split(":")[0] in TRAINING_ONLY_MODEL_FIELDS]
-    differences = [d for d in differences if d not in training_only]
+    added = [d for d in differences if d.split(":")[0] in ADDED_MODULES]
+    differences = [d for d in differences if d not in training_only and d not in added]
     if training_only:
         log.info("--init-from %s: training settings changed (%s)", path, "; ".join(training_only))
     if differences:
@@ -768,7 +806,14 @@ def _initialise_from(model: VQVAE, config: Config, path: str | Path) -> dict[str
             f"--init-from {path}: its architecture differs from the recipe's ({'; '.join(differences[:3])}); "
             "fine-tune with the recipe it was trained with"
         )
-    model.load_state_dict(source.model.state_dict(), strict=True)
+    new_prefixes = tuple(prefix for d in added for prefix in ADDED_MODULES[d.split(":")[0]])
+    keys = model.load_state_dict(source.model.state_dict(), strict=not added)
+    if keys.unexpected_keys or any(not key.startswith(new_prefixes) for key in keys.missing_keys):
+        raise ConfigError(
+            f"--init-from {path}: {'; '.join(added)} can only be added to a model, not removed from one"
+        )
+    if added:
+        log.info("--init-from %s: new modules start untrained (%s)", path, "; ".join(added))
     training = source.training or {}
     log.info("starting from the weights of %s (%s, %s steps)", path, source.name, training.get("steps", "?"))
     return {
