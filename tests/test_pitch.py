@@ -46,13 +46,17 @@ def test_noise_and_silence_are_unvoiced() -> None:
     assert not bool(estimate_pitch(frames_of(torch.zeros(RATE)), RATE).voiced.any())
 
 
-def test_quiet_frames_beside_loud_ones_are_unvoiced() -> None:
-    """A faint hum after a loud vowel: below SILENCE_DB it is not taught as voiced."""
+def test_quiet_frames_are_unvoiced_and_every_frame_is_judged_alone() -> None:
+    """A faint hum (-63 dBFS) after a loud vowel is not voiced; and a frame's estimate does not depend on the
+    other frames of its example (a file encoded in windows gets what the whole file gets)."""
     t = torch.arange(RATE) / RATE
     wav = torch.sin(2 * math.pi * 150.0 * t)
     wav[RATE // 2 :] *= 1e-3  # -60 dB
-    voiced = estimate_pitch(frames_of(wav), RATE).voiced[0]
-    assert bool(voiced[:40].all()) and not bool(voiced[-40:].any())
+    frames = frames_of(wav)
+    whole = estimate_pitch(frames, RATE)
+    assert bool(whole.voiced[0, :40].all()) and not bool(whole.voiced[0, -40:].any())
+    alone = estimate_pitch(frames[:, 45:], RATE)
+    assert torch.equal(alone.voiced, whole.voiced[:, 45:]) and torch.equal(alone.f0, whole.f0[:, 45:])
 
 
 def test_bad_input_names_the_fix() -> None:

@@ -1,14 +1,14 @@
-"""Fundamental frequency (F0) and voicing of speech frames, by normalised cross-correlation.
+"""Fundamental frequency (F0) and voicing of speech frames, each frame on its own.
 
 The training target of a decoder that synthesises its own harmonic excitation (``vqaudio.modules.istft``,
-``decoder.istft_excitation: harmonic``): the decoder learns to predict F0 from its tokens, and this estimate
-is what it is taught. It runs on every training batch, so it is vectorised torch, not an offline tracker.
+``decoder.istft_excitation: harmonic``), and optionally an input of the encoder. It runs on every training
+batch, so it is vectorised torch, not an offline tracker; and it is frame-local (no example-wide level or
+smoothing), so a file encoded in windows gets the same values as the whole file.
 
-Per frame, the normalised cross-correlation (NCCF, as in RAPT, Talkin 1995) between the frame's start and
-its copy ``lag`` samples later is 1 for a signal periodic with that lag. The period is the shortest lag whose
-NCCF peak comes within ``OCTAVE_TOLERANCE`` of the best one (the best alone often lands on twice the period),
-refined by a parabola through the peak. A frame is voiced when that peak is high and the frame is not much
-quieter than the loudest frame of its example.
+The period is the first dip of YIN's cumulative-mean-normalised difference (de Cheveigne & Kawahara, 2002)
+under an absolute threshold, or nearly as deep as the deepest dip, refined by a parabola. A frame is voiced
+when that dip is deep, the normalised cross-correlation at the period (NCCF, as in RAPT, Talkin 1995) is
+high, the period is inside the search range, and the frame is above a silence level.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import Tensor
 MIN_F0_HZ = 50.0
 MAX_F0_HZ = 550.0
 VOICING_THRESHOLD = 0.7  # NCCF at the period; with VOICED_DIP, 86% frame agreement with pYIN on 8 clips
-SILENCE_DB = 35.0  # frames this far below their example's loudest frame are unvoiced
+SILENCE_DBFS = -55.0  # quieter frames (mean square, dB re full scale) are unvoiced
 DIP_THRESHOLD = 0.15  # YIN's absolute threshold: the first dip under it is the period
 DIP_MARGIN = 0.05  # or the first dip this close to the deepest one
 VOICED_DIP = 0.35  # a voiced frame's dip is at least this deep
@@ -101,8 +101,7 @@ def estimate_pitch(
     f0 = f0.clamp(min_f0, max_f0)
     periodicity = torch.gather(nccf[..., min_lag : max_lag + 1], -1, index)[..., 0]
 
-    level = 10 * torch.log10(total[..., 0] / length + 1e-12)  # [B, F] dB
-    loud = level >= level.max(dim=-1, keepdim=True).values - SILENCE_DB
+    loud = 10 * torch.log10(total[..., 0] / length + 1e-12) >= SILENCE_DBFS  # [B, F]
     voiced = (
         (periodicity >= VOICING_THRESHOLD) & (value < VOICED_DIP) & inside & loud & (total[..., 0] > 1e-8)
     )
