@@ -122,6 +122,14 @@ def test_log_mel_frames_and_buffers() -> None:
     assert log_mel.state_dict() == {}  # the filterbank and window are derived: not in checkpoints
     silence = log_mel(torch.zeros(1, 1600))
     assert torch.allclose(silence, torch.full_like(silence, math.log(1e-5)))
+    # frames() are the windows the spectrogram is made of (the pitch features are framed by them)
+    for causal in (False, True):
+        log_mel = LogMel(16000, n_fft=640, hop_length=160, n_mels=40, causal=causal)
+        for length in (1, 161, 4000):
+            wav = torch.randn(2, length)
+            spectrum = torch.fft.rfft(log_mel.frames(wav) * log_mel.window, dim=-1).abs().transpose(1, 2)
+            mel = torch.log((log_mel.filterbank @ spectrum).clamp(min=1e-5))
+            torch.testing.assert_close(mel, log_mel(wav), rtol=1e-4, atol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------------

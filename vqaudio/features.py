@@ -31,6 +31,14 @@ LOG_FLOOR = 1e-5  # log(1e-5) ~ -11.5: the value of digital silence
 
 
 @functools.lru_cache(maxsize=16)
+def frame_signal(wav: Tensor, frame_length: int, hop_length: int, padding_left: int) -> Tensor:
+    """[B, T] -> [B, ceil(T / hop_length), frame_length]: frame ``m`` holds samples from
+    ``m * hop_length - padding_left`` on, zeros outside the signal (the framing of the STFTs here)."""
+    num_frames = -(-wav.shape[-1] // hop_length)
+    padding_right = (num_frames - 1) * hop_length + frame_length - padding_left - wav.shape[-1]
+    return F.pad(wav, (padding_left, padding_right)).unfold(-1, frame_length, hop_length)
+
+
 def _mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float | None) -> Tensor:
     """[n_mels, n_fft // 2 + 1] Slaney-normalised mel filterbank (cached: librosa takes milliseconds)."""
     bank = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
@@ -90,9 +98,7 @@ class LogMel(nn.Module):
 
     def frames(self, wav: Tensor) -> Tensor:
         """[B, T] -> [B, ceil(T / hop_length), n_fft]: the samples each frame's window spans."""
-        extra = self.num_frames(wav.shape[-1]) * self.hop_length - wav.shape[-1]
-        padded = F.pad(wav, (self.padding_left, self.padding_right + extra))
-        return padded.unfold(-1, self.n_fft, self.hop_length)
+        return frame_signal(wav, self.n_fft, self.hop_length, self.padding_left)
 
     def forward(self, wav: Tensor) -> Tensor:
         """

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from vqaudio.features import frame_signal
 from vqaudio.modules.conv import Conv1d, ConvGeometry
 from vqaudio.pitch import MAX_F0_HZ, MIN_F0_HZ
 
@@ -206,9 +207,7 @@ class ISTFTHead(nn.Module):
 
     def frames(self, wav: Tensor) -> Tensor:
         """[B, F * hop_length] audio -> [B, F, n_fft]: the samples each output frame's window spans."""
-        total = self.n_fft - self.hop_length
-        padded = F.pad(wav, (self.crop_left, total - self.crop_left))
-        return padded.unfold(-1, self.n_fft, self.hop_length)
+        return frame_signal(wav, self.n_fft, self.hop_length, self.crop_left)
 
     def overlap_add(self, spectrum: Tensor) -> Tensor:
         """[B, 2 * bins, F] real and imaginary parts -> [B, F * hop_length]; frame-local."""
