@@ -102,9 +102,7 @@ def estimate_pitch(
     periodicity = torch.gather(nccf[..., min_lag : max_lag + 1], -1, index)[..., 0]
 
     loud = 10 * torch.log10(total[..., 0] / length + 1e-12) >= SILENCE_DBFS  # [B, F]
-    voiced = (
-        (periodicity >= VOICING_THRESHOLD) & (value < VOICED_DIP) & inside & loud & (total[..., 0] > 1e-8)
-    )
+    voiced = (periodicity >= VOICING_THRESHOLD) & (value < VOICED_DIP) & inside & loud
     return Pitch(f0.to(frames.dtype), voiced)
 
 

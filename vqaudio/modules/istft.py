@@ -99,8 +99,9 @@ class ISTFTHead(nn.Module):
         self.hop_length = hop_length
         self.sample_rate = sample_rate
         self.harmonic = excitation == "harmonic"
+        self.integrated = phase == "integrated"
         # True when resolve_phase sums over frames, so it needs the whole input
-        self.integrates_phase = phase == "integrated" or self.harmonic
+        self.integrates_phase = self.integrated or self.harmonic
         self.num_bins = n_fft // 2 + 1
         self.projection = Conv1d(channels, 2 * self.num_bins, kernel_size=1)
         if self.harmonic:
@@ -160,7 +161,7 @@ class ISTFTHead(nn.Module):
         not a window of one.
         """
         log_magnitude, raw = prediction[:, : 2 * self.num_bins].chunk(2, dim=1)
-        if self.integrates_phase and not self.harmonic:
+        if self.integrated:
             deviation = math.pi * torch.tanh(raw.double())
             bins = torch.arange(self.num_bins, device=raw.device)[:, None]
             frames = torch.arange(raw.shape[-1], device=raw.device)[None, :]
