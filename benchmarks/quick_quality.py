@@ -8,7 +8,8 @@ every model, one CPU thread, about 10 s per model.
         --english data/pocketsphinx/clips --fillets data/fillets/corpus/test --n-q 6
 
 The English set is every audio file under --english (13 clips for pocketsphinx-testdata); the fillets set is
-every 40th file of --fillets in sorted order, 12 of them.
+every 40th file of --fillets in sorted order, 12 of them. ``--bands`` also prints STOI per one-third-octave
+band (``vqaudio.evaluation.metrics.stoi_bands``), which shows where in frequency a model loses.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from vqaudio.audio import AUDIO_EXTENSIONS, load_audio
-from vqaudio.evaluation.metrics import mel_distance, stoi
+from vqaudio.evaluation.metrics import mel_distance, stoi, stoi_bands
 from vqaudio.tokenizer import Tokenizer
 
 
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--english", type=Path, required=True, help="pocketsphinx-testdata clips folder.")
     parser.add_argument("--fillets", type=Path, required=True, help="The fillets recipe's test folder.")
     parser.add_argument("--n-q", type=int, default=6, help="Codebooks decoded (6 = 3 kbps for the default).")
+    parser.add_argument("--bands", action="store_true", help="Also print STOI per one-third-octave band.")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sets = {"english": clips(args.english, 1, None), "fillets": clips(args.fillets, 40, 12)}
@@ -46,13 +48,20 @@ def main() -> None:
         rate = tokenizer.sample_rate
         line = [f"{model_path}: n_q {args.n_q} ({tokenizer.bitrate_at(args.n_q) / 1000:g} kbps)"]
         for name, paths in sets.items():
-            scores = []
+            scores, bands = [], []
             for path in paths:
                 wav = load_audio(path, rate)
                 decoded = tokenizer.decode(tokenizer.encode(wav, rate, n_q=args.n_q), num_samples=len(wav))
                 scores.append((stoi(decoded, wav, rate), mel_distance(decoded, wav, rate)))
+                if args.bands:
+                    centres, per_band = stoi_bands(decoded, wav, rate)
+                    bands.append(per_band)
             mean_stoi, mean_mel = np.mean(scores, axis=0)
             line.append(f"{name} ({len(paths)} clips) STOI {mean_stoi:.3f} mel {mean_mel:.3f}")
+            if args.bands:
+                mean_bands = np.mean(bands, axis=0)
+                by_band = " ".join(f"{c:.0f}:{b:.3f}" for c, b in zip(centres, mean_bands, strict=True))
+                line.append(f"{name} STOI by band (Hz:score) {by_band}")
         print("; ".join(line), flush=True)
 
 

@@ -55,6 +55,27 @@ def test_identical_signals_score_perfectly() -> None:
     assert scores.failures == ()
 
 
+@pytest.mark.skipif(not HAVE_STOI, reason="pystoi not installed")
+def test_stoi_bands_average_to_stoi_and_find_the_damaged_band() -> None:
+    clip = speech_like(3 * SAMPLE_RATE, seed=3).astype(np.float64)
+    # damage one region only: white noise band-passed to 1.5-2.5 kHz, as loud as the speech there
+    noise = np.random.default_rng(0).standard_normal(clip.size)
+    spectrum = np.fft.rfft(noise)
+    frequencies = np.fft.rfftfreq(clip.size, 1 / SAMPLE_RATE)
+    spectrum[(frequencies < 1500) | (frequencies > 2500)] = 0
+    band_noise = np.fft.irfft(spectrum, clip.size)
+    damaged = clip + band_noise / np.std(band_noise) * np.std(clip)
+    centres, scores = metrics.stoi_bands(damaged, clip, SAMPLE_RATE)
+    assert centres.shape == scores.shape == (15,) and 140 < centres[0] < 160 and 3700 < centres[-1] < 3900
+    assert scores.mean() == pytest.approx(metrics.stoi(damaged, clip, SAMPLE_RATE), abs=1e-6)
+    inside = (centres > 1400) & (centres < 2600)
+    assert scores[inside].max() < scores[~inside].min()  # the noisy bands score lowest
+    _, perfect = metrics.stoi_bands(clip, clip, SAMPLE_RATE)
+    assert perfect.min() > 0.999
+    with pytest.raises(metrics.MetricError, match="too little"):
+        metrics.stoi_bands(clip[:3000], clip[:3000], SAMPLE_RATE)
+
+
 @pytest.mark.parametrize("snr_db", [0.0, 10.0, 25.0])
 def test_si_sdr_of_signal_plus_white_noise_matches_the_snr(snr_db: float) -> None:
     clip = speech_like(3 * SAMPLE_RATE, seed=2).astype(np.float64)
