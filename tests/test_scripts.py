@@ -99,3 +99,44 @@ def test_synthesize_voices_writes_a_corpus_and_names_missing_voices(
     result = run(fillets, again, "--voices", "tts-cs-dita,tts-cs-krb", "--lines", "2")
     assert result.returncode == 1 and "apt-get install festvox-czech-krb" in result.stderr
     assert not again.exists() and not (tmp_path / "again.partial").exists()
+
+
+def test_gather_voices_keeps_non_english_voices_trims_and_caps_them(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+
+    def clip(path: Path, seconds: float, rate: int = 44100, seed: int = 0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        speech = speech_like(int(seconds * rate), rate, seed)
+        silence = np.zeros(rate // 2, dtype=np.float32)  # half a second each side, to be trimmed
+        sf.write(path, np.concatenate([silence, speech, silence]), rate, format="OGG", subtype="VORBIS")
+
+    for index in range(6):
+        clip(root / "usr/share/klettres/cs/syllab" / f"s{index}.ogg", 1.0, seed=index)
+    clip(root / "usr/share/klettres/en/alpha/a.ogg", 1.0)  # English: left out
+    clip(root / "usr/share/klettres/de/alpha/b.ogg", 0.1)  # too short once trimmed: skipped
+    clip(root / "usr/share/klettres/de/alpha/c.ogg", 1.0, rate=22050)
+    voices = root / "usr/share/games/hedgewars/Data/Sounds/voices"
+    clip(voices / "Default_pl" / "Hello.ogg", 1.0)
+    clip(voices / "Pirate" / "Arr.ogg", 1.0)  # an English pack: left out
+
+    def run(*args: object) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, str(SCRIPTS / "gather_voices.py"), *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    out = tmp_path / "voices"
+    result = run(root, out, "--max-minutes", 3.5 / 60)
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["hw-default-pl", "kl-cs", "kl-de"]
+    cs = sorted((out / "kl-cs" / "syllab").glob("*.flac"))
+    assert len(cs) == 4  # 1 s each, capped at 3.5 s: the fourth clip crosses the cap, then it stops
+    audio, rate = sf.read(cs[0])
+    assert rate == 16000 and 0.95 * rate < len(audio) < 1.1 * rate  # the silence is trimmed
+    transcript = (out / "kl-cs" / "syllab" / "kl-cs-syllab.trans.txt").read_text().splitlines()
+    assert len(transcript) == 4 and all(line.split()[0] in {p.stem for p in cs} for line in transcript)
+    assert [path.name for path in (out / "kl-de").rglob("*.flac")] != [] and not (out / "kl-en").exists()
+    assert len(list((out / "kl-de").rglob("*.flac"))) == 1
+    assert run(root, out).returncode == 1  # exists, no --overwrite
+
+    empty = run(tmp_path / "nothing", tmp_path / "none")
+    assert empty.returncode == 1 and "apt-get download klettres-data hedgewars-data" in empty.stderr
+    assert not (tmp_path / "none").exists()

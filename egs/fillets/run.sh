@@ -7,7 +7,7 @@
 #          [--recipe recipes/rvq_mel.yaml] [--finetune-recipe recipes/rvq_mel_gan.yaml]
 #          [--prior-config recipes/prior_default.yaml]
 #          [--fillets-src DIR] [--debs DIR] [--train-speakers cs-m,nl-v] [--jobs 0] [--force false]
-#          [--festival-voices true] [--festival-lines 170]
+#          [--festival-voices true] [--festival-lines 170] [--real-voices true]
 #          [--set KEY=VALUE ...]
 #   Paths are relative to the current folder. --fillets-src: already extracted data (a `dpkg -x` root or
 #   /usr/share/games/fillets-ng) instead of downloading; --debs: a folder that already holds the three .debs.
@@ -25,12 +25,15 @@
 #      Russian and Italian subtitles, --festival-lines each, ~68 min in all; scripts/synthesize_voices.py,
 #      needs `apt-get install festival festvox-czech-dita festvox-czech-krb festvox-czech-machac
 #      festvox-czech-ph festvox-ru festvox-italp16k festvox-itapc16k`) into DATA/festival_voices and
-#      DATA/train_plus_voices.tsv, the codec's training data
+#      DATA/train_plus_voices.tsv, the codec's training data; with --real-voices true (the default) also 24
+#      real non-English voices (letters and syllables of KLettres, voice packs of Hedgewars; Debian
+#      klettres-data, hedgewars-data, GPL; apt-get download, no root; ~26 min after trimming;
+#      scripts/gather_voices.py) into DATA/real_voices, added to the same manifest
 #   1  train the codec on the train voices plus the Festival voices (when made; else DATA/train.tsv):
 #      vqaudio train RECIPE --data DATA/train_plus_voices.tsv --valid DATA/dev.tsv --out EXP/codec_base,
 #      then adversarial fine-tuning from it:
 #      vqaudio train FINETUNE_RECIPE --init-from EXP/codec_base --data DATA/train_plus_voices.tsv --out EXP/codec
-#      (the embedded tokenizer; about 30 + 60 min on 2 CPU cores)
+#      (the embedded tokenizer; about 25 + 27 min on 2 CPU cores)
 #   2  tokenize dev, test and train into EXP/tokens/{dev,test,train}.npy
 #   3  evaluate the codec on test (unseen voices, both languages) into EXP/report
 #   4  train the WaveNet token prior on the train tokens, evaluate it on the test tokens (EXP/prior_eval.json);
@@ -56,13 +59,14 @@ debs=
 train_speakers=cs-m,nl-v
 festival_voices=true
 festival_lines=170
+real_voices=true
 jobs=0
 eval_options=
 sample_seconds=4
 num_samples=4
 force=false
 option_names="stage stop_stage data exp recipe finetune_recipe prior_config fillets_src debs train_speakers jobs
-  festival_voices festival_lines eval_options sample_seconds num_samples force"
+  festival_voices festival_lines real_voices eval_options sample_seconds num_samples force"
 parse_options "$@"
 vqaudio_command
 
@@ -70,25 +74,26 @@ train_manifest="$data/train.tsv"
 dev_manifest="$data/dev.tsv"
 test_manifest="$data/test.tsv"
 codec_manifest="$train_manifest"  # the codec's training data (both stages); the prior trains on train.tsv
-[ "$festival_voices" != "true" ] || codec_manifest="$data/train_plus_voices.tsv"
+[ "$festival_voices" != "true" ] && [ "$real_voices" != "true" ] || codec_manifest="$data/train_plus_voices.tsv"
 packages=(fillets-ng-data fillets-ng-data-cs fillets-ng-data-nl)
 
-fetch_and_unpack() {  # -> DATA/root/usr/share/games/fillets-ng
-  local deb_dir="${debs:-$data/debs}" package deb
+fetch_and_unpack() {  # fetch_and_unpack ROOT PACKAGE...: apt-get download (unless in --debs), dpkg -x into ROOT
+  local deb_dir="${debs:-$data/debs}" root="$1" package deb
+  shift
   mkdir -p "$deb_dir"
-  for package in "${packages[@]}"; do
+  for package in "$@"; do
     if ! compgen -G "$deb_dir/${package}_*.deb" >/dev/null; then
-      command -v apt-get >/dev/null || die "apt-get not found: download ${packages[*]} (.deb) into --debs DIR"
+      command -v apt-get >/dev/null || die "apt-get not found: download $* (.deb) into --debs DIR"
       log "apt-get download ${package}"
       (cd "$deb_dir" && apt-get download "$package") ||
         die "apt-get download $package failed: run 'apt-get update' first, or put the .debs in --debs DIR"
     fi
   done
-  rm -rf "$data/root"
-  for package in "${packages[@]}"; do
+  rm -rf "$root"
+  for package in "$@"; do
     for deb in "$deb_dir/${package}"_*.deb; do
       log "dpkg -x $(basename "$deb")"
-      dpkg -x "$deb" "$data/root"
+      dpkg -x "$deb" "$root"
     done
   done
 }
@@ -97,20 +102,29 @@ stage_prepare() {
   local src="$fillets_src" split
   if [ -z "$src" ]; then
     command -v dpkg >/dev/null || die "dpkg not found: extract the fillets-ng .debs yourself and pass --fillets-src"
-    fetch_and_unpack
+    fetch_and_unpack "$data/root" "${packages[@]}"
     src="$data/root"
   fi
   "${vq[@]}" prepare-fillets "$src" "$data/corpus" --train-speakers "$train_speakers" --jobs "$jobs" --overwrite
   for split in train dev test; do
     "${vq[@]}" prepare "$data/corpus/$split" "$data/$split.tsv" --dev 0 --test 0
   done
+  local voices=()
   if [ "$festival_voices" = "true" ]; then
     command -v festival >/dev/null || die "festival not found: apt-get install festival festvox-czech-dita \
 festvox-czech-krb festvox-czech-machac festvox-czech-ph festvox-ru festvox-italp16k festvox-itapc16k, or pass \
 --festival-voices false (then the model differs from the embedded one)"
     "$(python_command)" "$repo/scripts/synthesize_voices.py" "$src" "$data/festival_voices" \
       --lines "$festival_lines" --overwrite
-    "${vq[@]}" prepare "$data/corpus/train" "$data/festival_voices" "$codec_manifest" --dev 0 --test 0
+    voices+=("$data/festival_voices")
+  fi
+  if [ "$real_voices" = "true" ]; then
+    fetch_and_unpack "$data/voices_root" klettres-data hedgewars-data
+    "$(python_command)" "$repo/scripts/gather_voices.py" "$data/voices_root" "$data/real_voices" --overwrite
+    voices+=("$data/real_voices")
+  fi
+  if [ ${#voices[@]} -gt 0 ]; then
+    "${vq[@]}" prepare "$data/corpus/train" "${voices[@]}" "$codec_manifest" --dev 0 --test 0
   fi
 }
 
