@@ -6,7 +6,7 @@ The weights are copied unchanged (same hash); the name and the training descript
     python scripts/export_default_model.py exp/fillets/codec \
         --data "fillets-ng voices, egs/fillets train split (cs-m, nl-v), 1.52 h" \
         --command "egs/fillets/run.sh --stage 0 --stop-stage 3" \
-        --stages "recipes/rvq_mel.yaml 3000 steps, then recipes/rvq_mel_gan.yaml 2500 steps from it"
+        --stages "recipes/rvq_mel.yaml 3000 steps, then recipes/rvq_mel_gan.yaml 1500 steps from it"
 
 The embedded prior must be trained on the new tokenizer's tokens and exported after it
 (scripts/export_default_prior.py): a prior names the tokenizer whose tokens it models.
