@@ -29,7 +29,7 @@
 #      real non-English voices (letters and syllables of KLettres, voice packs of Hedgewars; Debian
 #      klettres-data, hedgewars-data, GPL; apt-get download, no root; ~26 min after trimming;
 #      scripts/gather_voices.py) into DATA/real_voices, added to the same manifest
-#   1  train the codec on the train voices plus the Festival voices (when made; else DATA/train.tsv):
+#   1  train the codec on the train voices plus the Festival and real voices (when made; else DATA/train.tsv):
 #      vqaudio train RECIPE --data DATA/train_plus_voices.tsv --valid DATA/dev.tsv --out EXP/codec_base,
 #      then adversarial fine-tuning from it:
 #      vqaudio train FINETUNE_RECIPE --init-from EXP/codec_base --data DATA/train_plus_voices.tsv --out EXP/codec
