@@ -10,9 +10,9 @@ voices it never heard (README, Known limits). Two Debian data packages hold reco
 
 English is left out on purpose (``en``, ``en_GB`` and the English packs), so the English evaluation clips stay
 a language the tokenizer never heard. Output is the corpus layout ``OUT/<speaker>/<group>/<speaker>-<group>-
-<n>.flac`` with ``.trans.txt`` files (the
-source file's name, which says what is said) that ``vqaudio prepare`` reads; leading and trailing silence is trimmed, and a voice with more than
-``--max-minutes`` is cut to a seeded random subset so no single voice dominates.
+<n>.flac`` with ``.trans.txt`` files (the source file's name, which says what is said) that ``vqaudio
+prepare`` reads; leading and trailing silence is trimmed, and a voice with more than ``--max-minutes`` is cut
+to a seeded random subset so no single voice dominates.
 
     apt-get download klettres-data hedgewars-data
     dpkg -x klettres-data_*.deb data/extra_root && dpkg -x hedgewars-data_*.deb data/extra_root
@@ -29,10 +29,10 @@ from pathlib import Path
 
 import librosa
 import numpy as np
-import soundfile as sf
-import soxr
 
-from vqaudio.audio import atomic_path
+from vqaudio.audio import load_audio, save_audio
+from vqaudio.data.librispeech import write_transcripts
+from vqaudio.errors import AudioError
 
 SAMPLE_RATE = 16000
 MIN_SECONDS = 0.3
@@ -66,18 +66,15 @@ def find_sources(root: Path) -> dict[str, list[Path]]:
 def load_clip(path: Path) -> np.ndarray | None:
     """16 kHz mono float32, silence trimmed; None when unreadable, silent or too short."""
     try:
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError):
+        mono = load_audio(path, SAMPLE_RATE).numpy()
+    except AudioError:
         return None
-    mono = audio.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        mono = soxr.resample(mono, rate, SAMPLE_RATE)
-    if mono.size == 0 or float(np.abs(mono).max()) < 1e-3:
+    if float(np.abs(mono).max()) < 1e-3:
         return None
     trimmed, _ = librosa.effects.trim(mono, top_db=TRIM_TOP_DB, frame_length=512, hop_length=128)
     if trimmed.size < MIN_SECONDS * SAMPLE_RATE:
         return None
-    return np.clip(trimmed, -1.0, 1.0).astype(np.float32)
+    return trimmed
 
 
 def write_voice(speaker: str, files: list[Path], out: Path, max_seconds: float, rng: random.Random) -> float:
@@ -94,14 +91,10 @@ def write_voice(speaker: str, files: list[Path], out: Path, max_seconds: float, 
             continue
         group = path.parent.name.lower().replace("_", "-")
         target = out / speaker / group / f"{speaker}-{group}-{index:04d}.flac"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target) as part:
-            sf.write(str(part), clip, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
+        save_audio(target, clip, SAMPLE_RATE)  # clipped to [-1, 1]: resampling can overshoot by a hair
         transcripts.setdefault(target.parent, []).append(f"{target.stem} {path.stem}")
         seconds += clip.size / SAMPLE_RATE
-    for folder, lines in transcripts.items():
-        with atomic_path(folder / f"{speaker}-{folder.name}.trans.txt") as part:
-            part.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_transcripts(transcripts)
     return seconds
 
 

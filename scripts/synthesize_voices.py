@@ -32,8 +32,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from vqaudio.audio import atomic_path
+from vqaudio.audio import save_audio
 from vqaudio.data.fillets import find_fillets_data
+from vqaudio.data.librispeech import write_transcripts
 
 SAMPLE_RATE = 16000
 MIN_WORDS, MAX_WORDS = 3, 30
@@ -135,14 +136,10 @@ def write_voice(
                 continue
             mono = mono / peak * 10 ** (rng.uniform(*LEVEL_DB) / 20)
             target = out / speaker / level / f"{speaker}-{level}-{index:04d}.flac"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(target) as part:
-                sf.write(str(part), mono, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
+            save_audio(target, mono, SAMPLE_RATE)
             transcripts.setdefault(target.parent, []).append(f"{target.stem} {text}")
             seconds += mono.size / SAMPLE_RATE
-    for folder, lines in transcripts.items():
-        with atomic_path(folder / f"{speaker}-{folder.name}.trans.txt") as part:
-            part.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_transcripts(transcripts)
     return seconds
 
 

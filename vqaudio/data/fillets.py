@@ -43,6 +43,7 @@ import soundfile as sf
 import soxr
 
 from vqaudio.audio import atomic_path
+from vqaudio.data.librispeech import write_transcripts
 from vqaudio.errors import DataError
 from vqaudio.progress import progress_bar
 
@@ -497,7 +498,4 @@ def _write_transcripts(out_root: Path, jobs_list: Sequence[tuple[Clip, str, Path
     chapters: dict[Path, list[str]] = defaultdict(list)
     for clip, _, target in jobs_list:
         chapters[target.parent].append(f"{target.stem} {clip.text}")
-    for folder, lines in chapters.items():
-        speaker, level = folder.parent.name, folder.name
-        with atomic_path(folder / f"{speaker}-{level}.trans.txt") as tmp:
-            tmp.write_text("\n".join(sorted(lines)) + "\n", encoding="utf-8")
+    write_transcripts({folder: sorted(lines) for folder, lines in chapters.items()})

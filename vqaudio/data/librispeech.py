@@ -10,14 +10,25 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from vqaudio.audio import atomic_path
 from vqaudio.data.corpus import Utterance, find_audio_files, sort_and_check
 from vqaudio.errors import DataError
 
 log = logging.getLogger(__name__)
 
 TRANSCRIPT_SUFFIX = ".trans.txt"
+
+
+def write_transcripts(lines_by_chapter: Mapping[Path, Sequence[str]]) -> None:
+    """Write ``<speaker>-<chapter>.trans.txt`` (lines ``<utt-id> <text>``, in the order given) into each chapter
+    folder ``.../<speaker>/<chapter>``, atomically: the writer of this layout for fillets and the voice scripts."""
+    for folder, lines in lines_by_chapter.items():
+        name = f"{folder.parent.name}-{folder.name}{TRANSCRIPT_SUFFIX}"
+        with atomic_path(folder / name) as tmp:
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def is_librispeech_tree(root: str | Path) -> bool:
