@@ -52,10 +52,13 @@ def main() -> None:
             for path in paths:
                 wav = load_audio(path, rate)
                 decoded = tokenizer.decode(tokenizer.encode(wav, rate, n_q=args.n_q), num_samples=len(wav))
-                scores.append((stoi(decoded, wav, rate), mel_distance(decoded, wav, rate)))
-                if args.bands:
+                if args.bands:  # STOI is the mean over bands: one pass of pystoi's analysis, not two
                     centres, per_band = stoi_bands(decoded, wav, rate)
                     bands.append(per_band)
+                    intelligibility = float(per_band.mean())
+                else:
+                    intelligibility = stoi(decoded, wav, rate)
+                scores.append((intelligibility, mel_distance(decoded, wav, rate)))
             mean_stoi, mean_mel = np.mean(scores, axis=0)
             line.append(f"{name} ({len(paths)} clips) STOI {mean_stoi:.3f} mel {mean_mel:.3f}")
             if args.bands:
