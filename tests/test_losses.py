@@ -17,6 +17,7 @@ from vqaudio.losses import (
     PhaseDerivativeLoss,
     ReconstructionLoss,
     mel_distance,
+    mel_resolutions,
 )
 
 SAMPLE_RATE = 16000
@@ -123,6 +124,31 @@ def test_stft_loss_defaults_and_resolution_checks() -> None:
         MultiResolutionSTFTLoss((512, 1024), (128,), (512, 1024))
     with pytest.raises(ValueError, match="win <= n_fft"):
         MultiResolutionSTFTLoss((512,), (128,), (1024,))
+
+
+def test_multi_scale_mel_loss_is_the_mean_of_its_resolutions() -> None:
+    target = speech_like(4000)
+    pred = target + 0.05 * torch.randn(target.shape, generator=torch.Generator().manual_seed(4))
+    mel_only = dataclasses.replace(CONFIG, waveform_l1_weight=0.0, stft_weight=0.0, phase_weight=0.0)
+    resolutions = [(128, 32, 10), (512, 128, 40)]
+    singles = [
+        float(
+            ReconstructionLoss(
+                dataclasses.replace(mel_only, mel_n_fft=n_fft, mel_hop_length=hop, mel_n_mels=n_mels),
+                SAMPLE_RATE,
+            )(pred, target).mel
+        )
+        for n_fft, hop, n_mels in resolutions
+    ]
+    assert abs(singles[0] - singles[1]) > 0.01  # the resolutions see different things
+    multi = dataclasses.replace(mel_only, mel_n_fft=(128, 512), mel_hop_length=(32, 128), mel_n_mels=(10, 40))
+    assert mel_resolutions(multi) == resolutions
+    assert float(ReconstructionLoss(multi, SAMPLE_RATE)(pred, target).mel) == pytest.approx(sum(singles) / 2)
+    # a single number is shared by every resolution
+    shared = dataclasses.replace(mel_only, mel_n_fft=(256, 512), mel_hop_length=64, mel_n_mels=40)
+    assert mel_resolutions(shared) == [(256, 64, 40), (512, 64, 40)]
+    with pytest.raises(ValueError, match="one length"):
+        mel_resolutions(dataclasses.replace(mel_only, mel_n_fft=(256, 512), mel_hop_length=(64, 128, 256)))
 
 
 def _phase_shifted(signal: torch.Tensor, radians: float) -> torch.Tensor:

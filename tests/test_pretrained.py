@@ -26,8 +26,8 @@ from vqaudio.tokenizer import DEFAULT_MODEL_DIR, Tokenizer
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CLIP = EXAMPLES / "sense_and_sensibility_01_austen_64kb-0880.flac"
 
-# Measured on CLIP with the shipped model (cbb02579edea): mel distance 0.659 with 1 codebook, 0.624 with all 8
-# (0.545-0.625 on the other example clips). The bound leaves about 15% of margin, so a broken decoder or a
+# Measured on CLIP with the shipped model (b5877acb1046): mel distance 0.660 with 1 codebook, 0.612 with all 8
+# (0.534-0.615 on the other example clips). The bound leaves about 15% of margin, so a broken decoder or a
 # mismatched file fails.
 MEL_DISTANCE_BOUND = 0.72
 
@@ -101,11 +101,11 @@ def test_demo_tokenizes_and_resynthesizes_the_examples(
 # --------------------------------------------------------------------------------------------------
 # The embedded prior
 # --------------------------------------------------------------------------------------------------
-# Measured with the shipped prior on CLIP's tokens (embedded tokenizer cbb02579edea, 8 codebooks; English, never
-# heard in training): 8.75 bits per token, against 10 for a uniform guess (log2 1024); 8.89-9.13 on the other
-# clips of examples/, 7.88 on the fillets test voices. The bound sits 0.45 bits above the measurement, so a sound
+# Measured with the shipped prior on CLIP's tokens (embedded tokenizer b5877acb1046, 8 codebooks; English, never
+# heard in training): 8.79 bits per token, against 10 for a uniform guess (log2 1024); 8.71-9.05 on the other
+# clips of examples/, 7.94 on the fillets test voices. The bound sits 0.41 bits above the measurement, so a sound
 # prior of these tokens passes and one of another tokenizer's codes (or a broken loader, ~10 bits and more)
-# fails: the previous release's prior, of the previous tokenizer's codes, scores 15.29 here.
+# fails: the previous release's prior, of the previous tokenizer's codes, scores 16.37 here.
 PRIOR_BITS_BOUND = 9.20
 
 

@@ -179,9 +179,11 @@ class LossConfig:
     stft_hop_sizes: tuple[int, ...] = (128, 256, 512)
     stft_win_sizes: tuple[int, ...] = (512, 1024, 2048)
     mel_weight: float = 1.0  # L1 between log-mel spectrograms
-    mel_n_fft: int = 1024
-    mel_hop_length: int = 256
-    mel_n_mels: int = 80
+    # one resolution, or a list per setting for a multi-scale mel loss (the mean over resolutions, as DAC;
+    # a single number is shared by every resolution)
+    mel_n_fft: int | tuple[int, ...] = 1024
+    mel_hop_length: int | tuple[int, ...] = 256
+    mel_n_mels: int | tuple[int, ...] = 80
     # instantaneous-frequency + group-delay errors (vqaudio.losses.PhaseDerivativeLoss); 0: off. With the
     # direct-phase iSTFT head it barely moves and cost STOI in a fine-tuning test (README, Known limits)
     phase_weight: float = 0.0

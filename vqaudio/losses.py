@@ -1,5 +1,5 @@
 """Reconstruction losses: waveform L1, multi-resolution STFT loss, log-mel L1 and a phase-derivative loss;
-and the mel distance metric.
+(one resolution or several) and the mel distance metric.
 
 Multi-resolution STFT loss (spectral convergence + log-magnitude L1) from Parallel WaveGAN (Yamamoto et al.,
 2020, https://arxiv.org/abs/1910.11480); log-mel L1 as in HiFi-GAN (Kong et al., 2020) and DAC (Kumar et al.,
@@ -156,6 +156,24 @@ def _derivative_error(
     return ((1 - cosine) * weight).sum() / weight.sum().clamp(min=MAGNITUDE_FLOOR)
 
 
+def mel_resolutions(config: LossConfig) -> list[tuple[int, int, int]]:
+    """The mel loss's ``(n_fft, hop_length, n_mels)`` per resolution; a single number is shared by all."""
+    settings = {
+        "mel_n_fft": config.mel_n_fft,
+        "mel_hop_length": config.mel_hop_length,
+        "mel_n_mels": config.mel_n_mels,
+    }
+    lengths = {len(v) for v in settings.values() if isinstance(v, tuple)}
+    if len(lengths) > 1 or 0 in lengths:
+        raise ValueError(
+            "loss.mel_n_fft, mel_hop_length and mel_n_mels: lists must be non-empty and of one length, got "
+            + ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in settings.items())
+        )
+    count = lengths.pop() if lengths else 1
+    columns = [v if isinstance(v, tuple) else (v,) * count for v in settings.values()]
+    return list(zip(*columns, strict=True))
+
+
 class ReconstructionLoss(nn.Module):
     """Weighted waveform L1 + multi-resolution STFT + log-mel L1 + phase derivatives (weights from ``LossConfig``).
 
@@ -170,7 +188,10 @@ class ReconstructionLoss(nn.Module):
         self.stft_loss = MultiResolutionSTFTLoss(
             config.stft_fft_sizes, config.stft_hop_sizes, config.stft_win_sizes
         )
-        self.log_mel = LogMel(sample_rate, config.mel_n_fft, config.mel_hop_length, config.mel_n_mels)
+        self.log_mels = nn.ModuleList(
+            LogMel(sample_rate, n_fft, hop_length, n_mels)
+            for n_fft, hop_length, n_mels in mel_resolutions(config)
+        )
         self.phase_loss = PhaseDerivativeLoss(config.phase_n_fft, config.phase_hop_length)
 
     def forward(self, pred: Tensor, target: Tensor) -> LossTerms:
@@ -190,7 +211,8 @@ class ReconstructionLoss(nn.Module):
         stft = config.stft_weight * self.stft_loss(pred, target) if config.stft_weight else zero
         mel = zero
         if config.mel_weight:
-            mel = config.mel_weight * (self.log_mel(pred) - self.log_mel(target)).abs().mean()
+            per_resolution = [(log_mel(pred) - log_mel(target)).abs().mean() for log_mel in self.log_mels]
+            mel = config.mel_weight * torch.stack(per_resolution).mean()
         phase = config.phase_weight * self.phase_loss(pred, target) if config.phase_weight else zero
         return LossTerms(waveform_l1 + stft + mel + phase, waveform_l1, stft, mel, phase)
 
