@@ -1,5 +1,5 @@
-"""Reconstruction losses: waveform L1, multi-resolution STFT loss, log-mel L1 and a phase-derivative loss;
-(one resolution or several) and the mel distance metric.
+"""Reconstruction losses: waveform L1, multi-resolution STFT loss, log-mel L1 (at one resolution or several)
+and a phase-derivative loss; and the mel distance metric.
 
 Multi-resolution STFT loss (spectral convergence + log-magnitude L1) from Parallel WaveGAN (Yamamoto et al.,
 2020, https://arxiv.org/abs/1910.11480); log-mel L1 as in HiFi-GAN (Kong et al., 2020) and DAC (Kumar et al.,
