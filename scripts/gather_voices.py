@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import sys
 from pathlib import Path
 
 import librosa
 import numpy as np
 
-from vqaudio.audio import load_audio, save_audio
-from vqaudio.data.librispeech import write_transcripts
+from vqaudio.audio import atomic_folder, load_audio
+from vqaudio.data.librispeech import ChapterWriter
 from vqaudio.errors import AudioError
 
 SAMPLE_RATE = 16000
@@ -81,21 +80,17 @@ def write_voice(speaker: str, files: list[Path], out: Path, max_seconds: float, 
     """Convert ``files`` (in a seeded random order, up to ``max_seconds``); returns the seconds written."""
     order = list(files)
     rng.shuffle(order)
-    transcripts: dict[Path, list[str]] = {}  # the source file's name says what is said (a letter, a cue)
-    seconds = 0.0
+    corpus = ChapterWriter(out, SAMPLE_RATE)
     for index, path in enumerate(order):
-        if seconds >= max_seconds:
+        if corpus.seconds >= max_seconds:
             break
         clip = load_clip(path)
         if clip is None:
             continue
         group = path.parent.name.lower().replace("_", "-")
-        target = out / speaker / group / f"{speaker}-{group}-{index:04d}.flac"
-        save_audio(target, clip, SAMPLE_RATE)  # clipped to [-1, 1]: resampling can overshoot by a hair
-        transcripts.setdefault(target.parent, []).append(f"{target.stem} {path.stem}")
-        seconds += clip.size / SAMPLE_RATE
-    write_transcripts(transcripts)
-    return seconds
+        corpus.add(speaker, group, index, clip, path.stem)  # the source file's name says what is said
+    corpus.write_transcripts()
+    return corpus.seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,20 +110,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    if args.out.exists():
-        if not args.overwrite:
-            print(f"error: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
-            return 1
-        shutil.rmtree(args.out)
-    partial = args.out.with_name(args.out.name + ".partial")  # renamed into place when every voice is done
-    shutil.rmtree(partial, ignore_errors=True)
+    if args.out.exists() and not args.overwrite:
+        print(f"error: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 1
     rng = random.Random(args.seed)
     total = 0.0
-    for speaker, files in sources.items():
-        seconds = write_voice(speaker, files, partial, args.max_minutes * 60, rng)
-        total += seconds
-        print(f"{speaker}: {seconds / 60:.1f} min", flush=True)
-    partial.rename(args.out)
+    with atomic_folder(args.out) as staging:  # replaces OUT only when every voice is done
+        for speaker, files in sources.items():
+            seconds = write_voice(speaker, files, staging, args.max_minutes * 60, rng)
+            total += seconds
+            print(f"{speaker}: {seconds / 60:.1f} min", flush=True)
     print(f"wrote {args.out}: {len(sources)} voices, {total / 3600:.2f} h")
     return 0
 

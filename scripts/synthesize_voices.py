@@ -32,9 +32,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from vqaudio.audio import save_audio
+from vqaudio.audio import atomic_folder
 from vqaudio.data.fillets import find_fillets_data
-from vqaudio.data.librispeech import write_transcripts
+from vqaudio.data.librispeech import ChapterWriter
 
 SAMPLE_RATE = 16000
 MIN_WORDS, MAX_WORDS = 3, 30
@@ -58,6 +58,14 @@ VOICES = {
     "tts-it-lp": FestivalVoice("lp_diphone", "it", "iso-8859-1", "festvox-italp16k"),
     "tts-it-pc": FestivalVoice("pc_diphone", "it", "iso-8859-1", "festvox-itapc16k"),
 }
+
+
+class VoiceMissing(Exception):
+    """Festival said nothing with this voice: it is not installed (or broken)."""
+
+    def __init__(self, voice: FestivalVoice) -> None:
+        super().__init__(voice.voice)
+        self.voice = voice
 
 
 DIALOG_STRING = re.compile(r'dialogStr\("(.*)"\)')
@@ -119,8 +127,7 @@ def write_voice(
             texts.append(text)
         except UnicodeEncodeError:
             texts.append("")
-    transcripts: dict[Path, list[str]] = {}
-    seconds = 0.0
+    corpus = ChapterWriter(out, SAMPLE_RATE)
     with tempfile.TemporaryDirectory() as tmp:
         synthesize(voice, texts, Path(tmp))
         for index, ((level, text), said) in enumerate(zip(picks, texts, strict=True)):
@@ -135,12 +142,9 @@ def write_voice(
             if mono.size < MIN_SECONDS * SAMPLE_RATE or peak < 1e-3:
                 continue
             mono = mono / peak * 10 ** (rng.uniform(*LEVEL_DB) / 20)
-            target = out / speaker / level / f"{speaker}-{level}-{index:04d}.flac"
-            save_audio(target, mono, SAMPLE_RATE)
-            transcripts.setdefault(target.parent, []).append(f"{target.stem} {text}")
-            seconds += mono.size / SAMPLE_RATE
-    write_transcripts(transcripts)
-    return seconds
+            corpus.add(speaker, level, index, mono, text)
+    corpus.write_transcripts()
+    return corpus.seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,29 +173,27 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     fillets_root = find_fillets_data(args.fillets)
-    if args.out.exists():
-        if not args.overwrite:
-            print(f"error: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
-            return 1
-        shutil.rmtree(args.out)
-    partial = args.out.with_name(args.out.name + ".partial")  # renamed into place when every voice is done
-    shutil.rmtree(partial, ignore_errors=True)
+    if args.out.exists() and not args.overwrite:
+        print(f"error: {args.out} exists; pass --overwrite to replace it", file=sys.stderr)
+        return 1
     rng = random.Random(args.seed)
-    for speaker in speakers:
-        voice = VOICES[speaker]
-        pool = subtitle_lines(fillets_root, voice.language)
-        picks = rng.sample(pool, min(args.lines, len(pool)))
-        seconds = write_voice(speaker, voice, picks, partial, rng)
-        if seconds == 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            print(
-                f"error: festival said nothing with voice {voice.voice}; install it with: "
-                f"apt-get install {voice.package}",
-                file=sys.stderr,
-            )
-            return 1
-        print(f"{speaker}: {len(picks)} lines, {seconds / 60:.1f} min", flush=True)
-    partial.rename(args.out)
+    try:
+        with atomic_folder(args.out) as staging:  # replaces OUT only when every voice is done
+            for speaker in speakers:
+                voice = VOICES[speaker]
+                pool = subtitle_lines(fillets_root, voice.language)
+                picks = rng.sample(pool, min(args.lines, len(pool)))
+                seconds = write_voice(speaker, voice, picks, staging, rng)
+                if seconds == 0:
+                    raise VoiceMissing(voice)
+                print(f"{speaker}: {len(picks)} lines, {seconds / 60:.1f} min", flush=True)
+    except VoiceMissing as error:
+        print(
+            f"error: festival said nothing with voice {error.voice.voice}; install it with: "
+            f"apt-get install {error.voice.package}",
+            file=sys.stderr,
+        )
+        return 1
     print(f"wrote {args.out}")
     return 0
 

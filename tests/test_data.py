@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from vqaudio.audio import atomic_folder
 from vqaudio.cli.main import main
 from vqaudio.data import Utterance, fill_headers, load_corpus, read_manifest, write_manifest
 from vqaudio.data.fillets import (
@@ -18,6 +19,7 @@ from vqaudio.data.fillets import (
     parse_dialogs,
     prepare_fillets,
 )
+from vqaudio.data.librispeech import ChapterWriter
 from vqaudio.data.prepare import prepare_manifests, split_by_speaker, split_manifest_path
 from vqaudio.errors import AudioError, DataError
 
@@ -68,6 +70,47 @@ def test_librispeech_tree_root_and_single_split(tmp_path: Path) -> None:
     assert [utt.id for utt in dev] == ["84-100-0000", "84-100-0001"]
     assert [utt.num_samples for utt in dev] == [lengths["84-100-0000"], lengths["84-100-0001"]]
     assert all(utt.sample_rate == RATE for utt in dev)
+
+
+def test_chapter_writer_builds_a_tree_that_reads_back(tmp_path: Path) -> None:
+    writer = ChapterWriter(tmp_path / "voices", RATE)
+    writer.add("tts-a", "city", 3, np.full(RATE // 2, 0.5, dtype=np.float32), "first line")
+    writer.add("tts-a", "city", 1, np.full(RATE, 2.0, dtype=np.float32), "second line")  # clipped
+    writer.add("tts-b", "sea", 0, np.zeros(RATE // 4, dtype=np.float32), "third line")
+    assert writer.seconds == pytest.approx(1.75)
+    writer.write_transcripts()
+    corpus = load_corpus(tmp_path / "voices", read_headers=True)
+    assert [(utt.id, utt.speaker, utt.text, utt.num_samples) for utt in corpus] == [
+        ("tts-a-city-0001", "tts-a", "second line", RATE),
+        ("tts-a-city-0003", "tts-a", "first line", RATE // 2),
+        ("tts-b-sea-0000", "tts-b", "third line", RATE // 4),
+    ]
+    transcript = (tmp_path / "voices/tts-a/city/tts-a-city.trans.txt").read_text().splitlines()
+    assert transcript == ["tts-a-city-0003 first line", "tts-a-city-0001 second line"]  # order added
+    audio, _ = sf.read(tmp_path / "voices/tts-a/city/tts-a-city-0001.flac")
+    assert np.abs(audio).max() <= 1.0
+
+
+@pytest.mark.parametrize("interruption", [RuntimeError, KeyboardInterrupt])
+def test_atomic_folder_replaces_only_when_the_block_succeeds(
+    tmp_path: Path, interruption: type[BaseException]
+) -> None:
+    out = tmp_path / "corpus"
+    with atomic_folder(out) as staging:
+        (staging / "a.txt").write_text("old")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["corpus"]
+    assert (out / "a.txt").read_text() == "old" and oct(out.stat().st_mode)[-3:] != "700"
+
+    with pytest.raises(interruption), atomic_folder(out) as staging:
+        (staging / "b.txt").write_text("new")
+        raise interruption()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["corpus"]  # no staging folder left
+    assert sorted(path.name for path in out.iterdir()) == ["a.txt"]  # the old folder is untouched
+
+    with atomic_folder(out) as staging:
+        (staging / "b.txt").write_text("new")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["corpus"]
+    assert sorted(path.name for path in out.iterdir()) == ["b.txt"]
 
 
 def test_prepare_writes_manifest_that_reads_back(tmp_path: Path) -> None:

@@ -13,7 +13,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from vqaudio.audio import atomic_path
+import numpy as np
+
+from vqaudio.audio import atomic_path, save_audio
 from vqaudio.data.corpus import Utterance, find_audio_files, sort_and_check
 from vqaudio.errors import DataError
 
@@ -29,6 +31,28 @@ def write_transcripts(lines_by_chapter: Mapping[Path, Sequence[str]]) -> None:
         name = f"{folder.parent.name}-{folder.name}{TRANSCRIPT_SUFFIX}"
         with atomic_path(folder / name) as tmp:
             tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+class ChapterWriter:
+    """Writes clips of one corpus as ``root/<speaker>/<chapter>/<speaker>-<chapter>-<n>.flac``, then their
+    transcripts: the voice scripts' way to build a corpus that ``vqaudio prepare`` reads."""
+
+    def __init__(self, root: Path, sample_rate: int) -> None:
+        self.root = root
+        self.sample_rate = sample_rate
+        self.seconds = 0.0
+        self._lines: dict[Path, list[str]] = {}
+
+    def add(self, speaker: str, chapter: str, number: int, audio: np.ndarray, text: str) -> None:
+        """Write one mono clip (clipped to [-1, 1]) and remember its transcript line."""
+        target = self.root / speaker / chapter / f"{speaker}-{chapter}-{number:04d}.flac"
+        save_audio(target, audio, self.sample_rate)
+        self._lines.setdefault(target.parent, []).append(f"{target.stem} {text}")
+        self.seconds += audio.size / self.sample_rate
+
+    def write_transcripts(self) -> None:
+        """One ``.trans.txt`` per chapter folder, lines in the order the clips were added."""
+        write_transcripts(self._lines)
 
 
 def is_librispeech_tree(root: str | Path) -> bool:

@@ -20,8 +20,6 @@ import os
 import platform
 import random
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 
-from vqaudio.audio import load_audio
+from vqaudio.audio import atomic_folder, load_audio
 from vqaudio.errors import AudioError, DataError
 from vqaudio.evaluation import alignment
 from vqaudio.evaluation.alignment import align_to_reference
@@ -373,16 +371,9 @@ def run_evaluation(
     out = Path(out)
     _check_out(out, overwrite)
     result = evaluate(source, tokenizer, options, model_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_folder(out) as staging:
         write_report(result, staging)
-        _default_permissions(staging)
         _check_out(out, overwrite)  # someone may have created it during the run
-        _replace_folder(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return result
 
 
@@ -530,32 +521,6 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
-
-
-def _default_permissions(folder: Path) -> None:
-    """Give ``folder`` and its contents the permissions of ordinary new files (umask applied).
-
-    mkdtemp/mkstemp create private (0700/0600) entries, which would leave a report others cannot read.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-    for directory, subdirs, files in os.walk(folder):
-        for name in subdirs:
-            os.chmod(os.path.join(directory, name), 0o777 & ~umask)
-        for name in files:
-            os.chmod(os.path.join(directory, name), 0o666 & ~umask)
-
-
-def _replace_folder(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``; an existing ``out`` is moved aside first and deleted after."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, old / out.name)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def safe_name(text: str) -> str:
