@@ -33,7 +33,7 @@
 #      vqaudio train RECIPE --data DATA/train_plus_voices.tsv --valid DATA/dev.tsv --out EXP/codec_base,
 #      then adversarial fine-tuning from it:
 #      vqaudio train FINETUNE_RECIPE --init-from EXP/codec_base --data DATA/train_plus_voices.tsv --out EXP/codec
-#      (the embedded tokenizer; about 23 + 29 min on 2 CPU cores)
+#      (the embedded tokenizer; about 46 + 29 min on 2 CPU cores)
 #   2  tokenize dev, test and train into EXP/tokens/{dev,test,train}.npy
 #   3  evaluate the codec on test (unseen voices, both languages) into EXP/report
 #   4  train the WaveNet token prior on the train tokens, evaluate it on the test tokens (EXP/prior_eval.json);
