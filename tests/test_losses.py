@@ -126,6 +126,29 @@ def test_stft_loss_defaults_and_resolution_checks() -> None:
         MultiResolutionSTFTLoss((512,), (128,), (1024,))
 
 
+def test_spectral_losses_are_the_same_whether_or_not_the_target_is_tracked() -> None:
+    # The target's STFT is taken outside autograd when it needs no gradient (the training case); the value
+    # and pred's gradient must not depend on that, and a target that does need a gradient still gets one.
+    losses = [
+        MultiResolutionSTFTLoss(CONFIG.stft_fft_sizes, CONFIG.stft_hop_sizes, CONFIG.stft_win_sizes),
+        PhaseDerivativeLoss(CONFIG.phase_n_fft, CONFIG.phase_hop_length),
+    ]
+    target = speech_like(4000)
+    for loss in losses:
+        results = []
+        for track_target in (False, True):
+            pred = (target + 0.05 * speech_like(4000, seed=3)).requires_grad_(True)
+            reference = target.clone().requires_grad_(track_target)
+            value = loss(pred, reference)
+            value.backward()
+            assert pred.grad is not None
+            assert (reference.grad is not None) == track_target
+            results.append((value.detach(), pred.grad))
+        torch.testing.assert_close(results[0][0], results[1][0])
+        torch.testing.assert_close(results[0][1], results[1][1])
+        assert results[0][1].abs().sum() > 0
+
+
 def test_multi_scale_mel_loss_is_the_mean_of_its_resolutions() -> None:
     target = speech_like(4000)
     pred = target + 0.05 * torch.randn(target.shape, generator=torch.Generator().manual_seed(4))

@@ -98,20 +98,28 @@ class MultiResolutionSTFTLoss(nn.Module):
 
 
 def _paired_stft(pred: Tensor, target: Tensor, n_fft: int, hop: int, window: Tensor) -> tuple[Tensor, Tensor]:
-    """Complex spectra [B, bins, frames] of pred and target, from one STFT of the two stacked."""
-    batch = pred.shape[0] if pred.dim() == 2 else 1
-    both = torch.cat([pred.reshape(batch, -1), target.reshape(batch, -1)]).float()
-    spec = torch.stft(
-        both,
-        n_fft=n_fft,
-        hop_length=hop,
-        win_length=window.shape[0],
-        window=window,
-        center=True,
-        pad_mode="constant",  # reflection needs T > n_fft / 2; zeros work for any length
-        return_complex=True,
-    )
-    return spec[:batch], spec[batch:]
+    """Complex spectra [B, bins, frames] of pred and target.
+
+    A reference that needs no gradient (the training target) is transformed outside autograd: stacking it
+    with ``pred`` into one STFT made the backward pass transform it too, which doubled the loss's backward
+    FFT work (``benchmarks/bench_losses.py``); the values and gradients are the same.
+    """
+
+    def stft(audio: Tensor) -> Tensor:
+        return torch.stft(
+            audio.reshape(-1, audio.shape[-1]).float(),
+            n_fft=n_fft,
+            hop_length=hop,
+            win_length=window.shape[0],
+            window=window,
+            center=True,
+            pad_mode="constant",  # reflection needs T > n_fft / 2; zeros work for any length
+            return_complex=True,
+        )
+
+    with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
+        target_spec = stft(target)
+    return stft(pred), target_spec
 
 
 class PhaseDerivativeLoss(nn.Module):
