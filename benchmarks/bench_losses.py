@@ -16,25 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+from timing import median_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 # glibc keeps freed memory instead of returning it every call (see the shared PERFORMANCE-NOTES)
 os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "17179869184")
 os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "17179869184")
-
-
-def median_seconds(run: Callable[[], None], repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from pathlib import Path
+
+from timing import median_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 # glibc keeps freed memory instead of returning it every call (see /work/shared PERFORMANCE-NOTES): set before
@@ -89,12 +89,7 @@ def main() -> None:
                 return prior.generate(args.frames, seed=0, fast=fast, num_samples=args.batch)
 
             tokens[name] = run_once(fast)  # warm-up, and the tokens to compare
-            times = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                run_once(fast)
-                times.append(time.perf_counter() - start)
-            results[name] = statistics.median(times)
+            results[name] = median_seconds(run_once, args.repeats, warm_up=False)
         for name in ("fast", "naive"):
             seconds = results[name]
             frames_per_second = args.frames * args.batch / seconds

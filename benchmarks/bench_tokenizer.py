@@ -17,12 +17,12 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
+
+from timing import median_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
@@ -30,16 +30,6 @@ ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _measure(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -65,9 +55,9 @@ def _child(args: argparse.Namespace) -> None:
         with torch.inference_mode():
             codes = tok.encode(wav, rate)
             if args.op == "encode":
-                elapsed = _measure(lambda: tok.encode(wav, rate), args.repeats)
+                elapsed = median_seconds(lambda: tok.encode(wav, rate), args.repeats)
             else:
-                elapsed = _measure(lambda: tok.decode(codes), args.repeats)
+                elapsed = median_seconds(lambda: tok.decode(codes), args.repeats)
         params = sum(p.numel() for p in tok.model.parameters())
     else:
         sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))  # only resampling helpers use it
@@ -82,9 +72,9 @@ def _child(args: argparse.Namespace) -> None:
         with torch.inference_mode():
             frames = model.encode(wav)
             if args.op == "encode":
-                elapsed = _measure(lambda: model.encode(wav), args.repeats)
+                elapsed = median_seconds(lambda: model.encode(wav), args.repeats)
             else:
-                elapsed = _measure(lambda: model.decode(frames), args.repeats)
+                elapsed = median_seconds(lambda: model.decode(frames), args.repeats)
         params = sum(p.numel() for p in model.parameters())
     print(
         json.dumps(
