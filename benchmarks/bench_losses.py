@@ -15,18 +15,15 @@ warm-up.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from timing import median_seconds
+from timing import median_seconds, run_with_allocator_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-# glibc keeps freed memory instead of returning it every call (see the shared PERFORMANCE-NOTES)
-os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "17179869184")
-os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "17179869184")
 
 
 def main() -> None:
+    run_with_allocator_settings()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -42,6 +39,7 @@ def main() -> None:
     from vqaudio import losses
     from vqaudio.config import load_yaml
     from vqaudio.losses import ReconstructionLoss
+    from vqaudio.model import build_model
 
     def stacked_stft(
         pred: torch.Tensor, target: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor
@@ -61,7 +59,6 @@ def main() -> None:
         return spec[:batch], spec[batch:]
 
     separate_stft = losses._paired_stft
-    from vqaudio.model import build_model
 
     config = load_yaml(args.recipe)
     torch.manual_seed(0)

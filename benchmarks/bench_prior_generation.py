@@ -14,19 +14,15 @@ on them); the architecture comes from ``--recipe`` with 8 codebooks x 1024 codes
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from timing import median_seconds
+from timing import median_seconds, run_with_allocator_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-# glibc keeps freed memory instead of returning it every call (see /work/shared PERFORMANCE-NOTES): set before
-# torch allocates anything, for both paths alike
-os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "17179869184")
-os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "17179869184")
 
 
 def main() -> None:
+    run_with_allocator_settings()  # the same allocator for both paths
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -22,10 +22,9 @@ import sys
 import types
 from pathlib import Path
 
-from timing import median_seconds
+from timing import ALLOCATOR_ENV, median_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
-ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "17179869184", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
 
 
 def _peak_rss_mb() -> float:
