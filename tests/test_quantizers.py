@@ -21,6 +21,7 @@ from vqaudio.quantization import (
     VectorQuantizer,
     build_quantizer,
 )
+from vqaudio.quantization.vq import usage_entropy_penalty
 
 
 def latents(batch: int = 4, dim: int = 8, frames: int = 16, seed: int = 0) -> torch.Tensor:
@@ -178,6 +179,53 @@ def test_rare_code_restarts_even_out_a_skewed_usage() -> None:
         CodebookOptions(ema=False, rare_code_fraction=0.1)
     with pytest.raises(ValueError, match="rare_code_fraction"):
         CodebookOptions(rare_code_fraction=1.0)
+
+
+def test_usage_entropy_penalty_spreads_frames_over_the_codes() -> None:
+    """Codes evenly spaced on a line, inputs crowded at its middle: the penalty moves the inputs (the encoder's
+    side) so that the outer codes get used too, and the perplexity of the hard assignments rises, while a
+    pull towards the original inputs (standing for the reconstruction loss) keeps them near where they were."""
+    generator = torch.Generator().manual_seed(0)
+    original = torch.randn(8, 2, 64, generator=generator) * torch.tensor([0.3, 0.05])[None, :, None]
+    codebook = torch.stack([torch.linspace(-3.0, 3.0, 16), torch.zeros(16)], dim=1)
+
+    def perplexity_after_training(weight: float) -> tuple[float, float]:
+        vq = VectorQuantizer(2, dataclasses.replace(fixed_codebook_options(16), usage_entropy_weight=weight))
+        with torch.no_grad():
+            vq.codebook.copy_(codebook)
+        z = torch.nn.Parameter(original.clone())
+        optimizer = torch.optim.Adam([z], lr=0.01)
+        vq.train()
+        for _ in range(300):
+            optimizer.zero_grad()
+            loss = vq(z).loss + (z - original).pow(2).mean()
+            loss.backward()
+            optimizer.step()
+        counts = torch.bincount(vq.eval().encode(z.detach()).reshape(-1), minlength=16).double()
+        p = counts[counts > 0] / counts.sum()
+        return float(torch.exp(-(p * p.log()).sum())), float((z.detach() - original).abs().mean())
+
+    without, _ = perplexity_after_training(0.0)
+    with_penalty, moved = perplexity_after_training(0.3)
+    assert without < 4  # the inputs span about 4 of the 16 codes (measured 3.4)
+    assert with_penalty > 1.8 * without  # measured 7.2
+    assert moved < 0.3  # spread, not scattered: the codes are 0.4 apart (measured 0.16)
+    # the penalty's range, and that only frames with weight 1 count
+    x = torch.randn(32, 2, generator=generator)
+    penalty = usage_entropy_penalty(x, codebook)
+    assert 0.0 <= penalty <= torch.log(torch.tensor(16.0))
+    assert usage_entropy_penalty(codebook, codebook) < 0.01  # each code's own vector: uniform usage
+    weights = torch.cat([torch.ones(16), torch.zeros(16)])
+    assert torch.allclose(
+        usage_entropy_penalty(x, codebook, weights), usage_entropy_penalty(x[:16], codebook)
+    )
+    # with EMA codes, which the training forward rewrites in place, the backward pass still runs
+    ema_vq = VectorQuantizer(2, CodebookOptions(codebook_size=16, usage_entropy_weight=0.3)).train()
+    z = torch.nn.Parameter(original.clone())
+    ema_vq(z).loss.backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="usage_entropy_weight=-1"):
+        CodebookOptions(usage_entropy_weight=-1.0)
 
 
 def test_without_restarts_dead_codes_stay_dead() -> None:
@@ -440,6 +488,9 @@ def test_build_quantizer_follows_the_config() -> None:
     assert rvq.codebooks().shape == (3, 32, 4)
     assert isinstance(rvq.stages[0].codebook, torch.nn.Parameter)
     assert all(stage.options == CodebookOptions.from_config(config) for stage in rvq.stages)
+    # the usage-entropy penalty is the first stage's alone
+    penalised = build_quantizer(16, dataclasses.replace(config, usage_entropy_weight=0.1))
+    assert [stage.options.usage_entropy_weight for stage in penalised.stages] == [0.1, 0.0, 0.0]
     gvq = build_quantizer(16, dataclasses.replace(config, kind="group", num_codebooks=4, codebook_dim=None))
     assert isinstance(gvq, GroupVQ)
     assert gvq.codebooks().shape == (4, 32, 4)
@@ -460,6 +511,7 @@ def test_codebook_options_defaults_and_from_config_follow_quantizer_config() -> 
         "kmeans_iters": 3,
         "dead_code_steps": 7,
         "rare_code_fraction": 0.2,
+        "usage_entropy_weight": 0.1,
     }
     assert set(changed) == {option.name for option in dataclasses.fields(CodebookOptions)}
     options = CodebookOptions.from_config(QuantizerConfig(**changed))

@@ -67,6 +67,7 @@ class QuantizerConfig:
     rare_code_fraction: float = (
         0.0  # EMA: also re-seed codes under this fraction of the uniform usage (0: never)
     )
+    usage_entropy_weight: float = 0.0  # evens out code usage (RVQ: first stage only; quantization/vq.py)
     quantizer_dropout: float = (
         0.5  # RVQ: probability that a training example uses a random n_q < num_codebooks
     )

@@ -10,6 +10,7 @@ The gradient paths matter (facebookresearch/encodec#25): see ``ResidualVQ.forwar
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import cast
 
 import torch
@@ -31,7 +32,11 @@ class ResidualVQ(Quantizer):
     Args:
         dim: D, channels of the latents.
         num_codebooks: K, the number of stages.
-        options: the settings of every stage's ``VectorQuantizer`` (each stage has its own codebook).
+        options: the settings of every stage's ``VectorQuantizer`` (each stage has its own codebook), except
+            that only the first stage takes the usage-entropy penalty: it carries the most and its usage is
+            the most skewed, and the penalty's gradient grows as a stage's residuals shrink (on the embedded
+            tokenizer, 30x the first stage's over the other seven), so on later stages it would drown the
+            reconstruction.
         quantizer_dropout: in training, the probability that an example uses a random n_q in [1, K)
             instead of all K stages; 0 disables.
     """
@@ -56,7 +61,10 @@ class ResidualVQ(Quantizer):
         self.codebook_size = options.codebook_size
         self.options = options
         self.quantizer_dropout = quantizer_dropout
-        self.stages = nn.ModuleList(VectorQuantizer(dim, options) for _ in range(num_codebooks))
+        later = replace(options, usage_entropy_weight=0.0)
+        self.stages = nn.ModuleList(
+            VectorQuantizer(dim, options if index == 0 else later) for index in range(num_codebooks)
+        )
 
     def forward(self, z: Tensor, n_q: int | None = None) -> QuantizerOutput:
         """Quantize with the first ``n_q`` stages; in training mode also update the codebooks.

@@ -10,7 +10,10 @@ codebook updates. On top of that, each optional:
 - restarting dead codes from current encoder outputs (Dhariwal et al. 2020, "Jukebox");
 - factorised codes: look codes up in a small L2-normalised space and project back up (Yu et al. 2022,
   "Vector-quantized Image Modeling with Improved VQGAN"; Kumar et al. 2023, "High-Fidelity Audio
-  Compression with Improved RVQGAN" (DAC)).
+  Compression with Improved RVQGAN" (DAC));
+- a usage-entropy penalty on soft assignments, which pushes the encoder to spread its frames over the codes
+  (the codebook-entropy term of Yu et al. 2023, "Language Model Beats Diffusion: Tokenizer is Key to Visual
+  Generation" (MAGVIT-v2), on nearest-code distances; the diversity loss of wav2vec 2.0 is the same idea).
 
 Under ``torch.distributed`` every statistic that changes the codebook (EMA counts and sums, k-means
 sums, code usage) is all-reduced and every random choice (k-means seeds, restart samples) is broadcast
@@ -19,6 +22,7 @@ from rank 0, so DDP replicas keep identical codebooks without relying on DDP's b
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
@@ -76,6 +80,7 @@ class CodebookOptions:
     rare_code_fraction: float = (
         0.0  # EMA only: also re-seed a code used less than this share of 1/C (0: never)
     )
+    usage_entropy_weight: float = 0.0  # weight of the usage-entropy penalty in nats (0: off); see quantize()
 
     def __post_init__(self) -> None:
         where = "CodebookOptions"
@@ -93,10 +98,11 @@ class CodebookOptions:
                 f"{where}: codebook_dim must be None or at least 1, got {self.codebook_dim}; "
                 "use None for codes of the input size, or a smaller positive value for factorised codes"
             )
-        if self.commitment_weight < 0 or self.codebook_weight < 0:
+        if self.commitment_weight < 0 or self.codebook_weight < 0 or self.usage_entropy_weight < 0:
             raise ValueError(
                 f"{where}: loss weights must be >= 0, got commitment_weight={self.commitment_weight}, "
-                f"codebook_weight={self.codebook_weight}; use 0 to switch a term off"
+                f"codebook_weight={self.codebook_weight}, usage_entropy_weight={self.usage_entropy_weight}; "
+                "use 0 to switch a term off"
             )
         if self.ema and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(
@@ -301,6 +307,38 @@ def _kmeans(x: Tensor, num_clusters: int, num_iters: int, spherical: bool) -> tu
     return centroids, counts
 
 
+def usage_entropy_penalty(x: Tensor, codebook: Tensor, weights: Tensor | None = None) -> Tensor:
+    """How far the batch's soft code usage is from uniform: log C minus its entropy, in nats (0: uniform).
+
+    Lowering it moves frames towards codes the batch uses little, so a codebook that k-means and restarts
+    leave skewed (speech: many frames near a few codes) spreads over its codes and its perplexity rises. A
+    frame's soft assignment is a softmax of minus its squared distances to the codes, at a temperature of
+    the batch's mean gap between the nearest and the second-nearest code: the soft usage then follows the
+    hard one (on the embedded tokenizer's first codebook, 500 against 411), and the temperature is in the
+    units of each codebook's own distances, so one weight fits every RVQ stage, whose residuals shrink. The
+    gradient reaches ``x`` only.
+
+    Args:
+        x: [N, Dc] vectors in code space.
+        codebook: [C, Dc] code vectors.
+        weights: [N] 1 for the frames that count (quantizer dropout), None: all.
+    Returns:
+        scalar in [0, log C].
+    """
+    distances = (x.pow(2).sum(dim=1, keepdim=True) + codebook.pow(2).sum(dim=1)).addmm(
+        x, codebook.t(), alpha=-2.0
+    )  # [N, C]
+    two_nearest = distances.detach().topk(2, dim=1, largest=False).values
+    gap = _masked_mean(two_nearest[:, 1] - two_nearest[:, 0], weights)
+    probs = torch.softmax(-distances / gap.clamp_min(torch.finfo(x.dtype).tiny), dim=1)
+    if weights is None:
+        usage = probs.mean(dim=0)
+    else:
+        usage = (probs * weights[:, None]).sum(dim=0) / weights.sum().clamp_min(1.0)
+    entropy = -(usage * usage.clamp_min(torch.finfo(x.dtype).tiny).log()).sum()
+    return math.log(codebook.shape[0]) - entropy
+
+
 def _masked_mean(values: Tensor, weights: Tensor | None) -> Tensor:
     """Mean of ``values`` [N] over the rows with weight 1 (all rows when ``weights`` is None); 0 if none."""
     if weights is None:
@@ -462,6 +500,11 @@ class VectorQuantizer(Quantizer):
             else:
                 codebook_loss = _masked_mean((x.detach() - q).pow(2).mean(dim=1), weights)
                 loss = loss + self.options.codebook_weight * codebook_loss
+            if self.training and self.options.usage_entropy_weight > 0:
+                # a copy: the EMA update below rewrites the codebook before the backward pass
+                loss = loss + self.options.usage_entropy_weight * usage_entropy_penalty(
+                    x_loss, codebook.detach().clone(), weights
+                )
 
             # Straight-through estimator, written so that the value is exactly q (forward and decode agree
             # bit for bit) while the gradient w.r.t. x is the identity: x - sg(x) is 0 with derivative 1.

@@ -779,6 +779,7 @@ TRAINING_ONLY_MODEL_FIELDS = frozenset(
         "kmeans_iters",
         "dead_code_steps",
         "rare_code_fraction",
+        "usage_entropy_weight",
         "quantizer_dropout",
     )
 )
