@@ -19,6 +19,8 @@ from pathlib import Path
 
 from vqaudio.tokenizer import DEFAULT_MODEL_DIR, Tokenizer
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -43,6 +45,10 @@ def main() -> None:
     }
     if args.stages:
         tok.training["stages"] = args.stages
+    recipe = Path(str(tok.training.get("recipe", "")))
+    if recipe.is_absolute() and recipe.is_relative_to(REPO):
+        # egs scripts pass absolute paths; the record names the recipe as the repository does
+        tok.training["recipe"] = str(recipe.relative_to(REPO))
     tok.save(DEFAULT_MODEL_DIR)
     print(f"tokenizer {tok.name} ({tok.hash[:12]}) -> {DEFAULT_MODEL_DIR}")
     print("now retrain and export the embedded prior on its tokens: scripts/export_default_prior.py")
