@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vqaudio.tokenizer import DEFAULT_MODEL_DIR, Tokenizer
+from export_default_prior import repo_relative  # the sibling script (scripts/ is on sys.path when run)
 
-REPO = Path(__file__).resolve().parents[1]
+from vqaudio.tokenizer import DEFAULT_MODEL_DIR, Tokenizer
 
 
 def main() -> None:
@@ -45,10 +45,8 @@ def main() -> None:
     }
     if args.stages:
         tok.training["stages"] = args.stages
-    recipe = Path(str(tok.training.get("recipe", "")))
-    if recipe.is_absolute() and recipe.is_relative_to(REPO):
-        # egs scripts pass absolute paths; the record names the recipe as the repository does
-        tok.training["recipe"] = str(recipe.relative_to(REPO))
+    if tok.training.get("recipe"):  # egs scripts pass absolute paths
+        tok.training["recipe"] = repo_relative(str(tok.training["recipe"]))
     tok.save(DEFAULT_MODEL_DIR)
     print(f"tokenizer {tok.name} ({tok.hash[:12]}) -> {DEFAULT_MODEL_DIR}")
     print("now retrain and export the embedded prior on its tokens: scripts/export_default_prior.py")

@@ -315,8 +315,8 @@ def usage_entropy_penalty(x: Tensor, codebook: Tensor, weights: Tensor | None = 
     frame's soft assignment is a softmax of minus its squared distances to the codes, at a temperature of
     the batch's mean gap between the nearest and the second-nearest code: the soft usage then follows the
     hard one (on the embedded tokenizer's first codebook, 500 against 411), and the temperature is in the
-    units of each codebook's own distances, so one weight fits every RVQ stage, whose residuals shrink. The
-    gradient reaches ``x`` only.
+    units of the codebook's own distances. The gradient reaches ``x`` only, and grows as the distances shrink,
+    which is why ResidualVQ gives it to its first stage alone.
 
     Args:
         x: [N, Dc] vectors in code space.
@@ -331,19 +331,17 @@ def usage_entropy_penalty(x: Tensor, codebook: Tensor, weights: Tensor | None = 
     two_nearest = distances.detach().topk(2, dim=1, largest=False).values
     gap = _masked_mean(two_nearest[:, 1] - two_nearest[:, 0], weights)
     probs = torch.softmax(-distances / gap.clamp_min(torch.finfo(x.dtype).tiny), dim=1)
-    if weights is None:
-        usage = probs.mean(dim=0)
-    else:
-        usage = (probs * weights[:, None]).sum(dim=0) / weights.sum().clamp_min(1.0)
+    usage = _masked_mean(probs, weights)  # [C]
     entropy = -(usage * usage.clamp_min(torch.finfo(x.dtype).tiny).log()).sum()
     return math.log(codebook.shape[0]) - entropy
 
 
 def _masked_mean(values: Tensor, weights: Tensor | None) -> Tensor:
-    """Mean of ``values`` [N] over the rows with weight 1 (all rows when ``weights`` is None); 0 if none."""
+    """Mean of ``values`` [N, ...] over its rows with weight 1 (all rows when ``weights`` is None); 0 if none."""
     if weights is None:
-        return values.mean()
-    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+        return values.mean(dim=0)
+    row_weights = weights.reshape(-1, *([1] * (values.dim() - 1)))
+    return (values * row_weights).sum(dim=0) / weights.sum().clamp_min(1.0)
 
 
 # --------------------------------------------------------------------------------------------------
