@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--fillets", type=Path, required=True, help="The fillets recipe's test folder.")
     parser.add_argument("--n-q", type=int, default=6, help="Codebooks decoded (6 = 3 kbps for the default).")
     parser.add_argument("--bands", action="store_true", help="Also print STOI per one-third-octave band.")
+    parser.add_argument("--estoi", action="store_true", help="Also print extended STOI (ESTOI).")
     args = parser.parse_args()
     torch.set_num_threads(1)
     sets = {"english": clips(args.english, 1, None), "fillets": clips(args.fillets, 40, 12)}
@@ -58,9 +59,12 @@ def main() -> None:
                     intelligibility = float(per_band.mean())
                 else:
                     intelligibility = stoi(decoded, wav, rate)
-                scores.append((intelligibility, mel_distance(decoded, wav, rate)))
-            mean_stoi, mean_mel = np.mean(scores, axis=0)
+                extended = stoi(decoded, wav, rate, extended=True) if args.estoi else np.nan
+                scores.append((intelligibility, mel_distance(decoded, wav, rate), extended))
+            mean_stoi, mean_mel, mean_estoi = np.mean(scores, axis=0)
             line.append(f"{name} ({len(paths)} clips) STOI {mean_stoi:.3f} mel {mean_mel:.3f}")
+            if args.estoi:
+                line[-1] += f" ESTOI {mean_estoi:.3f}"
             if args.bands:
                 mean_bands = np.mean(bands, axis=0)
                 by_band = " ".join(f"{c:.0f}:{b:.3f}" for c, b in zip(centres, mean_bands, strict=True))

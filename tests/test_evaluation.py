@@ -72,6 +72,9 @@ def test_stoi_bands_average_to_stoi_and_find_the_damaged_band() -> None:
     assert scores[inside].max() < scores[~inside].min()  # the noisy bands score lowest
     _, perfect = metrics.stoi_bands(clip, clip, SAMPLE_RATE)
     assert perfect.min() > 0.999
+    extended = metrics.stoi(damaged, clip, SAMPLE_RATE, extended=True)  # ESTOI: another measure
+    assert 0 < extended < 0.95 and abs(extended - scores.mean()) > 0.01
+    assert metrics.stoi(clip, clip, SAMPLE_RATE, extended=True) == pytest.approx(1.0, abs=1e-3)
     with pytest.raises(metrics.MetricError, match="too little"):
         metrics.stoi_bands(clip[:3000], clip[:3000], SAMPLE_RATE)
 

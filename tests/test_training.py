@@ -346,6 +346,28 @@ def test_training_cuts_the_mel_distance_and_uses_the_codebooks(tmp_path: Path) -
     assert tokenizer.training["steps"] == 400 and tokenizer.training["validation"]["step"] == 400
 
 
+def test_envelope_loss_is_trained_on_and_needs_crops_of_one_segment(
+    tmp_path: Path, small_corpus: tuple[list[Utterance], list[Utterance]]
+) -> None:
+    train, valid = small_corpus
+    too_short = tiny_training_config(**{"loss.envelope_weight": 1.0})  # 0.25 s crops
+    with pytest.raises(ConfigError, match="train.segment_seconds=0.25"):
+        train_tokenizer(too_short, train, valid, tmp_path / "short", progress=False)
+    config = tiny_training_config(
+        **{
+            "loss.envelope_weight": 1.0,
+            "train.segment_seconds": 0.5,
+            "train.max_steps": 4,
+            "train.log_every": 2,
+        }
+    )
+    train_tokenizer(config, train, valid, tmp_path / "run", progress=False)
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    logged = [row["envelope"] for row in rows if row["kind"] == "train"]
+    assert len(logged) == 2 and all(0 < value < 2 for value in logged)
+    assert all(0 < row["envelope"] < 2 for row in rows if row["kind"] == "valid")
+
+
 @pytest.mark.parametrize("adversarial", [False, True], ids=["reconstruction", "adversarial"])
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
     tmp_path: Path, small_corpus: tuple[list[Utterance], list[Utterance]], adversarial: bool

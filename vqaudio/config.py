@@ -190,6 +190,9 @@ class LossConfig:
     phase_weight: float = 0.0
     phase_n_fft: int = 1024
     phase_hop_length: int = 256
+    # 1 - STOI-style correlation of band envelopes over 384 ms segments (vqaudio.losses.EnvelopeCorrelationLoss);
+    # 0: off. Needs crops of at least 0.39 s.
+    envelope_weight: float = 0.0
     # L1 between the log-F0 the harmonic excitation predicts and vqaudio.pitch's estimate, on voiced frames
     pitch_weight: float = 0.0
     quantizer_weight: float = 1.0  # multiplies the quantizer's own (codebook + commitment) loss

@@ -11,6 +11,12 @@ https://arxiv.org/abs/2305.07952): an encoder that reads magnitudes (log-mel) ca
 but it can know the pitch, and a harmonic's phase must advance by 2*pi*f*hop/sr per frame for its line to stay
 sharp. Each difference is scored as 1 - cos (wrap-free), weighted by the reference's magnitude.
 
+The envelope-correlation loss is STOI's intermediate measure made differentiable (Taal et al., 2011; trained
+on as in Kolbaek et al., 2018, https://arxiv.org/abs/1805.00226): the correlation, over 384 ms segments, of
+one-third-octave band envelopes between reference and output, after STOI's normalisation and clipping. The
+multi-resolution losses score each frame's spectrum; this scores how each band's loudness rises and falls,
+which is what intelligibility follows (``torch_stoi`` implements the same but imports torchaudio).
+
 Adversarial terms (with ``vqaudio.modules.discriminators``): least-squares GAN losses (Mao et al., 2017, as
 in HiFi-GAN) and feature matching (Larsen et al., 2016), each feature map's L1 divided by the mean magnitude
 of the real activations as in EnCodec, so the term keeps its scale while the discriminators' activations grow.
@@ -43,6 +49,7 @@ class LossTerms(NamedTuple):
     stft: Tensor
     mel: Tensor
     phase: Tensor
+    envelope: Tensor
 
 
 def _check_pair(pred: Tensor, target: Tensor, caller: str) -> None:
@@ -164,6 +171,95 @@ def _derivative_error(
     return ((1 - cosine) * weight).sum() / weight.sum().clamp(min=MAGNITUDE_FLOOR)
 
 
+class EnvelopeCorrelationLoss(nn.Module):
+    """1 - mean correlation of one-third-octave band envelopes over 384 ms segments (STOI's, differentiable).
+
+    STOI's analysis at the audio's own rate: 25 ms Hann frames every 12.5 ms, 15 bands centred 150 Hz to
+    3.8 kHz, segments of 30 frames, the output's envelope scaled to the reference's energy and clipped at
+    -15 dB signal-to-distortion. Frames more than 40 dB below the loudest frame of their clip are silence
+    (STOI drops them); a segment counts by its share of non-silent frames. In [0, 2]; 0 when every band
+    envelope follows the reference's.
+
+    Args:
+        sample_rate: of the audio compared.
+    """
+
+    NUM_BANDS = 15
+    LOWEST_CENTRE_HZ = 150.0
+    SEGMENT_FRAMES = 30
+    CLIP_DB = 15.0
+    DYNAMIC_RANGE_DB = 40.0
+    bands: Tensor  # [J, F] one-third-octave band of each STFT bin
+    window: Tensor
+
+    def __init__(self, sample_rate: int) -> None:
+        super().__init__()
+        self.sample_rate = sample_rate
+        self.win_length = round(0.025 * sample_rate)
+        self.hop_length = self.win_length // 2
+        self.n_fft = 1 << (self.win_length - 1).bit_length()
+        frequencies = torch.arange(self.n_fft // 2 + 1) * sample_rate / self.n_fft
+        centres = self.LOWEST_CENTRE_HZ * 2 ** (torch.arange(self.NUM_BANDS) / 3)
+        low, high = centres * 2 ** (-1 / 6), centres * 2 ** (1 / 6)
+        if high[-1] > sample_rate / 2:
+            raise ValueError(
+                f"EnvelopeCorrelationLoss needs a sample rate of at least 10 kHz, got {sample_rate}"
+            )
+        bands = ((frequencies >= low[:, None]) & (frequencies < high[:, None])).float()  # [J, F]
+        self.register_buffer("bands", bands, persistent=False)
+        self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
+
+    @property
+    def min_seconds(self) -> float:
+        """The shortest clip with one whole segment."""
+        return (self.n_fft + (self.SEGMENT_FRAMES - 1) * self.hop_length) / self.sample_rate
+
+    def _power(self, audio: Tensor) -> Tensor:
+        spectrum = torch.stft(
+            audio,
+            self.n_fft,
+            self.hop_length,
+            self.win_length,
+            self.window,
+            center=False,
+            return_complex=True,
+        )
+        return spectrum.real.square() + spectrum.imag.square()  # [B, F, M]
+
+    def _segments(self, power: Tensor) -> Tensor:
+        """Band envelopes [B, J, M] cut into overlapping segments [B, J, S, N]."""
+        return (self.bands @ power + MAGNITUDE_FLOOR).sqrt().unfold(-1, self.SEGMENT_FRAMES, 1)
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """
+        Args:
+            pred: [B, T] output; target: [B, T] reference.
+        Returns:
+            scalar tensor; 0 for clips shorter than one segment (``min_seconds``).
+        """
+        _check_pair(pred, target, "EnvelopeCorrelationLoss")
+        pred, target = pred.reshape(-1, pred.shape[-1]), target.reshape(-1, target.shape[-1])
+        num_frames = (target.shape[-1] - self.n_fft) // self.hop_length + 1
+        if num_frames < self.SEGMENT_FRAMES:  # nothing to correlate (a short validation utterance)
+            return pred.new_zeros(())
+        target_power = self._power(target)
+        with torch.no_grad():
+            level = 10 * target_power.sum(1).clamp(min=1e-20).log10()  # [B, M] frame energy in dB
+            speech = (level > level.amax(-1, keepdim=True) - self.DYNAMIC_RANGE_DB).to(target.dtype)
+            weight = speech.unfold(-1, self.SEGMENT_FRAMES, 1).mean(-1)  # [B, S]
+        reference = self._segments(target_power)
+        output = self._segments(self._power(pred))
+        scale = reference.norm(dim=-1, keepdim=True) / output.norm(dim=-1, keepdim=True)
+        output = torch.minimum(output * scale, reference * (1 + 10 ** (self.CLIP_DB / 20)))
+        reference = reference - reference.mean(-1, keepdim=True)
+        output = output - output.mean(-1, keepdim=True)
+        correlation = (reference * output).sum(-1) / (
+            reference.norm(dim=-1) * output.norm(dim=-1) + MAGNITUDE_FLOOR
+        )  # [B, J, S]
+        weight = weight[:, None, :].expand_as(correlation)
+        return 1 - (correlation * weight).sum() / weight.sum().clamp(min=MAGNITUDE_FLOOR)
+
+
 def mel_resolutions(config: LossConfig) -> list[tuple[int, int, int]]:
     """The mel loss's ``(n_fft, hop_length, n_mels)`` per resolution; a single number is shared by all."""
     settings = {
@@ -183,7 +279,7 @@ def mel_resolutions(config: LossConfig) -> list[tuple[int, int, int]]:
 
 
 class ReconstructionLoss(nn.Module):
-    """Weighted waveform L1 + multi-resolution STFT + log-mel L1 + phase derivatives (weights from ``LossConfig``).
+    """Weighted waveform L1, multi-resolution STFT, log-mel L1, phase derivatives and band-envelope correlation.
 
     Args:
         config: weights and analysis settings.
@@ -201,6 +297,7 @@ class ReconstructionLoss(nn.Module):
             for n_fft, hop_length, n_mels in mel_resolutions(config)
         )
         self.phase_loss = PhaseDerivativeLoss(config.phase_n_fft, config.phase_hop_length)
+        self.envelope_loss = EnvelopeCorrelationLoss(sample_rate) if config.envelope_weight else None
 
     def forward(self, pred: Tensor, target: Tensor) -> LossTerms:
         """
@@ -222,7 +319,10 @@ class ReconstructionLoss(nn.Module):
             per_resolution = [(log_mel(pred) - log_mel(target)).abs().mean() for log_mel in self.log_mels]
             mel = config.mel_weight * torch.stack(per_resolution).mean()
         phase = config.phase_weight * self.phase_loss(pred, target) if config.phase_weight else zero
-        return LossTerms(waveform_l1 + stft + mel + phase, waveform_l1, stft, mel, phase)
+        envelope = zero
+        if self.envelope_loss is not None:
+            envelope = config.envelope_weight * self.envelope_loss(pred, target)
+        return LossTerms(waveform_l1 + stft + mel + phase + envelope, waveform_l1, stft, mel, phase, envelope)
 
 
 def discriminator_loss(real: list[Judgement], fake: list[Judgement]) -> Tensor:

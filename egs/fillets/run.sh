@@ -4,7 +4,7 @@
 # to a 16 kHz LibriSpeech-layout corpus in which dev and test voices are never heard in training.
 #
 # Usage: egs/fillets/run.sh [--stage 0] [--stop-stage 5] [--data data/fillets] [--exp exp/fillets]
-#          [--recipe recipes/rvq_mel.yaml] [--finetune-recipe FILE]
+#          [--recipe recipes/rvq_mel.yaml] [--finetune-recipe recipes/rvq_mel_envelope.yaml]
 #          [--prior-config recipes/prior_default.yaml]
 #          [--fillets-src DIR] [--debs DIR] [--train-speakers cs-m,nl-v] [--jobs 0] [--force false]
 #          [--festival-voices true] [--festival-lines 170] [--real-voices true]
@@ -12,7 +12,8 @@
 #   Paths are relative to the current folder. --fillets-src: already extracted data (a `dpkg -x` root or
 #   /usr/share/games/fillets-ng) instead of downloading; --debs: a folder that already holds the three .debs.
 #   VQAUDIO overrides the vqaudio command. Codec options go through --set (e.g. --set train.max_steps=20000;
-#   they apply to RECIPE, the first training stage). --finetune-recipe FILE adds a second stage from it.
+#   they apply to RECIPE, the first training stage). --finetune-recipe FILE is the second stage, trained from
+#   the first (--finetune-recipe '' trains RECIPE alone; a RECIPE of another architecture needs that or its own).
 #   --eval-options adds flags to vqaudio eval (e.g. "--max-utterances 300 --n-q 1,2,4,8").
 #
 # Stages (a finished stage writes .stageN.done and is skipped next time; --force true reruns it):
@@ -30,11 +31,12 @@
 #      klettres-data, hedgewars-data, GPL; apt-get download, no root; ~26 min after trimming;
 #      scripts/gather_voices.py) into DATA/real_voices, added to the same manifest
 #   1  train the codec on the train voices plus the Festival and real voices (when made; else DATA/train.tsv):
-#      vqaudio train RECIPE --data DATA/train_plus_voices.tsv --valid DATA/dev.tsv --out EXP/codec
-#      (the embedded tokenizer; about 49 min on 2 CPU cores); with --finetune-recipe FILE (e.g.
-#      recipes/rvq_mel_gan.yaml, adversarial) RECIPE goes to EXP/codec_base and
-#      vqaudio train FILE --init-from EXP/codec_base --data DATA/train_plus_voices.tsv --out EXP/codec
-#      follows (from the 12,000-step first stage it lowered STOI: README, "What was tried")
+#      vqaudio train RECIPE --data DATA/train_plus_voices.tsv --valid DATA/dev.tsv --out EXP/codec_base
+#      (about 49 min on 2 CPU cores), then its decoder alone with the band-envelope loss (tokens unchanged):
+#      vqaudio train FINETUNE_RECIPE --init-from EXP/codec_base --data DATA/train_plus_voices.tsv --out EXP/codec
+#      (recipes/rvq_mel_envelope.yaml, about 7 min); together the embedded tokenizer. With --finetune-recipe ''
+#      RECIPE goes straight to EXP/codec; recipes/rvq_mel_gan.yaml (adversarial) is the other second stage
+#      (from the 12,000-step first stage it lowered STOI: README, "What was tried")
 #   2  tokenize dev, test and train into EXP/tokens/{dev,test,train}.npy
 #   3  evaluate the codec on test (unseen voices, both languages) into EXP/report
 #   4  train the WaveNet token prior on the train tokens, evaluate it on the test tokens (EXP/prior_eval.json);
@@ -53,7 +55,7 @@ stop_stage=5
 data=data/fillets
 exp=exp/fillets
 recipe="$repo/recipes/rvq_mel.yaml"
-finetune_recipe=
+finetune_recipe="$repo/recipes/rvq_mel_envelope.yaml"
 prior_config="$repo/recipes/prior_default.yaml"
 fillets_src=
 debs=

@@ -185,12 +185,18 @@ def pesq_wideband(
 
 
 def stoi(
-    estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor, sample_rate: int
+    estimate: np.ndarray | torch.Tensor,
+    reference: np.ndarray | torch.Tensor,
+    sample_rate: int,
+    extended: bool = False,
 ) -> float:
-    """Short-time objective intelligibility (classic STOI, not extended).
+    """Short-time objective intelligibility: classic STOI, or with ``extended`` ESTOI (Jensen & Taal, 2016),
+    which also compares the spectral shape within each frame; a check on models trained with
+    ``vqaudio.losses.EnvelopeCorrelationLoss``, which follows classic STOI.
 
     Args:
         estimate, reference: [T] float audio of the same length at ``sample_rate``.
+        extended: ESTOI instead of STOI.
     Returns:
         0 to 1 (1 for identical audio).
     Raises:
@@ -206,7 +212,7 @@ def stoi(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         value = float(
-            pystoi.stoi(ref.astype(np.float64), est.astype(np.float64), sample_rate, extended=False)
+            pystoi.stoi(ref.astype(np.float64), est.astype(np.float64), sample_rate, extended=extended)
         )
     too_short = False
     for warning in caught:

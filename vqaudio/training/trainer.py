@@ -103,6 +103,7 @@ class StepResult(NamedTuple):
     stft: float
     mel: float
     phase: float
+    envelope: float
     quantizer: float
     pitch: float  # 0 without the harmonic excitation's pitch loss
     adversarial: float  # 0 without discriminators (as the two below)
@@ -232,6 +233,12 @@ class Trainer:
         for part in train.freeze:
             getattr(self.model, part).requires_grad_(False)
         self.loss = ReconstructionLoss(config.loss, config.model.sample_rate).to(self.device)
+        envelope_loss = self.loss.envelope_loss
+        if envelope_loss is not None and train.segment_seconds < envelope_loss.min_seconds:
+            raise ConfigError(
+                f"loss.envelope_weight needs crops of at least {envelope_loss.min_seconds:.2f} s (one 384 ms "
+                f"segment), got train.segment_seconds={train.segment_seconds}; raise it or set the weight to 0"
+            )
         self.optimizer = torch.optim.AdamW(
             _parameter_groups(self.model, train.weight_decay), lr=train.learning_rate, betas=train.betas
         )
@@ -431,6 +438,7 @@ class Trainer:
             stft=float(terms.stft.detach()),
             mel=float(terms.mel.detach()),
             phase=float(terms.phase.detach()),
+            envelope=float(terms.envelope.detach()),
             quantizer=float(quantizer_loss.detach()),
             pitch=float(pitch.detach()),
             adversarial=float(adversarial.detach()),
@@ -720,6 +728,8 @@ class _Window:
         names: tuple[str, ...] = ("loss", "waveform_l1", "stft", "mel", "quantizer", "grad_norm")
         if result.phase:
             names += ("phase",)
+        if result.envelope:
+            names += ("envelope",)
         if result.pitch:
             names += ("pitch",)
         if result.discriminator:
