@@ -231,8 +231,8 @@ class TrainConfig:
     speed_perturbation: tuple[float, float] = (1.0, 1.0)
     gain_perturbation_db: tuple[float, float] = (0.0, 0.0)
     # Parts left as they are: "encoder", "quantizer" (codebooks, their statistics and restarts; quantizer dropout
-    # still applies). Freezing both fine-tunes the decoder alone: a model's tokens stay what they were, so
-    # token files and priors made with it stay valid.
+    # still applies). Freezing both fine-tunes the decoder alone: a model's tokens stay what they were, though
+    # its weights hash changes, and token files and priors are checked against that hash (re-tokenize).
     freeze: tuple[Literal["encoder", "quantizer"], ...] = ()
 
 

@@ -32,9 +32,10 @@
 #      scripts/gather_voices.py) into DATA/real_voices, added to the same manifest
 #   1  train the codec on the train voices plus the Festival and real voices (when made; else DATA/train.tsv):
 #      vqaudio train RECIPE --data DATA/train_plus_voices.tsv --valid DATA/dev.tsv --out EXP/codec_base
-#      (about 49 min on 2 CPU cores), then its decoder alone with the band-envelope loss (tokens unchanged):
+#      (about 49 min on 2 CPU cores), then all of it again with the band-envelope loss and a stronger
+#      usage-entropy penalty:
 #      vqaudio train FINETUNE_RECIPE --init-from EXP/codec_base --data DATA/train_plus_voices.tsv --out EXP/codec
-#      (recipes/rvq_mel_envelope.yaml, about 7 min); together the embedded tokenizer. With --finetune-recipe ''
+#      (recipes/rvq_mel_envelope.yaml, about 19 min); together the embedded tokenizer. With --finetune-recipe ''
 #      RECIPE goes straight to EXP/codec; recipes/rvq_mel_gan.yaml (adversarial) is the other second stage
 #      (from the 12,000-step first stage it lowered STOI: README, "What was tried")
 #   2  tokenize dev, test and train into EXP/tokens/{dev,test,train}.npy
