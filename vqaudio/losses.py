@@ -104,8 +104,10 @@ class MultiResolutionSTFTLoss(nn.Module):
         return total / len(self.resolutions)
 
 
-def _paired_stft(pred: Tensor, target: Tensor, n_fft: int, hop: int, window: Tensor) -> tuple[Tensor, Tensor]:
-    """Complex spectra [B, bins, frames] of pred and target.
+def _paired_stft(
+    pred: Tensor, target: Tensor, n_fft: int, hop: int, window: Tensor, center: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Complex spectra [B, bins, frames] of pred and target (``center=False``: frames start at sample 0).
 
     A reference that needs no gradient (the training target) is transformed outside autograd: stacking it
     with ``pred`` into one STFT made the backward pass transform it too, which doubled the loss's backward
@@ -119,7 +121,7 @@ def _paired_stft(pred: Tensor, target: Tensor, n_fft: int, hop: int, window: Ten
             hop_length=hop,
             win_length=window.shape[0],
             window=window,
-            center=True,
+            center=center,
             pad_mode="constant",  # reflection needs T > n_fft / 2; zeros work for any length
             return_complex=True,
         )
@@ -171,6 +173,11 @@ def _derivative_error(
     return ((1 - cosine) * weight).sum() / weight.sum().clamp(min=MAGNITUDE_FLOOR)
 
 
+def _power(spectrum: Tensor) -> Tensor:
+    """|X|^2 without |X| (whose gradient is undefined at 0)."""
+    return spectrum.real.square() + spectrum.imag.square()
+
+
 class EnvelopeCorrelationLoss(nn.Module):
     """1 - mean correlation of one-third-octave band envelopes over 384 ms segments (STOI's, differentiable).
 
@@ -214,18 +221,6 @@ class EnvelopeCorrelationLoss(nn.Module):
         """The shortest clip with one whole segment."""
         return (self.n_fft + (self.SEGMENT_FRAMES - 1) * self.hop_length) / self.sample_rate
 
-    def _power(self, audio: Tensor) -> Tensor:
-        spectrum = torch.stft(
-            audio,
-            self.n_fft,
-            self.hop_length,
-            self.win_length,
-            self.window,
-            center=False,
-            return_complex=True,
-        )
-        return spectrum.real.square() + spectrum.imag.square()  # [B, F, M]
-
     def _segments(self, power: Tensor) -> Tensor:
         """Band envelopes [B, J, M] cut into overlapping segments [B, J, S, N]."""
         return (self.bands @ power + MAGNITUDE_FLOOR).sqrt().unfold(-1, self.SEGMENT_FRAMES, 1)
@@ -242,13 +237,16 @@ class EnvelopeCorrelationLoss(nn.Module):
         num_frames = (target.shape[-1] - self.n_fft) // self.hop_length + 1
         if num_frames < self.SEGMENT_FRAMES:  # nothing to correlate (a short validation utterance)
             return pred.new_zeros(())
-        target_power = self._power(target)
+        pred_spectrum, target_spectrum = _paired_stft(
+            pred, target, self.n_fft, self.hop_length, self.window, center=False
+        )
+        target_power = _power(target_spectrum)
         with torch.no_grad():
             level = 10 * target_power.sum(1).clamp(min=1e-20).log10()  # [B, M] frame energy in dB
             speech = (level > level.amax(-1, keepdim=True) - self.DYNAMIC_RANGE_DB).to(target.dtype)
             weight = speech.unfold(-1, self.SEGMENT_FRAMES, 1).mean(-1)  # [B, S]
         reference = self._segments(target_power)
-        output = self._segments(self._power(pred))
+        output = self._segments(_power(pred_spectrum))
         scale = reference.norm(dim=-1, keepdim=True) / output.norm(dim=-1, keepdim=True)
         output = torch.minimum(output * scale, reference * (1 + 10 ** (self.CLIP_DB / 20)))
         reference = reference - reference.mean(-1, keepdim=True)
