@@ -93,3 +93,56 @@ def test_mini_recipe_runs_end_to_end(tmp_path: Path) -> None:
         assert (exp if number else tmp_path / "data" / "mini").joinpath(f".stage{number}.done").is_file()
     rerun = run_recipe("mini", cwd=tmp_path, timeout=120)
     assert rerun.returncode == 0 and rerun.stderr.count("already done") == 6
+
+
+@pytest.mark.parametrize(
+    ("finetune", "expected"),
+    [
+        ("", [("base.yaml", None, "codec")]),
+        (
+            "two.yaml,three.yaml",
+            [
+                ("base.yaml", None, "codec_base"),
+                ("two.yaml", "codec_base", "codec_two"),
+                ("three.yaml", "codec_two", "codec"),
+            ],
+        ),
+    ],
+)
+def test_codec_stages_chain_each_from_the_one_before(
+    finetune: str, expected: list[tuple[str, str | None, str]], tmp_path: Path
+) -> None:
+    for name in ("base.yaml", "two.yaml", "three.yaml", "train.tsv", "dev.tsv"):
+        (tmp_path / name).touch()
+    calls = tmp_path / "calls.txt"
+    script = f"""
+source {REPO / "egs" / "common" / "lib.sh"}
+fake() {{ echo "$*" >> {calls}; }}
+vq=(fake); exp=exp; recipe=base.yaml; finetune_recipe='{finetune}'
+train_manifest=train.tsv; dev_manifest=dev.tsv; codec_overrides=(--set train.max_steps=5)
+stage_train_codec
+"""
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    runs = []
+    for line in calls.read_text().splitlines():
+        words = line.split()
+        init = words[words.index("--init-from") + 1].removeprefix("exp/") if "--init-from" in words else None
+        runs.append((words[1], init, words[words.index("--out") + 1].removeprefix("exp/")))
+        assert ("train.max_steps=5" in words) == (init is None)  # --set applies to the first stage only
+    assert runs == expected
+
+
+def test_codec_stages_stop_on_a_missing_recipe(tmp_path: Path) -> None:
+    for name in ("base.yaml", "train.tsv", "dev.tsv"):
+        (tmp_path / name).touch()
+    script = f"""
+source {REPO / "egs" / "common" / "lib.sh"}
+fake() {{ echo "$*" >> calls.txt; }}
+vq=(fake); exp=exp; recipe=base.yaml; finetune_recipe=base.yaml,missing.yaml
+train_manifest=train.tsv; dev_manifest=dev.tsv
+stage_train_codec
+"""
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0 and "missing missing.yaml" in result.stderr
+    assert not (tmp_path / "calls.txt").exists()  # checked before the first (hours-long) stage starts

@@ -75,26 +75,32 @@ require() {  # require FILE...: die unless every file exists (inputs of a stage 
 # ---------------------------------------------------------------------------------------------------
 # Stages 1-5, the same in every recipe. They read: vq (the vqaudio command, an array), exp, recipe,
 # train_manifest, dev_manifest, test_manifest, prior_config, sample_seconds, num_samples, codec_overrides,
-# eval_options, finetune_recipe (optional: a second training stage, e.g. adversarial), codec_manifest
-# (optional: the codec's training data, both stages; default train_manifest, which the token prior trains on).
+# eval_options, finetune_recipe (optional: later training stages, comma-separated, each from the one before),
+# codec_manifest (optional: the codec's training data, every stage; default train_manifest, which the token
+# prior trains on).
 # ---------------------------------------------------------------------------------------------------
 vqaudio_command() {  # the vqaudio command as an array `vq`: $VQAUDIO if set (e.g. "python -m vqaudio.cli.main")
   read -r -a vq <<< "${VQAUDIO:-vqaudio}"
   command -v "${vq[0]}" >/dev/null || die "'${vq[0]}' not found: install vqaudio (pip install -e .) or set VQAUDIO"
 }
 
-stage_train_codec() {  # with finetune_recipe: RECIPE -> EXP/codec_base, then FINETUNE_RECIPE from it -> EXP/codec
-  local codec_data="${codec_manifest:-$train_manifest}"
+stage_train_codec() {  # RECIPE -> EXP/codec; with finetune_recipe (FILE[,FILE...]) each later stage starts
+  # from the one before: RECIPE -> EXP/codec_base -> EXP/codec_<name of FILE> ... -> EXP/codec (the last)
+  local codec_data="${codec_manifest:-$train_manifest}" stages=() i out previous
   require "$recipe" "$codec_data" "$dev_manifest"
-  local out="$exp/codec"
-  [ -z "${finetune_recipe:-}" ] || out="$exp/codec_base"
+  [ -z "${finetune_recipe:-}" ] || IFS=, read -r -a stages <<< "$finetune_recipe"
+  require ${stages[@]+"${stages[@]}"}
+  out="$exp/codec"
+  [ ${#stages[@]} -eq 0 ] || out="$exp/codec_base"
   "${vq[@]}" train "$recipe" --data "$codec_data" --valid "$dev_manifest" --out "$out" \
     ${codec_overrides[@]+"${codec_overrides[@]}"}
-  if [ -n "${finetune_recipe:-}" ]; then
-    require "$finetune_recipe"
-    "${vq[@]}" train "$finetune_recipe" --init-from "$out" --data "$codec_data" \
-      --valid "$dev_manifest" --out "$exp/codec"
-  fi
+  for ((i = 0; i < ${#stages[@]}; i++)); do
+    previous="$out"
+    out="$exp/codec"
+    [ $((i + 1)) -eq ${#stages[@]} ] || out="$exp/codec_$(basename "${stages[i]}" .yaml)"
+    "${vq[@]}" train "${stages[i]}" --init-from "$previous" --data "$codec_data" --valid "$dev_manifest" \
+      --out "$out"
+  done
 }
 
 stage_tokenize() {

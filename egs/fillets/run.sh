@@ -4,7 +4,9 @@
 # to a 16 kHz LibriSpeech-layout corpus in which dev and test voices are never heard in training.
 #
 # Usage: egs/fillets/run.sh [--stage 0] [--stop-stage 5] [--data data/fillets] [--exp exp/fillets]
-#          [--recipe recipes/rvq_mel.yaml] [--finetune-recipe recipes/rvq_mel_envelope.yaml]
+#          [--recipe recipes/rvq_mel.yaml]
+#          [--finetune-recipe recipes/rvq_mel_envelope.yaml,recipes/rvq_mel_spread20.yaml,
+#                             recipes/rvq_mel_spread50.yaml]
 #          [--prior-config recipes/prior_default.yaml]
 #          [--fillets-src DIR] [--debs DIR] [--train-speakers cs-m,nl-v] [--jobs 0] [--force false]
 #          [--festival-voices true] [--festival-lines 170] [--real-voices true]
@@ -12,8 +14,9 @@
 #   Paths are relative to the current folder. --fillets-src: already extracted data (a `dpkg -x` root or
 #   /usr/share/games/fillets-ng) instead of downloading; --debs: a folder that already holds the three .debs.
 #   VQAUDIO overrides the vqaudio command. Codec options go through --set (e.g. --set train.max_steps=20000;
-#   they apply to RECIPE, the first training stage). --finetune-recipe FILE is the second stage, trained from
-#   the first (--finetune-recipe '' trains RECIPE alone; a RECIPE of another architecture needs that or its own).
+#   they apply to RECIPE, the first training stage). --finetune-recipe FILE[,FILE...] are the later stages, each
+#   trained from the one before (--finetune-recipe '' trains RECIPE alone; a RECIPE of another architecture
+#   needs that or its own).
 #   --eval-options adds flags to vqaudio eval (e.g. "--max-utterances 300 --n-q 1,2,4,8").
 #
 # Stages (a finished stage writes .stageN.done and is skipped next time; --force true reruns it):
@@ -33,11 +36,15 @@
 #   1  train the codec on the train voices plus the Festival and real voices (when made; else DATA/train.tsv):
 #      vqaudio train RECIPE --data DATA/train_plus_voices.tsv --valid DATA/dev.tsv --out EXP/codec_base
 #      (about 49 min on 2 CPU cores), then all of it again with the band-envelope loss and a stronger
-#      usage-entropy penalty:
-#      vqaudio train FINETUNE_RECIPE --init-from EXP/codec_base --data DATA/train_plus_voices.tsv --out EXP/codec
-#      (recipes/rvq_mel_envelope.yaml, about 19 min); together the embedded tokenizer. With --finetune-recipe ''
-#      RECIPE goes straight to EXP/codec; recipes/rvq_mel_gan.yaml (adversarial) is the other second stage
-#      (from the 12,000-step first stage it lowered STOI: README, "What was tried")
+#      usage-entropy penalty (recipes/rvq_mel_envelope.yaml, about 19 min):
+#      vqaudio train rvq_mel_envelope.yaml --init-from EXP/codec_base ... --out EXP/codec_rvq_mel_envelope
+#      then twice more with much stronger usage-entropy penalties (recipes/rvq_mel_spread20.yaml, then
+#      recipes/rvq_mel_spread50.yaml, about 20 min each), which spread the first codebook over its codes:
+#      vqaudio train rvq_mel_spread20.yaml --init-from EXP/codec_rvq_mel_envelope ... --out EXP/codec_rvq_mel_spread20
+#      vqaudio train rvq_mel_spread50.yaml --init-from EXP/codec_rvq_mel_spread20 ... --out EXP/codec
+#      together the embedded tokenizer (about 1 h 50 min). With --finetune-recipe '' RECIPE goes straight to EXP/codec;
+#      recipes/rvq_mel_gan.yaml (adversarial) is another second stage (from the 12,000-step first stage it
+#      lowered STOI: README, "What was tried")
 #   2  tokenize dev, test and train into EXP/tokens/{dev,test,train}.npy
 #   3  evaluate the codec on test (unseen voices, both languages) into EXP/report
 #   4  train the WaveNet token prior on the train tokens, evaluate it on the test tokens (EXP/prior_eval.json);
@@ -56,7 +63,7 @@ stop_stage=5
 data=data/fillets
 exp=exp/fillets
 recipe="$repo/recipes/rvq_mel.yaml"
-finetune_recipe="$repo/recipes/rvq_mel_envelope.yaml"
+finetune_recipe="$repo/recipes/rvq_mel_envelope.yaml,$repo/recipes/rvq_mel_spread20.yaml,$repo/recipes/rvq_mel_spread50.yaml"
 prior_config="$repo/recipes/prior_default.yaml"
 fillets_src=
 debs=
@@ -143,7 +150,7 @@ python_command() {  # the Python that runs vqaudio (for the scripts/ helpers)
 
 mkdir -p "$data" "$exp"
 run_stage 0 "$data" "fetch, convert and prepare the fillets-ng voices" stage_prepare
-run_stage 1 "$exp" "train the codec ($(basename "$recipe")${finetune_recipe:+, then $(basename "$finetune_recipe")})" \
+run_stage 1 "$exp" "train the codec ($(basename "$recipe")${finetune_recipe:+, then ${finetune_recipe//$repo\//}})" \
   stage_train_codec
 run_stage 2 "$exp" "tokenize dev, test and train" stage_tokenize
 run_stage 3 "$exp" "evaluate the codec on test" stage_evaluate
