@@ -95,6 +95,26 @@ def test_mini_recipe_runs_end_to_end(tmp_path: Path) -> None:
     assert rerun.returncode == 0 and rerun.stderr.count("already done") == 6
 
 
+def train_codec_stages(tmp_path: Path, finetune: str, *overrides: str) -> tuple[int, str, list[list[str]]]:
+    """Run lib.sh's stage_train_codec in tmp_path with a fake vqaudio that records its calls.
+
+    Returns the exit status, stderr and each call's words; the recipes and manifests are empty files.
+    """
+    for name in ("base.yaml", "two.yaml", "three.yaml", "train.tsv", "dev.tsv"):
+        (tmp_path / name).touch()
+    calls = tmp_path / "calls.txt"
+    script = f"""
+source {REPO / "egs" / "common" / "lib.sh"}
+fake() {{ echo "$*" >> {calls}; }}
+vq=(fake); exp=exp; recipe=base.yaml; finetune_recipe='{finetune}'
+train_manifest=train.tsv; dev_manifest=dev.tsv; codec_overrides=({" ".join(overrides)})
+stage_train_codec
+"""
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return result.returncode, result.stderr, [line.split() for line in lines]
+
+
 @pytest.mark.parametrize(
     ("finetune", "expected"),
     [
@@ -112,21 +132,10 @@ def test_mini_recipe_runs_end_to_end(tmp_path: Path) -> None:
 def test_codec_stages_chain_each_from_the_one_before(
     finetune: str, expected: list[tuple[str, str | None, str]], tmp_path: Path
 ) -> None:
-    for name in ("base.yaml", "two.yaml", "three.yaml", "train.tsv", "dev.tsv"):
-        (tmp_path / name).touch()
-    calls = tmp_path / "calls.txt"
-    script = f"""
-source {REPO / "egs" / "common" / "lib.sh"}
-fake() {{ echo "$*" >> {calls}; }}
-vq=(fake); exp=exp; recipe=base.yaml; finetune_recipe='{finetune}'
-train_manifest=train.tsv; dev_manifest=dev.tsv; codec_overrides=(--set train.max_steps=5)
-stage_train_codec
-"""
-    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    status, stderr, calls = train_codec_stages(tmp_path, finetune, "--set", "train.max_steps=5")
+    assert status == 0, stderr
     runs = []
-    for line in calls.read_text().splitlines():
-        words = line.split()
+    for words in calls:
         init = words[words.index("--init-from") + 1].removeprefix("exp/") if "--init-from" in words else None
         runs.append((words[1], init, words[words.index("--out") + 1].removeprefix("exp/")))
         assert ("train.max_steps=5" in words) == (init is None)  # --set applies to the first stage only
@@ -134,15 +143,6 @@ stage_train_codec
 
 
 def test_codec_stages_stop_on_a_missing_recipe(tmp_path: Path) -> None:
-    for name in ("base.yaml", "train.tsv", "dev.tsv"):
-        (tmp_path / name).touch()
-    script = f"""
-source {REPO / "egs" / "common" / "lib.sh"}
-fake() {{ echo "$*" >> calls.txt; }}
-vq=(fake); exp=exp; recipe=base.yaml; finetune_recipe=base.yaml,missing.yaml
-train_manifest=train.tsv; dev_manifest=dev.tsv
-stage_train_codec
-"""
-    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
-    assert result.returncode != 0 and "missing missing.yaml" in result.stderr
-    assert not (tmp_path / "calls.txt").exists()  # checked before the first (hours-long) stage starts
+    status, stderr, calls = train_codec_stages(tmp_path, "two.yaml,missing.yaml")
+    assert status != 0 and "missing missing.yaml" in stderr
+    assert not calls  # checked before the first (hours-long) stage starts

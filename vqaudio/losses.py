@@ -93,8 +93,7 @@ class MultiResolutionSTFTLoss(nn.Module):
         for index, (n_fft, hop, _) in enumerate(self.resolutions):
             pred_spec, target_spec = _paired_stft(pred, target, n_fft, hop, getattr(self, f"window_{index}"))
             pred_mag, target_mag = (
-                (spec.real.square() + spec.imag.square()).clamp(min=MAGNITUDE_FLOOR).sqrt()
-                for spec in (pred_spec, target_spec)
+                _power(spec).clamp(min=MAGNITUDE_FLOOR).sqrt() for spec in (pred_spec, target_spec)
             )
             spectral_convergence = torch.linalg.vector_norm(target_mag - pred_mag) / torch.linalg.vector_norm(
                 target_mag
@@ -102,6 +101,11 @@ class MultiResolutionSTFTLoss(nn.Module):
             log_magnitude = (target_mag.log() - pred_mag.log()).abs().mean()
             total = total + spectral_convergence + log_magnitude
         return total / len(self.resolutions)
+
+
+def _power(spectrum: Tensor) -> Tensor:
+    """|X|^2 without |X| (whose gradient is undefined at 0)."""
+    return spectrum.real.square() + spectrum.imag.square()
 
 
 def _paired_stft(
@@ -166,16 +170,11 @@ def _derivative_error(
     pred_step = pred_next * pred_prev.conj()
     target_step = target_next * target_prev.conj()
     # cos of the angle between the two steps; the floor keeps silent bins (weight ~0) from dividing by 0
-    pred_norm = (pred_step.real.square() + pred_step.imag.square() + MAGNITUDE_FLOOR**2).sqrt()
-    target_norm = (target_step.real.square() + target_step.imag.square() + MAGNITUDE_FLOOR**2).sqrt()
+    pred_norm = (_power(pred_step) + MAGNITUDE_FLOOR**2).sqrt()
+    target_norm = (_power(target_step) + MAGNITUDE_FLOOR**2).sqrt()
     cosine = (pred_step * target_step.conj()).real / (pred_norm * target_norm)
     weight = target_norm.sqrt()  # geometric mean of the two reference magnitudes
     return ((1 - cosine) * weight).sum() / weight.sum().clamp(min=MAGNITUDE_FLOOR)
-
-
-def _power(spectrum: Tensor) -> Tensor:
-    """|X|^2 without |X| (whose gradient is undefined at 0)."""
-    return spectrum.real.square() + spectrum.imag.square()
 
 
 class EnvelopeCorrelationLoss(nn.Module):
