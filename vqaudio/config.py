@@ -1,8 +1,8 @@
 """Configuration: frozen dataclasses are the single home of every default.
 
-A recipe (YAML) overrides some fields; loading rejects unknown keys and wrong types, so a typo in a
-recipe fails loudly instead of silently training the default. The resolved config is saved with
-every model (``config.json``) and read back from there on load and resume.
+A recipe (YAML) overrides some fields, of the defaults or of another recipe (``base:``); loading rejects
+unknown keys and wrong types, so a typo in a recipe fails loudly instead of silently training the default.
+The resolved config is saved with every model (``config.json``) and read back from there on load and resume.
 """
 
 from __future__ import annotations
@@ -390,18 +390,61 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 
 def load_yaml(path: str | Path, cls: type[T] = Config) -> T:  # type: ignore[assignment]
-    """Read a recipe file into ``cls`` (default: the tokenizer's ``Config``)."""
+    """Read a recipe file into ``cls`` (default: the tokenizer's ``Config``).
+
+    A recipe may start from another: ``base: rvq_mel.yaml`` (a path relative to the recipe's own folder) takes
+    that recipe's settings and merges this file's over them, key by key in nested mappings (a list or a value
+    replaces the base's). Bases may have bases. Every file, and the merged result, is checked strictly.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: recipe not found; pass a YAML file such as recipes/rvq_waveform.yaml")
     try:
+        return from_dict(cls, _read_recipe(path, cls, ()), where=path.name)
+    except TypeError as exc:  # dataclass __post_init__ style failures
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _read_recipe(path: Path, cls: type, children: tuple[Path, ...]) -> dict[str, Any]:
+    """``path``'s mapping merged over its base chain's; ``children``: the recipes that led here, nearest last."""
+    try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    try:
-        return from_dict(cls, data, where=path.name)
-    except TypeError as exc:  # dataclass __post_init__ style failures
-        raise ConfigError(f"{path}: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    data = dict(data)
+    has_base = "base" in data
+    base = data.pop("base", None)
+    from_dict(cls, data, where=path.name)  # names the file that holds a typo, before any merging
+    if not has_base:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(
+            f"{path}: base must be the file name of another recipe, e.g. base: rvq_mel.yaml, got {base!r}"
+        )
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise ConfigError(
+            f"{path}: base recipe {base_path} not found; base: is read relative to the recipe's own folder "
+            f"({path.parent}), fix the path or remove the key"
+        )
+    chain = (*children, path)
+    if base_path.resolve() in {p.resolve() for p in chain}:
+        names = " -> ".join(str(p) for p in (*chain, base_path))
+        raise ConfigError(f"{path}: recipe bases form a cycle ({names}); remove base: from one of them")
+    return _merge(_read_recipe(base_path, cls, chain), data)
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base``: nested mappings key by key, anything else (lists included) replaced."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def replace_path(obj: T, dotted: str, value: Any) -> T:

@@ -15,7 +15,8 @@ TRAIN_HELP = """Train a tokenizer from a recipe on a corpus; resumable, with a p
     vqaudio train recipes/tiny.yaml --data DIR --out exp/run1
 
 RECIPE is a YAML file overriding the defaults of vqaudio/config.py (unknown keys and wrong types are
-errors); --set section.field=value changes one field (repeatable, e.g. --set train.batch_size=16).
+errors); `base: other.yaml` (relative to the recipe's folder) starts it from another recipe, merged key by
+key. --set section.field=value then changes one field (repeatable, e.g. --set train.batch_size=16).
 --data is anything `vqaudio prepare` reads: a manifest, a list file, a LibriSpeech tree or an audio folder.
 Without --valid, train.num_validation_files files of --data are held out for validation (a choice seeded
 by train.seed, reported in the log); with --valid, at most that many of its files are used.
