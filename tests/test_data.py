@@ -1,8 +1,8 @@
-"""Corpora, manifests, speaker-held-out splits, bad input, and the fillets-ng conversion (synthetic data)."""
+"""Corpora, manifests, speaker-held-out splits, bad input (synthetic data); the fillets-ng conversion is in
+test_egs_fillets.py."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +12,6 @@ import soundfile as sf
 from vqaudio.audio import atomic_folder
 from vqaudio.cli.main import main
 from vqaudio.data import Utterance, fill_headers, load_corpus, read_manifest, write_manifest
-from vqaudio.data.fillets import (
-    DialogLine,
-    clip_speaker,
-    parse_clip_name,
-    parse_dialogs,
-    prepare_fillets,
-)
 from vqaudio.data.librispeech import ChapterWriter
 from vqaudio.data.prepare import prepare_manifests, split_by_speaker, split_manifest_path
 from vqaudio.errors import AudioError, DataError
@@ -334,117 +327,3 @@ def test_cli_error_is_one_line_with_exit_code_1(tmp_path: Path, capsys: pytest.C
     assert main(["prepare", str(tmp_path / "empty"), str(tmp_path / "m.tsv")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "empty" in err[0]
-
-
-# --------------------------------------------------------------------------------------------------
-# Fillets-ng: names, dialog files, the conversion
-# --------------------------------------------------------------------------------------------------
-def test_parse_clip_name_and_speaker_rule() -> None:
-    assert parse_clip_name("let-m-divna") == ("let", "m", "divna")
-    assert parse_clip_name("k1-pap-3x-kruty") == ("k1", "pap", "3x-kruty")
-    assert parse_clip_name("help1") is None and parse_clip_name("sp-shout_big_00") is None
-    small = DialogLine("font_small", "Hi", "Ahoj")
-    assert clip_speaker("agenti-m", small, "cs") == ("cs-m", None)  # the font names the fish
-    assert clip_speaker("vit-hs-klid1", DialogLine("font_statue", "", "x"), "cs") == ("cs-hs", None)
-    assert clip_speaker("zd2-x-fuj", DialogLine("font_white", "", "x"), "cs")[0] is None
-    assert clip_speaker("rand-0-1", DialogLine("font_viking1", "", "x"), "nl")[0] is None
-    assert clip_speaker("o-o-both", DialogLine("font_both", "", "x"), "cs")[0] is None
-    assert clip_speaker("help3", None, "cs")[0] is None
-
-
-LUA = r"""
--- dialogId("commented-out", "font_big", "ignored")
-dialogId("let-m-divna", "font_small", "What kind of strange ship is that?")
-dialogStr("Co je to za \"divnou\" loď?")
-
-dialogId("war-v-dir", "font_big", 'C:\\WINDOWS')
-dialogStr("Naar \/etc " .. 'om te   kletsen.')
-
-dialogId("let-v-none", "font_big", "Not translated yet")
-for i = 0, 29 do dialogId("key"..i, "", "") end
-"""
-
-
-def test_parse_dialogs_handles_escapes_comments_and_concatenation(tmp_path: Path) -> None:
-    (tmp_path / "dialogs_cs.lua").write_text(LUA, encoding="utf-8")
-    entries = parse_dialogs(tmp_path / "dialogs_cs.lua")
-    assert set(entries) == {"let-m-divna", "war-v-dir", "let-v-none"}
-    assert entries["let-m-divna"] == DialogLine(
-        "font_small", "What kind of strange ship is that?", 'Co je to za "divnou" loď?'
-    )
-    assert entries["war-v-dir"] == DialogLine("font_big", "C:\\WINDOWS", "Naar /etc om te kletsen.")
-    assert entries["let-v-none"].text is None
-
-
-def test_parse_dialogs_errors_name_file_and_line(tmp_path: Path) -> None:
-    (tmp_path / "a.lua").write_text('dialogId("x", "font_big", "ok")\ndialogStr("unterminated)\n')
-    with pytest.raises(DataError, match=r"a\.lua:2: unterminated string"):
-        parse_dialogs(tmp_path / "a.lua")
-    (tmp_path / "b.lua").write_text('\ndialogStr("orphan")\n')
-    with pytest.raises(DataError, match=r"b\.lua:2: dialogStr\(...\) without a dialogId"):
-        parse_dialogs(tmp_path / "b.lua")
-
-
-def make_fillets(root: Path) -> None:
-    """A miniature fillets-ng tree: two levels, cs + nl, both fish, a statue, an effect, a short clip."""
-    data = root / "usr" / "share" / "games" / "fillets-ng"
-    clips = {  # level -> [(stem, font, seconds)]
-        "airplane": [("let-m-a", "font_small", 0.8), ("let-v-b", "font_big", 0.9), ("let-x-bang", "", 0.7)],
-        "city": [
-            ("vit-m-c", "font_small", 0.6),
-            ("vit-v-d", "font_big", 0.7),
-            ("vit-hs-e", "font_statue", 1.0),
-        ],
-        "bathroom": [("bat-m-f", "font_small", 0.6), ("bat-v-g", "font_big", 0.3)],
-    }
-    for level, entries in clips.items():
-        for lang in ("cs", "nl"):
-            lua = []
-            for index, (stem, font, seconds) in enumerate(entries):
-                sf.write(
-                    str(_mkdir(data / "sound" / level / lang) / f"{stem}.ogg"),
-                    0.1
-                    * np.sin(np.linspace(0, 300 * seconds, int(22050 * seconds)))[:, None].repeat(2, axis=1),
-                    22050,
-                    format="OGG",
-                    subtype="VORBIS",
-                )
-                lua.append(f'dialogId("{stem}", "{font}", "English {index}")')
-                if "-x-" not in stem:
-                    lua.append(f'dialogStr("{lang} text {index}")')
-            (_mkdir(data / "script" / level) / f"dialogs_{lang}.lua").write_text("\n".join(lua) + "\n")
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def test_prepare_fillets_holds_out_whole_speakers(tmp_path: Path) -> None:
-    make_fillets(tmp_path / "root")
-    summary = prepare_fillets(tmp_path / "root", tmp_path / "out", jobs=1, progress=False)
-    splits = {
-        split: load_corpus(tmp_path / "out" / split, read_headers=True) for split in ("train", "dev", "test")
-    }
-    train_speakers = {utt.speaker for utt in splits["train"]}
-    assert train_speakers == {"cs-m", "nl-v"}
-    for split in ("dev", "test"):
-        assert splits[split] and not ({utt.speaker for utt in splits[split]} & train_speakers)
-    held_out_levels = [{utt.path.parent.name for utt in splits[split]} for split in ("dev", "test")]
-    assert not (held_out_levels[0] & held_out_levels[1])  # dev and test hold different levels
-    utt = next(utt for utt in splits["train"] if utt.id == "cs-m-airplane-let-m-a")
-    assert (utt.text, utt.sample_rate) == ("cs text 0", 16000)
-    assert abs(utt.num_samples - 0.8 * 16000) <= 2  # type: ignore[operator]
-    # x effects (no subtitle) and the 0.3 s clip are skipped, both languages
-    assert summary.skipped == {"no subtitle (effect or music)": 2, "shorter than 0.5 s": 2}
-    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert saved["utterances"] == {"train": 5, "dev": len(splits["dev"]), "test": len(splits["test"])}
-    assert saved["hours"]["train"]["cs-m"] == pytest.approx((0.8 + 0.6 + 0.6) / 3600, abs=1e-3)
-    # a rerun with the same settings resumes; other settings need --overwrite
-    prepare_fillets(tmp_path / "root", tmp_path / "out", jobs=1, progress=False)
-    with pytest.raises(DataError, match="other settings"):
-        prepare_fillets(tmp_path / "root", tmp_path / "out", train_speakers=["cs-v"], jobs=1, progress=False)
-    with pytest.raises(DataError, match=r"train speakers \['cs-q'\] have no clips"):
-        prepare_fillets(
-            tmp_path / "root", tmp_path / "other", train_speakers=["cs-q"], jobs=1, progress=False
-        )

@@ -13,26 +13,26 @@
 #          [--set KEY=VALUE ...]
 #   Paths are relative to the current folder. --fillets-src: already extracted data (a `dpkg -x` root or
 #   /usr/share/games/fillets-ng) instead of downloading; --debs: a folder that already holds the three .debs.
-#   VQAUDIO overrides the vqaudio command. Codec options go through --set (e.g. --set train.max_steps=20000;
-#   they apply to RECIPE, the first training stage). --finetune-recipe FILE[,FILE...] are the later stages, each
-#   trained from the one before (--finetune-recipe '' trains RECIPE alone; a RECIPE of another architecture
-#   needs that or its own).
+#   VQAUDIO overrides the vqaudio command (stage 0 runs the local/*.py preparation scripts with its Python).
+#   Codec options go through --set (e.g. --set train.max_steps=20000; they apply to RECIPE, the first training
+#   stage). --finetune-recipe FILE[,FILE...] are the later stages, each trained from the one before
+#   (--finetune-recipe '' trains RECIPE alone; a RECIPE of another architecture needs that or its own).
 #   --eval-options adds flags to vqaudio eval (e.g. "--max-utterances 300 --n-q 1,2,4,8").
 #
 # Stages (a finished stage writes .stageN.done and is skipped next time; --force true reruns it):
 #   0  fetch the three .debs (apt-get download, no root needed) unless --fillets-src/--debs, unpack them
-#      with dpkg -x into DATA/root, convert the voice clips with `vqaudio prepare-fillets` into
+#      with dpkg -x into DATA/root, convert the voice clips with local/prepare_fillets.py into
 #      DATA/corpus/{train,dev,test} (speaker = <lang>-<character>; effects, music, templates, clips under
 #      0.5 s skipped; train voices cs-m and nl-v, every other voice held out; hours per split, language and
 #      speaker in DATA/corpus/summary.json), then `vqaudio prepare` DATA/{train,dev,test}.tsv; with
 #      --festival-voices true (the default) also 7 synthetic voices (Festival reading the game's Czech,
-#      Russian and Italian subtitles, --festival-lines each, ~68 min in all; scripts/synthesize_voices.py,
+#      Russian and Italian subtitles, --festival-lines each, ~68 min in all; local/synthesize_voices.py,
 #      needs `apt-get install festival festvox-czech-dita festvox-czech-krb festvox-czech-machac
 #      festvox-czech-ph festvox-ru festvox-italp16k festvox-itapc16k`) into DATA/festival_voices and
 #      DATA/train_plus_voices.tsv, the codec's training data; with --real-voices true (the default) also 24
 #      real non-English voices (letters and syllables of KLettres, voice packs of Hedgewars; Debian
 #      klettres-data, hedgewars-data, GPL; apt-get download, no root; ~26 min after trimming;
-#      scripts/gather_voices.py) into DATA/real_voices, added to the same manifest
+#      local/gather_voices.py) into DATA/real_voices, added to the same manifest
 #   1  train the codec on the train voices plus the Festival and real voices (when made; else DATA/train.tsv):
 #      vqaudio train RECIPE --data DATA/train_plus_voices.tsv --valid DATA/dev.tsv --out EXP/codec_base
 #      (about 49 min on 2 CPU cores), then all of it again with the band-envelope loss and a stronger
@@ -116,7 +116,8 @@ stage_prepare() {
     fetch_and_unpack "$data/root" "${packages[@]}"
     src="$data/root"
   fi
-  "${vq[@]}" prepare-fillets "$src" "$data/corpus" --train-speakers "$train_speakers" --jobs "$jobs" --overwrite
+  "$(python_command)" "$here/local/prepare_fillets.py" "$src" "$data/corpus" --train-speakers "$train_speakers" \
+    --jobs "$jobs" --overwrite
   for split in train dev test; do
     "${vq[@]}" prepare "$data/corpus/$split" "$data/$split.tsv" --dev 0 --test 0
   done
@@ -125,13 +126,13 @@ stage_prepare() {
     command -v festival >/dev/null || die "festival not found: apt-get install festival festvox-czech-dita \
 festvox-czech-krb festvox-czech-machac festvox-czech-ph festvox-ru festvox-italp16k festvox-itapc16k, or pass \
 --festival-voices false (then the model differs from the embedded one)"
-    "$(python_command)" "$repo/scripts/synthesize_voices.py" "$src" "$data/festival_voices" \
+    "$(python_command)" "$here/local/synthesize_voices.py" "$src" "$data/festival_voices" \
       --lines "$festival_lines" --overwrite
     voices+=("$data/festival_voices")
   fi
   if [ "$real_voices" = "true" ]; then
     fetch_and_unpack "$data/voices_root" klettres-data hedgewars-data
-    "$(python_command)" "$repo/scripts/gather_voices.py" "$data/voices_root" "$data/real_voices" --overwrite
+    "$(python_command)" "$here/local/gather_voices.py" "$data/voices_root" "$data/real_voices" --overwrite
     voices+=("$data/real_voices")
   fi
   if [ ${#voices[@]} -gt 0 ]; then
@@ -139,7 +140,7 @@ festvox-czech-krb festvox-czech-machac festvox-czech-ph festvox-ru festvox-italp
   fi
 }
 
-python_command() {  # the Python that runs vqaudio (for the scripts/ helpers)
+python_command() {  # the Python that runs vqaudio (for the local/ preparation scripts, which import it)
   local exe
   exe="$(command -v "${vq[0]}")"
   case "$(basename "$exe")" in

@@ -1,4 +1,4 @@
-"""``vqaudio prepare`` and ``vqaudio prepare-fillets``: corpora -> manifests (thin wrappers)."""
+"""``vqaudio prepare``: corpora -> manifests (a thin wrapper)."""
 
 from __future__ import annotations
 
@@ -17,15 +17,6 @@ PREPARE_HELP = (
     "taken in a seeded random order until the fraction is reached. Files without a speaker (plain folders) "
     "are held out one by one.\n\n"
     "Use --dev 0 --test 0 for a corpus that is already one split (e.g. LibriSpeech dev-clean)."
-)
-
-FILLETS_HELP = (
-    "Convert the Fish Fillets NG voice clips (Czech + Dutch, ~3 h) to a 16 kHz speaker-held-out corpus "
-    "in the LibriSpeech layout.\n\n"
-    "Speech = clips with a literal subtitle in their own language, a known speaker (<lang>-<character>) and "
-    "at least --min-seconds; effects, music and one-off creatures are skipped and counted. The voices not "
-    "in --train-speakers go to dev/test, divided by level. Prints hours per split, language and speaker "
-    "and saves them in OUT/summary.json."
 )
 
 
@@ -54,49 +45,6 @@ def prepare(
     typer.echo(result.table())
 
 
-def prepare_fillets_command(
-    src: Path = typer.Argument(
-        ..., help="Extracted fillets-ng-data(-cs,-nl) packages (dpkg -x root) or the fillets-ng folder."
-    ),
-    out: Path = typer.Argument(
-        ..., help="Output folder: train/, dev/, test/ in the LibriSpeech layout + summary.json."
-    ),
-    languages: str = typer.Option("cs,nl", "--languages", help="Comma-separated voice languages."),
-    train_speakers: str = typer.Option(
-        "cs-m,nl-v",
-        "--train-speakers",
-        help="Comma-separated <lang>-<character> voices to train on; all others are held out.",
-    ),
-    min_seconds: float = typer.Option(0.5, "--min-seconds", min=0.0, help="Skip shorter clips."),
-    sample_rate: int = typer.Option(16000, "--sample-rate", min=1000, help="Output sample rate."),
-    jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Conversion processes (0: one per CPU)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an OUT prepared with other settings."),
-) -> None:
-    """Fillets-ng clips -> LibriSpeech-layout corpus (help: FILLETS_HELP)."""
-    from vqaudio.data.fillets import prepare_fillets
-
-    summary = prepare_fillets(
-        src,
-        out,
-        languages=_split_list(languages),
-        train_speakers=_split_list(train_speakers),
-        sample_rate=sample_rate,
-        min_seconds=min_seconds,
-        jobs=jobs or None,
-        overwrite=overwrite,
-    )
-    typer.echo(summary.table())
-    typer.echo(f"summary: {out / 'summary.json'}")
-
-
-def _split_list(value: str) -> list[str]:
-    items = [item.strip() for item in value.split(",") if item.strip()]
-    if not items:
-        raise typer.BadParameter(f"expected a comma-separated list, got {value!r}")
-    return items
-
-
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the vqaudio app."""
     app.command("prepare", help=PREPARE_HELP)(prepare)
-    app.command("prepare-fillets", help=FILLETS_HELP)(prepare_fillets_command)

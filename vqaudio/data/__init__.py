@@ -1,13 +1,11 @@
-"""Corpora: audio folders, list files, the LibriSpeech layout, manifests, held-out splits, fillets prep."""
+"""Corpora: audio folders, list files, the LibriSpeech layout, manifests, held-out splits."""
 
 from vqaudio.data.corpus import Utterance, fill_headers, is_audio_file, load_corpus
-from vqaudio.data.fillets import FilletsSummary, prepare_fillets
 from vqaudio.data.librispeech import is_librispeech_tree, read_librispeech
 from vqaudio.data.manifest import read_manifest, write_manifest
 from vqaudio.data.prepare import PrepareResult, Splits, prepare_manifests, split_by_speaker
 
 __all__ = [
-    "FilletsSummary",
     "PrepareResult",
     "Splits",
     "Utterance",
@@ -15,7 +13,6 @@ __all__ = [
     "is_audio_file",
     "is_librispeech_tree",
     "load_corpus",
-    "prepare_fillets",
     "prepare_manifests",
     "read_librispeech",
     "read_manifest",

@@ -3,7 +3,7 @@ books"): ``<root>/<split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac`` w
 ``<speaker>-<chapter>.trans.txt`` per chapter folder, each line ``<utt-id> <TRANSCRIPT>``.
 
 ``root`` may be the corpus root (several splits) or one split. Any tree in this layout reads the same way;
-``vqaudio.data.fillets`` writes its output in it.
+the fillets recipe (``egs/fillets/local/``) writes its output in it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ TRANSCRIPT_SUFFIX = ".trans.txt"
 
 def write_transcripts(lines_by_chapter: Mapping[Path, Sequence[str]]) -> None:
     """Write ``<speaker>-<chapter>.trans.txt`` (lines ``<utt-id> <text>``, in the order given) into each chapter
-    folder ``.../<speaker>/<chapter>``, atomically: the writer of this layout for fillets and the voice scripts."""
+    folder ``.../<speaker>/<chapter>``, atomically: the writer of this layout for the recipes' preparation scripts."""
     for folder, lines in lines_by_chapter.items():
         name = f"{folder.parent.name}-{folder.name}{TRANSCRIPT_SUFFIX}"
         with atomic_path(folder / name) as tmp:

@@ -23,15 +23,25 @@ Held out: every speaker not in ``train_speakers`` (default ``cs-m`` and ``nl-v``
 one language and the big-fish voice of the other, so train and evaluation both hold both languages and both
 fish). The held-out clips are divided into dev and test by level (disjoint sentences), balancing duration;
 dev and test thus share voices with each other, never with training. About 1.5 h train, 0.8 h dev, 0.8 h test.
+
+Stage 0 of ``egs/fillets/run.sh`` runs it (the recipe's local preparation, not part of the library)::
+
+    python egs/fillets/local/prepare_fillets.py SRC OUT [--languages cs,nl] [--train-speakers cs-m,nl-v]
+        [--min-seconds 0.5] [--sample-rate 16000] [--jobs 0] [--overwrite]
+
+Exit codes: 0 success, 1 a runtime problem with the data or files (one line, no traceback unless
+``--debug`` or ``VQAUDIO_DEBUG``), 2 a usage error.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import re
 import shutil
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -44,7 +54,7 @@ import soxr
 
 from vqaudio.audio import atomic_path
 from vqaudio.data.librispeech import write_transcripts
-from vqaudio.errors import DataError
+from vqaudio.errors import DataError, VQAudioError
 from vqaudio.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -499,3 +509,93 @@ def _write_transcripts(out_root: Path, jobs_list: Sequence[tuple[Clip, str, Path
     for clip, _, target in jobs_list:
         chapters[target.parent].append(f"{target.stem} {clip.text}")
     write_transcripts({folder: sorted(lines) for folder, lines in chapters.items()})
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line (was ``vqaudio prepare-fillets``)
+# --------------------------------------------------------------------------------------------------
+DESCRIPTION = (
+    "Convert the Fish Fillets NG voice clips (Czech + Dutch, ~3 h) to a 16 kHz speaker-held-out corpus "
+    "in the LibriSpeech layout. "
+    "Speech = clips with a literal subtitle in their own language, a known speaker (<lang>-<character>) and "
+    "at least --min-seconds; effects, music and one-off creatures are skipped and counted. The voices not "
+    "in --train-speakers go to dev/test, divided by level. Prints hours per split, language and speaker "
+    "and saves them in OUT/summary.json."
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, prepare the corpus, print its table; returns the exit code (0, 1, or 2 via argparse)."""
+    parser = argparse.ArgumentParser(prog="prepare_fillets.py", description=DESCRIPTION)
+    parser.add_argument(
+        "src",
+        type=Path,
+        help="Extracted fillets-ng-data(-cs,-nl) packages (dpkg -x root) or the fillets-ng folder.",
+    )
+    parser.add_argument(
+        "out", type=Path, help="Output folder: train/, dev/, test/ in the LibriSpeech layout + summary.json."
+    )
+    parser.add_argument(
+        "--languages", default="cs,nl", help="Comma-separated voice languages (default cs,nl)."
+    )
+    parser.add_argument(
+        "--train-speakers",
+        default="cs-m,nl-v",
+        help="Comma-separated <lang>-<character> voices to train on; all others are held out (default cs-m,nl-v).",
+    )
+    parser.add_argument("--min-seconds", type=float, default=0.5, help="Skip shorter clips (default 0.5).")
+    parser.add_argument("--sample-rate", type=int, default=16000, help="Output sample rate (default 16000).")
+    parser.add_argument(
+        "--jobs", "-j", type=int, default=0, help="Conversion processes (0: one per CPU, the default)."
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="Replace an OUT prepared with other settings."
+    )
+    parser.add_argument("--debug", action="store_true", help="Show full tracebacks on errors.")
+    parser.add_argument("--quiet", "-q", action="store_true", help="Only warnings and errors on the console.")
+    args = parser.parse_args(argv)
+    if args.min_seconds < 0:
+        parser.error(f"--min-seconds must be >= 0, got {args.min_seconds}")
+    if args.sample_rate < 1000:
+        parser.error(f"--sample-rate must be >= 1000, got {args.sample_rate}")
+    if args.jobs < 0:
+        parser.error(f"--jobs must be >= 0, got {args.jobs}")
+    languages = _split_list(parser, "--languages", args.languages)
+    train_speakers = _split_list(parser, "--train-speakers", args.train_speakers)
+
+    debug = args.debug or bool(os.environ.get("VQAUDIO_DEBUG"))
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(message)s" if not debug else "%(asctime)s %(name)s %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        summary = prepare_fillets(
+            args.src,
+            args.out,
+            languages=languages,
+            train_speakers=train_speakers,
+            sample_rate=args.sample_rate,
+            min_seconds=args.min_seconds,
+            jobs=args.jobs or None,
+            overwrite=args.overwrite,
+        )
+    except (VQAudioError, ValueError, FileExistsError, FileNotFoundError) as exc:  # as vqaudio.cli.main
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(summary.table())
+    print(f"summary: {args.out / 'summary.json'}")
+    return 0
+
+
+def _split_list(parser: argparse.ArgumentParser, option: str, value: str) -> list[str]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        parser.error(f"{option}: expected a comma-separated list, got {value!r}")
+    return items
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,7 +16,7 @@ to a seeded random subset so no single voice dominates.
 
     apt-get download klettres-data hedgewars-data
     dpkg -x klettres-data_*.deb data/extra_root && dpkg -x hedgewars-data_*.deb data/extra_root
-    python scripts/gather_voices.py data/extra_root data/extra_voices
+    python egs/fillets/local/gather_voices.py data/extra_root data/extra_voices
 """
 
 from __future__ import annotations

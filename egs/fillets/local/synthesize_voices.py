@@ -9,7 +9,7 @@ but Czech voices are included because the game's Czech subtitles are the richest
 
     apt-get install festival festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph \\
         festvox-ru festvox-italp16k festvox-itapc16k
-    python scripts/synthesize_voices.py data/fillets/root data/festival_voices --lines 170
+    python egs/fillets/local/synthesize_voices.py data/fillets/root data/festival_voices --lines 170
 
 Each utterance is peak-normalised to a random level in -12..-3 dBFS (seeded), as varied as acted speech.
 Festival reads the subtitle text, so the corpus has transcripts; voices are synthetic (diphone / unit
@@ -31,9 +31,9 @@ from typing import NamedTuple
 import numpy as np
 import soundfile as sf
 import soxr
+from prepare_fillets import find_fillets_data  # egs/fillets/local/prepare_fillets.py, beside this script
 
 from vqaudio.audio import atomic_folder
-from vqaudio.data.fillets import find_fillets_data
 from vqaudio.data.librispeech import ChapterWriter
 
 SAMPLE_RATE = 16000
