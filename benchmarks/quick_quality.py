@@ -1,7 +1,7 @@
 """STOI and mel distance of one or more tokenizers at one bitrate, on two small fixed clip sets, in seconds.
 
 ``vqaudio eval`` is the full measurement (every metric, every bitrate, the classical baselines, a report);
-this is the quick check used while training experiments run (README, "What was tried"): the same clips for
+this is the quick check used while training experiments run (docs/EXPERIMENTS.md): the same clips for
 every model, one CPU thread, about 10 s per model.
 
     python benchmarks/quick_quality.py exp/default_gan exp/other_run \

@@ -186,7 +186,7 @@ class LossConfig:
     mel_hop_length: int | tuple[int, ...] = 256
     mel_n_mels: int | tuple[int, ...] = 80
     # instantaneous-frequency + group-delay errors (vqaudio.losses.PhaseDerivativeLoss); 0: off. With the
-    # direct-phase iSTFT head it barely moves and cost STOI in a fine-tuning test (README, Known limits)
+    # direct-phase iSTFT head it barely moves and cost STOI in a fine-tuning test (docs/EXPERIMENTS.md)
     phase_weight: float = 0.0
     phase_n_fft: int = 1024
     phase_hop_length: int = 256

@@ -4,7 +4,7 @@ Resampling a crop by a factor r (played at the original rate) scales its pitch a
 shorter or longer vocal tract would: the cheap way to turn a few voices into many (Ko et al. 2015, "Audio
 Augmentation for Speech Recognition", the 0.9/1.0/1.1 speed perturbation of Kaldi recipes). A random gain
 keeps the tokens from depending on the recording level. (On the two-voice fillets corpus it did not widen the
-first codebook's use on unseen voices: README, "Known limits".)
+first codebook's use on unseen voices: docs/EXPERIMENTS.md, "Random speed and gain per crop".)
 """
 
 from __future__ import annotations
