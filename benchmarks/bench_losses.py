@@ -36,10 +36,10 @@ def main() -> None:
 
     import torch
 
-    from vqaudio import losses
+    from vqaudio.codec import losses
+    from vqaudio.codec.losses import ReconstructionLoss
+    from vqaudio.codec.vqvae import build_model
     from vqaudio.config import load_yaml
-    from vqaudio.losses import ReconstructionLoss
-    from vqaudio.model import build_model
 
     def stacked_stft(
         pred: torch.Tensor, target: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor

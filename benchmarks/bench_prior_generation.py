@@ -40,7 +40,7 @@ def main() -> None:
 
     from vqaudio.config import PriorRunConfig, load_yaml
     from vqaudio.prior import Prior
-    from vqaudio.prior.model import token_stream
+    from vqaudio.prior.prior import token_stream
     from vqaudio.prior.wavenet import WaveNetPrior
 
     if args.prior:

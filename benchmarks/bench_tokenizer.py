@@ -39,9 +39,9 @@ def _child(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     seconds = args.seconds
     if args.system == "vqaudio":
+        from vqaudio.codec.tokenizer import Tokenizer
+        from vqaudio.codec.vqvae import build_model
         from vqaudio.config import Config, load_yaml
-        from vqaudio.model import build_model
-        from vqaudio.tokenizer import Tokenizer
 
         if args.model:
             tok = Tokenizer.load(args.model)

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqaudio.audio import AUDIO_EXTENSIONS, load_audio
+from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.evaluation.metrics import mel_distance, stoi, stoi_bands
-from vqaudio.tokenizer import Tokenizer
+from vqaudio.io.audio import AUDIO_EXTENSIONS, load_audio
 
 
 def clips(folder: Path, every: int, count: int | None) -> list[Path]:

@@ -24,9 +24,9 @@ import pytest
 import soundfile as sf
 import torch
 
+from vqaudio.codec.tokenizer import Tokenizer
+from vqaudio.codec.vqvae import build_model
 from vqaudio.config import Config, DecoderConfig, EncoderConfig, ModelConfig, QuantizerConfig
-from vqaudio.model import build_model
-from vqaudio.tokenizer import Tokenizer
 
 # Tiny models gain nothing from intra-op threads, and on a shared CPU the thread hand-offs make every small
 # op slower (measured 6x); one thread also makes float results independent of the machine's core count.

@@ -16,10 +16,10 @@ import soundfile as sf
 import torch
 from conftest import speech_like
 
-from vqaudio.audio import load_audio
 from vqaudio.cli.main import main
-from vqaudio.tokenfile import load_tokens, token_paths
-from vqaudio.tokenizer import Tokenizer
+from vqaudio.codec.tokenizer import Tokenizer
+from vqaudio.io.audio import load_audio
+from vqaudio.io.token_file import load_tokens, token_paths
 
 RunResult = tuple[int, str, str]
 

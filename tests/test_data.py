@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from vqaudio.audio import atomic_folder
 from vqaudio.cli.main import main
 from vqaudio.data import Utterance, fill_headers, load_corpus, read_manifest, write_manifest
 from vqaudio.data.librispeech import ChapterWriter
 from vqaudio.data.prepare import prepare_manifests, split_by_speaker, split_manifest_path
 from vqaudio.errors import AudioError, DataError
+from vqaudio.io.atomic import atomic_folder
 
 RATE = 16000
 

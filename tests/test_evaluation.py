@@ -15,14 +15,14 @@ import torch
 from conftest import make_tiny_config, speech_like
 
 from vqaudio.cli.main import main
+from vqaudio.codec.tokenizer import Tokenizer
+from vqaudio.codec.vqvae import build_model
 from vqaudio.errors import AudioError, DataError
 from vqaudio.evaluation import metrics
 from vqaudio.evaluation.alignment import align_to_reference, estimate_lag, shift_to_length
 from vqaudio.evaluation.baselines import default_baselines, opus_audio_bytes, run_baseline
 from vqaudio.evaluation.codebook_stats import code_histograms, codebook_usage, usage_from_histograms
 from vqaudio.evaluation.evaluate import EvalOptions, check_n_q, evaluate, run_evaluation, served_n_q
-from vqaudio.model import build_model
-from vqaudio.tokenizer import Tokenizer
 
 SAMPLE_RATE = 16000
 HAVE_PESQ = "pesq_wb" not in metrics.unavailable_metrics()

@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vqaudio.config import LossConfig
-from vqaudio.features import log_mel_spectrogram
-from vqaudio.losses import (
+from vqaudio.codec.losses import (
     EnvelopeCorrelationLoss,
     LossTerms,
     MultiResolutionSTFTLoss,
@@ -21,6 +19,8 @@ from vqaudio.losses import (
     mel_distance,
     mel_resolutions,
 )
+from vqaudio.config import LossConfig
+from vqaudio.features import log_mel_spectrogram
 
 SAMPLE_RATE = 16000
 # Smaller resolutions than the defaults keep the tests fast; the arithmetic is the same.
@@ -258,8 +258,8 @@ def test_envelope_loss_reads_like_stoi_on_real_speech() -> None:
     """1 - the envelope loss is STOI computed at 16 kHz instead of 10 kHz, on whole segments: on a LibriVox
     clip with white noise at four levels it stays within 0.02 of pystoi's STOI (0.001-0.010 measured)."""
     pytest.importorskip("pystoi")
-    from vqaudio.audio import load_audio
     from vqaudio.evaluation.metrics import stoi
+    from vqaudio.io.audio import load_audio
 
     clip = sorted((Path(__file__).parents[1] / "examples").glob("*.flac"))[0]
     target = load_audio(clip, SAMPLE_RATE).float()

@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from vqaudio.codec.conv import Conv1d, ConvTranspose1d
+from vqaudio.codec.istft import ISTFTHead
+from vqaudio.codec.losses import ReconstructionLoss, mel_distance
+from vqaudio.codec.vqvae import VQVAE, build_model
 from vqaudio.config import DecoderConfig, EncoderConfig, LossConfig, ModelConfig, QuantizerConfig, load_yaml
 from vqaudio.features import LogMel
-from vqaudio.losses import ReconstructionLoss, mel_distance
-from vqaudio.model import VQVAE, build_model
-from vqaudio.modules.conv import Conv1d, ConvTranspose1d
-from vqaudio.modules.istft import ISTFTHead
 
 # tokenizer recipes; prior_*.yaml hold PriorRunConfig and are tested in test_prior.py
 RECIPES = sorted(

@@ -1,4 +1,4 @@
-"""The F0 estimator that teaches the harmonic excitation (vqaudio.pitch)."""
+"""The F0 estimator that teaches the harmonic excitation (vqaudio.codec.pitch)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from vqaudio.pitch import estimate_pitch
+from vqaudio.codec.pitch import estimate_pitch
 
 RATE = 16000
 

@@ -3,6 +3,7 @@ and both refuse damaged files."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import runpy
@@ -15,13 +16,13 @@ import soundfile as sf
 import torch
 
 from vqaudio.cli.main import main
+from vqaudio.codec.losses import mel_distance
+from vqaudio.codec.tokenizer import DEFAULT_MODEL_DIR, Tokenizer
 from vqaudio.errors import ModelFileError
-from vqaudio.losses import mel_distance
+from vqaudio.io.model_file import read_meta
+from vqaudio.io.token_file import TokenFileWriter
 from vqaudio.prior import Prior
-from vqaudio.prior.model import PRETRAINED_DIR
-from vqaudio.serialization import read_meta
-from vqaudio.tokenfile import TokenFileWriter
-from vqaudio.tokenizer import DEFAULT_MODEL_DIR, Tokenizer
+from vqaudio.prior.prior import PRETRAINED_DIR
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CLIP = EXAMPLES / "sense_and_sensibility_01_austen_64kb-0880.flac"
@@ -30,6 +31,13 @@ CLIP = EXAMPLES / "sense_and_sensibility_01_austen_64kb-0880.flac"
 # (0.534-0.578 on the other example clips). The bound leaves 20% of margin over eight codebooks and lies below
 # one codebook's distance, so a broken decoder, a mismatched file or codebooks beyond the first going unused fail.
 MEL_DISTANCE_BOUND = 0.69
+
+# sha256 of the embedded tokenizer's codes (int64) and decoded audio (float32) of PINNED_CLIP on one thread,
+# taken before the 0.2 re-layout (e203b75dcac3): moving code around must leave both bit-identical. Only a new
+# embedded model changes them (audio also depends on the thread count: float sums in another order).
+PINNED_CLIP = EXAMPLES / "sense_and_sensibility_01_austen_64kb-0870.flac"
+PINNED_CODES_SHA256 = "088e7c0171b507f962a2384e5083425f9566d78cd70ed173cc73678e55662365"
+PINNED_AUDIO_SHA256 = "1526d3dcbb8d347b7d0a33127d96413f832f7e27047317c604389bdf3fce40d5"
 
 
 def damaged_copy(model_dir: Path, copy: Path) -> Path:
@@ -61,6 +69,19 @@ def test_the_embedded_tokenizer_round_trips_a_real_clip(default: Tokenizer) -> N
     assert distance < coarse  # more codebooks, closer audio
 
 
+def test_the_embedded_tokenizers_round_trip_is_bit_identical_to_the_pinned_one(default: Tokenizer) -> None:
+    wav, rate = sf.read(PINNED_CLIP, dtype="float32")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        codes = default.encode(torch.from_numpy(wav), rate)
+        audio = default.decode(codes)
+    finally:
+        torch.set_num_threads(threads)
+    assert hashlib.sha256(codes.numpy().astype(np.int64).tobytes()).hexdigest() == PINNED_CODES_SHA256
+    assert hashlib.sha256(audio.numpy().astype(np.float32).tobytes()).hexdigest() == PINNED_AUDIO_SHA256
+
+
 def test_the_embedded_tokenizer_is_deterministic(default: Tokenizer) -> None:
     wav, rate = sf.read(CLIP, dtype="float32")
     first = default.encode(torch.from_numpy(wav), rate)
@@ -73,7 +94,7 @@ def test_a_modified_or_missing_embedded_model_fails_clearly(
 ) -> None:
     copy = damaged_copy(DEFAULT_MODEL_DIR, tmp_path / "default")
     weights = copy / "model.safetensors"
-    monkeypatch.setattr("vqaudio.tokenizer.DEFAULT_MODEL_DIR", copy)
+    monkeypatch.setattr("vqaudio.codec.tokenizer.DEFAULT_MODEL_DIR", copy)
     with pytest.raises(ModelFileError, match="reinstall"):
         Tokenizer.load()
     assert main(["demo", "--out", str(tmp_path / "demo")]) == 1
@@ -175,7 +196,7 @@ def test_a_modified_or_missing_embedded_prior_fails_clearly(
 ) -> None:
     copy = damaged_copy(PRETRAINED_DIR, tmp_path / "prior")
     weights = copy / "model.safetensors"
-    monkeypatch.setattr("vqaudio.prior.model.PRETRAINED_DIR", copy)
+    monkeypatch.setattr("vqaudio.prior.prior.PRETRAINED_DIR", copy)
     with pytest.raises(ModelFileError, match="reinstall"):
         Prior.load()
     assert main(["prior", "sample", str(tmp_path / "samples"), "--seconds", "1"]) == 1
@@ -230,8 +251,8 @@ def test_the_export_script_checks_the_tokenizer_and_writes_a_float16_release(
         tmp_path / "other"
     )
     target = tmp_path / "pretrained" / "prior"
-    monkeypatch.setattr("vqaudio.prior.model.PRETRAINED_DIR", target)
-    script = str(Path(__file__).resolve().parents[1] / "scripts" / "export_default_prior.py")
+    monkeypatch.setattr("vqaudio.prior.prior.PRETRAINED_DIR", target)
+    script = str(Path(__file__).resolve().parents[1] / "tools" / "export_default_prior.py")
 
     monkeypatch.setattr("sys.argv", [script, str(tmp_path / "other")])
     with pytest.raises(SystemExit, match="embedded tokenizer is"):

@@ -31,13 +31,13 @@ from vqaudio.config import (
     load_yaml,
 )
 from vqaudio.errors import DataError, ModelFileError, TokenFileError
+from vqaudio.io.model_file import read_meta
+from vqaudio.io.token_file import TokenFileWriter
 from vqaudio.prior import Prior, describe
 from vqaudio.prior.data import Utterances, WindowSampler, split_holdout
 from vqaudio.prior.ngram import count_ngrams, cross_entropy_bits, empirical_entropy_bits
 from vqaudio.prior.training import TokenSet, train_prior
 from vqaudio.prior.wavenet import WaveNetPrior, receptive_field
-from vqaudio.serialization import read_meta
-from vqaudio.tokenfile import TokenFileWriter
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 HASH = "ab" * 32
@@ -93,7 +93,7 @@ def tiny_prior(config: PriorConfig | None = None, speakers: tuple[str, ...] = ()
         for parameter in model.parameters():
             parameter.add_(0.3 * torch.randn_like(parameter))
     meta = token_meta(config.num_codebooks or 3, config.codebook_size or 16)
-    from vqaudio.prior.model import token_stream
+    from vqaudio.prior.prior import token_stream
 
     return Prior(model, PriorRunConfig(prior=config), token_stream(meta), speakers)
 
@@ -472,7 +472,7 @@ def test_float16_release_loads_as_float32(tmp_path: Path) -> None:
 def test_load_without_embedded_default_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("vqaudio.prior.model.PRETRAINED_DIR", tmp_path)
+    monkeypatch.setattr("vqaudio.prior.prior.PRETRAINED_DIR", tmp_path)
     with pytest.raises(ModelFileError, match="no embedded default prior.*reinstall vqaudio"):
         Prior.load()
 
@@ -516,8 +516,8 @@ def test_a_signal_stops_training_with_a_checkpoint(tmp_path: Path, signum: int) 
 # Command line, end to end with a tiny tokenizer
 # --------------------------------------------------------------------------------------------------
 def tiny_tokenizer(folder: Path) -> object:
-    from vqaudio.model import build_model
-    from vqaudio.tokenizer import Tokenizer
+    from vqaudio.codec.tokenizer import Tokenizer
+    from vqaudio.codec.vqvae import build_model
 
     model_config = ModelConfig(
         latent_dim=8,
@@ -675,7 +675,7 @@ def test_cli_train_eval_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str
         )
         == 0
     )
-    from vqaudio.audio import load_audio
+    from vqaudio.io.audio import load_audio
 
     expected = tokenizer.encode(load_audio(prompt, 16000), 16000)  # type: ignore[attr-defined]
     result = np.load(continued / "sample_000.npy")

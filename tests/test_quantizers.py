@@ -12,8 +12,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from vqaudio.config import QuantizerConfig
-from vqaudio.quantization import (
+from vqaudio.codec.quantization import (
     CodebookOptions,
     GroupVQ,
     Quantizer,
@@ -21,7 +20,8 @@ from vqaudio.quantization import (
     VectorQuantizer,
     build_quantizer,
 )
-from vqaudio.quantization.vq import usage_entropy_penalty
+from vqaudio.codec.quantization.vq import usage_entropy_penalty
+from vqaudio.config import QuantizerConfig
 
 
 def latents(batch: int = 4, dim: int = 8, frames: int = 16, seed: int = 0) -> torch.Tensor:

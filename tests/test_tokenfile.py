@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import vqaudio
-from vqaudio import tokenfile
 from vqaudio.data.batching import batch_by_length
 from vqaudio.errors import TokenFileError
-from vqaudio.tokenfile import IndexEntry, TokenFileWriter, load_tokens, token_paths
+from vqaudio.io import token_file as tokenfile
+from vqaudio.io.token_file import IndexEntry, TokenFileWriter, load_tokens, token_paths
 
 HOP = 320
 

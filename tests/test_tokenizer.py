@@ -16,12 +16,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import vqaudio
-from vqaudio import tokenizer as tokenizer_module
+from vqaudio.codec import tokenizer as tokenizer_module
+from vqaudio.codec.tokenizer import Tokenizer
+from vqaudio.codec.vqvae import build_model
 from vqaudio.config import Config, DecoderConfig, EncoderConfig
 from vqaudio.errors import AudioError, ModelFileError
-from vqaudio.model import build_model
-from vqaudio.serialization import CONFIG_FILE, HEADER_KEY, WEIGHTS_FILE
-from vqaudio.tokenizer import Tokenizer
+from vqaudio.io.model_file import CONFIG_FILE, HEADER_KEY, WEIGHTS_FILE
 
 # Float ties: two codes almost equally near a latent can swap when the same frame is computed in another
 # window or batch (different summation order). The contract allows under 0.1% of frames to differ.
@@ -321,7 +321,7 @@ def test_missing_or_mismatched_tensors_fail_strict_load(tiny_model_dir: Path, tm
         meta = json.loads(handle.metadata()[HEADER_KEY])
     tensors = load_file(str(weights))
     tensors.pop(next(iter(tensors)))
-    from vqaudio.serialization import save_model_file
+    from vqaudio.io.model_file import save_model_file
 
     save_model_file(tmp_path / "broken", tensors, meta)  # a consistent hash, but a tensor is missing
     with pytest.raises(ModelFileError, match="do not match the saved config"):

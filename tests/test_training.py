@@ -20,17 +20,20 @@ import pytest
 import soundfile as sf
 import torch
 
-from vqaudio.audio import load_audio
 from vqaudio.cli.main import main
+from vqaudio.codec.discriminators import Discriminators, Judgement
+from vqaudio.codec.losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
+from vqaudio.codec.pitch import estimate_pitch
+from vqaudio.codec.tokenizer import Tokenizer
+from vqaudio.codec.training import Trainer, train_tokenizer
+from vqaudio.codec.validation import hold_out
+from vqaudio.codec.vqvae import VQVAE
 from vqaudio.config import Config, ConfigError, DiscriminatorConfig, load_yaml, replace_path
 from vqaudio.data.augment import Augmentation, perturb, source_samples
 from vqaudio.data.corpus import Utterance, fill_headers, load_corpus
 from vqaudio.data.crops import RandomCrops
-from vqaudio.losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
-from vqaudio.model import VQVAE
-from vqaudio.modules.discriminators import Discriminators, Judgement
-from vqaudio.pitch import estimate_pitch
-from vqaudio.tokenizer import Tokenizer
+from vqaudio.evaluation.codebook_stats import CodebookUsage
+from vqaudio.io.audio import load_audio
 from vqaudio.training.checkpoint import (
     CHECKPOINT_FILE,
     load_checkpoint,
@@ -38,11 +41,8 @@ from vqaudio.training.checkpoint import (
     rng_states,
     save_checkpoint,
 )
-from vqaudio.training.codebook_stats import CodebookUsage
 from vqaudio.training.logs import read_metrics
 from vqaudio.training.schedule import learning_rate_at
-from vqaudio.training.trainer import Trainer, train_tokenizer
-from vqaudio.training.validation import hold_out
 
 RATE = 16000
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

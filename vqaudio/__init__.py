@@ -9,21 +9,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vqaudio import _moved
 from vqaudio._version import __version__
 
 if TYPE_CHECKING:
+    from vqaudio.codec.tokenizer import Tokenizer
+    from vqaudio.io.token_file import TokenCorpus, load_tokens
     from vqaudio.prior import Prior
-    from vqaudio.tokenfile import TokenCorpus, load_tokens
-    from vqaudio.tokenizer import Tokenizer
 
 __all__ = ["Tokenizer", "Prior", "TokenCorpus", "load_tokens", "__version__"]
 
 _LAZY = {
-    "Tokenizer": "vqaudio.tokenizer",
+    "Tokenizer": "vqaudio.codec.tokenizer",
     "Prior": "vqaudio.prior",
-    "TokenCorpus": "vqaudio.tokenfile",
-    "load_tokens": "vqaudio.tokenfile",
+    "TokenCorpus": "vqaudio.io.token_file",
+    "load_tokens": "vqaudio.io.token_file",
 }
+
+_moved.install()  # the old module paths of 0.1 keep working for one release
 
 
 def __getattr__(name: str) -> Any:

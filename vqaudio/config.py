@@ -40,7 +40,7 @@ class EncoderConfig:
     n_mels: int = 80
     mel_n_fft: int = 640
     mel_hop_length: int = 160
-    # mel front-end only: two more input channels per frame, vqaudio.pitch's F0 estimate (log, 0 where
+    # mel front-end only: two more input channels per frame, vqaudio.codec.pitch's F0 estimate (log, 0 where
     # unvoiced) and voicing. The mel bands below 1 kHz are ~40 Hz apart and do not resolve harmonics, so
     # without them the tokens carry F0 only roughly (a decoder's F0 head learnt it to ~10%).
     pitch_features: bool = False
@@ -89,10 +89,10 @@ class DecoderConfig:
     istft_n_fft: int = 640
     istft_hop_length: int = 160
     # "direct": each frame's phase (Vocos); "integrated": a deviation from each bin's own advance, summed over
-    # frames, which gives steady harmonics a phase-continuous default (vqaudio/modules/istft.py)
+    # frames, which gives steady harmonics a phase-continuous default (vqaudio/codec/istft.py)
     istft_phase: Literal["direct", "integrated"] = "direct"
     # "harmonic": the head also predicts F0 and adds its harmonic comb times predicted gains (a source-filter
-    # branch that gives voiced frames harmonic lines and a steady phase; vqaudio/modules/istft.py); direct phase
+    # branch that gives voiced frames harmonic lines and a steady phase; vqaudio/codec/istft.py); direct phase
     istft_excitation: Literal["none", "harmonic"] = "none"
 
 
@@ -164,7 +164,7 @@ class ModelConfig:
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DiscriminatorConfig:
-    """The discriminators of adversarial training (vqaudio.modules.discriminators)."""
+    """The discriminators of adversarial training (vqaudio.codec.discriminators)."""
 
     periods: tuple[int, ...] = (2, 3, 5, 7, 11)  # one multi-period (waveform) discriminator per period
     period_channels: int = 16  # first layer's width; doubles per layer
@@ -185,15 +185,15 @@ class LossConfig:
     mel_n_fft: int | tuple[int, ...] = 1024
     mel_hop_length: int | tuple[int, ...] = 256
     mel_n_mels: int | tuple[int, ...] = 80
-    # instantaneous-frequency + group-delay errors (vqaudio.losses.PhaseDerivativeLoss); 0: off. With the
+    # instantaneous-frequency + group-delay errors (vqaudio.codec.losses.PhaseDerivativeLoss); 0: off. With the
     # direct-phase iSTFT head it barely moves and cost STOI in a fine-tuning test (docs/EXPERIMENTS.md)
     phase_weight: float = 0.0
     phase_n_fft: int = 1024
     phase_hop_length: int = 256
-    # 1 - STOI-style correlation of band envelopes over 384 ms segments (vqaudio.losses.EnvelopeCorrelationLoss);
+    # 1 - STOI-style correlation of band envelopes over 384 ms segments (vqaudio.codec.losses.EnvelopeCorrelationLoss);
     # 0: off. Needs crops of at least 0.39 s.
     envelope_weight: float = 0.0
-    # L1 between the log-F0 the harmonic excitation predicts and vqaudio.pitch's estimate, on voiced frames
+    # L1 between the log-F0 the harmonic excitation predicts and vqaudio.codec.pitch's estimate, on voiced frames
     pitch_weight: float = 0.0
     quantizer_weight: float = 1.0  # multiplies the quantizer's own (codebook + commitment) loss
     # Adversarial training (least-squares GAN + feature matching); 0 turns the discriminators off.

@@ -44,12 +44,12 @@
 #      vqaudio train rvq_mel_spread50.yaml --init-from EXP/codec_rvq_mel_spread20 ... --out EXP/codec
 #      together the embedded tokenizer (about 1 h 50 min). With --finetune-recipe '' RECIPE goes straight to EXP/codec;
 #      recipes/rvq_mel_gan.yaml (adversarial) is another second stage (from the 12,000-step first stage it
-#      lowered STOI: README, "What was tried")
+#      lowered STOI: docs/EXPERIMENTS.md)
 #   2  tokenize dev, test and train into EXP/tokens/{dev,test,train}.npy
 #   3  evaluate the codec on test (unseen voices, both languages) into EXP/report
 #   4  train the WaveNet token prior on the train tokens, evaluate it on the test tokens (EXP/prior_eval.json);
 #      with the embedded tokenizer's tokens this is the embedded prior, which
-#      `python scripts/export_default_prior.py EXP/prior --test EXP/tokens/test.npy` copies into the package
+#      `python tools/export_default_prior.py EXP/prior --test EXP/tokens/test.npy` copies into the package
 #   5  sample 4 x 4 s from the prior into EXP/samples
 set -euo pipefail
 

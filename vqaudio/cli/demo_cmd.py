@@ -26,8 +26,8 @@ def demo_command(
     n_q: int | None = typer.Option(None, "--n-q", min=1, help="Codebooks to use (residual models)."),
 ) -> None:
     """Tokenize the example clips with the embedded model and resynthesize them."""
-    from vqaudio.corpus_coding import resynthesize_tokens, tokenize_corpus
-    from vqaudio.tokenizer import Tokenizer
+    from vqaudio.codec.corpus_coding import resynthesize_tokens, tokenize_corpus
+    from vqaudio.codec.tokenizer import Tokenizer
 
     source = input if input is not None else EXAMPLES
     if not source.exists():

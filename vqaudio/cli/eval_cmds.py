@@ -58,9 +58,9 @@ def eval_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Tokenizer + baselines on DATA -> report folder OUT (help: EVAL_HELP)."""
+    from vqaudio.codec.tokenizer import Tokenizer
     from vqaudio.evaluation.evaluate import EvalOptions, check_n_q, run_evaluation
     from vqaudio.evaluation.report import markdown_summary
-    from vqaudio.tokenizer import Tokenizer
 
     requested = _parse_n_q(n_q)
     if out.exists() and not overwrite:  # before loading anything: fail in a second, not after the run

@@ -45,8 +45,8 @@ PRIOR_HELP = "Prior model folder or .safetensors file (default: the prior embedd
 
 
 def _load_token_set(path: Path) -> Any:
+    from vqaudio.io.token_file import load_tokens
     from vqaudio.prior.training import TokenSet
-    from vqaudio.tokenfile import load_tokens
 
     corpus = load_tokens(path)
     return TokenSet(corpus, corpus.meta, str(path))
@@ -100,7 +100,7 @@ def train_command(
         run_config = replace_path(run_config, "train.num_threads", threads)
     train_set = _load_token_set(tokens)
     if tokenizer_path is not None:
-        from vqaudio.tokenizer import Tokenizer
+        from vqaudio.codec.tokenizer import Tokenizer
 
         tokenizer_hash = Tokenizer.load(tokenizer_path).hash
         if tokenizer_hash != train_set.meta.get("model_hash"):
@@ -189,7 +189,7 @@ def eval_command(
     label = str(prior_path) if prior_path is not None else "(embedded default)"
     text = json.dumps({"tokens": str(tokens), "prior": label, **report.to_dict()})
     if json_out is not None:
-        from vqaudio.audio import atomic_path
+        from vqaudio.io.atomic import atomic_path
 
         with atomic_path(json_out) as tmp:
             tmp.write_text(text + "\n")
@@ -228,7 +228,7 @@ def sample_command(
     force: bool = typer.Option(False, "--force", help="Decode with a --tokenizer whose hash differs."),
 ) -> None:
     from vqaudio.prior import Prior
-    from vqaudio.prior.sampling import encode_prompt, find_tokenizer, frames_for, speaker_list, write_samples
+    from vqaudio.prior.audio_io import encode_prompt, find_tokenizer, frames_for, speaker_list, write_samples
 
     prior = Prior.load(prior_path)
     num_frames = frames_for(seconds, prior.frame_rate)
@@ -282,8 +282,8 @@ def info_command(
     path: Path | None = typer.Argument(None, help=PRIOR_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
+    from vqaudio.io.model_file import read_meta
     from vqaudio.prior import Prior, describe
-    from vqaudio.serialization import read_meta
 
     prior = Prior.load(path)  # checks the files (hash, strict load), not only their description
     assert prior.path is not None

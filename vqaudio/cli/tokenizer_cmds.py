@@ -42,7 +42,7 @@ INFO_HELP = (
 def _load_tokenizer(model: Path | None, threads: int = 0) -> Any:
     import torch
 
-    from vqaudio.tokenizer import Tokenizer
+    from vqaudio.codec.tokenizer import Tokenizer
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -83,8 +83,8 @@ def tokenize(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Corpus -> token file (help: TOKENIZE_HELP)."""
-    from vqaudio.corpus_coding import tokenize_corpus
-    from vqaudio.tokenfile import check_can_write
+    from vqaudio.codec.corpus_coding import tokenize_corpus
+    from vqaudio.io.token_file import check_can_write
 
     if out.suffix != ".npy":
         raise typer.BadParameter(f"the token file must end in .npy, got {out}", param_hint="OUT")
@@ -123,9 +123,9 @@ def resynth(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Tokens or audio -> audio (help: RESYNTH_HELP)."""
-    from vqaudio.audio import AUDIO_EXTENSIONS, load_audio, save_audio
-    from vqaudio.corpus_coding import resynthesize_tokens
-    from vqaudio.tokenfile import token_paths
+    from vqaudio.codec.corpus_coding import resynthesize_tokens
+    from vqaudio.io.audio import AUDIO_EXTENSIONS, load_audio, save_audio
+    from vqaudio.io.token_file import token_paths
 
     suffix = input.suffix.lower()
     if suffix == ".npy" or (not input.exists() and token_paths(input).array_path.exists()):
@@ -182,15 +182,15 @@ def info(
     ),
 ) -> None:
     """Describe a model or token file (help: INFO_HELP)."""
-    from vqaudio.serialization import read_meta
-    from vqaudio.tokenfile import token_paths
-    from vqaudio.tokenizer import DEFAULT_MODEL_DIR
+    from vqaudio.codec.tokenizer import DEFAULT_MODEL_DIR
+    from vqaudio.io.model_file import read_meta
+    from vqaudio.io.token_file import token_paths
 
     if prior:
         if path is not None:
             raise typer.BadParameter("--prior describes the embedded prior; pass PATH or --prior, not both")
         from vqaudio.prior import Prior
-        from vqaudio.prior.model import PRETRAINED_DIR
+        from vqaudio.prior.prior import PRETRAINED_DIR
 
         Prior.load()  # one clear line when it is missing or damaged
         path = PRETRAINED_DIR
@@ -221,7 +221,7 @@ def info(
 
 
 def _tokenizer_info(path: Path) -> tuple[dict[str, Any], str]:
-    from vqaudio.serialization import one_line
+    from vqaudio.io.model_file import one_line
 
     tokenizer = _load_tokenizer(path)
     config = tokenizer.config.model
@@ -277,7 +277,7 @@ def _tokenizer_info(path: Path) -> tuple[dict[str, Any], str]:
 
 
 def _token_file_info(path: Path, usage: bool = False) -> tuple[dict[str, Any], str]:
-    from vqaudio.tokenfile import load_tokens
+    from vqaudio.io.token_file import load_tokens
 
     corpus = load_tokens(path)
     meta = corpus.meta

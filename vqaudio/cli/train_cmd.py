@@ -61,12 +61,12 @@ def train_command(
 ) -> None:
     import torch
 
+    from vqaudio.codec.training import train_tokenizer
+    from vqaudio.codec.validation import hold_out
     from vqaudio.config import Config, ConfigError, load_yaml, parse_override, replace_path
     from vqaudio.data.augment import Augmentation
     from vqaudio.data.corpus import fill_headers, load_corpus
     from vqaudio.training.distributed import init_distributed, shutdown_distributed
-    from vqaudio.training.trainer import train_tokenizer
-    from vqaudio.training.validation import hold_out
 
     config: Config = load_yaml(recipe, Config)
     for text in overrides or []:

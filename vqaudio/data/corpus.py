@@ -18,45 +18,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from vqaudio.audio import AUDIO_EXTENSIONS, audio_info
+from vqaudio.data.librispeech import is_librispeech_tree, read_librispeech
+from vqaudio.data.manifest import read_manifest
+from vqaudio.data.utterance import Utterance, find_audio_files, sort_and_check
 from vqaudio.errors import AudioError, DataError
+from vqaudio.io.audio import AUDIO_EXTENSIONS, audio_info
 from vqaudio.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
 LIST_EXTENSIONS = (".txt", ".lst", ".scp")
 MANIFEST_EXTENSIONS = (".tsv",)
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """One audio file of a corpus and what is known about it."""
-
-    id: str  # unique, stable; LibriSpeech "spk-chap-utt"; folders: relative path without extension (posix)
-    path: Path
-    num_samples: int | None  # at the file's own rate, None if unknown
-    sample_rate: int | None
-    speaker: str | None = None
-    text: str | None = None
-
-    @property
-    def seconds(self) -> float | None:
-        """Duration, when the header facts are known."""
-        if self.num_samples is None or not self.sample_rate:
-            return None
-        return self.num_samples / self.sample_rate
-
-
-def is_audio_file(path: str | Path) -> bool:
-    """True for a visible file whose extension is one of ``vqaudio.audio.AUDIO_EXTENSIONS``."""
-    name = Path(path).name
-    # hidden files include the temporaries of atomic writes (".name.XXXX.flac")
-    return not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS
 
 
 def load_corpus(source: str | Path, *, read_headers: bool = False) -> list[Utterance]:
@@ -78,8 +54,6 @@ def load_corpus(source: str | Path, *, read_headers: bool = False) -> list[Utter
     if source.is_file():
         suffix = source.suffix.lower()
         if suffix in MANIFEST_EXTENSIONS:
-            from vqaudio.data.manifest import read_manifest
-
             utterances = read_manifest(source)
         elif suffix in LIST_EXTENSIONS:
             utterances = read_list_file(source)
@@ -91,8 +65,6 @@ def load_corpus(source: str | Path, *, read_headers: bool = False) -> list[Utter
                 f"({', '.join(AUDIO_EXTENSIONS)}); pass one of those or a folder"
             )
     else:
-        from vqaudio.data.librispeech import is_librispeech_tree, read_librispeech
-
         if is_librispeech_tree(source):
             utterances = read_librispeech(source)
         else:
@@ -120,15 +92,6 @@ def read_audio_folder(folder: str | Path) -> list[Utterance]:
         for path in paths
     ]
     return sort_and_check(utterances, where=str(folder))
-
-
-def find_audio_files(folder: Path) -> Iterable[Path]:
-    """Audio files below ``folder`` in a stable (sorted) walk order; hidden folders are not entered."""
-    for directory, subdirs, files in os.walk(folder, followlinks=True):
-        subdirs[:] = sorted(name for name in subdirs if not name.startswith("."))
-        for name in sorted(files):
-            if is_audio_file(name):
-                yield Path(directory) / name
 
 
 def read_list_file(list_file: str | Path) -> list[Utterance]:
@@ -224,21 +187,6 @@ def fill_headers(
             log.warning("  %s", message)
         result = [utt for utt in result if utt.id not in bad_ids]
     return result
-
-
-def sort_and_check(utterances: Iterable[Utterance], where: str) -> list[Utterance]:
-    """Sort by id; raise DataError on duplicate ids (naming the first two files that clash)."""
-    ordered = sorted(utterances, key=lambda utt: utt.id)
-    counts = Counter(utt.id for utt in ordered)
-    duplicates = [utterance_id for utterance_id, count in counts.items() if count > 1]
-    if duplicates:
-        first = duplicates[0]
-        paths = [str(utt.path) for utt in ordered if utt.id == first][:2]
-        raise DataError(
-            f"{where}: duplicate utterance id {first!r} ({' and '.join(paths)}; {len(duplicates)} duplicate "
-            "ids in all); ids must be unique: rename one file or keep one format per recording"
-        )
-    return ordered
 
 
 def _id_from_relative(path: Path, root: Path) -> str:

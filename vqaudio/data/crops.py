@@ -14,7 +14,7 @@ coming from a stream of the same seed, so that turning augmentation on leaves th
 
 Decoding: with a cache, the corpus is decoded once into memory as int16 at the model rate (ogg/flac
 decoding on every step can cost more than the model on a small CPU); otherwise each crop decodes only its
-window of the file (``vqaudio.audio.load_audio`` with ``start``/``num_samples``), resampled when the file
+window of the file (``vqaudio.io.audio.load_audio`` with ``start``/``num_samples``), resampled when the file
 rate differs from the model rate.
 """
 
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vqaudio.audio import load_audio
 from vqaudio.data.augment import Augmentation, perturb, source_samples
-from vqaudio.data.corpus import Utterance
+from vqaudio.data.utterance import Utterance
 from vqaudio.errors import DataError
+from vqaudio.io.audio import load_audio
 from vqaudio.progress import progress_bar
 
 log = logging.getLogger(__name__)

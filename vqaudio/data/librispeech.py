@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vqaudio.audio import atomic_path, save_audio
-from vqaudio.data.corpus import Utterance, find_audio_files, sort_and_check
+from vqaudio.data.utterance import Utterance, find_audio_files, sort_and_check
 from vqaudio.errors import DataError
+from vqaudio.io.atomic import atomic_path
+from vqaudio.io.audio import save_audio
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from vqaudio.audio import AUDIO_EXTENSIONS, atomic_path
-from vqaudio.data.corpus import Utterance, sort_and_check
+from vqaudio.data.utterance import Utterance, sort_and_check
 from vqaudio.errors import DataError
+from vqaudio.io.atomic import atomic_path
+from vqaudio.io.audio import AUDIO_EXTENSIONS
 
 COLUMNS = ("id", "path", "samples", "sample_rate", "speaker", "text")
 POSITIONAL_COLUMNS = ("path", "samples", "speaker", "text")

@@ -3,8 +3,10 @@
 * ``metrics``: SI-SDR, log-mel L1, multi-resolution STFT distance, PESQ-WB, STOI of one clip.
 * ``alignment``: remove a codec's delay before scoring (cross-correlation lag search).
 * ``baselines``: Codec2 and Opus through their command-line tools.
-* ``codebook_stats``: per-codebook used fraction, entropy and perplexity (numpy/torch, no torch import).
+* ``codebook_stats``: per-codebook used fraction, entropy and perplexity, and their accumulator over
+  training steps (numpy; takes torch tensors without importing torch).
 * ``evaluate``: the run over a corpus; ``run_evaluation`` writes the report folder atomically.
+* ``results``: what a run measured (options, per-system scores), shared by ``evaluate`` and ``report``.
 * ``report``: report.json and report.md; ``plots``: the figures.
 
 Nothing is imported here, so ``from vqaudio.evaluation.codebook_stats import codebook_usage`` stays cheap

@@ -11,11 +11,13 @@ For each codebook, from the histogram of its codes over a corpus:
   distribution, 1 for a collapsed codebook that always emits the same code.
 
 The functions take numpy arrays or torch tensors (moved to the CPU) and never import torch, so the trainer
-can call them on every logging step: one ``np.bincount`` per call.
+can call them on every logging step: one ``np.bincount`` per call. ``CodebookUsage`` accumulates them over
+training or validation steps (its counts are all-reduced across DDP processes).
 
     counts = code_histograms(codes, codebook_size)        # [K, codebook_size], add these up over batches
     stats = usage_from_histograms(counts)                  # one CodebookStats per codebook
     stats = codebook_usage(codes, codebook_size)           # the two in one
+    usage = CodebookUsage(K, codebook_size); usage.update(codes); usage.summary()   # over steps
 """
 
 from __future__ import annotations
@@ -140,3 +142,53 @@ def _as_numpy(values: Any) -> np.ndarray:
     if isinstance(values, np.ndarray):
         return values
     raise TypeError(f"expected a numpy array or torch tensor, got {type(values).__name__}")
+
+
+class CodebookSummary(NamedTuple):
+    """Per-codebook statistics of the codes counted so far.
+
+    usage: [K] fraction of each codebook's codes seen at least once, in [0, 1].
+    perplexity: [K] 2 ** entropy (bits) of each histogram, in [1, codebook_size] (0 before any code).
+    frames: code frames counted (in the codebook that saw the most).
+    """
+
+    usage: np.ndarray
+    perplexity: np.ndarray
+    frames: int
+
+
+class CodebookUsage:
+    """Histogram of codes per codebook, accumulated over calls until ``reset``.
+
+    Args:
+        num_codebooks: K.
+        codebook_size: codes per codebook.
+    """
+
+    def __init__(self, num_codebooks: int, codebook_size: int) -> None:
+        self.num_codebooks = num_codebooks
+        self.codebook_size = codebook_size
+        # [K, C]; float64 so that ``torch.from_numpy(counts)`` can be all-reduced across processes in place
+        self.counts = np.zeros((num_codebooks, codebook_size), dtype=np.float64)
+
+    def reset(self) -> None:
+        self.counts[:] = 0
+
+    def update(self, codes: Any) -> None:
+        """Count ``codes`` [B, K', F] (K' <= K: the first K' codebooks) or [K', F] (numpy or torch)."""
+        shape = tuple(codes.shape)
+        if len(shape) == 2:
+            shape = (1, *shape)
+        if len(shape) != 3 or shape[1] > self.num_codebooks:
+            raise ValueError(
+                f"CodebookUsage.update expects codes [B, K <= {self.num_codebooks}, F], got {tuple(codes.shape)}"
+            )
+        self.counts[: shape[1]] += code_histograms(codes, self.codebook_size)
+
+    def summary(self) -> CodebookSummary:
+        stats = usage_from_histograms(self.counts)
+        return CodebookSummary(
+            usage=np.array([s.used_fraction for s in stats]),
+            perplexity=np.array([s.perplexity for s in stats]),
+            frames=max(s.num_codes for s in stats),
+        )

@@ -15,153 +15,42 @@ atomically (``report`` renders it, ``plots`` draws it)::
 from __future__ import annotations
 
 import logging
-import math
 import os
 import platform
 import random
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from vqaudio.audio import atomic_folder, load_audio
+from vqaudio._version import __version__
+from vqaudio.data import load_corpus
 from vqaudio.errors import AudioError, DataError
-from vqaudio.evaluation import alignment
 from vqaudio.evaluation.alignment import align_to_reference
-from vqaudio.evaluation.baselines import Baseline, BaselineError, default_baselines, run_baseline
-from vqaudio.evaluation.codebook_stats import CodebookStats, code_histograms, usage_from_histograms
-from vqaudio.evaluation.metrics import ClipScores, score_clip, unavailable_metrics
+from vqaudio.evaluation.baselines import BaselineError, default_baselines, run_baseline
+from vqaudio.evaluation.codebook_stats import code_histograms, usage_from_histograms
+from vqaudio.evaluation.metrics import score_clip, unavailable_metrics
+from vqaudio.evaluation.report import write_report
+from vqaudio.evaluation.results import (
+    EvalOptions,
+    EvalResult,
+    EvaluatedUtterance,
+    SystemResult,
+    SystemSpec,
+)
+from vqaudio.io.atomic import atomic_folder
+from vqaudio.io.audio import load_audio
 from vqaudio.progress import progress_bar
 
 if TYPE_CHECKING:
-    from vqaudio.tokenizer import Tokenizer
+    from vqaudio.codec.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-ALIGNMENT_NOTE = (
-    f"Baseline outputs are aligned to the reference before scoring: {alignment.METHOD}. vqaudio outputs are "
-    "scored as decoded: the model returns exactly the input's samples, with no delay by construction."
-)
-
-
 EXAMPLE_MIN_PEAK = 1e-3  # -60 dBFS
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    """What ``run_evaluation`` evaluates and how.
-
-    n_q: codebook counts to evaluate; None: every bitrate the model serves (``served_n_q``).
-    max_utterances: evaluate at most this many utterances, a seeded random subset spread over the corpus.
-    max_seconds: stop adding utterances once this much audio is evaluated (whole utterances only).
-    baselines: run the Codec2 / Opus baselines whose tools are installed.
-    skip_bad: skip unreadable files (listed in the report) instead of failing on the first.
-    num_examples: clips kept as WAVs and spectrograms.
-    threads: torch intra-op threads (0: torch's default); RTFs are measured with it.
-    seed: of the utterance subset order.
-    progress: show a tqdm bar over utterances.
-    """
-
-    n_q: tuple[int, ...] | None = None
-    max_utterances: int | None = None
-    max_seconds: float | None = None
-    baselines: bool = True
-    skip_bad: bool = False
-    num_examples: int = 3
-    threads: int = 0
-    seed: int = 0
-    progress: bool = True
-
-
-class SystemSpec(NamedTuple):
-    """One system of the comparison: a bitrate of the model, or a baseline codec setting."""
-
-    name: str  # "vqaudio_nq4", "codec2_3200", "opus_6k"
-    family: str  # "vqaudio", "codec2" or "opus"
-    kbps: float  # nominal bitrate
-    n_q: int | None  # vqaudio only
-    tokens_per_second: float | None  # vqaudio only: n_q * frame_rate
-    baseline: Baseline | None
-
-
-@dataclass
-class SystemResult:
-    """Everything measured for one system over the evaluated utterances."""
-
-    spec: SystemSpec
-    scores: dict[str, ClipScores] = field(default_factory=dict)  # utterance id -> scores
-    lags: dict[str, int] = field(default_factory=dict)  # utterance id -> samples (baselines only)
-    encoded_bits: int = 0
-    audio_seconds: float = 0.0  # of the utterances this system scored
-    encode_seconds: float = 0.0
-    decode_seconds: float = 0.0
-    failures: list[str] = field(default_factory=list)  # "utt: message" for clips the codec failed on
-
-    @property
-    def measured_kbps(self) -> float:
-        return self.encoded_bits / self.audio_seconds / 1000 if self.audio_seconds else math.nan
-
-    @property
-    def encode_rtf(self) -> float:
-        """Encoding time / audio duration (below 1: faster than real time)."""
-        return self.encode_seconds / self.audio_seconds if self.audio_seconds else math.nan
-
-    @property
-    def decode_rtf(self) -> float:
-        return self.decode_seconds / self.audio_seconds if self.audio_seconds else math.nan
-
-    def values(self, metric: str) -> np.ndarray:
-        """[N] the metric over the scored utterances, NaN where it failed or is unavailable."""
-        return np.array([getattr(scores, metric) for scores in self.scores.values()], dtype=np.float64)
-
-    def metric_failures(self, metric: str) -> list[str]:
-        """``"utt: reason"`` for each utterance on which ``metric`` failed."""
-        prefix = f"{metric}: "
-        return [
-            f"{utt}: {failure[len(prefix) :]}"
-            for utt, scores in self.scores.items()
-            for failure in scores.failures
-            if failure.startswith(prefix)
-        ]
-
-
-class EvaluatedUtterance(NamedTuple):
-    id: str
-    path: str
-    seconds: float
-
-
-@dataclass
-class EvalResult:
-    """The numbers ``report.write_report`` renders (see there for the files)."""
-
-    source: str
-    model_path: str | None
-    model: dict[str, Any]  # name, hash, rates, codebooks, ...
-    environment: dict[str, Any]
-    options: EvalOptions
-    systems: list[SystemResult]
-    utterances: list[EvaluatedUtterance]
-    skipped: list[tuple[str, str]]  # (path, error) of unreadable files (--skip-bad)
-    code_counts: np.ndarray  # [K, codebook_size] over all evaluated utterances, full n_q
-    codebooks: list[CodebookStats]
-    unavailable_metrics: dict[str, str]  # metric -> note
-    unavailable_baselines: dict[str, str]  # baseline name -> note
-    notes: list[str]
-    sample_rate: int
-    frame_rate: float
-    examples: dict[str, dict[str, np.ndarray]]  # utterance id -> {"original" or system name: [T] audio}
-
-    def system(self, name: str) -> SystemResult:
-        for system in self.systems:
-            if system.spec.name == name:
-                return system
-        raise KeyError(f"no system {name!r}; systems are {[s.spec.name for s in self.systems]}")
 
 
 def served_n_q(tokenizer: Tokenizer) -> tuple[int, ...]:
@@ -252,7 +141,7 @@ def evaluate(
 
     Args:
         source: anything ``vqaudio.data.load_corpus`` reads (manifest, LibriSpeech tree, folder, file, list).
-        tokenizer: a ``vqaudio.tokenizer.Tokenizer``.
+        tokenizer: a ``vqaudio.codec.tokenizer.Tokenizer``.
         options: see ``EvalOptions``.
         model_path: where the model came from (recorded in the report).
     Returns:
@@ -262,8 +151,6 @@ def evaluate(
         AudioError: an unreadable file (without ``skip_bad``); the message names it.
         ValueError: invalid options (``n_q`` the model cannot serve, non-positive limits).
     """
-    from vqaudio.data import load_corpus
-
     _check_options(options)
     n_q_values, notes = check_n_q(tokenizer, options.n_q)
     corpus = load_corpus(source)
@@ -366,8 +253,6 @@ def run_evaluation(
         FileExistsError: ``out`` exists and ``overwrite`` is False (checked before any work).
         and everything ``evaluate`` raises.
     """
-    from vqaudio.evaluation.report import write_report
-
     out = Path(out)
     _check_out(out, overwrite)
     result = evaluate(source, tokenizer, options, model_path)
@@ -491,8 +376,6 @@ def _model_facts(tokenizer: Tokenizer) -> dict[str, Any]:
 
 
 def _environment(tokenizer: Tokenizer, options: EvalOptions) -> dict[str, Any]:
-    from vqaudio import __version__
-
     return {
         "vqaudio_version": __version__,
         "torch_version": torch.__version__,
@@ -521,8 +404,3 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
-
-
-def safe_name(text: str) -> str:
-    """A file-name-safe form of an utterance id (``spk/chap/utt`` -> ``spk_chap_utt``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "clip"

@@ -2,7 +2,7 @@
 
 * SI-SDR, scale-invariant signal-to-distortion ratio in dB (Le Roux et al., 2019, "SDR - half-baked or well
   done?", https://arxiv.org/abs/1811.02508), on zero-mean signals; higher is better.
-* log-mel L1 distance (``vqaudio.losses.mel_distance``: n_fft 1024, hop 256, 80 mels); lower is better.
+* log-mel L1 distance (``vqaudio.codec.losses.mel_distance``: n_fft 1024, hop 256, 80 mels); lower is better.
 * multi-resolution STFT distance: spectral convergence + log-magnitude L1 averaged over three resolutions
   (Yamamoto et al., 2020, https://arxiv.org/abs/1910.11480), fixed here so numbers stay comparable whatever a
   model was trained with; lower is better.
@@ -27,8 +27,8 @@ import numpy as np
 import soxr
 import torch
 
-from vqaudio.losses import MultiResolutionSTFTLoss
-from vqaudio.losses import mel_distance as _mel_distance
+from vqaudio.codec.losses import MultiResolutionSTFTLoss
+from vqaudio.codec.losses import mel_distance as _mel_distance
 
 # Beyond about 100 dB the distortion is float rounding; capping keeps one perfect clip from making a corpus
 # mean infinite (and keeps report.json valid JSON). An all-zero estimate gets -100.
@@ -123,7 +123,7 @@ def si_sdr(estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Te
 def mel_distance(
     estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor, sample_rate: int
 ) -> float:
-    """Mean L1 between log-mel spectrograms (``vqaudio.losses.mel_distance``); 0 for identical audio.
+    """Mean L1 between log-mel spectrograms (``vqaudio.codec.losses.mel_distance``); 0 for identical audio.
 
     Args:
         estimate, reference: [T] float audio of the same length at ``sample_rate``.
@@ -192,7 +192,7 @@ def stoi(
 ) -> float:
     """Short-time objective intelligibility: classic STOI, or with ``extended`` ESTOI (Jensen & Taal, 2016),
     which also compares the spectral shape within each frame; a check on models trained with
-    ``vqaudio.losses.EnvelopeCorrelationLoss``, which follows classic STOI.
+    ``vqaudio.codec.losses.EnvelopeCorrelationLoss``, which follows classic STOI.
 
     Args:
         estimate, reference: [T] float audio of the same length at ``sample_rate``.

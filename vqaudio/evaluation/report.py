@@ -24,9 +24,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vqaudio.audio import atomic_path, save_audio
+from vqaudio._version import __version__
 from vqaudio.evaluation import alignment
-from vqaudio.evaluation.evaluate import ALIGNMENT_NOTE, EvalResult, SystemResult, safe_name
 from vqaudio.evaluation.metrics import METRICS, SI_SDR_LIMIT_DB, STFT_DISTANCE_FFT_SIZES
 from vqaudio.evaluation.plots import (
     QualityPoint,
@@ -34,6 +33,9 @@ from vqaudio.evaluation.plots import (
     plot_quality_vs_bitrate,
     plot_spectrograms,
 )
+from vqaudio.evaluation.results import ALIGNMENT_NOTE, EvalResult, SystemResult, safe_name
+from vqaudio.io.atomic import atomic_path
+from vqaudio.io.audio import save_audio
 
 REPORT_FORMAT = "vqaudio-eval-report"
 REPORT_FORMAT_VERSION = 1
@@ -95,8 +97,6 @@ def write_report(result: EvalResult, folder: str | Path) -> None:
 
 def report_dict(result: EvalResult, examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Every number of the evaluation as plain JSON-ready data (NaN becomes null when written)."""
-    from vqaudio import __version__
-
     systems = {}
     for system in result.systems:
         spec = system.spec

@@ -10,6 +10,6 @@ Modules: ``wavenet`` (the network), ``model`` (``Prior``: files, likelihood, sam
 token / frame / second).
 """
 
-from vqaudio.prior.model import Prior, describe
+from vqaudio.prior.prior import Prior, describe
 
 __all__ = ["Prior", "describe"]

@@ -1,6 +1,6 @@
 """Token corpora for the prior: validated codes, held-out utterances, speaker ids, random training windows.
 
-A corpus is any mapping ``utt_id -> [n_q, frames]`` integer array (``vqaudio.tokenfile.TokenCorpus`` or a
+A corpus is any mapping ``utt_id -> [n_q, frames]`` integer array (``vqaudio.io.token_file.TokenCorpus`` or a
 plain dict). Training windows are fixed-length runs of frames inside one utterance (never across two
 utterances, whose boundary is not a real transition); an utterance shorter than the window gives one padded
 window whose padding is masked out of the loss. Utterances are drawn in proportion to their length, so every
@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vqaudio.data.manifest import read_manifest
 from vqaudio.errors import DataError, TokenFileError
 
 
@@ -84,8 +85,6 @@ def with_conditions(utterances: Utterances, condition_of: Mapping[str, int] | No
 
 def read_speakers(manifest: str | Path) -> dict[str, str]:
     """Manifest TSV (``vqaudio.data.manifest``) -> utterance id -> speaker, for utterances that name one."""
-    from vqaudio.data.manifest import read_manifest
-
     return {utt.id: utt.speaker for utt in read_manifest(manifest, check_paths=False) if utt.speaker}
 
 

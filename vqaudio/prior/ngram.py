@@ -23,8 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from vqaudio.audio import atomic_path
 from vqaudio.errors import ModelFileError
+from vqaudio.io.atomic import atomic_path
 
 COUNTS_FILE = "ngram_counts.npz"
 

@@ -36,6 +36,7 @@ from torch.nn import functional as F
 
 from vqaudio.config import PriorRunConfig, TrainConfig, to_dict
 from vqaudio.errors import DataError, TokenFileError
+from vqaudio.io.model_file import CONFIG_FILE, WEIGHTS_FILE
 from vqaudio.prior.data import (
     Utterances,
     WindowSampler,
@@ -45,11 +46,10 @@ from vqaudio.prior.data import (
     with_conditions,
 )
 from vqaudio.prior.evaluation import corpus_nll
-from vqaudio.prior.model import Prior, token_stream
 from vqaudio.prior.ngram import COUNTS_FILE, count_ngrams, save_counts
+from vqaudio.prior.prior import Prior, token_stream
 from vqaudio.prior.wavenet import WaveNetPrior
 from vqaudio.progress import progress_bar
-from vqaudio.serialization import CONFIG_FILE, WEIGHTS_FILE
 from vqaudio.training.checkpoint import (
     CHECKPOINT_FILE,
     load_checkpoint,
@@ -74,7 +74,7 @@ class TrainingResult(NamedTuple):
 
 
 class TokenSet(NamedTuple):
-    """A token corpus and its metadata, as ``vqaudio.tokenfile.load_tokens`` gives them."""
+    """A token corpus and its metadata, as ``vqaudio.io.token_file.load_tokens`` gives them."""
 
     corpus: Mapping[str, np.ndarray]  # utt_id -> [n_q, frames]
     meta: Mapping[str, Any]  # model_hash, model_name, n_q, codebook_size, frame_rate, ...

@@ -1,6 +1,6 @@
 """Training state on disk: one ``checkpoint.pt`` per run, written atomically, read without unpickling code.
 
-The release model (``model.safetensors`` + ``config.json``, see ``vqaudio.serialization``) is what users
+The release model (``model.safetensors`` + ``config.json``, see ``vqaudio.io.model_file``) is what users
 load; this file is what ``vqaudio train`` resumes from. It holds only tensors, numbers, strings, lists and
 dicts, so ``torch.load(weights_only=True)`` reads it: nothing in a checkpoint can run code. Random
 generator states are stored in that form too (python's and numpy's as integer tensors).
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from vqaudio._version import __version__
-from vqaudio.audio import atomic_path
 from vqaudio.errors import ModelFileError
+from vqaudio.io.atomic import atomic_path
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = "vqaudio-training-state"

@@ -1,7 +1,7 @@
 """Data-parallel training across processes: ``torch.distributed`` as set up by ``torchrun``.
 
 Each process (rank) trains a replica on its own data stream; ``DistributedDataParallel`` averages the
-gradients, and the quantizers all-reduce their EMA statistics themselves (vqaudio.quantization.vq), so the
+gradients, and the quantizers all-reduce their EMA statistics themselves (vqaudio.codec.quantization.vq), so the
 replicas stay identical without DDP's buffer broadcast. Only rank 0 writes logs, checkpoints and the
 progress bar. The backend is gloo on the CPU and NCCL on CUDA.
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vqaudio.audio import atomic_path
+from vqaudio.codec.validation import ValidationExample
 from vqaudio.features import LogMel
-from vqaudio.training.validation import ValidationExample
+from vqaudio.io.atomic import atomic_path
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"

@@ -1,7 +1,7 @@
 """More real training voices from Debian: KLettres' letters and syllables, Hedgewars' voice packs -> 16 kHz FLAC.
 
 The fillets corpus trains on two real voices, and a tokenizer trained on few voices generalises poorly to
-voices it never heard (README, Known limits). Two Debian data packages hold recordings of many more people:
+voices it never heard (docs/MODEL_CARD.md, Known limits). Two Debian data packages hold recordings of many more people:
 
 - ``klettres-data`` (KDE's alphabet tutor, GPL): native speakers saying the letters and syllables of their
   language, one folder per language (``<lang>/alpha``, ``<lang>/syllab``); taken as one speaker per language.
@@ -29,9 +29,10 @@ from pathlib import Path
 import librosa
 import numpy as np
 
-from vqaudio.audio import atomic_folder, load_audio
 from vqaudio.data.librispeech import ChapterWriter
 from vqaudio.errors import AudioError
+from vqaudio.io.atomic import atomic_folder
+from vqaudio.io.audio import load_audio
 
 SAMPLE_RATE = 16000
 MIN_SECONDS = 0.3

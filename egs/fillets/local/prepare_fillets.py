@@ -52,9 +52,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from vqaudio.audio import atomic_path
 from vqaudio.data.librispeech import write_transcripts
 from vqaudio.errors import DataError, VQAudioError
+from vqaudio.io.atomic import atomic_path
 from vqaudio.progress import progress_bar
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Extra training voices from Festival: fillets-ng subtitles read by Debian's festvox voices -> 16 kHz FLAC.
 
 The fillets corpus trains on two voices, and a voice the tokenizer never heard falls on a subset of the first
-codebook's codes (README, Known limits). This script makes more voices offline: each Festival voice reads
+codebook's codes (docs/MODEL_CARD.md, Known limits). This script makes more voices offline: each Festival voice reads
 lines of the game's own subtitles in its language, in the corpus layout
 ``OUT/<speaker>/<level>/<speaker>-<level>-<n>.flac`` with ``<speaker>-<level>.trans.txt`` beside them, ready
 for ``vqaudio prepare``. Only languages the fillets voices do not speak in dev/test are needed for variety,
@@ -33,8 +33,8 @@ import soundfile as sf
 import soxr
 from prepare_fillets import find_fillets_data  # egs/fillets/local/prepare_fillets.py, beside this script
 
-from vqaudio.audio import atomic_folder
 from vqaudio.data.librispeech import ChapterWriter
+from vqaudio.io.atomic import atomic_folder
 
 SAMPLE_RATE = 16000
 MIN_WORDS, MAX_WORDS = 3, 30

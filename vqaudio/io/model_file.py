@@ -19,8 +19,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from vqaudio._version import __version__
-from vqaudio.audio import atomic_path
 from vqaudio.errors import ModelFileError
+from vqaudio.io.atomic import atomic_path
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"

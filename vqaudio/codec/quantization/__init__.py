@@ -8,11 +8,11 @@ group.py). Every codebook's settings travel as one ``CodebookOptions`` (vq.py); 
 
 from __future__ import annotations
 
+from vqaudio.codec.quantization.base import Quantizer, QuantizerOutput
+from vqaudio.codec.quantization.group import GroupVQ
+from vqaudio.codec.quantization.residual import ResidualVQ
+from vqaudio.codec.quantization.vq import CodebookOptions, VectorQuantizer
 from vqaudio.config import QuantizerConfig
-from vqaudio.quantization.base import Quantizer, QuantizerOutput
-from vqaudio.quantization.group import GroupVQ
-from vqaudio.quantization.residual import ResidualVQ
-from vqaudio.quantization.vq import CodebookOptions, VectorQuantizer
 
 __all__ = [
     "CodebookOptions",

@@ -4,7 +4,7 @@ The layout of SoundStream (Zeghidour et al., 2021, https://arxiv.org/abs/2107.03
 (Défossez et al., 2022, https://arxiv.org/abs/2210.13438), without the LSTM. Reads top to bottom:
 ``ResidualUnit`` -> ``EncoderBlock`` / ``DecoderBlock`` -> ``SEANetEncoder`` / ``SEANetDecoder``.
 
-The same stacks serve both designs of ``vqaudio.model``:
+The same stacks serve both designs of ``vqaudio.codec.vqvae``:
 
 * waveform: the encoder reads samples [B, 1, T] and its strides (e.g. 2-4-5-8) reach the frame rate; the
   decoder mirrors it and ends in a conv to one channel.
@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from vqaudio.codec.conv import Conv1d, ConvGeometry, ConvTranspose1d
+from vqaudio.codec.istft import ISTFTHead
 from vqaudio.config import DecoderConfig, EncoderConfig
-from vqaudio.modules.conv import Conv1d, ConvGeometry, ConvTranspose1d
-from vqaudio.modules.istft import ISTFTHead
 
 
 class ResidualUnit(nn.Module):

@@ -1,6 +1,6 @@
 """``Prior``: the user-facing token prior (load/save, likelihood, sampling) and its model-file description.
 
-A prior model is a folder like the tokenizer's (``vqaudio.serialization``): ``model.safetensors`` +
+A prior model is a folder like the tokenizer's (``vqaudio.io.model_file``): ``model.safetensors`` +
 ``config.json`` with ``format: "vqaudio-prior"``, the resolved ``PriorRunConfig``, the tokenizer it was
 trained on (its weights hash, name and path) and the token stream's geometry (codebooks, codebook size,
 frame rate)::
@@ -27,9 +27,9 @@ from torch import Tensor
 from vqaudio._version import __version__
 from vqaudio.config import ConfigError, PriorConfig, PriorRunConfig, from_dict, to_dict
 from vqaudio.errors import ModelFileError, TokenFileError
+from vqaudio.io.model_file import WEIGHTS_FILE, load_model_file, one_line, save_model_file
 from vqaudio.prior.generation import generate_codes
 from vqaudio.prior.wavenet import WaveNetPrior, dilations, receptive_field
-from vqaudio.serialization import WEIGHTS_FILE, load_model_file, one_line, save_model_file
 
 FORMAT = "vqaudio-prior"
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "prior"

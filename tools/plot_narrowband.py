@@ -2,9 +2,9 @@
 
 At this resolution the harmonics of voiced speech are separate lines, which is what the wide-band
 spectrograms of ``vqaudio eval`` reports blur away: this is the figure that shows whether a decoder rebuilds
-pitch or only the spectral envelope (README, Known limits).
+pitch or only the spectral envelope (docs/MODEL_CARD.md, Known limits).
 
-    python scripts/plot_narrowband.py data/pocketsphinx/clips/goforward.wav --seconds 2 --n-q 6 \
+    python tools/plot_narrowband.py data/pocketsphinx/clips/goforward.wav --seconds 2 --n-q 6 \
         --baseline codec2_3200 --out docs/images/narrowband_goforward.png
 """
 
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vqaudio.audio import load_audio
+from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.evaluation.alignment import align_to_reference
 from vqaudio.evaluation.baselines import default_baselines, run_baseline
-from vqaudio.tokenizer import Tokenizer
+from vqaudio.io.audio import load_audio
 
 
 def main() -> None:
@@ -73,7 +73,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     figure.savefig(buffer, dpi=60, format="png")
-    # a palette of 128 colours: a third of the size, no visible change (the figure goes into README)
+    # a palette of 128 colours: a third of the size, no visible change (the figure goes into the model card)
     Image.open(buffer).convert("RGB").quantize(128).save(args.out, optimize=True)
     print(f"wrote {args.out}")
 

@@ -45,25 +45,28 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from vqaudio.config import Config, ConfigError, from_dict, to_dict
-from vqaudio.data.augment import Augmentation
-from vqaudio.data.corpus import Utterance
-from vqaudio.data.crops import RandomCrops, cache_size_bytes
-from vqaudio.errors import VQAudioError
-from vqaudio.losses import (
+from vqaudio.codec.discriminators import Discriminators, Judgement
+from vqaudio.codec.istft import ISTFTHead
+from vqaudio.codec.losses import (
     ReconstructionLoss,
     discriminator_loss,
     feature_matching_loss,
     generator_adversarial_loss,
     mel_distance,
 )
-from vqaudio.model import VQVAE, build_model
-from vqaudio.modules.discriminators import Discriminators, Judgement
-from vqaudio.modules.istft import ISTFTHead
-from vqaudio.pitch import estimate_pitch
+from vqaudio.codec.pitch import estimate_pitch
+from vqaudio.codec.quantization import VectorQuantizer
+from vqaudio.codec.tokenizer import Tokenizer
+from vqaudio.codec.validation import VALIDATION_BATCH_FACTOR, ValidationSet, validate
+from vqaudio.codec.vqvae import VQVAE, build_model
+from vqaudio.config import Config, ConfigError, from_dict, to_dict
+from vqaudio.data.augment import Augmentation
+from vqaudio.data.crops import RandomCrops, cache_size_bytes
+from vqaudio.data.utterance import Utterance
+from vqaudio.errors import VQAudioError
+from vqaudio.evaluation.codebook_stats import CodebookUsage
+from vqaudio.io.model_file import CONFIG_FILE, WEIGHTS_FILE, clean_state_dict
 from vqaudio.progress import progress_bar
-from vqaudio.quantization import VectorQuantizer
-from vqaudio.serialization import CONFIG_FILE, WEIGHTS_FILE, clean_state_dict
 from vqaudio.training.checkpoint import (
     CHECKPOINT_FILE,
     load_checkpoint,
@@ -71,12 +74,10 @@ from vqaudio.training.checkpoint import (
     rng_states,
     save_checkpoint,
 )
-from vqaudio.training.codebook_stats import CodebookUsage
 from vqaudio.training.distributed import SINGLE_PROCESS, DistributedContext, all_reduce_sum, barrier
 from vqaudio.training.logs import METRICS_FILE, TENSORBOARD_DIR, RunLog
 from vqaudio.training.schedule import learning_rate_at
 from vqaudio.training.signals import StopRequest, stop_on_signals
-from vqaudio.training.validation import VALIDATION_BATCH_FACTOR, ValidationSet, validate
 
 log = logging.getLogger(__name__)
 
@@ -653,8 +654,6 @@ class Trainer:
             self.run_log.flush()
 
     def _save_release(self) -> None:
-        from vqaudio.tokenizer import Tokenizer
-
         training = {
             "steps": self.step,
             "max_steps": self.config.train.max_steps,
@@ -803,8 +802,6 @@ ADDED_MODULES = {"model.decoder.istft_excitation": ("decoder.head.harmonic_filte
 def _initialise_from(model: VQVAE, config: Config, path: str | Path) -> dict[str, Any]:
     """Load a released tokenizer's weights into ``model`` (same architecture, or the same plus modules in
     ``ADDED_MODULES``); returns its provenance."""
-    from vqaudio.tokenizer import Tokenizer
-
     source = Tokenizer.load(path)
     differences = config_differences(source.config.model, config.model, "model")
     training_only = [d for d in differences if d.split(":")[0] in TRAINING_ONLY_MODEL_FIELDS]

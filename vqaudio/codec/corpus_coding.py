@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,11 +17,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from vqaudio.errors import TokenFileError
-from vqaudio.tokenfile import TokenFileWriter, TokenPaths, check_can_write, load_tokens
+from vqaudio.data.batching import batch_by_length
+from vqaudio.data.corpus import load_corpus
+from vqaudio.errors import AudioError, DataError, TokenFileError
+from vqaudio.io.audio import audio_info, load_audio, save_audio
+from vqaudio.io.token_file import TokenFileWriter, TokenPaths, check_can_write, load_tokens
+from vqaudio.progress import progress_bar
 
 if TYPE_CHECKING:
-    from vqaudio.tokenizer import Tokenizer
+    from vqaudio.codec.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +82,6 @@ def tokenize_corpus(
     Raises:
         AudioError, DataError, FileExistsError: naming the file and the fix; nothing is written then.
     """
-    from vqaudio.audio import audio_info, load_audio
-    from vqaudio.data.batching import batch_by_length
-    from vqaudio.data.corpus import load_corpus
-    from vqaudio.errors import AudioError, DataError
-    from vqaudio.progress import progress_bar
-
     check_can_write(out, overwrite)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -217,12 +216,6 @@ def resynthesize_tokens(
         TokenFileError: invalid token file, tokens of another model, codes outside the codebook.
         FileExistsError: an output WAV exists and ``overwrite`` is False.
     """
-    import shutil
-
-    from vqaudio.audio import save_audio
-    from vqaudio.data.batching import batch_by_length
-    from vqaudio.progress import progress_bar
-
     corpus = load_tokens(tokens)
     where = (
         corpus.paths[0] if len(corpus.paths) == 1 else f"{corpus.paths[0]} (+{len(corpus.paths) - 1} shards)"

@@ -17,9 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vqaudio.audio import atomic_path, load_audio, save_audio
+from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.errors import AudioError, ModelFileError
-from vqaudio.prior.model import Prior
+from vqaudio.io.atomic import atomic_path
+from vqaudio.io.audio import load_audio, save_audio
+from vqaudio.prior.prior import Prior
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +34,10 @@ def find_tokenizer(prior: Prior, override: str | Path | None = None, force: bool
         override: a tokenizer model path that replaces the search.
         force: accept ``override`` even when its hash differs from the prior's tokenizer.
     Returns:
-        a ``vqaudio.tokenizer.Tokenizer``.
+        a ``vqaudio.codec.tokenizer.Tokenizer``.
     Raises:
         ModelFileError: no matching tokenizer found (the message says which one is needed).
     """
-    from vqaudio.tokenizer import Tokenizer
-
     wanted = prior.tokenizer_hash
     if override is not None:
         tokenizer = Tokenizer.load(override)

@@ -31,8 +31,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqaudio.codec.quantization.base import Quantizer, QuantizerOutput
 from vqaudio.config import QuantizerConfig
-from vqaudio.quantization.base import Quantizer, QuantizerOutput
 
 # At most this many distance entries ([rows, codebook_size]) exist at once, so encoding a long file in one
 # call does not allocate a huge matrix; training batches fit in one block.

@@ -7,11 +7,6 @@ per process through ``logging`` so a corpus run says it without flooding the con
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,6 +16,7 @@ import soxr
 import torch
 
 from vqaudio.errors import AudioError
+from vqaudio.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -111,71 +107,6 @@ def _to_mono_at_rate(data: np.ndarray, file_rate: int, sample_rate: int, name: s
         _say_once(f"resample-{file_rate}", f"audio at {file_rate} Hz is resampled to {sample_rate} Hz (soxr)")
         mono = soxr.resample(mono, file_rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
     return torch.from_numpy(np.ascontiguousarray(mono))
-
-
-@contextmanager
-def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
-
-    An exception or Ctrl-C inside the block leaves no partial file behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=path.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        # mkstemp (and writers that replace the file, such as safetensors) leave 0600: give the usual mode
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def atomic_folder(path: str | Path) -> Iterator[Path]:
-    """Yield an empty folder beside ``path``; it replaces ``path`` (if any) only if the block succeeds.
-
-    An exception or Ctrl-C inside the block leaves no partial folder, and an old ``path`` stays until the new
-    one is complete. The caller decides whether an existing ``path`` may be replaced.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    try:
-        yield staging
-        _default_permissions(staging)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _default_permissions(folder: Path) -> None:
-    """Give ``folder`` and its contents the permissions of ordinary new files (umask applied).
-
-    mkdtemp/mkstemp create private (0700/0600) entries, which would leave a folder others cannot read.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
-    for directory, subdirs, files in os.walk(folder):
-        for name in subdirs:
-            os.chmod(os.path.join(directory, name), 0o777 & ~umask)
-        for name in files:
-            os.chmod(os.path.join(directory, name), 0o666 & ~umask)
 
 
 def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -> None:

@@ -17,7 +17,7 @@ one-third-octave band envelopes between reference and output, after STOI's norma
 multi-resolution losses score each frame's spectrum; this scores how each band's loudness rises and falls,
 which is what intelligibility follows (``torch_stoi`` implements the same but imports torchaudio).
 
-Adversarial terms (with ``vqaudio.modules.discriminators``): least-squares GAN losses (Mao et al., 2017, as
+Adversarial terms (with ``vqaudio.codec.discriminators``): least-squares GAN losses (Mao et al., 2017, as
 in HiFi-GAN) and feature matching (Larsen et al., 2016), each feature map's L1 divided by the mean magnitude
 of the real activations as in EnCodec, so the term keeps its scale while the discriminators' activations grow.
 """
@@ -29,9 +29,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from vqaudio.codec.discriminators import Judgement
 from vqaudio.config import LossConfig
 from vqaudio.features import LogMel
-from vqaudio.modules.discriminators import Judgement
 
 MAGNITUDE_FLOOR = 1e-7  # on |X|^2: keeps sqrt and log differentiable in digital silence
 

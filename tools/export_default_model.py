@@ -3,13 +3,13 @@
 The weights are copied unchanged (same hash); the name and the training description are rewritten so that
 `vqaudio info` says what the model is and how to retrain it.
 
-    python scripts/export_default_model.py exp/fillets/codec \
+    python tools/export_default_model.py exp/fillets/codec \
         --data "fillets-ng voices, egs/fillets train split (cs-m, nl-v), 1.52 h" \
         --command "egs/fillets/run.sh --stage 0 --stop-stage 3" \
         --stages "recipes/rvq_mel.yaml 3000 steps, then recipes/rvq_mel_gan.yaml 1500 steps from it"
 
 The embedded prior must be trained on the new tokenizer's tokens and exported after it
-(scripts/export_default_prior.py): a prior names the tokenizer whose tokens it models.
+(tools/export_default_prior.py): a prior names the tokenizer whose tokens it models.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from export_default_prior import repo_relative  # the sibling script (scripts/ is on sys.path when run)
+from export_default_prior import repo_relative  # the sibling script (tools/ is on sys.path when run)
 
-from vqaudio.tokenizer import DEFAULT_MODEL_DIR, Tokenizer
+from vqaudio.codec.tokenizer import DEFAULT_MODEL_DIR, Tokenizer
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
         tok.training["recipe"] = repo_relative(str(tok.training["recipe"]))
     tok.save(DEFAULT_MODEL_DIR)
     print(f"tokenizer {tok.name} ({tok.hash[:12]}) -> {DEFAULT_MODEL_DIR}")
-    print("now retrain and export the embedded prior on its tokens: scripts/export_default_prior.py")
+    print("now retrain and export the embedded prior on its tokens: tools/export_default_prior.py")
 
 
 if __name__ == "__main__":

@@ -5,21 +5,8 @@ speech <-> token converter, with model files, resampling, batching and long-file
     codes = tok.encode(wav, sample_rate)      # [T] -> [n_q, F];  [B, T] -> [B, n_q, F]
     wav = tok.decode(codes)                   # [n_q, F] -> [F * hop_length] at tok.sample_rate
 
-Long inputs are processed in windows so memory stays bounded, and the windows overlap by the model's
-receptive field so that the result equals processing the whole input at once (the SoundStream/EnCodec
-networks are convolutional: a frame depends only on ``receptive_field`` samples either side)::
-
-    frames   0                                                                     F
-    window 1 |<-------- core C -------->|<---- 2R ---->|
-    window 2                    |<- R ->|<-------- core C -------->|<- R ->|
-    last                                        |<--- R + shift --->|<--- core --->|   (shifted to end at F)
-
-Every window has the same length (C + 2R frames), so windows of different files batch without padding; only
-the core of each window is kept (exact cropping, no crossfade). A batch of short inputs of unequal lengths is
-zero-padded to the longest, which changes the last R frames of the shorter ones (in the single-file run the
-network pads every layer with zeros, in the batch those positions hold real activations); those frames are
-recomputed from a tail window that ends exactly at the input's end. So tokens never depend on batching or
-chunking, up to float rounding (a latent almost equidistant from two codes may pick either).
+Long inputs are processed in exact, overlapping windows (``vqaudio.codec.windows``), so memory stays
+bounded and tokens never depend on batching or chunking.
 
 A decoder whose iSTFT head integrates phase over frames (``decoder.istft_phase: integrated``) is not local:
 each frame's phase sums every earlier frame's prediction. Decoding then runs the network in windows to the
@@ -31,24 +18,22 @@ rvq_mel geometry).
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
-from vqaudio.audio import to_model_input
+from vqaudio.codec.istft import ISTFTHead
+from vqaudio.codec.quantization.vq import check_codes
+from vqaudio.codec.vqvae import VQVAE, build_model
+from vqaudio.codec.windows import frame_map
 from vqaudio.config import Config, ConfigError, from_dict, to_dict
-from vqaudio.data.batching import batch_by_length
 from vqaudio.errors import AudioError, ModelFileError
-from vqaudio.model import VQVAE, build_model
-from vqaudio.modules.istft import ISTFTHead
-from vqaudio.quantization.vq import check_codes
-from vqaudio.serialization import (
+from vqaudio.io.audio import to_model_input
+from vqaudio.io.model_file import (
     WEIGHTS_FILE,
     clean_state_dict,
     load_model_file,
@@ -58,7 +43,7 @@ from vqaudio.serialization import (
 )
 
 MODEL_FORMAT = "vqaudio-tokenizer"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "pretrained" / "default"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "default"
 DEFAULT_CHUNK_SECONDS = 30.0
 
 AudioLike = Tensor | np.ndarray
@@ -76,16 +61,6 @@ class TokenBatch(NamedTuple):
     codes: Tensor
     lengths: Tensor
     num_samples: Tensor
-
-
-class _Window(NamedTuple):
-    """A window of one item: frames [start, start + frames) in, frames [keep_start, keep_stop) kept."""
-
-    item: int
-    start: int
-    frames: int
-    keep_start: int
-    keep_stop: int
 
 
 class Tokenizer:
@@ -107,7 +82,7 @@ class Tokenizer:
         training: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(model, VQVAE):
-            raise TypeError(f"Tokenizer expects a vqaudio.model.VQVAE, got {type(model).__name__}")
+            raise TypeError(f"Tokenizer expects a vqaudio.codec.vqvae.VQVAE, got {type(model).__name__}")
         if not isinstance(config, Config):
             raise TypeError(f"Tokenizer expects a vqaudio.config.Config, got {type(config).__name__}")
         if model.config != config.model:
@@ -334,7 +309,7 @@ class Tokenizer:
         self._check_n_q(n_q)
         hop = self.hop_length
         num_frames = [self.model.num_frames(row.shape[-1]) for row in rows]
-        return _frame_map(
+        return frame_map(
             rows,
             num_frames,
             lambda batch: self.model.encode(batch, n_q),  # [B, P * hop] -> [B, n_q, P]
@@ -441,7 +416,7 @@ class Tokenizer:
         core = self._chunk_frames(chunk_seconds)
         num_frames = [row.shape[-1] for row in rows]
         if not self.model.integrates_phase:
-            return _frame_map(
+            return frame_map(
                 rows,
                 num_frames,
                 self.model.decode,  # [B, K', P] -> [B, P * hop]
@@ -453,7 +428,7 @@ class Tokenizer:
         head = self.model.decoder.head
         assert isinstance(head, ISTFTHead)
         upsampling = self.hop_length // head.hop_length  # iSTFT frames per token frame
-        predictions = _frame_map(
+        predictions = frame_map(
             rows,
             num_frames,
             self.model.decode_spectrum,  # [B, K', P] -> [B, 2 * bins, P * upsampling]
@@ -463,7 +438,7 @@ class Tokenizer:
             core=core,
         )
         spectra = [head.resolve_phase(prediction[None])[0] for prediction in predictions]  # whole inputs
-        return _frame_map(
+        return frame_map(
             spectra,
             [frames * upsampling for frames in num_frames],
             head.overlap_add,  # [B, 2 * bins, P] -> [B, P * istft_hop]
@@ -582,110 +557,3 @@ class Tokenizer:
         if n_q > codes.shape[1]:
             raise ValueError(f"{caller}() n_q={n_q} but the codes hold only {codes.shape[1]} codebooks")
         return codes[:, :n_q]
-
-
-# --------------------------------------------------------------------------------------------------
-# Windowed, batched, exact application of a frame-local network
-# --------------------------------------------------------------------------------------------------
-def _frame_map(
-    inputs: list[Tensor],
-    num_frames: list[int],
-    step: Callable[[Tensor], Tensor],
-    in_unit: int,
-    out_unit: int,
-    context: int,
-    core: int,
-) -> list[Tensor]:
-    """Apply ``step`` to each input as if alone, batching inputs and cutting long ones into windows.
-
-    Args:
-        inputs: N tensors [..., L_i] (equal leading shapes), L_i <= num_frames[i] * in_unit; each is
-            zero-padded to whole frames (as the model itself pads), window by window, never copied whole.
-        num_frames: [N] frames of each input.
-        step: batch [B, ..., P * in_unit] -> [B, ..., P * out_unit]; output frame f may depend on input
-            frames within ``context`` of f, and the network zero-pads at the ends of its input.
-        in_unit, out_unit: input / output positions per frame (samples: hop_length; codes: 1).
-        context: frames of context each side that make a window's kept frames exact.
-        core: frames kept per window of a long input; windows have ``core + 2 * context`` frames, and a
-            forward pass holds at most one window's worth of frames (B x frames), which bounds memory.
-            With 30 s windows the default model needs about 0.4 GB of activations on the CPU.
-    Returns:
-        N tensors [..., num_frames[i] * out_unit].
-    """
-    window = core + 2 * context
-    budget = window
-    outputs: list[Tensor | None] = [None] * len(inputs)
-
-    def window_input(item: int, start: int, frames: int) -> Tensor:
-        """Input frames [start, start + frames) of ``item``, zero-padded past its end."""
-        piece = inputs[item][..., start * in_unit : (start + frames) * in_unit]
-        return F.pad(piece, (0, frames * in_unit - piece.shape[-1]))
-
-    def store(item: int, first: int, last: int, values: Tensor) -> None:
-        output = outputs[item]
-        if output is None:
-            shape = (*values.shape[:-1], num_frames[item] * out_unit)
-            output = outputs[item] = torch.empty(shape, dtype=values.dtype, device=values.device)
-        output[..., first * out_unit : last * out_unit] = values
-
-    def run_windows(windows: list[_Window]) -> None:
-        """Windows of equal length batch without padding, so no window is affected by another."""
-        by_length: dict[int, list[_Window]] = defaultdict(list)
-        for item_window in windows:
-            by_length[item_window.frames].append(item_window)
-        for frames, group in sorted(by_length.items()):
-            per_batch = max(1, budget // frames)
-            for first in range(0, len(group), per_batch):
-                chunk = group[first : first + per_batch]
-                batch = torch.stack([window_input(w.item, w.start, w.frames) for w in chunk])
-                result = step(batch)  # [B, ..., frames * out_unit]
-                for row, w in enumerate(chunk):
-                    kept = result[
-                        row, ..., (w.keep_start - w.start) * out_unit : (w.keep_stop - w.start) * out_unit
-                    ]
-                    store(w.item, w.keep_start, w.keep_stop, kept)
-
-    long_windows: list[_Window] = []
-    short_items: list[int] = []
-    for item, frames in enumerate(num_frames):
-        if frames > window:
-            long_windows.extend(_long_windows(item, frames, core, context))
-        else:
-            short_items.append(item)
-    run_windows(long_windows)
-
-    tails: list[_Window] = []
-    short_lengths = [num_frames[item] for item in short_items]
-    for batch_indices in batch_by_length(short_lengths, max(1, len(short_items)), budget):
-        items = [short_items[index] for index in batch_indices]
-        longest = max(num_frames[item] for item in items)
-        batch = torch.stack([window_input(item, 0, longest) for item in items])  # [B, ..., longest * in_unit]
-        result = step(batch)
-        for row, item in enumerate(items):
-            frames = num_frames[item]
-            # padding changed the last `context` frames of a shorter item: keep the rest, redo those
-            kept = frames if frames == longest else max(0, frames - context)
-            if kept:
-                store(item, 0, kept, result[row, ..., : kept * out_unit])
-            if kept < frames:
-                start = max(0, frames - 2 * context)
-                tails.append(_Window(item, start, frames - start, kept, frames))
-    run_windows(tails)
-    missing = [item for item, output in enumerate(outputs) if output is None]
-    if missing:  # every frame is kept by exactly one window, so this is a bug, not a user error
-        raise RuntimeError(f"_frame_map left items {missing} without output")
-    return [output for output in outputs if output is not None]
-
-
-def _long_windows(item: int, num_frames: int, core: int, context: int) -> list[_Window]:
-    """Windows of exactly ``core + 2 * context`` frames whose kept cores tile ``[0, num_frames)``.
-
-    A kept frame has at least ``context`` frames of input on each side, or the input's true edge.
-    """
-    window = core + 2 * context
-    windows = []
-    for keep_start in range(0, num_frames, core):
-        keep_stop = min(keep_start + core, num_frames)
-        start = min(max(0, keep_start - context), num_frames - window)
-        windows.append(_Window(item, start, window, keep_start, keep_stop))
-    return windows

@@ -8,7 +8,7 @@ Défossez et al., 2022). Two front-ends and two heads, chosen in ``ModelConfig``
     wav -> LogMel (hop 160) -> SEANetEncoder (stride 2) -> z -> VQ -> SEANetDecoder (2) -> ISTFTHead (hop 160)
 
 Lengths: ``F = ceil(T / hop_length)`` (at least 1). The input is zero-padded on the right to
-``F * hop_length`` samples, every layer maps lengths exactly (see ``vqaudio.modules.conv``), and the output
+``F * hop_length`` samples, every layer maps lengths exactly (see ``vqaudio.codec.conv``), and the output
 is cropped back to ``T``, so any length works, one sample included.
 """
 
@@ -20,15 +20,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from vqaudio.codec.conv import ConvGeometry, input_interval
+from vqaudio.codec.istft import ISTFTHead
+from vqaudio.codec.pitch import pitch_features
+from vqaudio.codec.quantization import VectorQuantizer, build_quantizer
+from vqaudio.codec.quantization.base import QuantizerOutput
+from vqaudio.codec.quantization.vq import check_codes
+from vqaudio.codec.seanet import SEANetDecoder, SEANetEncoder
 from vqaudio.config import ModelConfig
 from vqaudio.features import LogMel
-from vqaudio.modules.conv import ConvGeometry, input_interval
-from vqaudio.modules.istft import ISTFTHead
-from vqaudio.modules.seanet import SEANetDecoder, SEANetEncoder
-from vqaudio.pitch import pitch_features
-from vqaudio.quantization import VectorQuantizer, build_quantizer
-from vqaudio.quantization.base import QuantizerOutput
-from vqaudio.quantization.vq import check_codes
 
 
 class ModelOutput(NamedTuple):

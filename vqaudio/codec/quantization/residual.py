@@ -16,8 +16,8 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from vqaudio.quantization.base import Quantizer, QuantizerOutput
-from vqaudio.quantization.vq import (
+from vqaudio.codec.quantization.base import Quantizer, QuantizerOutput
+from vqaudio.codec.quantization.vq import (
     CodebookOptions,
     VectorQuantizer,
     check_codes,

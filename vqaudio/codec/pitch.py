@@ -1,6 +1,6 @@
 """Fundamental frequency (F0) and voicing of speech frames, each frame on its own.
 
-The training target of a decoder that synthesises its own harmonic excitation (``vqaudio.modules.istft``,
+The training target of a decoder that synthesises its own harmonic excitation (``vqaudio.codec.istft``,
 ``decoder.istft_excitation: harmonic``), and optionally an input of the encoder. It runs on every training
 batch, so it is vectorised torch, not an offline tracker; and it is frame-local (no example-wide level or
 smoothing), so a file encoded in windows gets the same values as the whole file.

@@ -25,7 +25,7 @@ harmonic excitation's running phase.
 
 Harmonic excitation. ``excitation="harmonic"`` (direct phase only) adds a source-filter branch, as the
 neural source-filter vocoders do (Wang et al., 2019, https://arxiv.org/abs/1810.11946) but at frame rate: the
-head also predicts each frame's F0 (trained against ``vqaudio.pitch``; ``log_f0``) and a complex gain per bin
+head also predicts each frame's F0 (trained against ``vqaudio.codec.pitch``; ``log_f0``) and a complex gain per bin
 (``harmonic_filter``, zero at initialisation so a model fine-tuned from a plain head starts where it was). The
 spectrum is the direct branch plus the gains times the STFT of a harmonic comb: every harmonic of F0 below
 Nyquist at unit amplitude, the fundamental's phase summed over frames from F0. The comb carries both what the
@@ -46,9 +46,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from vqaudio.codec.conv import Conv1d, ConvGeometry
+from vqaudio.codec.pitch import MAX_F0_HZ, MIN_F0_HZ
 from vqaudio.features import frame_signal
-from vqaudio.modules.conv import Conv1d, ConvGeometry
-from vqaudio.pitch import MAX_F0_HZ, MIN_F0_HZ
 
 ENVELOPE_FLOOR = 0.01  # relative to the steady-state envelope; only the causal fade-in reaches it
 PHASE_MODES = ("direct", "integrated")

@@ -10,7 +10,7 @@ training record also gets the data, recipe and retraining command, which ``vqaud
 The new folder is written beside the old one and swapped in by renames: a failed or interrupted export
 leaves the previous prior in place.
 
-    python scripts/export_default_prior.py exp/fillets/prior --test exp/fillets/tokens/test.npy
+    python tools/export_default_prior.py exp/fillets/prior --test exp/fillets/tokens/test.npy
 """
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ from typing import Any
 
 import torch
 
+from vqaudio.codec.tokenizer import Tokenizer
+from vqaudio.io.token_file import load_tokens, token_paths
 from vqaudio.prior import Prior
 from vqaudio.prior.data import validated_utterances
 from vqaudio.prior.evaluation import evaluate_prior
-from vqaudio.prior.model import PRETRAINED_DIR, WEIGHTS_DTYPES
 from vqaudio.prior.ngram import COUNTS_FILE, load_counts
-from vqaudio.tokenfile import load_tokens, token_paths
-from vqaudio.tokenizer import Tokenizer
+from vqaudio.prior.prior import PRETRAINED_DIR, WEIGHTS_DTYPES
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_COMMAND = (
     "egs/fillets/run.sh --stage 4 --stop-stage 4 (on exp/fillets/tokens from the embedded tokenizer), then "
-    "python scripts/export_default_prior.py exp/fillets/prior --test exp/fillets/tokens/test.npy"
+    "python tools/export_default_prior.py exp/fillets/prior --test exp/fillets/tokens/test.npy"
 )
 # The most that storing the weights in a smaller dtype may change the bits per token of a sampled sequence.
 MAX_DTYPE_CHANGE_BITS = 0.01

@@ -1,8 +1,8 @@
 """Validation during training: whole held-out utterances through the model in eval mode.
 
-Reports the training loss terms (``vqaudio.losses.ReconstructionLoss``), the quantizer's loss, the
+Reports the training loss terms (``vqaudio.codec.losses.ReconstructionLoss``), the quantizer's loss, the
 ``mel_distance`` that ``vqaudio eval`` reports, and codebook usage and perplexity per codebook
-(vqaudio.training.codebook_stats). Utterances are batched by length (vqaudio.data.batching) and zero-padded
+(vqaudio.evaluation.codebook_stats). Utterances are batched by length (vqaudio.data.batching) and zero-padded
 within a batch; each one's metrics are computed on its own samples only, then averaged over utterances
 (each utterance counts once, whatever its length). Under DDP every rank validates a share of the batches and
 the sums are all-reduced, so all ranks get the same numbers.
@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vqaudio.audio import load_audio
+from vqaudio.codec.losses import ReconstructionLoss, mel_distance
+from vqaudio.codec.vqvae import VQVAE
 from vqaudio.data.batching import batch_by_length
-from vqaudio.data.corpus import Utterance
-from vqaudio.losses import ReconstructionLoss, mel_distance
-from vqaudio.model import VQVAE
-from vqaudio.training.codebook_stats import CodebookUsage
+from vqaudio.data.utterance import Utterance
+from vqaudio.evaluation.codebook_stats import CodebookUsage
+from vqaudio.io.audio import load_audio
 from vqaudio.training.distributed import SINGLE_PROCESS, DistributedContext, all_reduce_sum
 
 # Validation batches hold up to this many times the samples of a training batch: no gradients are kept.
@@ -159,7 +159,7 @@ def validate(
     finally:
         model.train(was_training)
     all_reduce_sum(sums)
-    all_reduce_sum(usage.counts)
+    all_reduce_sum(torch.from_numpy(usage.counts))  # shares memory: reduced in place
     count = max(1.0, float(sums[-1]))
     metrics: dict[str, float | list[float]] = {
         name: float(sums[index]) / count for index, name in enumerate(LOSS_TERMS)

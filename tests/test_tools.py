@@ -1,4 +1,4 @@
-"""The scripts under ``scripts/`` that the README tells people to run, on a tiny model."""
+"""The tools under ``tools/`` that the docs tell people to run, on a tiny model."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 from conftest import speech_like
 from PIL import Image
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
 
 
 def _plot(*args: object) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, str(SCRIPTS / "plot_narrowband.py"), *map(str, args)]
+    command = [sys.executable, str(TOOLS / "plot_narrowband.py"), *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
