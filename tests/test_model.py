@@ -122,14 +122,6 @@ def test_log_mel_frames_and_buffers() -> None:
     assert log_mel.state_dict() == {}  # the filterbank and window are derived: not in checkpoints
     silence = log_mel(torch.zeros(1, 1600))
     assert torch.allclose(silence, torch.full_like(silence, math.log(1e-5)))
-    # frames() are the windows the spectrogram is made of (the pitch features are framed by them)
-    for causal in (False, True):
-        log_mel = LogMel(16000, n_fft=640, hop_length=160, n_mels=40, causal=causal)
-        for length in (1, 161, 4000):
-            wav = torch.randn(2, length)
-            spectrum = torch.fft.rfft(log_mel.frames(wav) * log_mel.window, dim=-1).abs().transpose(1, 2)
-            mel = torch.log((log_mel.filterbank @ spectrum).clamp(min=1e-5))
-            torch.testing.assert_close(mel, log_mel(wav), rtol=1e-4, atol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -435,33 +427,6 @@ def test_harmonic_excitation_model_decodes_in_its_parts() -> None:
         ModelConfig(decoder=DecoderConfig(istft_excitation="harmonic")).validate()
     with pytest.raises(ValueError, match="direct"):
         ISTFTHead(8, 640, 160, phase="integrated", excitation="harmonic")
-
-
-def test_pitch_features_give_the_encoder_the_estimated_f0() -> None:
-    """encoder.pitch_features: two more input channels (log2 F0 / 150 Hz where voiced, voicing) beside the
-    log-mel bands, framed as the mel frames."""
-    config = ModelConfig(
-        latent_dim=8,
-        encoder=EncoderConfig(
-            input="mel", n_mels=20, channels=8, max_channels=8, strides=(2,), pitch_features=True
-        ),
-        decoder=DecoderConfig(output="istft", channels=8, max_channels=16, strides=(2,)),
-        quantizer=QuantizerConfig(num_codebooks=2, codebook_size=16),
-    )
-    model = build_model(config).eval()
-    t = torch.arange(16000) / 16000
-    vowel = sum(torch.sin(2 * math.pi * 200.0 * k * t) / k for k in range(1, 10))[None] * 0.3
-    seen: list[torch.Tensor] = []
-    hook = model.encoder.input.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
-    with torch.no_grad():
-        codes = model.encode(vowel)
-    hook.remove()
-    assert seen[0].shape == (1, 22, 100) and codes.shape == (1, 2, 50)
-    octaves, voiced = seen[0][0, 20, 5:-5], seen[0][0, 21, 5:-5]
-    assert bool((voiced == 1).all())
-    torch.testing.assert_close(octaves, torch.full_like(octaves, math.log2(200 / 150)), rtol=0, atol=0.005)
-    with pytest.raises(ValueError, match="pitch_features"):
-        ModelConfig(encoder=EncoderConfig(input="waveform", pitch_features=True)).validate()
 
 
 def test_integrated_phase_model_decodes_in_its_parts() -> None:

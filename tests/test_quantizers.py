@@ -145,42 +145,6 @@ def test_dead_codes_are_restarted_on_input_vectors_and_then_used() -> None:
     assert set(range(8, 16)) <= set(used.tolist())
 
 
-def test_rare_code_restarts_even_out_a_skewed_usage() -> None:
-    """Two codes hold a crowded cluster and 14 share a sparse one: re-seeding the rarely used codes on batch
-    vectors moves them where the inputs are, and the perplexity of the code distribution rises."""
-    generator = torch.Generator().manual_seed(0)
-    crowded = torch.randn(460, 4, generator=generator)  # 90% of the inputs
-    sparse = 0.5 * torch.randn(52, 4, generator=generator) + 20.0  # 10%
-    x = torch.cat([crowded, sparse])[torch.randperm(512, generator=generator)]
-    z = x.reshape(8, 64, 4).transpose(1, 2)  # [B=8, D=4, F=64]
-
-    def perplexity_after_training(rare_code_fraction: float) -> float:
-        torch.manual_seed(0)
-        vq = VectorQuantizer(
-            4,
-            CodebookOptions(
-                codebook_size=16, kmeans_init=False, dead_code_steps=0, rare_code_fraction=rare_code_fraction
-            ),
-        )
-        with torch.no_grad():
-            vq.codebook.copy_(torch.cat([0.1 * torch.randn(2, 4), 0.5 * torch.randn(14, 4) + 20.0]))
-            vq.ema_sum.copy_(vq.codebook)
-        vq.train()
-        for _ in range(200):
-            vq(z)
-        counts = torch.bincount(vq.eval().encode(z).reshape(-1), minlength=16).double()
-        p = counts[counts > 0] / counts.sum()
-        return float(torch.exp(-(p * p.log()).sum()))
-
-    without, with_restarts = perplexity_after_training(0.0), perplexity_after_training(0.25)
-    assert without < 5  # the crowded 90% share two codes
-    assert with_restarts > 2 * without
-    with pytest.raises(ValueError, match="ema=True"):
-        CodebookOptions(ema=False, rare_code_fraction=0.1)
-    with pytest.raises(ValueError, match="rare_code_fraction"):
-        CodebookOptions(rare_code_fraction=1.0)
-
-
 def test_usage_entropy_penalty_spreads_frames_over_the_codes() -> None:
     """Codes evenly spaced on a line, inputs crowded at its middle: the penalty moves the inputs (the encoder's
     side) so that the outer codes get used too, and the perplexity of the hard assignments rises, while a
@@ -504,13 +468,12 @@ def test_codebook_options_defaults_and_from_config_follow_quantizer_config() -> 
         "codebook_dim": 4,
         "commitment_weight": 0.5,
         "codebook_weight": 2.0,
-        "ema": True,  # the default, but see below: rare_code_fraction needs it
+        "ema": True,  # the default; ema=False is checked below
         "ema_decay": 0.9,
         "laplace_epsilon": 1e-3,
         "kmeans_init": False,
         "kmeans_iters": 3,
         "dead_code_steps": 7,
-        "rare_code_fraction": 0.2,
         "usage_entropy_weight": 0.1,
     }
     assert set(changed) == {option.name for option in dataclasses.fields(CodebookOptions)}

@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from vqaudio.config import Config, ConfigError, PriorRunConfig, load_yaml, to_dict
+from vqaudio.config import (
+    RETIRED_KEYS,
+    Config,
+    ConfigError,
+    PriorRunConfig,
+    from_dict,
+    load_yaml,
+    to_dict,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 # The resolved configs of the recipes rewritten as children of a base, written with to_dict(load_yaml(...)) from
 # the full files they replaced (main at 7439a2c). The stages of the embedded tokenizer and prior are records
-# of runs: an edit to a base that changes one of them fails here, and must be deliberate.
+# of runs: an edit to a base that changes one of them fails here, and must be deliberate. The keys of the options
+# retired in 0.2 (vqaudio.config.RETIRED_KEYS) were removed from these files; all of them were off there.
 PINNED = Path(__file__).parent / "data" / "recipes"
 
 
@@ -158,6 +169,59 @@ def test_unknown_keys_are_still_rejected_and_the_file_named(tmp_path: Path) -> N
     nested = write(tmp_path, "nested.yaml", "base: parent.yaml\nmodel:\n  base: parent.yaml\n")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['base'\]"):  # only the top level's base
         load_yaml(nested)
+
+
+# --------------------------------------------------------------------------------------------------
+# Retired keys: saved configs of earlier versions still load
+# --------------------------------------------------------------------------------------------------
+def test_retired_keys_at_their_off_values_load_as_if_absent(tmp_path: Path) -> None:
+    old = write(
+        tmp_path,
+        "old.yaml",
+        "model:\n  encoder:\n    pitch_features: false\n  quantizer:\n    rare_code_fraction: 0\n"
+        "loss:\n  phase_weight: 0.0\n  phase_n_fft: 512\n  phase_hop_length: 128\n",
+    )
+    assert load_yaml(old) == Config()
+    # the settings of the phase loss load whatever their value while the loss is absent (it was off)
+    assert from_dict(Config, {"loss": {"phase_n_fft": 2048}}) == Config()
+    saved = to_dict(Config())
+    saved["model"]["encoder"]["pitch_features"] = False
+    saved["loss"].update(phase_weight=0.0, phase_n_fft=1024, phase_hop_length=256)
+    assert from_dict(Config, saved) == Config()
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("loss", "phase_weight", 0.5),
+        ("model.encoder", "pitch_features", True),
+        ("model.quantizer", "rare_code_fraction", 0.1),
+        ("loss", "phase_weight", False),  # not the number 0
+    ],
+)
+def test_a_retired_key_that_switched_its_option_on_is_an_error(section: str, key: str, value: Any) -> None:
+    data: dict[str, Any] = {key: value}
+    for name in reversed(section.split(".")):
+        data = {name: data}
+    message = (
+        f"`{section}.{key}` was retired in 0.2 (measured not to help: docs/EXPERIMENTS.md); "
+        f"remove it from old.yaml.{section}"
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_dict(Config, data, where="old.yaml")
+    # its settings do not hide it
+    if key == "phase_weight":
+        with pytest.raises(ConfigError, match="`loss.phase_weight` was retired"):
+            from_dict(Config, {"loss": {"phase_n_fft": 512, key: value}})
+
+
+def test_retired_keys_are_gone_from_the_dataclasses_and_recorded() -> None:
+    experiments = (REPO / "docs" / "EXPERIMENTS.md").read_text()
+    for cls, keys in RETIRED_KEYS.items():
+        fields = {field.name for field in dataclasses.fields(cls)}
+        for key, retired in keys.items():
+            assert key not in fields and retired.path.endswith(f".{key}")
+            assert f"`{retired.path}`" in experiments, retired.path
 
 
 def test_a_recipe_that_is_not_a_mapping_is_an_error(tmp_path: Path) -> None:

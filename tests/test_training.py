@@ -639,7 +639,7 @@ def test_fine_tuning_starts_from_the_given_model_and_checks_its_architecture(
     with pytest.raises(ConfigError, match="architecture differs"):
         Trainer(wider, train, valid, tmp_path / "other", init_from=tmp_path / "source", progress=False)
     # How codebooks train may change; the weights still load.
-    rebalanced = replace_path(tuned, "model.quantizer.rare_code_fraction", 0.1)
+    rebalanced = replace_path(tuned, "model.quantizer.usage_entropy_weight", 0.1)
     trainer = Trainer(
         rebalanced, train, valid, tmp_path / "rebalanced", init_from=tmp_path / "source", progress=False
     )

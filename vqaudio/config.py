@@ -14,7 +14,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import yaml
 
@@ -40,10 +40,6 @@ class EncoderConfig:
     n_mels: int = 80
     mel_n_fft: int = 640
     mel_hop_length: int = 160
-    # mel front-end only: two more input channels per frame, vqaudio.codec.pitch's F0 estimate (log, 0 where
-    # unvoiced) and voicing. The mel bands below 1 kHz are ~40 Hz apart and do not resolve harmonics, so
-    # without them the tokens carry F0 only roughly (a decoder's F0 head learnt it to ~10%).
-    pitch_features: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,9 +60,6 @@ class QuantizerConfig:
     kmeans_init: bool = True  # initialise codebooks with k-means on the first training batch
     kmeans_iters: int = 10
     dead_code_steps: int = 200  # a code unused for this many training steps is re-seeded (0: never)
-    rare_code_fraction: float = (
-        0.0  # EMA: also re-seed codes under this fraction of the uniform usage (0: never)
-    )
     usage_entropy_weight: float = 0.0  # evens out code usage (RVQ: first stage only; quantization/vq.py)
     quantizer_dropout: float = (
         0.5  # RVQ: probability that a training example uses a random n_q < num_codebooks
@@ -138,8 +131,6 @@ class ModelConfig:
                 f"decoder.istft_phase={dec.istft_phase!r} needs decoder.output='istft' (a waveform head has no "
                 "phase); set decoder.output: istft or drop istft_phase"
             )
-        if self.encoder.pitch_features and self.encoder.input != "mel":
-            raise ValueError("encoder.pitch_features needs encoder.input='mel'")
         if dec.istft_excitation != "none" and (dec.output != "istft" or dec.istft_phase != "direct"):
             raise ValueError(
                 f"decoder.istft_excitation={dec.istft_excitation!r} needs decoder.output='istft' with "
@@ -185,11 +176,6 @@ class LossConfig:
     mel_n_fft: int | tuple[int, ...] = 1024
     mel_hop_length: int | tuple[int, ...] = 256
     mel_n_mels: int | tuple[int, ...] = 80
-    # instantaneous-frequency + group-delay errors (vqaudio.codec.losses.PhaseDerivativeLoss); 0: off. With the
-    # direct-phase iSTFT head it barely moves and cost STOI in a fine-tuning test (docs/EXPERIMENTS.md)
-    phase_weight: float = 0.0
-    phase_n_fft: int = 1024
-    phase_hop_length: int = 256
     # 1 - STOI-style correlation of band envelopes over 384 ms segments (vqaudio.codec.losses.EnvelopeCorrelationLoss);
     # 0: off. Needs crops of at least 0.39 s.
     envelope_weight: float = 0.0
@@ -307,6 +293,51 @@ class ConfigError(ValueError):
     """A recipe or saved config that does not match the dataclasses."""
 
 
+class RetiredKey(NamedTuple):
+    """A key of an earlier version whose option was deleted because it did not help (docs/EXPERIMENTS.md,
+    "Options retired in the redesign")."""
+
+    path: str  # as a recipe spells it, e.g. loss.phase_weight
+    version: str  # the first version without it
+    # The value that left the option off: a saved config that holds it loads as before. None: a setting of its
+    # section's retired switch (loss.phase_n_fft of loss.phase_weight), which meant nothing with the switch off;
+    # any value loads, and a switch that was on is an error of its own.
+    off: bool | float | None
+
+
+# Saved models and run folders of earlier versions hold these keys (the embedded model does, at the off value).
+# from_dict drops a retired key that did nothing; one that switched its option on is a ConfigError, since this
+# version cannot train or run what it asked for.
+RETIRED_KEYS: dict[type, dict[str, RetiredKey]] = {
+    EncoderConfig: {"pitch_features": RetiredKey("model.encoder.pitch_features", "0.2", False)},
+    QuantizerConfig: {"rare_code_fraction": RetiredKey("model.quantizer.rare_code_fraction", "0.2", 0.0)},
+    LossConfig: {
+        "phase_weight": RetiredKey("loss.phase_weight", "0.2", 0.0),
+        "phase_n_fft": RetiredKey("loss.phase_n_fft", "0.2", None),
+        "phase_hop_length": RetiredKey("loss.phase_hop_length", "0.2", None),
+    },
+}
+
+
+def _drop_retired(cls: type, data: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """``data`` without the retired keys of ``cls``; ConfigError for one whose value switched its option on."""
+    retired = RETIRED_KEYS.get(cls)
+    if not retired:
+        return data
+    for key, value in data.items():
+        entry = retired.get(key)
+        if entry is None or entry.off is None:
+            continue
+        # 0 is the float 0.0, but false is not: a bool and a number are never the same setting here
+        if value != entry.off or isinstance(value, bool) != isinstance(entry.off, bool):
+            raise ConfigError(
+                f"`{entry.path}` was retired in {entry.version} (measured not to help: docs/EXPERIMENTS.md); "
+                f"remove it from {where} (it is {value!r} there; only {entry.off!r}, the option off, still "
+                "loads)"
+            )
+    return {key: value for key, value in data.items() if key not in retired}
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """Dataclass -> plain JSON/YAML-ready dict (tuples become lists)."""
 
@@ -323,12 +354,14 @@ def to_dict(obj: Any) -> dict[str, Any]:
 def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "config") -> T:
     """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError.
 
-    Missing keys keep their defaults, so a recipe only states what it changes.
+    Missing keys keep their defaults, so a recipe only states what it changes. Keys of deleted options
+    (``RETIRED_KEYS``) are dropped when they left the option off, and are a ConfigError otherwise.
     """
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    data = _drop_retired(cls, data, where)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)

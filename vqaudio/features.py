@@ -96,10 +96,6 @@ class LogMel(nn.Module):
         """Frames produced for ``num_samples`` samples: ``ceil(num_samples / hop_length)``."""
         return -(-num_samples // self.hop_length)
 
-    def frames(self, wav: Tensor) -> Tensor:
-        """[B, T] -> [B, ceil(T / hop_length), n_fft]: the samples each frame's window spans."""
-        return frame_signal(wav, self.n_fft, self.hop_length, self.padding_left)
-
     def forward(self, wav: Tensor) -> Tensor:
         """
         Args:

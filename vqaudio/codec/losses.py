@@ -1,15 +1,9 @@
 """Reconstruction losses: waveform L1, multi-resolution STFT loss, log-mel L1 (at one resolution or several)
-and a phase-derivative loss; and the mel distance metric.
+and band-envelope correlation; and the mel distance metric.
 
 Multi-resolution STFT loss (spectral convergence + log-magnitude L1) from Parallel WaveGAN (Yamamoto et al.,
 2020, https://arxiv.org/abs/1910.11480); log-mel L1 as in HiFi-GAN (Kong et al., 2020) and DAC (Kumar et al.,
 2023). The quantizer's own loss is added by the training loop (``LossConfig.quantizer_weight``).
-
-The phase-derivative loss compares how the STFT phase advances from frame to frame (instantaneous frequency)
-and from bin to bin (group delay) rather than the phase itself, as APNet does (Ai & Ling, 2023,
-https://arxiv.org/abs/2305.07952): an encoder that reads magnitudes (log-mel) cannot know the absolute phase,
-but it can know the pitch, and a harmonic's phase must advance by 2*pi*f*hop/sr per frame for its line to stay
-sharp. Each difference is scored as 1 - cos (wrap-free), weighted by the reference's magnitude.
 
 The envelope-correlation loss is STOI's intermediate measure made differentiable (Taal et al., 2011; trained
 on as in Kolbaek et al., 2018, https://arxiv.org/abs/1805.00226): the correlation, over 384 ms segments, of
@@ -48,7 +42,6 @@ class LossTerms(NamedTuple):
     waveform_l1: Tensor
     stft: Tensor
     mel: Tensor
-    phase: Tensor
     envelope: Tensor
 
 
@@ -133,48 +126,6 @@ def _paired_stft(
     with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
         target_spec = stft(target)
     return stft(pred), target_spec
-
-
-class PhaseDerivativeLoss(nn.Module):
-    """Magnitude-weighted 1 - cos of the instantaneous-frequency and group-delay errors, averaged; in [0, 2].
-
-    Args:
-        n_fft, hop_length: the STFT compared (Hann window of n_fft).
-    """
-
-    window: Tensor  # [n_fft] Hann
-
-    def __init__(self, n_fft: int, hop_length: int) -> None:
-        super().__init__()
-        if n_fft < 2 or not 1 <= hop_length <= n_fft:
-            raise ValueError(f"phase loss needs n_fft >= 2 and 1 <= hop <= n_fft, got {n_fft}/{hop_length}")
-        self.n_fft, self.hop_length = n_fft, hop_length
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        """pred, target [B, T] -> scalar."""
-        pred_spec, target_spec = _paired_stft(pred, target, self.n_fft, self.hop_length, self.window)
-        along_time = _derivative_error(
-            pred_spec[..., 1:], pred_spec[..., :-1], target_spec[..., 1:], target_spec[..., :-1]
-        )
-        along_bins = _derivative_error(
-            pred_spec[:, 1:], pred_spec[:, :-1], target_spec[:, 1:], target_spec[:, :-1]
-        )
-        return (along_time + along_bins) / 2
-
-
-def _derivative_error(
-    pred_next: Tensor, pred_prev: Tensor, target_next: Tensor, target_prev: Tensor
-) -> Tensor:
-    """Weighted mean of 1 - cos(angle difference of ``next * conj(prev)`` between pred and target)."""
-    pred_step = pred_next * pred_prev.conj()
-    target_step = target_next * target_prev.conj()
-    # cos of the angle between the two steps; the floor keeps silent bins (weight ~0) from dividing by 0
-    pred_norm = (_power(pred_step) + MAGNITUDE_FLOOR**2).sqrt()
-    target_norm = (_power(target_step) + MAGNITUDE_FLOOR**2).sqrt()
-    cosine = (pred_step * target_step.conj()).real / (pred_norm * target_norm)
-    weight = target_norm.sqrt()  # geometric mean of the two reference magnitudes
-    return ((1 - cosine) * weight).sum() / weight.sum().clamp(min=MAGNITUDE_FLOOR)
 
 
 class EnvelopeCorrelationLoss(nn.Module):
@@ -276,7 +227,7 @@ def mel_resolutions(config: LossConfig) -> list[tuple[int, int, int]]:
 
 
 class ReconstructionLoss(nn.Module):
-    """Weighted waveform L1, multi-resolution STFT, log-mel L1, phase derivatives and band-envelope correlation.
+    """Weighted waveform L1, multi-resolution STFT, log-mel L1 and band-envelope correlation.
 
     Args:
         config: weights and analysis settings.
@@ -293,7 +244,6 @@ class ReconstructionLoss(nn.Module):
             LogMel(sample_rate, n_fft, hop_length, n_mels)
             for n_fft, hop_length, n_mels in mel_resolutions(config)
         )
-        self.phase_loss = PhaseDerivativeLoss(config.phase_n_fft, config.phase_hop_length)
         self.envelope_loss = EnvelopeCorrelationLoss(sample_rate) if config.envelope_weight else None
 
     def forward(self, pred: Tensor, target: Tensor) -> LossTerms:
@@ -315,11 +265,10 @@ class ReconstructionLoss(nn.Module):
         if config.mel_weight:
             per_resolution = [(log_mel(pred) - log_mel(target)).abs().mean() for log_mel in self.log_mels]
             mel = config.mel_weight * torch.stack(per_resolution).mean()
-        phase = config.phase_weight * self.phase_loss(pred, target) if config.phase_weight else zero
         envelope = zero
         if self.envelope_loss is not None:
             envelope = config.envelope_weight * self.envelope_loss(pred, target)
-        return LossTerms(waveform_l1 + stft + mel + phase + envelope, waveform_l1, stft, mel, phase, envelope)
+        return LossTerms(waveform_l1 + stft + mel + envelope, waveform_l1, stft, mel, envelope)
 
 
 def discriminator_loss(real: list[Judgement], fake: list[Judgement]) -> Tensor:

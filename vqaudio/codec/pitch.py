@@ -1,9 +1,9 @@
 """Fundamental frequency (F0) and voicing of speech frames, each frame on its own.
 
 The training target of a decoder that synthesises its own harmonic excitation (``vqaudio.codec.istft``,
-``decoder.istft_excitation: harmonic``), and optionally an input of the encoder. It runs on every training
-batch, so it is vectorised torch, not an offline tracker; and it is frame-local (no example-wide level or
-smoothing), so a file encoded in windows gets the same values as the whole file.
+``decoder.istft_excitation: harmonic``). It runs on every training batch, so it is vectorised torch, not an
+offline tracker; and it is frame-local (no example-wide level or smoothing), so a file encoded in windows gets
+the same values as the whole file.
 
 The period is the first dip of YIN's cumulative-mean-normalised difference (de Cheveigne & Kawahara, 2002)
 under an absolute threshold, or nearly as deep as the deepest dip, refined by a parabola. A frame is voiced
@@ -26,10 +26,6 @@ SILENCE_DBFS = -55.0  # quieter frames (mean square, dB re full scale) are unvoi
 DIP_THRESHOLD = 0.15  # YIN's absolute threshold: the first dip under it is the period
 DIP_MARGIN = 0.05  # or the first dip this close to the deepest one
 VOICED_DIP = 0.35  # a voiced frame's dip is at least this deep
-
-
-# Part of the front end of models with encoder.pitch_features: a change to the estimator changes their tokens.
-F0_FEATURE_CENTRE_HZ = 150.0
 
 
 class Pitch(NamedTuple):
@@ -104,11 +100,3 @@ def estimate_pitch(
     loud = 10 * torch.log10(total[..., 0] / length + 1e-12) >= SILENCE_DBFS  # [B, F]
     voiced = (periodicity >= VOICING_THRESHOLD) & (value < VOICED_DIP) & inside & loud
     return Pitch(f0.to(frames.dtype), voiced)
-
-
-def pitch_features(frames: Tensor, sample_rate: int) -> Tensor:
-    """[B, F, L] frames -> [B, 2, F] encoder inputs: log2(F0 / 150 Hz) where voiced (else 0), and voicing."""
-    pitch = estimate_pitch(frames, sample_rate)
-    voiced = pitch.voiced.to(frames.dtype)
-    octaves = torch.log2(pitch.f0 / F0_FEATURE_CENTRE_HZ) * voiced
-    return torch.stack([octaves, voiced], dim=1)

@@ -103,7 +103,6 @@ class StepResult(NamedTuple):
     waveform_l1: float
     stft: float
     mel: float
-    phase: float
     envelope: float
     quantizer: float
     pitch: float  # 0 without the harmonic excitation's pitch loss
@@ -438,7 +437,6 @@ class Trainer:
             waveform_l1=float(terms.waveform_l1.detach()),
             stft=float(terms.stft.detach()),
             mel=float(terms.mel.detach()),
-            phase=float(terms.phase.detach()),
             envelope=float(terms.envelope.detach()),
             quantizer=float(quantizer_loss.detach()),
             pitch=float(pitch.detach()),
@@ -725,8 +723,6 @@ class _Window:
 
     def add(self, result: StepResult, seconds: float, waited: float, audio_seconds: float) -> None:
         names: tuple[str, ...] = ("loss", "waveform_l1", "stft", "mel", "quantizer", "grad_norm")
-        if result.phase:
-            names += ("phase",)
         if result.envelope:
             names += ("envelope",)
         if result.pitch:
@@ -787,7 +783,6 @@ TRAINING_ONLY_MODEL_FIELDS = frozenset(
         "kmeans_init",
         "kmeans_iters",
         "dead_code_steps",
-        "rare_code_fraction",
         "usage_entropy_weight",
         "quantizer_dropout",
     )

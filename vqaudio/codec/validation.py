@@ -27,7 +27,7 @@ from vqaudio.training.distributed import SINGLE_PROCESS, DistributedContext, all
 
 # Validation batches hold up to this many times the samples of a training batch: no gradients are kept.
 VALIDATION_BATCH_FACTOR = 4
-LOSS_TERMS = ("loss", "waveform_l1", "stft", "mel", "phase", "envelope", "quantizer", "mel_distance")
+LOSS_TERMS = ("loss", "waveform_l1", "stft", "mel", "envelope", "quantizer", "mel_distance")
 
 
 def hold_out(
@@ -144,7 +144,6 @@ def validate(
                     float(terms.waveform_l1),
                     float(terms.stft),
                     float(terms.mel),
-                    float(terms.phase),
                     float(terms.envelope),
                     quantizer_loss,
                     float(mel_distance(pred, target, model.sample_rate)),

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vqaudio.codec.conv import ConvGeometry, input_interval
 from vqaudio.codec.istft import ISTFTHead
-from vqaudio.codec.pitch import pitch_features
 from vqaudio.codec.quantization import VectorQuantizer, build_quantizer
 from vqaudio.codec.quantization.base import QuantizerOutput
 from vqaudio.codec.quantization.vq import check_codes
@@ -80,7 +78,7 @@ class VQVAE(nn.Module):
                 encoder.n_mels,
                 causal=config.causal,
             )
-            in_channels = encoder.n_mels + (2 if encoder.pitch_features else 0)
+            in_channels = encoder.n_mels
         self.encoder = SEANetEncoder(in_channels, encoder, config.latent_dim, config.causal)
         self.quantizer = build_quantizer(config.latent_dim, config.quantizer)
         self.decoder = SEANetDecoder(config.latent_dim, config.decoder, config.causal, config.sample_rate)
@@ -164,9 +162,6 @@ class VQVAE(nn.Module):
         num_frames = self.num_frames(wav.shape[-1])
         wav = F.pad(wav, (0, num_frames * self.hop_length - wav.shape[-1]))
         features = wav[:, None, :] if self.front_end is None else self.front_end(wav)  # [B, C_in, frames]
-        if self.front_end is not None and self.config.encoder.pitch_features:
-            pitch = pitch_features(self.front_end.frames(wav), self.sample_rate).to(features.dtype)
-            features = torch.cat([features, pitch], dim=1)
         latent = self.encoder(features)
         if latent.shape[-1] != num_frames:  # a config the length arithmetic does not cover
             raise RuntimeError(f"encoder made {latent.shape[-1]} frames for {num_frames} expected")

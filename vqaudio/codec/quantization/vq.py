@@ -77,9 +77,6 @@ class CodebookOptions:
     kmeans_init: bool = True  # initialise the codebook with k-means on the first training batch
     kmeans_iters: int = 10  # Lloyd iterations of that k-means
     dead_code_steps: int = 200  # re-seed a code unused for this many training steps from the batch (0: never)
-    rare_code_fraction: float = (
-        0.0  # EMA only: also re-seed a code used less than this share of 1/C (0: never)
-    )
     usage_entropy_weight: float = 0.0  # weight of the usage-entropy penalty in nats (0: off); see quantize()
 
     def __post_init__(self) -> None:
@@ -122,16 +119,6 @@ class CodebookOptions:
         if self.dead_code_steps < 0:
             raise ValueError(
                 f"{where}: dead_code_steps must be >= 0, got {self.dead_code_steps}; use 0 to disable restarts"
-            )
-        if not 0.0 <= self.rare_code_fraction < 1.0:
-            raise ValueError(
-                f"{where}: rare_code_fraction must be in [0, 1), got {self.rare_code_fraction}; "
-                "0 disables it, 0.1 re-seeds codes used under a tenth of the uniform share"
-            )
-        if self.rare_code_fraction > 0 and not self.ema:
-            raise ValueError(
-                f"{where}: rare_code_fraction needs ema=True (it reads the EMA cluster sizes); "
-                "set rare_code_fraction=0 or ema=True"
             )
 
     @classmethod
@@ -575,7 +562,7 @@ class VectorQuantizer(Quantizer):
         """
         if self.options.kmeans_init and not self._is_initialized():
             self._initialize_with_kmeans(x)
-        if self.options.dead_code_steps > 0 or self.options.rare_code_fraction > 0:
+        if self.options.dead_code_steps > 0:
             self._restart_dead_codes(x)
 
     def _initialize_with_kmeans(self, x: Tensor) -> None:
@@ -596,24 +583,11 @@ class VectorQuantizer(Quantizer):
     def _restart_dead_codes(self, x: Tensor) -> None:
         """Re-seed dead codes with random vectors of this batch.
 
-        A code is dead when unused for ``dead_code_steps`` steps, or (``rare_code_fraction`` > 0) when its
-        EMA usage is under that fraction of the uniform share. An unused code gets no EMA or gradient
+        A code is dead when unused for ``dead_code_steps`` steps. An unused code gets no EMA or gradient
         update, so without a restart it stays unused for good and the codebook's effective size shrinks
-        (Jukebox). Seeding it on a current input makes it the nearest code of at least that input; since
-        inputs are drawn in proportion to their density, rare-code restarts move codes from sparse regions
-        into crowded ones, which evens out usage (raises perplexity), as vector-quantize-pytorch's
-        ``threshold_ema_dead_code`` does.
+        (Jukebox). Seeding it on a current input makes it the nearest code of at least that input.
         """
-        dead = torch.zeros_like(self.steps_unused, dtype=torch.bool)
-        if self.options.dead_code_steps > 0:
-            dead |= self.steps_unused >= self.options.dead_code_steps  # identical on every DDP process
-        # A re-seeded code's EMA size: 1 (one sample); under rare-code restarts the uniform share (at least 1),
-        # so it has as many steps to win inputs as a code that just fell under the threshold took to get there.
-        restart_size = torch.ones((), device=self.steps_unused.device)
-        if self.options.rare_code_fraction > 0:
-            share = self.ema_cluster_size.sum() / self.codebook_size  # all-reduced statistics: identical too
-            dead |= self.ema_cluster_size < self.options.rare_code_fraction * share
-            restart_size = share.clamp(min=1.0)
+        dead = self.steps_unused >= self.options.dead_code_steps  # [C], identical on every DDP process
         # One host sync per step: writing unconditionally would bump the version of a trainable codebook
         # that autograd may have saved for a backward pass still to come.
         if not bool(dead.any()):
@@ -622,9 +596,9 @@ class VectorQuantizer(Quantizer):
         picks = torch.randint(x.shape[0], (dead_indices.shape[0],), device=x.device)
         samples = _broadcast_from_first(x[picks].contiguous())  # [num_dead, Dc]
         self.codebook[dead_indices] = samples
-        if self.options.ema:
-            self.ema_sum[dead_indices] = samples * restart_size
-            self.ema_cluster_size[dead_indices] = restart_size
+        if self.options.ema:  # as if the code had seen that one sample
+            self.ema_sum[dead_indices] = samples
+            self.ema_cluster_size[dead_indices] = 1.0
         self.steps_unused[dead_indices] = 0
 
     @torch.no_grad()
