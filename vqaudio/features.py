@@ -30,7 +30,6 @@ from torch.nn import functional as F
 LOG_FLOOR = 1e-5  # log(1e-5) ~ -11.5: the value of digital silence
 
 
-@functools.lru_cache(maxsize=16)
 def frame_signal(wav: Tensor, frame_length: int, hop_length: int, padding_left: int) -> Tensor:
     """[B, T] -> [B, ceil(T / hop_length), frame_length]: frame ``m`` holds samples from
     ``m * hop_length - padding_left`` on, zeros outside the signal (the framing of the STFTs here)."""
@@ -39,6 +38,7 @@ def frame_signal(wav: Tensor, frame_length: int, hop_length: int, padding_left: 
     return F.pad(wav, (padding_left, padding_right)).unfold(-1, frame_length, hop_length)
 
 
+@functools.lru_cache(maxsize=16)
 def _mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float | None) -> Tensor:
     """[n_mels, n_fft // 2 + 1] Slaney-normalised mel filterbank (cached: librosa takes milliseconds)."""
     bank = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
