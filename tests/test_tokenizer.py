@@ -19,7 +19,7 @@ import vqaudio
 from vqaudio.codec import tokenizer as tokenizer_module
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.codec.vqvae import build_model
-from vqaudio.config import Config, DecoderConfig
+from vqaudio.config import Config, DecoderConfig, EncoderConfig
 from vqaudio.errors import AudioError, ModelFileError
 from vqaudio.io.model_file import CONFIG_FILE, HEADER_KEY, WEIGHTS_FILE
 
@@ -86,6 +86,23 @@ def test_chunked_encode_equals_whole_file_encode(tiny_tokenizer: Tokenizer) -> N
     whole = whole_file_codes(tiny_tokenizer, wav)
     chunked = tiny_tokenizer.encode(wav, 16000, chunk_seconds=0.5)
     assert chunked.shape == whole.shape == (3, 1001)
+    assert frames_that_differ(chunked, whole) <= TIE_TOLERANCE * whole.shape[-1]
+
+
+def test_chunked_encode_with_the_mel_front_end_equals_whole_file_encode() -> None:
+    """The shipped design (log-mel in, iSTFT out): windows of the mel front end see what the whole file sees."""
+    base = make_tiny_config()
+    model = dataclasses.replace(
+        base.model,
+        encoder=EncoderConfig(input="mel", n_mels=20, channels=8, max_channels=8, strides=(2,)),
+        decoder=DecoderConfig(output="istft", channels=8, max_channels=16, strides=(2,)),
+    )
+    tok = make_tiny_tokenizer(config=dataclasses.replace(base, model=model))
+    wav = speech_like(8 * 16000 + 123, seed=12)
+    wav[4 * 16000 :] *= 0.01  # a quiet half
+    whole = whole_file_codes(tok, wav)
+    chunked = tok.encode(wav, 16000, chunk_seconds=0.5)
+    assert chunked.shape == whole.shape
     assert frames_that_differ(chunked, whole) <= TIE_TOLERANCE * whole.shape[-1]
 
 
