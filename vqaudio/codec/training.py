@@ -23,6 +23,10 @@ states are stored and restored too.
 
 Ctrl-C (SIGINT) or SIGTERM stops after the current step and writes a checkpoint; a second Ctrl-C stops at
 once (a checkpoint is still written unless the optimizer was halfway through an update).
+
+The run folder and its overwrite/resume rules, the checkpoint cadence, stopping on signals, the logs, the
+schedule and the parameter groups are vqaudio.training's (shared with the prior's trainer); this module holds
+the codec's step (generator + optional discriminator), its fine-tuning rules and its validation.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import inspect
 import logging
 import math
 import random
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,17 +70,11 @@ from vqaudio.errors import VQAudioError
 from vqaudio.evaluation.codebook_stats import CodebookUsage
 from vqaudio.io.model_file import CONFIG_FILE, WEIGHTS_FILE, clean_state_dict
 from vqaudio.progress import progress_bar
-from vqaudio.training.checkpoint import (
-    CHECKPOINT_FILE,
-    load_checkpoint,
-    restore_rng_states,
-    rng_states,
-    save_checkpoint,
-)
-from vqaudio.training.distributed import SINGLE_PROCESS, DistributedContext, all_reduce_sum, barrier
+from vqaudio.training.checkpoint import CHECKPOINT_FILE, restore_rng_states, rng_states, save_checkpoint
+from vqaudio.training.distributed import SINGLE_PROCESS, DistributedContext
 from vqaudio.training.logs import METRICS_FILE, TENSORBOARD_DIR, RunLog
+from vqaudio.training.run import RunFolder, TrainingRun, parameter_groups, set_learning_rate
 from vqaudio.training.schedule import learning_rate_at
-from vqaudio.training.signals import StopRequest, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +85,10 @@ RUN_FILES = (
     WEIGHTS_FILE,
     CONFIG_FILE,
 )  # what --overwrite removes
+RUN_REFUSAL = (  # RunFolder's message for a run that would be replaced
+    "{out} already holds a training run ({existing}) and {why}; choose another --out or pass --overwrite to "
+    "start over"
+)
 
 
 class TrainingDivergedError(VQAudioError):
@@ -218,14 +219,57 @@ class Trainer:
         self.device = torch.device(device)
         self.progress = progress and context.is_main
         self.run = dict(run or {})
-        checkpoint = _open_run_folder(self.out, config, resume, overwrite, context)
+        self.folder = RunFolder(self.out, RUN_FILES, RUN_REFUSAL)
+        checkpoint = self.folder.open(
+            resume=resume,
+            overwrite=overwrite,
+            resumable=lambda checkpoint: _same_architecture(checkpoint, config, self.out, overwrite),
+            context=context,
+        )
         if checkpoint is not None:
             config = _resumed_config(checkpoint, config, self.out)
         self.config = config
-        train = config.train
-        if train.num_threads > 0:
-            torch.set_num_threads(train.num_threads)
+        if config.train.num_threads > 0:
+            torch.set_num_threads(config.train.num_threads)
+        self._build_networks()
+        self.validation: dict[str, Any] = {}
+        step = 0
+        if checkpoint is not None:
+            step = self._restore(checkpoint)
+        elif init_from is not None:
+            self.run["init_from"] = _initialise_from(self.model, config, init_from)
+        self.training_run = TrainingRun(
+            self.folder, self._write_checkpoint, step, resumed=checkpoint is not None, context=context
+        )
+        self.network: nn.Module = self.model
+        self.discriminator_network: nn.Module | None = self.discriminators
+        if context.is_distributed:
+            self.network = _wrap_for_ddp(self.model, self.device)
+            if self.discriminators is not None:
+                self.discriminator_network = _wrap_for_ddp(self.discriminators, self.device)
+        cache, cache_bytes = self._build_data(train_utterances, valid_utterances)
+        self.run_log: RunLog | None = None
+        if context.is_main:
+            self.run_log = RunLog(self.out, self.start_step, config.model.sample_rate)
+            self._describe(cache, cache_bytes, checkpoint is not None)
 
+    @property
+    def step(self) -> int:
+        """Optimizer updates done (including before a resume)."""
+        return self.training_run.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.training_run.step = value
+
+    @property
+    def start_step(self) -> int:
+        """The step this run started from (0, or the checkpoint's)."""
+        return self.training_run.start_step
+
+    def _build_networks(self) -> None:
+        """The VQ-VAE with its loss and optimizer; with adversarial training the discriminators and theirs."""
+        config, train = self.config, self.config.train
         # The same initial weights on every rank (DDP also broadcasts rank 0's).
         torch.manual_seed(train.seed)
         self.model: VQVAE = build_model(config.model).to(self.device)
@@ -240,7 +284,7 @@ class Trainer:
                 f"segment), got train.segment_seconds={train.segment_seconds}; raise it or set the weight to 0"
             )
         self.optimizer = torch.optim.AdamW(
-            _parameter_groups(self.model, train.weight_decay), lr=train.learning_rate, betas=train.betas
+            parameter_groups(self.model, train.weight_decay), lr=train.learning_rate, betas=train.betas
         )
         self.discriminators: Discriminators | None = None
         self.discriminator_optimizer: torch.optim.Optimizer | None = None
@@ -248,33 +292,28 @@ class Trainer:
             self.discriminators = Discriminators(config.loss.discriminator).to(self.device)
             _standardise_parameter_strides(self.discriminators)
             self.discriminator_optimizer = torch.optim.AdamW(
-                _parameter_groups(self.discriminators, train.weight_decay),
+                parameter_groups(self.discriminators, train.weight_decay),
                 lr=train.discriminator_learning_rate or train.learning_rate,
                 betas=train.betas,
             )
-        self.step = 0
-        self.validation: dict[str, Any] = {}
-        if checkpoint is not None:
-            self.model.load_state_dict(checkpoint["model"], strict=True)
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-            self._restore_discriminators(checkpoint.get("discriminators"))
-            restore_rng_states(checkpoint["rng"])
-            self.step = int(checkpoint["step"])
-            self.validation = dict(checkpoint["validation"])
-            _warn_about_changed_data(checkpoint["run"], self.run)
-            if checkpoint["run"].get("init_from"):  # a resumed fine-tuning run still says where it began
-                self.run["init_from"] = checkpoint["run"]["init_from"]
-        elif init_from is not None:
-            self.run["init_from"] = _initialise_from(self.model, config, init_from)
-        self.start_step = self.step
-        self.network: nn.Module = self.model
-        self.discriminator_network: nn.Module | None = self.discriminators
-        if context.is_distributed:
-            self.network = _wrap_for_ddp(self.model, self.device)
-            if self.discriminators is not None:
-                self.discriminator_network = _wrap_for_ddp(self.discriminators, self.device)
 
-        sample_rate = config.model.sample_rate
+    def _restore(self, checkpoint: dict[str, Any]) -> int:
+        """Load the checkpoint's weights, optimizer moments, generator states and validation; its step."""
+        self.model.load_state_dict(checkpoint["model"], strict=True)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self._restore_discriminators(checkpoint.get("discriminators"))
+        restore_rng_states(checkpoint["rng"])
+        self.validation = dict(checkpoint["validation"])
+        _warn_about_changed_data(checkpoint["run"], self.run)
+        if checkpoint["run"].get("init_from"):  # a resumed fine-tuning run still says where it began
+            self.run["init_from"] = checkpoint["run"]["init_from"]
+        return int(checkpoint["step"])
+
+    def _build_data(
+        self, train_utterances: Sequence[Utterance], valid_utterances: Sequence[Utterance]
+    ) -> tuple[bool, int]:
+        """The training crops and the validation set; whether the decoded audio is cached, and its size."""
+        train, sample_rate = self.config.train, self.config.model.sample_rate
         self.segment_samples = max(1, round(train.segment_seconds * sample_rate))
         cache_bytes = cache_size_bytes(train_utterances, sample_rate)
         cache = 0 < cache_bytes <= train.audio_cache_mb * 2**20
@@ -284,7 +323,7 @@ class Trainer:
             self.segment_samples,
             train.batch_size,
             seed=train.seed,
-            rank=context.rank,
+            rank=self.context.rank,
             cache=cache,
             progress=self.progress,
             augmentation=Augmentation(train.speed_perturbation, train.gain_perturbation_db),
@@ -296,19 +335,13 @@ class Trainer:
             max_batch_samples=VALIDATION_BATCH_FACTOR * train.batch_size * self.segment_samples,
         )
         self.run.update(
-            world_size=context.world_size,
+            world_size=self.context.world_size,
             train_utterances=len(self.crops.utterances),
             train_hours=round(self.crops.seconds / 3600, 4),
             valid_utterances=len(self.validation_set),
             valid_hours=round(self.validation_set.seconds / 3600, 4),
         )
-        self.run_log: RunLog | None = None
-        if context.is_main:
-            self.run_log = RunLog(self.out, self.start_step, sample_rate)
-            self._describe(cache, cache_bytes, checkpoint is not None)
-        self.stop_request = StopRequest()
-        self._updating = False  # True while the optimizer changes the weights: no checkpoint then
-        self._saved_step = self.step if checkpoint is not None else -1
+        return cache, cache_bytes
 
     # ----------------------------------------------------------------------------------------------
     # The loop
@@ -342,8 +375,9 @@ class Trainer:
         bar = progress_bar(
             total=stop, initial=self.step, desc="training", unit="step", disable=not self.progress
         )
+        run = self.training_run
         try:
-            with logging_redirect_tqdm(), stop_on_signals(self.stop_request, announce=self.context.is_main):
+            with logging_redirect_tqdm(), run.stoppable():
                 batches = iter(loader)
                 while self.step < stop:
                     started = time.perf_counter()
@@ -359,19 +393,13 @@ class Trainer:
                     total_audio += audio_seconds * self.context.world_size
                     bar.update(1)
                     bar.set_postfix(window.postfix(result), refresh=False)
-                    if self.step % train.log_every == 0 or self.step == stop:
+                    if run.due(train.log_every, stop):
                         self._log_train(window, result)
-                    if len(self.validation_set) and (
-                        self.step % train.validate_every == 0 or self.step == stop
-                    ):
+                    if len(self.validation_set) and run.due(train.validate_every, stop):
                         self._validate()
-                    if self.step % train.checkpoint_every == 0 or self.step == stop:
-                        self._save()
-                    if self._stop_agreed():
-                        raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            self._save_after_interrupt()
-            raise
+                    if run.due(train.checkpoint_every, stop):
+                        run.save()
+                    run.stop_if_asked()
         finally:
             bar.close()
         speed = total_audio / total_seconds if total_seconds else 0.0
@@ -400,8 +428,7 @@ class Trainer:
                     module.eval()
         self.optimizer.zero_grad(set_to_none=True)
         learning_rate = learning_rate_at(self.step, train)
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate
+        set_learning_rate(self.optimizer, learning_rate)
         target = batch.to(self.device, non_blocking=True)
         output = self.network(target)
         terms = self.loss(output.audio, target)
@@ -428,10 +455,9 @@ class Trainer:
                 f"(loss {float(total.detach()):.4g}); "
                 "lower train.learning_rate or raise train.warmup_steps, then resume from the last checkpoint"
             )
-        self._updating = True
-        self.optimizer.step()
-        self.step += 1
-        self._updating = False
+        with self.training_run.updating():
+            self.optimizer.step()
+            self.step += 1
         return StepResult(
             loss=float(total.detach()),
             waveform_l1=float(terms.waveform_l1.detach()),
@@ -475,8 +501,7 @@ class Trainer:
         assert self.discriminator_network is not None and self.discriminator_optimizer is not None
         train = self.config.train
         scale = (train.discriminator_learning_rate or train.learning_rate) / train.learning_rate
-        for group in self.discriminator_optimizer.param_groups:
-            group["lr"] = generator_learning_rate * scale
+        set_learning_rate(self.discriminator_optimizer, generator_learning_rate * scale)
         self.discriminator_optimizer.zero_grad(set_to_none=True)
         both = self.discriminator_network(torch.cat([real_audio, fake_audio]))  # one pass for real and fake
         batch = real_audio.shape[0]
@@ -492,9 +517,8 @@ class Trainer:
                 f"the discriminators' gradients became {grad_norm} at step {self.step + 1}; lower "
                 "train.discriminator_learning_rate, then resume from the last checkpoint"
             )
-        self._updating = True
-        self.discriminator_optimizer.step()
-        self._updating = False
+        with self.training_run.updating():
+            self.discriminator_optimizer.step()
         detached = [Judgement(j.logits.detach(), [f.detach() for f in j.features]) for j in real]
         return loss.detach(), detached
 
@@ -618,10 +642,8 @@ class Trainer:
                 sum(usage) / len(usage),
             )
 
-    def _save(self) -> None:
-        """Checkpoint and release model (rank 0 writes; no collectives, so it is safe after an interrupt)."""
-        if not self.context.is_main or self._saved_step == self.step:
-            return
+    def _write_checkpoint(self) -> None:
+        """Checkpoint and release model (``TrainingRun.save`` calls it on rank 0; no collectives)."""
         save_checkpoint(
             self.out / CHECKPOINT_FILE,
             {
@@ -647,7 +669,6 @@ class Trainer:
             },
         )
         self._save_release()
-        self._saved_step = self.step
         if self.run_log is not None:
             self.run_log.flush()
 
@@ -676,28 +697,6 @@ class Trainer:
         # A copy: the Tokenizer puts its model in eval mode, and the training model must stay as it is.
         model = copy.deepcopy(self.model).cpu()
         Tokenizer(model, self.config, name=self.out.name, training=training).save(self.out)
-
-    def _save_after_interrupt(self) -> None:
-        if self._updating:
-            log.warning(
-                "interrupted during a weight update at step %d: no checkpoint written; the last one is kept",
-                self.step,
-            )
-            return
-        self._save()
-        if self.context.is_main:
-            log.warning(
-                "interrupted at step %d; checkpoint written to %s; run the same command again to resume",
-                self.step,
-                self.out / CHECKPOINT_FILE,
-            )
-
-    def _stop_agreed(self) -> bool:
-        """Whether any process was asked to stop (all processes must leave the loop at the same step)."""
-        if not self.context.is_distributed:
-            return self.stop_request.requested
-        flag = torch.tensor([1.0 if self.stop_request.requested else 0.0])
-        return bool(all_reduce_sum(flag) > 0)
 
     def _result(self, speed: float) -> TrainResult:
         return TrainResult(self.out, self.step, self.start_step, dict(self.validation), speed)
@@ -864,51 +863,23 @@ def _standardise_parameter_strides(model: nn.Module) -> None:
                 parameter.data = parameter.data.clone(memory_format=torch.contiguous_format)
 
 
-def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices and conv kernels only; biases and gains are not pulled towards zero."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _open_run_folder(
-    out: Path, config: Config, resume: bool, overwrite: bool, context: DistributedContext
-) -> dict[str, Any] | None:
-    """The checkpoint to resume from, or None to start over (clearing an old run when allowed)."""
-    checkpoint_path = out / CHECKPOINT_FILE
-    existing = [name for name in RUN_FILES if (out / name).exists()]
-    if resume and checkpoint_path.is_file():
-        checkpoint = load_checkpoint(checkpoint_path)
-        saved = _saved_config(checkpoint, checkpoint_path)
-        differences = config_differences(saved.model, config.model, "model")
-        if not differences:
-            return checkpoint
-        if not overwrite:
-            raise ConfigError(
-                f"{out} holds a run of another architecture ({'; '.join(differences[:4])}"
-                f"{' ...' if len(differences) > 4 else ''}); resume it with the recipe it was started with, "
-                "choose another --out, or pass --overwrite to start over"
-            )
-        log.warning(
-            "%s: the recipe's architecture differs from the checkpoint's; starting over (--overwrite)", out
+def _same_architecture(checkpoint: dict[str, Any], config: Config, out: Path, overwrite: bool) -> bool:
+    """Whether the checkpoint in ``out`` may be resumed with ``config``: the same architecture (else: start
+    over with ``overwrite``, refuse without)."""
+    saved = _saved_config(checkpoint, out / CHECKPOINT_FILE)
+    differences = config_differences(saved.model, config.model, "model")
+    if not differences:
+        return True
+    if not overwrite:
+        raise ConfigError(
+            f"{out} holds a run of another architecture ({'; '.join(differences[:4])}"
+            f"{' ...' if len(differences) > 4 else ''}); resume it with the recipe it was started with, "
+            "choose another --out, or pass --overwrite to start over"
         )
-    elif existing and not overwrite:
-        why = (
-            "--no-resume was given"
-            if checkpoint_path.is_file()
-            else f"there is no {CHECKPOINT_FILE} to resume"
-        )
-        raise FileExistsError(
-            f"{out} already holds a training run ({', '.join(existing)}) and {why}; choose another --out or "
-            "pass --overwrite to start over"
-        )
-    barrier()  # every rank has decided before rank 0 removes anything
-    if context.is_main and existing:
-        for name in existing:
-            path = out / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    barrier()
-    return None
+    log.warning(
+        "%s: the recipe's architecture differs from the checkpoint's; starting over (--overwrite)", out
+    )
+    return False
 
 
 def _saved_config(checkpoint: dict[str, Any], where: Path) -> Config:

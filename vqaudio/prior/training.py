@@ -5,7 +5,9 @@ teacher-forced in one pass (van den Oord et al., 2016). AdamW (Loshchilov & Hutt
 package's warm-up + cosine schedule (``vqaudio.training.schedule``), gradient clipping, held-out validation in
 bits per token, and checkpoints that resume exactly: weights, optimizer, step, global RNGs and the window
 sampler's generator are all restored (``vqaudio.training.checkpoint``), so an interrupted run continues
-with the same batches as an uninterrupted one.
+with the same batches as an uninterrupted one. The run folder, checkpoints on exit and on Ctrl-C / SIGTERM,
+the logs and the schedule are vqaudio.training's (shared with the tokenizer's trainer); this module holds the
+prior's step and its validation.
 
 Files in the run folder ``OUT``::
 
@@ -20,10 +22,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import math
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from vqaudio.config import PriorRunConfig, TrainConfig, to_dict
+from vqaudio.config import PriorRunConfig, to_dict
 from vqaudio.errors import DataError, TokenFileError
 from vqaudio.io.model_file import CONFIG_FILE, WEIGHTS_FILE
 from vqaudio.prior.data import (
@@ -50,20 +50,17 @@ from vqaudio.prior.ngram import COUNTS_FILE, count_ngrams, save_counts
 from vqaudio.prior.prior import Prior, token_stream
 from vqaudio.prior.wavenet import WaveNetPrior
 from vqaudio.progress import progress_bar
-from vqaudio.training.checkpoint import (
-    CHECKPOINT_FILE,
-    load_checkpoint,
-    restore_rng_states,
-    rng_states,
-    save_checkpoint,
-)
+from vqaudio.training.checkpoint import CHECKPOINT_FILE, restore_rng_states, rng_states, save_checkpoint
+from vqaudio.training.logs import METRICS_FILE, TENSORBOARD_DIR, RunLog
+from vqaudio.training.run import RunFolder, TrainingRun, parameter_groups, set_learning_rate
 from vqaudio.training.schedule import learning_rate_at
-from vqaudio.training.signals import StopRequest, stop_on_signals
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
+RUN_FILES = (CHECKPOINT_FILE, WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE, COUNTS_FILE, TENSORBOARD_DIR)
+RUN_REFUSAL = (  # RunFolder's message for a model without a checkpoint (the prior resumes unless --overwrite)
+    "{out} already holds a model but no checkpoint to resume; pass --overwrite or choose another --out"
+)
 
 
 class TrainingResult(NamedTuple):
@@ -105,34 +102,12 @@ def resolve_config(config: PriorRunConfig, stream: Mapping[str, Any], num_speake
     return dataclasses.replace(config, prior=prior)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on weight matrices only (not embeddings, biases or the start vector)."""
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if parameter.dim() < 2 or "embedding" in name:
-            no_decay.append(parameter)
-        else:
-            decay.append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def window_loss(model: WaveNetPrior, codes: Tensor, mask: Tensor, conditions: Tensor | None) -> Tensor:
     """Mean negative log-likelihood (nats per token) of a batch of windows, padding excluded."""
     logits = model(codes, conditions)  # [B, K, W, V]
     nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1), reduction="none")
     nats = nats.view(codes.shape) * mask[:, None]  # [B, K, W]
     return nats.sum() / (mask.sum() * codes.shape[1])
-
-
-def _schedule(config: PriorRunConfig) -> TrainConfig:
-    train = config.train
-    return TrainConfig(
-        learning_rate=train.learning_rate,
-        warmup_steps=train.warmup_steps,
-        max_steps=train.max_steps,
-        lr_decay=train.lr_decay,
-        min_learning_rate_ratio=train.min_learning_rate_ratio,
-    )
 
 
 def _speaker_table(
@@ -146,16 +121,6 @@ def _speaker_table(
         raise DataError("the manifest names no speaker for any training utterance; check its speaker column")
     index = {name: i for i, name in enumerate(names)}
     return names, {utt_id: index[speaker] for utt_id, speaker in speaker_of.items() if speaker in index}
-
-
-def _trim_metrics(path: Path, step: int) -> None:
-    """Drop metric lines after ``step`` (written after the checkpoint a resumed run restarts from)."""
-    if not path.is_file():
-        return
-    kept = [
-        line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step
-    ]
-    path.write_text("".join(line + "\n" for line in kept))
 
 
 def train_prior(
@@ -195,7 +160,43 @@ def train_prior(
         but no checkpoint (and no ``overwrite``); KeyboardInterrupt: after Ctrl-C / SIGTERM (in the main
         thread: once the current step is done and a checkpoint is written).
     """
-    out = Path(out)
+    data = _training_data(train, config, valid, speaker_of, force, tokenizer_path)
+    run = {
+        "tokens": data.stream,
+        "speakers": data.speakers,
+        "train_tokens": train.source,
+        "train_frames": data.utterances.num_frames,
+        "train_utterances": len(data.utterances.ids),
+        "valid_tokens": valid.source if valid else "held out",
+        "recipe": recipe,
+        "overrides": list(overrides),
+    }
+    trainer = PriorTrainer(data, out, run, force=force, overwrite=overwrite, progress=progress)
+    step = trainer.fit(until_step)
+    released = Prior.load(out)
+    return TrainingResult(released, step, released.training.get("valid_bits_per_token"), Path(out))
+
+
+class _TrainingData(NamedTuple):
+    """The corpora of a run, validated, and the recipe completed from them (``_training_data``)."""
+
+    config: PriorRunConfig  # token geometry and number of speakers filled in
+    stream: dict[str, Any]  # the tokens' record (vqaudio.prior.prior.token_stream)
+    speakers: list[str]  # sorted; condition id = index
+    utterances: Utterances  # training
+    validation: Utterances | None  # held out (capped at train.max_validation_frames), or none
+
+
+def _training_data(
+    train: TokenSet,
+    config: PriorRunConfig,
+    valid: TokenSet | None,
+    speaker_of: Mapping[str, str] | None,
+    force: bool,
+    tokenizer_path: str | None,
+) -> _TrainingData:
+    """Validate the token corpora and the speakers, hold out validation utterances when no ``valid`` is given,
+    and fill the token geometry into the recipe."""
     stream = token_stream(train.meta, tokenizer_path)
     utterances = validated_utterances(
         train.corpus, stream["num_codebooks"], stream["codebook_size"], train.source
@@ -216,207 +217,228 @@ def train_prior(
             )
     if validation is not None:
         validation = cap_frames(validation, config.train.max_validation_frames)
-    train_config = config.train
+    return _TrainingData(config, stream, speakers, utterances, validation)
 
-    checkpoint_path = out / CHECKPOINT_FILE
-    if overwrite:
-        for name in (CHECKPOINT_FILE, WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE, COUNTS_FILE):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)
-    elif not checkpoint_path.is_file() and (out / WEIGHTS_FILE).is_file():
-        raise FileExistsError(
-            f"{out} already holds a model but no checkpoint to resume; pass --overwrite or choose another "
-            "--out"
+
+class StepResult(NamedTuple):
+    """One optimizer update of the prior."""
+
+    nats: float  # mean negative log-likelihood per token of the batch
+    learning_rate: float
+    grad_norm: float  # before clipping
+    frames: int  # unpadded frames in the batch
+
+
+class PriorTrainer:
+    """State, step and validation of one prior training run; ``train_prior`` is the usual way in.
+
+    The run folder, checkpoints, resume, Ctrl-C / SIGTERM and the logs are vqaudio.training's
+    (``RunFolder``, ``TrainingRun``, ``RunLog``).
+    """
+
+    def __init__(
+        self,
+        data: _TrainingData,
+        out: str | Path,
+        run: dict[str, Any],
+        *,
+        force: bool = False,
+        overwrite: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.config, self.stream, self.speakers = data.config, data.stream, data.speakers
+        self.utterances, self.validation = data.utterances, data.validation
+        self.out = Path(out)
+        self.run = run
+        self.progress = progress
+        train = self.config.train
+        self.folder = RunFolder(self.out, RUN_FILES, RUN_REFUSAL, guarded=(WEIGHTS_FILE,))
+        checkpoint = self.folder.open(
+            resume=not overwrite,
+            overwrite=overwrite,
+            resumable=lambda state: self._check_resume(state, force),
         )
-    out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(train.seed)
+        self.model = WaveNetPrior(self.config.prior)
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, train.weight_decay), lr=train.learning_rate, betas=train.betas
+        )
+        self.sampler = WindowSampler(self.utterances, train.window_frames, train.batch_size, train.seed)
+        self.best, self.elapsed = math.inf, 0.0  # best validation bits per token; seconds of training
+        step = 0 if checkpoint is None else self._restore(checkpoint)
+        self.training_run = TrainingRun(
+            self.folder, self._write_checkpoint, step, resumed=checkpoint is not None
+        )
+        self.last_valid: float | None = None if not math.isfinite(self.best) else self.best
+        if not (self.out / COUNTS_FILE).is_file():
+            counts = count_ngrams(self.utterances.codes, self.stream["codebook_size"])
+            save_counts(self.out / COUNTS_FILE, counts)
+        log.info(
+            "training a %.2f M-parameter prior (receptive field %d frames = %.2f s) on %d utterances, %d frames",
+            sum(p.numel() for p in self.model.parameters()) / 1e6,
+            self.model.receptive_field,
+            self.model.receptive_field / self.stream["frame_rate"],
+            len(self.utterances.ids),
+            self.utterances.num_frames,
+        )
+        self.run_log = RunLog(self.out, step, tensorboard=train.tensorboard)
 
-    torch.manual_seed(train_config.seed)
-    model = WaveNetPrior(config.prior)
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, train_config.weight_decay),
-        lr=train_config.learning_rate,
-        betas=train_config.betas,
-    )
-    sampler = WindowSampler(
-        utterances, train_config.window_frames, train_config.batch_size, train_config.seed
-    )
-    run = {
-        "tokens": stream,
-        "speakers": speakers,
-        "train_tokens": train.source,
-        "train_frames": utterances.num_frames,
-        "train_utterances": len(utterances.ids),
-        "valid_tokens": valid.source if valid else "held out",
-        "recipe": recipe,
-        "overrides": list(overrides),
-    }
-    step, best, elapsed = 0, math.inf, 0.0
-    if checkpoint_path.is_file():
-        state = load_checkpoint(checkpoint_path)
-        _check_resume(state, config, stream, speakers, checkpoint_path, force)
-        model.load_state_dict(state["model"], strict=True)
-        optimizer.load_state_dict(state["optimizer"])
-        sampler.generator.set_state(state["sampler"]["generator"])
+    def _check_resume(self, state: dict[str, Any], force: bool) -> bool:
+        _check_resume(state, self.config, self.stream, self.speakers, self.folder.checkpoint_path, force)
+        return True
+
+    def _restore(self, state: dict[str, Any]) -> int:
+        """Load the checkpoint's weights, optimizer moments, sampler and generator states; its step."""
+        self.model.load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.generator.set_state(state["sampler"]["generator"])
         restore_rng_states(state["rng"])
         step = int(state["step"])
-        best = float(state["validation"].get("best_bits_per_token", math.inf))
-        elapsed = float(state["run"].get("elapsed_seconds", 0.0))
-        log.info("resuming %s at step %d", out, step)
-        _trim_metrics(out / METRICS_FILE, step)
-    if not (out / COUNTS_FILE).is_file():
-        save_counts(out / COUNTS_FILE, count_ngrams(utterances.codes, stream["codebook_size"]))
-    log.info(
-        "training a %.2f M-parameter prior (receptive field %d frames = %.2f s) on %d utterances, %d frames",
-        sum(p.numel() for p in model.parameters()) / 1e6,
-        model.receptive_field,
-        model.receptive_field / stream["frame_rate"],
-        len(utterances.ids),
-        utterances.num_frames,
-    )
+        self.best = float(state["validation"].get("best_bits_per_token", math.inf))
+        self.elapsed = float(state["run"].get("elapsed_seconds", 0.0))
+        log.info("resuming %s at step %d", self.out, step)
+        return step
 
-    writer = None
-    if train_config.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / TENSORBOARD_DIR), purge_step=step)
-    metrics = (out / METRICS_FILE).open("a")
-    last_valid: float | None = None if not math.isfinite(best) else best
-
-    def record(entry: dict[str, Any]) -> None:
-        metrics.write(json.dumps(entry) + "\n")
-        metrics.flush()
-        if writer is not None:
-            for key, value in entry.items():
-                if key not in ("step", "split") and isinstance(value, (int, float)):
-                    writer.add_scalar(f"{entry['split']}/{key}", value, entry["step"])
-
-    def checkpoint() -> None:
-        if validation is None:  # no validation to pick the best: release the latest weights
-            release(None)
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "step": step,
-                "config": to_dict(config),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": {"step": step},
-                "rng": rng_states(),
-                "sampler": {"generator": sampler.generator.get_state()},
-                "run": {**run, "elapsed_seconds": elapsed},
-                "validation": {"best_bits_per_token": best} if math.isfinite(best) else {},
-            },
+    def fit(self, until_step: int | None = None) -> int:
+        """Train until ``until_step`` (default and at most ``train.max_steps``); the step reached."""
+        train, run = self.config.train, self.training_run
+        stop = min(train.max_steps, until_step if until_step is not None else train.max_steps)
+        bar = progress_bar(
+            total=train.max_steps,
+            initial=run.step,
+            disable=None if self.progress else True,
+            unit="step",
+            dynamic_ncols=True,
         )
-
-    def release(valid_bits: float | None) -> None:
-        training = {
-            **run,
-            "step": step,
-            "valid_bits_per_token": valid_bits,
-            "elapsed_seconds": round(elapsed, 1),
-        }
-        Prior(copy.deepcopy(model), config, stream, speakers, training).save(out)
-
-    def validate() -> None:
-        nonlocal best, last_valid
-        assert validation is not None
-        totals = corpus_nll(model, validation)
-        bits = float(totals.nats.sum() / math.log(2) / (totals.num_frames * model.num_codebooks))
-        per_codebook = [float(x) for x in totals.nats / math.log(2) / totals.num_frames]
-        record({"step": step, "split": "valid", "bits_per_token": bits, "bits_per_codebook": per_codebook})
-        if writer is not None:
-            for codebook, value in enumerate(per_codebook, start=1):
-                writer.add_scalar(f"valid/bits_per_token_codebook_{codebook}", value, step)
-        if bits < best or not train_config.keep_best:
-            best = min(best, bits)
-            last_valid = bits
-            release(bits)
-
-    stop = min(train_config.max_steps, until_step if until_step is not None else train_config.max_steps)
-    bar = progress_bar(
-        total=train_config.max_steps,
-        initial=step,
-        disable=None if progress else True,
-        unit="step",
-        dynamic_ncols=True,
-    )
-    window_start, window_frames, window_nats, window_steps = time.perf_counter(), 0, 0.0, 0
-    model.train()
-    threads = torch.get_num_threads()
-    if train_config.num_threads:
-        torch.set_num_threads(train_config.num_threads)
-    updating = False  # between the first and the last parameter update of a step: no checkpoint then
-    stop_request = StopRequest()
-    with stop_on_signals(stop_request):
+        window = _Window()
+        self.model.train()
+        threads = torch.get_num_threads()
+        if train.num_threads:
+            torch.set_num_threads(train.num_threads)
         try:
-            while step < stop:
-                tic = time.perf_counter()
-                learning_rate = learning_rate_at(step, _schedule(config))
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate
-                batch = sampler.sample()
-                loss = window_loss(model, batch.codes, batch.mask, batch.conditions)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip))
-                updating = True
-                optimizer.step()
-                step += 1
-                updating = False
-                elapsed += time.perf_counter() - tic
-                window_frames += int(batch.mask.sum())
-                window_nats += float(loss.detach())
-                window_steps += 1
-                bar.update(1)
-                if step % train_config.log_every == 0 or step == train_config.max_steps:
-                    bits = window_nats / window_steps / math.log(2)
-                    speed = window_frames / max(time.perf_counter() - window_start, 1e-9)
-                    record(
-                        {
-                            "step": step,
-                            "split": "train",
-                            "bits_per_token": bits,
-                            "learning_rate": learning_rate,
-                            "grad_norm": grad_norm,
-                            "frames_per_second": speed,
-                        }
-                    )
-                    bar.set_postfix(
-                        bits=f"{bits:.3f}", valid="-" if last_valid is None else f"{last_valid:.3f}"
-                    )
-                    window_start, window_frames, window_nats, window_steps = time.perf_counter(), 0, 0.0, 0
-                if validation is not None and (
-                    step % train_config.validate_every == 0 or step == train_config.max_steps
-                ):
-                    validate()
-                if step % train_config.checkpoint_every == 0 or step == stop:
-                    checkpoint()
-                if stop_request.requested:
-                    raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            if updating:
-                log.warning(
-                    "interrupted during a weight update at step %d: no checkpoint written; the last one is kept",
-                    step,
-                )
-            else:
-                checkpoint()
-                log.warning(
-                    "interrupted at step %d; checkpoint written to %s; run the same command again to resume",
-                    step,
-                    checkpoint_path,
-                )
-            raise
+            with run.stoppable():
+                while run.step < stop:
+                    started = time.perf_counter()
+                    result = self.train_step()
+                    self.elapsed += time.perf_counter() - started
+                    window.add(result)
+                    bar.update(1)
+                    if run.due(train.log_every, train.max_steps):
+                        self._log_train(window, result)
+                        bar.set_postfix(
+                            bits=f"{window.bits:.3f}",
+                            valid="-" if self.last_valid is None else f"{self.last_valid:.3f}",
+                        )
+                        window = _Window()
+                    if self.validation is not None and run.due(train.validate_every, train.max_steps):
+                        self._validate()
+                    if run.due(train.checkpoint_every, stop):
+                        run.save()
+                    run.stop_if_asked()
         finally:
             torch.set_num_threads(threads)
             bar.close()
-            metrics.close()
-            if writer is not None:
-                writer.close()
-    if validation is None or not (out / WEIGHTS_FILE).is_file():
-        release(last_valid)
-    released = Prior.load(out)
-    return TrainingResult(released, step, released.training.get("valid_bits_per_token"), out)
+            self.run_log.close()
+        if self.validation is None or not (self.out / WEIGHTS_FILE).is_file():
+            self._release(self.last_valid)
+        return run.step
+
+    def train_step(self) -> StepResult:
+        """One optimizer update on a batch of random windows; advances the step."""
+        train = self.config.train
+        learning_rate = learning_rate_at(self.training_run.step, train)
+        set_learning_rate(self.optimizer, learning_rate)
+        batch = self.sampler.sample()
+        loss = window_loss(self.model, batch.codes, batch.mask, batch.conditions)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip))
+        with self.training_run.updating():
+            self.optimizer.step()
+            self.training_run.step += 1
+        return StepResult(float(loss.detach()), learning_rate, grad_norm, int(batch.mask.sum()))
+
+    def _log_train(self, window: _Window, result: StepResult) -> None:
+        self._record(
+            {
+                "step": self.training_run.step,
+                "split": "train",
+                "bits_per_token": window.bits,
+                "learning_rate": result.learning_rate,
+                "grad_norm": result.grad_norm,
+                "frames_per_second": window.frames / max(time.perf_counter() - window.start, 1e-9),
+            }
+        )
+
+    def _validate(self) -> None:
+        """Bits per token on the held-out corpus; a new best (or any, without keep_best) is released."""
+        assert self.validation is not None
+        step = self.training_run.step
+        totals = corpus_nll(self.model, self.validation)
+        bits = float(totals.nats.sum() / math.log(2) / (totals.num_frames * self.model.num_codebooks))
+        per_codebook = [float(x) for x in totals.nats / math.log(2) / totals.num_frames]
+        self._record(
+            {"step": step, "split": "valid", "bits_per_token": bits, "bits_per_codebook": per_codebook}
+        )
+        for codebook, value in enumerate(per_codebook, start=1):
+            self.run_log.scalar(f"valid/bits_per_token_codebook_{codebook}", value, step)
+        if bits < self.best or not self.config.train.keep_best:
+            self.best = min(self.best, bits)
+            self.last_valid = bits
+            self._release(bits)
+
+    def _record(self, row: dict[str, Any]) -> None:
+        """One metrics.jsonl row ``{"step", "split", ...}`` and its numbers as ``split/name`` scalars."""
+        self.run_log.append(row)
+        for key, value in row.items():
+            if key not in ("step", "split") and isinstance(value, (int, float)):
+                self.run_log.scalar(f"{row['split']}/{key}", value, row["step"])
+
+    def _write_checkpoint(self) -> None:
+        if self.validation is None:  # no validation to pick the best: release the latest weights
+            self._release(None)
+        step = self.training_run.step
+        save_checkpoint(
+            self.folder.checkpoint_path,
+            {
+                "step": step,
+                "config": to_dict(self.config),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": {"step": step},
+                "rng": rng_states(),
+                "sampler": {"generator": self.sampler.generator.get_state()},
+                "run": {**self.run, "elapsed_seconds": self.elapsed},
+                "validation": {"best_bits_per_token": self.best} if math.isfinite(self.best) else {},
+            },
+        )
+
+    def _release(self, valid_bits: float | None) -> None:
+        training = {
+            **self.run,
+            "step": self.training_run.step,
+            "valid_bits_per_token": valid_bits,
+            "elapsed_seconds": round(self.elapsed, 1),
+        }
+        Prior(copy.deepcopy(self.model), self.config, self.stream, self.speakers, training).save(self.out)
+
+
+class _Window:
+    """Running sums of the training metrics since the last log step."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.frames, self.nats, self.steps = 0, 0.0, 0
+
+    def add(self, result: StepResult) -> None:
+        self.frames += result.frames
+        self.nats += result.nats
+        self.steps += 1
+
+    @property
+    def bits(self) -> float:
+        """Mean bits per token."""
+        return self.nats / self.steps / math.log(2)
 
 
 def _validation_set(

@@ -1,9 +1,10 @@
 """Where training metrics go: ``OUT/metrics.jsonl`` (one JSON object per log step or validation) and
 TensorBoard event files in ``OUT/tensorboard/`` (scalars, validation audio clips, spectrogram images).
 
-Both are written by rank 0 only. On resume, JSONL rows and TensorBoard events after the checkpoint's step
-(logged by the interrupted run after its last checkpoint, and about to be redone) are dropped, so the logs
-read like one uninterrupted run.
+Shared by the tokenizer's trainer (rows ``{"kind": ..., "step": ..., ...}``, ``write``) and the prior's (rows
+``{"step": ..., "split": ..., ...}``, ``append`` and ``scalar``). Both are written by rank 0 only. On resume,
+JSONL rows and TensorBoard events after the checkpoint's step (logged by the interrupted run after its last
+checkpoint, and about to be redone) are dropped, so the logs read like one uninterrupted run.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from vqaudio.codec.validation import ValidationExample
 from vqaudio.features import LogMel
 from vqaudio.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from vqaudio.codec.validation import ValidationExample
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -32,11 +35,13 @@ class RunLog:
     Args:
         out: the run folder.
         start_step: the step training starts from; logged rows after it are dropped (resume).
-        sample_rate: of the audio clips.
+        sample_rate: of the audio clips (None: a run without audio).
         tensorboard: also write TensorBoard event files.
     """
 
-    def __init__(self, out: str | Path, start_step: int, sample_rate: int, tensorboard: bool = True) -> None:
+    def __init__(
+        self, out: str | Path, start_step: int, sample_rate: int | None = None, tensorboard: bool = True
+    ) -> None:
         self.out = Path(out)
         self.metrics_path = self.out / METRICS_FILE
         self.tensorboard_path = self.out / TENSORBOARD_DIR
@@ -52,13 +57,12 @@ class RunLog:
                 str(self.tensorboard_path), purge_step=start_step + 1 if start_step else None
             )
         self._references_written: set[str] = set()
-        self._log_mel = LogMel(sample_rate, 1024, 256, 80)
+        self._log_mel = None if sample_rate is None else LogMel(sample_rate, 1024, 256, 80)
 
     def write(self, kind: str, step: int, metrics: dict[str, Any]) -> None:
         """Append one row ``{"kind": kind, "step": step, **metrics}`` and its scalars (``kind/name``)."""
         row = {"kind": kind, "step": step, **{name: _plain(value) for name, value in metrics.items()}}
-        with self.metrics_path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
+        self.append(row)
         if self.writer is None:
             return
         for name, value in row.items():
@@ -69,6 +73,16 @@ class RunLog:
                     self.writer.add_scalar(f"{kind}/{name}/codebook_{index}", item, step)
             elif isinstance(value, (int, float)) and math.isfinite(value):
                 self.writer.add_scalar(f"{kind}/{name}", value, step)
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Append ``row`` to metrics.jsonl as it is (JSON-ready values)."""
+        with self.metrics_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        """One TensorBoard scalar (nothing without TensorBoard)."""
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, step)
 
     def examples(self, step: int, examples: list[ValidationExample]) -> None:
         """Validation audio (reconstruction every time, reference once) and log-mel images to TensorBoard."""
@@ -97,6 +111,7 @@ class RunLog:
 
     def _spectrogram_image(self, example: ValidationExample) -> np.ndarray:
         """[H, W, 4] uint8 RGBA: reference and reconstruction log-mels one above the other."""
+        assert self._log_mel is not None, "RunLog(sample_rate=None) has no audio examples"
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global figure state
         from matplotlib.figure import Figure
 
