@@ -446,7 +446,7 @@ class Trainer:
             commitment=output.quantizer.commitment_loss.detach().cpu(),
             grad_norm=grad_norm,
             learning_rate=learning_rate,
-            codes=output.codes.detach(),
+            codes=output.codes[:, self.model.pitch_rows :].detach(),  # the codebooks (no pitch row)
             reconstruction=output.audio.detach(),
             target=target,
         )
