@@ -11,12 +11,15 @@ import pytest
 import torch
 from conftest import make_tiny_config, make_tiny_tokenizer, speech_like
 
+from vqaudio.cli.main import main
 from vqaudio.codec.corpus_coding import resynthesize_tokens, tokenize_corpus
 from vqaudio.codec.pitch import decode_pitch, pitch_at_frames
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.config import Config, DecoderConfig, EncoderConfig, PitchConfig
 from vqaudio.errors import TokenFileError
 from vqaudio.io.audio import save_audio
+from vqaudio.io.token_file import load_tokens
+from vqaudio.prior import Prior
 
 RATE = 16000
 
@@ -155,3 +158,24 @@ def test_a_pitch_model_trains(pitch_tokenizer: Tokenizer) -> None:
     finally:
         model.zero_grad(set_to_none=True)
         model.eval()
+
+
+def test_the_prior_models_the_pitch_row_like_any_other_row(
+    pitch_tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    for index, f0 in enumerate((110.0, 150.0, 220.0)):
+        save_audio(tmp_path / "wavs" / f"u{index}.wav", voiced(f0), RATE)
+    tokens = tmp_path / "tokens.npy"
+    tokenize_corpus(pitch_tokenizer, tmp_path / "wavs", tokens, progress=False)
+    corpus = load_tokens(tokens)
+    assert corpus.meta["pitch_rows"] == 1 and corpus.num_codebooks == 1 + pitch_tokenizer.num_codebooks
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "prior_tiny.yaml"
+    out = tmp_path / "prior"
+    assert main(["--quiet", "prior", "train", str(tokens), "--config", str(recipe), "--out", str(out),
+                 "--set", "train.max_steps=3", "--set", "train.holdout_fraction=0.0"]) == 0  # fmt: skip
+    prior = Prior.load(out)
+    codes = torch.as_tensor(np.asarray(corpus["u0"], dtype=np.int64))
+    assert prior.log_prob(codes).shape == codes.shape  # [1 + K, frames]: the pitch row is row 0
+    sampled = prior.generate(10, seed=0)
+    assert sampled.shape == (1 + pitch_tokenizer.num_codebooks, 10)
+    assert pitch_tokenizer.decode(sampled).shape == (10 * pitch_tokenizer.hop_length,)
