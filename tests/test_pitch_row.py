@@ -15,6 +15,8 @@ from vqaudio.cli.main import main
 from vqaudio.codec.corpus_coding import resynthesize_tokens, tokenize_corpus
 from vqaudio.codec.pitch import decode_pitch, pitch_at_frames
 from vqaudio.codec.tokenizer import Tokenizer
+from vqaudio.codec.training import _initialise_from
+from vqaudio.codec.vqvae import build_model
 from vqaudio.config import Config, DecoderConfig, EncoderConfig, PitchConfig
 from vqaudio.errors import TokenFileError
 from vqaudio.io.audio import save_audio
@@ -179,3 +181,25 @@ def test_the_prior_models_the_pitch_row_like_any_other_row(
     sampled = prior.generate(10, seed=0)
     assert sampled.shape == (1 + pitch_tokenizer.num_codebooks, 10)
     assert pitch_tokenizer.decode(sampled).shape == (10 * pitch_tokenizer.hop_length,)
+
+
+def test_a_pitch_model_fine_tuned_from_one_without_starts_where_that_model_was(tmp_path: Path) -> None:
+    """--init-from a model without a pitch row: the pitch embedding and the harmonic gains start at zero."""
+    plain_config = pitch_config()
+    plain_config = dataclasses.replace(
+        plain_config,
+        model=dataclasses.replace(
+            plain_config.model,
+            pitch=PitchConfig(),
+            decoder=dataclasses.replace(plain_config.model.decoder, istft_excitation="none"),
+        ),
+    )
+    plain = make_tiny_tokenizer(name="plain", config=plain_config)
+    plain.save(tmp_path / "plain")
+    model = build_model(pitch_config().model).eval()
+    _initialise_from(model, pitch_config(), tmp_path / "plain")
+    wav = speech_like(2 * RATE, seed=5)
+    with torch.no_grad():
+        codes = model.encode(torch.from_numpy(wav)[None])
+        assert torch.equal(codes[:, 1:], plain.model.encode(torch.from_numpy(wav)[None]))
+        torch.testing.assert_close(model.decode(codes), plain.model.decode(codes[:, 1:]), rtol=0, atol=1e-5)

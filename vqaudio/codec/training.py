@@ -791,7 +791,10 @@ TRAINING_ONLY_MODEL_FIELDS = frozenset(
 
 # Model-config fields a fine-tuning run may switch on over a model trained without them: the modules they add
 # start from their own initialisation (which leaves the output unchanged), every other weight is loaded.
-ADDED_MODULES = {"model.decoder.istft_excitation": ("decoder.head.harmonic_filter.", "decoder.head.pitch.")}
+ADDED_MODULES = {
+    "model.decoder.istft_excitation": ("decoder.head.harmonic_filter.", "decoder.head.pitch."),
+    "model.pitch.levels": ("pitch_embedding.",),  # a pitch row (with the excitation it drives)
+}
 
 
 def _initialise_from(model: VQVAE, config: Config, path: str | Path) -> dict[str, Any]:

@@ -99,8 +99,13 @@ class VQVAE(nn.Module):
             config.sample_rate,
             f0_input=bool(self.pitch_rows),
         )
-        # the pitch row's (normalised log F0, voicing) added to the quantized latent
-        self.pitch_embedding = nn.Conv1d(2, config.latent_dim, kernel_size=1) if self.pitch_rows else None
+        # the pitch row's (normalised log F0, voicing) added to the quantized latent; zero at the start, so a
+        # model fine-tuned from one without a pitch row (--init-from) starts where that model was
+        self.pitch_embedding: nn.Conv1d | None = None
+        if self.pitch_rows:
+            self.pitch_embedding = nn.Conv1d(2, config.latent_dim, kernel_size=1)
+            nn.init.zeros_(self.pitch_embedding.weight)
+            nn.init.zeros_(self.pitch_embedding.bias)
 
     # ----------------------------------------------------------------------------------------------
     # Lengths and receptive fields
