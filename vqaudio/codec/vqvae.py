@@ -104,8 +104,8 @@ class VQVAE(nn.Module):
         self.pitch_embedding: nn.Conv1d | None = None
         if self.pitch_rows:
             self.pitch_embedding = nn.Conv1d(2, config.latent_dim, kernel_size=1)
-            nn.init.zeros_(self.pitch_embedding.weight)
-            nn.init.zeros_(self.pitch_embedding.bias)
+            for parameter in self.pitch_embedding.parameters():
+                nn.init.zeros_(parameter)
 
     # ----------------------------------------------------------------------------------------------
     # Lengths and receptive fields
