@@ -90,6 +90,24 @@ class DecoderConfig:
 
 
 @dataclass(frozen=True)
+class PitchConfig:
+    """F0 and voicing sent in the tokens, as Codec2 sends its pitch: a pitch row before the codebooks.
+
+    One code per token frame: 0 unvoiced, 1..levels-1 log-F0 in equal steps over [min_f0, max_f0] (255 steps
+    over 50-550 Hz are 16 cents each). The decoder's harmonic excitation follows the sent F0. The estimator
+    (``vqaudio.codec.pitch``) and its thresholds are part of the tokens: changing them changes the codes.
+    """
+
+    levels: int = 0  # 0: no pitch row; e.g. 256 (8 bits per frame)
+    min_f0: float = 50.0
+    max_f0: float = 550.0
+    # voicing thresholds of the estimator (NCCF at the period, depth of YIN's dip), chosen on the fillets dev
+    # voices against Praat (benchmarks/pitch_trackers.py): voicing recall 0.91, precision 0.85
+    voicing_threshold: float = 0.55
+    voiced_dip: float = 0.5
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     sample_rate: int = 16000
     latent_dim: int = 128
@@ -97,6 +115,7 @@ class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    pitch: PitchConfig = field(default_factory=PitchConfig)
 
     @property
     def hop_length(self) -> int:
@@ -109,8 +128,18 @@ class ModelConfig:
         return self.sample_rate / self.hop_length
 
     @property
+    def pitch_rows(self) -> int:
+        """Rows of the token array before the codebooks: 1 with a pitch row, else 0."""
+        return 1 if self.pitch.levels else 0
+
+    @property
+    def pitch_bits(self) -> float:
+        """Bits per frame of the pitch row (0 without one)."""
+        return math.log2(self.pitch.levels) if self.pitch.levels else 0.0
+
+    @property
     def bits_per_frame(self) -> float:
-        return self.quantizer.num_codebooks * math.log2(self.quantizer.codebook_size)
+        return self.quantizer.num_codebooks * math.log2(self.quantizer.codebook_size) + self.pitch_bits
 
     @property
     def bitrate(self) -> float:
@@ -148,6 +177,22 @@ class ModelConfig:
             raise ValueError(f"num_codebooks must be at least 1, got {q.num_codebooks}")
         if self.encoder.input == "mel" and self.encoder.mel_n_fft < self.encoder.mel_hop_length:
             raise ValueError("encoder.mel_n_fft must be at least encoder.mel_hop_length")
+        pitch = self.pitch
+        if pitch.levels:
+            if pitch.levels < 3 or pitch.levels > q.codebook_size:
+                raise ValueError(
+                    f"pitch.levels must be 0 (no pitch row) or between 3 and codebook_size={q.codebook_size}, "
+                    f"got {pitch.levels}"
+                )
+            if not 0 < pitch.min_f0 < pitch.max_f0 < self.sample_rate / 4:
+                raise ValueError(
+                    f"pitch needs 0 < min_f0 < max_f0 < sample_rate / 4, got {pitch.min_f0} and {pitch.max_f0}"
+                )
+            if dec.output != "istft" or dec.istft_excitation != "harmonic":
+                raise ValueError(
+                    "a pitch row (pitch.levels > 0) drives the harmonic excitation: set decoder.output: istft and "
+                    "decoder.istft_excitation: harmonic"
+                )
 
 
 # --------------------------------------------------------------------------------------------------

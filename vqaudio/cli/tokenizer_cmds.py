@@ -8,6 +8,7 @@ vqaudio info exp/run1 | out.npy [--json]                 # what a model or token
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -254,6 +255,8 @@ def _tokenizer_info(path: Path) -> tuple[dict[str, Any], str]:
             "strides": config.decoder.strides,
         },
         "latent_dim": config.latent_dim,
+        "pitch_rows": tokenizer.pitch_rows,
+        "pitch": dataclasses.asdict(config.pitch) if tokenizer.pitch_rows else None,
         "receptive_field_seconds": tokenizer.model.receptive_field / tokenizer.sample_rate,
         "training": training,
     }
@@ -267,7 +270,13 @@ def _tokenizer_info(path: Path) -> tuple[dict[str, Any], str]:
         f"  sample rate {tokenizer.sample_rate} Hz, hop {tokenizer.hop_length} samples, "
         f"frame rate {tokenizer.frame_rate:g} Hz, receptive field {facts['receptive_field_seconds']:.3f} s",
         f"  codebooks {tokenizer.num_codebooks} x {tokenizer.codebook_size} codes "
-        f"({math.log2(tokenizer.codebook_size):g} bits each)",
+        f"({math.log2(tokenizer.codebook_size):g} bits each)"
+        + (
+            f", after a pitch row of {config.pitch.levels} levels ({math.log2(config.pitch.levels):g} bits: F0 "
+            f"{config.pitch.min_f0:g}-{config.pitch.max_f0:g} Hz and voicing; codes are [1 + n_q, frames])"
+            if tokenizer.pitch_rows
+            else ""
+        ),
         f"  bitrate in kbps by n_q: {rates}",
         f"  parameters {tokenizer.num_parameters:,}",
         f"  training:{training_text or ' not recorded'}",

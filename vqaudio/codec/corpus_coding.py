@@ -128,12 +128,13 @@ def tokenize_corpus(
         "model_path": None if tokenizer.path is None else str(tokenizer.path),
         "model_num_codebooks": tokenizer.num_codebooks,
         "n_q": n_q,
+        "pitch_rows": tokenizer.pitch_rows,  # row 0 of every utterance is the pitch row when 1
         "source": str(source),
         "shard": None if shard is None else {"index": shard[0], "count": shard[1]},
     }
     writer = TokenFileWriter(
         out,
-        num_codebooks=n_q,
+        num_codebooks=tokenizer.pitch_rows + n_q,  # rows stored
         codebook_size=tokenizer.codebook_size,
         sample_rate=tokenizer.sample_rate,
         hop_length=tokenizer.hop_length,
@@ -231,15 +232,21 @@ def resynthesize_tokens(
                 f"{message}; pass the model that made them (--model), or --force to decode anyway"
             )
         log.warning("%s; decoding anyway (--force)", message)
-    if corpus.num_codebooks > tokenizer.num_codebooks:
+    pitch_rows = int(corpus.meta.get("pitch_rows", 0))
+    if pitch_rows != tokenizer.pitch_rows:
+        has = "has a pitch row" if pitch_rows else "has no pitch row"
         raise TokenFileError(
-            f"{where}: holds {corpus.num_codebooks} codebooks but the model has {tokenizer.num_codebooks}; "
+            f"{where}: {has} but model {tokenizer.name!r} {'needs' if tokenizer.pitch_rows else 'has none'}; the "
+            f"tokens were made by model {made_by!r}: decode them with that model, or re-tokenize the audio"
+        )
+    stored = corpus.num_codebooks - pitch_rows  # codebooks stored
+    if stored > tokenizer.num_codebooks:
+        raise TokenFileError(
+            f"{where}: holds {stored} codebooks but the model has {tokenizer.num_codebooks}; "
             "pass the model that made the tokens"
         )
-    if n_q is not None and not 1 <= n_q <= corpus.num_codebooks:
-        raise ValueError(
-            f"--n-q must be between 1 and the {corpus.num_codebooks} codebooks stored, got {n_q}"
-        )
+    if n_q is not None and not 1 <= n_q <= stored:
+        raise ValueError(f"--n-q must be between 1 and the {stored} codebooks stored, got {n_q}")
     corpus.validate(codebook_size=tokenizer.codebook_size)
     out_dir = Path(out_dir)
     targets = {utt_id: out_dir / _wav_name(utt_id, where) for utt_id in corpus}
@@ -270,7 +277,7 @@ def resynthesize_tokens(
             for batch in batches:
                 codes = [np.asarray(corpus[ids[position]], dtype=np.int64) for position in batch]
                 if n_q is not None:
-                    codes = [item[:n_q] for item in codes]
+                    codes = [item[: pitch_rows + n_q] for item in codes]
                 audio = tokenizer.decode_batch(
                     codes,
                     num_samples=[entries[position].num_samples for position in batch],

@@ -69,6 +69,8 @@ class ISTFTHead(nn.Module):
         excitation: ``"none"`` or ``"harmonic"`` (a predicted F0's harmonic comb times predicted gains is added
             to the spectrum; direct phase only; see the module docstring).
         sample_rate: Hz; the harmonic excitation needs it.
+        f0_input: the harmonic excitation takes F0 and voicing from ``predict``'s ``pitch`` argument (the
+            tokens' pitch row) instead of predicting F0.
     """
 
     window: Tensor  # [n_fft] Hann
@@ -82,6 +84,7 @@ class ISTFTHead(nn.Module):
         phase: str = "direct",
         excitation: str = "none",
         sample_rate: int = 16000,
+        f0_input: bool = False,
     ) -> None:
         super().__init__()
         if phase not in PHASE_MODES:
@@ -90,6 +93,8 @@ class ISTFTHead(nn.Module):
             raise ValueError(f"ISTFTHead excitation must be one of {EXCITATIONS}, got {excitation!r}")
         if excitation != "none" and phase != "direct":
             raise ValueError("ISTFTHead: the harmonic excitation needs phase='direct'")
+        if f0_input and excitation != "harmonic":
+            raise ValueError("ISTFTHead: f0_input needs excitation='harmonic'")
         if hop_length < 1 or n_fft < 2 * hop_length:
             raise ValueError(
                 f"ISTFTHead needs n_fft >= 2 * hop_length so frames overlap, got n_fft={n_fft}, "
@@ -99,6 +104,7 @@ class ISTFTHead(nn.Module):
         self.hop_length = hop_length
         self.sample_rate = sample_rate
         self.harmonic = excitation == "harmonic"
+        self.f0_input = f0_input
         self.integrated = phase == "integrated"
         # True when resolve_phase sums over frames, so it needs the whole input
         self.integrates_phase = self.integrated or self.harmonic
@@ -106,8 +112,11 @@ class ISTFTHead(nn.Module):
         self.projection = Conv1d(channels, 2 * self.num_bins, kernel_size=1)
         if self.harmonic:
             self.harmonic_filter = Conv1d(channels, 2 * self.num_bins, kernel_size=1, weight_norm=False)
-            self.pitch = Conv1d(channels, 1, kernel_size=1, weight_norm=False)
-            for parameter in [*self.harmonic_filter.parameters(), *self.pitch.parameters()]:
+            parameters = list(self.harmonic_filter.parameters())
+            if not f0_input:
+                self.pitch = Conv1d(channels, 1, kernel_size=1, weight_norm=False)
+                parameters += list(self.pitch.parameters())
+            for parameter in parameters:
                 nn.init.zeros_(parameter)  # no harmonic branch, F0 mid-range, at the start
         total = n_fft - hop_length
         self.crop_left = 0 if causal else total - total // 2
@@ -134,22 +143,36 @@ class ISTFTHead(nn.Module):
         """[B, channels, F] -> [B, F * hop_length]."""
         return self.overlap_add(self.resolve_phase(self.predict(x)))
 
-    def predict(self, x: Tensor) -> Tensor:
+    def predict(self, x: Tensor, pitch: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """[B, channels, F] -> [B, C, F] float32: log-magnitudes, then phases or phase deviations (``C = 2 *
         bins``); with the harmonic excitation also the real and imaginary harmonic gains and the raw F0
-        (``C = 4 * bins + 1``; ``log_f0`` reads it).
+        (``C = 4 * bins + 1``; ``log_f0`` reads it), or with ``f0_input`` the given log F0 and voicing
+        (``C = 4 * bins + 2``).
+
+        Args:
+            x: [B, channels, F] features.
+            pitch: with ``f0_input``: (log F0 [B, F] natural-log Hz, voiced [B, F] bool) per iSTFT frame.
 
         Frame-local (1x1 convs).
         """
         prediction = self.projection(x)
         if self.harmonic:
-            prediction = torch.cat([prediction, self.harmonic_filter(x), self.pitch(x)], dim=1)
+            if self.f0_input:
+                if pitch is None:
+                    raise ValueError("ISTFTHead.predict() needs pitch=(log_f0, voiced) with f0_input")
+                log_f0, voiced = pitch
+                extra = [log_f0[:, None].to(prediction.dtype), voiced[:, None].to(prediction.dtype)]
+            else:
+                extra = [self.pitch(x)]
+            prediction = torch.cat([prediction, self.harmonic_filter(x), *extra], dim=1)
         return prediction.float()
 
     def log_f0(self, prediction: Tensor) -> Tensor:
-        """``predict``'s output -> [B, F] natural log of the predicted F0 in Hz (harmonic excitation only)."""
+        """``predict``'s output -> [B, F] natural log of the F0 in Hz (harmonic excitation only)."""
         if not self.harmonic:
             raise ValueError("log_f0() needs a head with the harmonic excitation")
+        if self.f0_input:
+            return prediction[:, -2]
         low, high = math.log(MIN_F0_HZ), math.log(MAX_F0_HZ)
         return low + (high - low) * torch.sigmoid(prediction[:, -1])
 
@@ -177,6 +200,8 @@ class ISTFTHead(nn.Module):
         if self.harmonic:
             gain_real, gain_imaginary = prediction[:, 2 * self.num_bins : 4 * self.num_bins].chunk(2, dim=1)
             comb = self.harmonic_comb(self.log_f0(prediction).exp().detach())
+            if self.f0_input:
+                comb = comb * prediction[:, -1:]  # the comb sounds in voiced frames only
             real = real + gain_real * comb.real - gain_imaginary * comb.imag
             imaginary = imaginary + gain_real * comb.imag + gain_imaginary * comb.real
         return torch.cat([real, imaginary], dim=1)

@@ -1,7 +1,9 @@
-"""Fundamental frequency (F0) and voicing of speech frames, each frame on its own.
+"""Fundamental frequency (F0) and voicing of speech frames, each frame on its own, and the pitch row of tokens.
 
-The training target of a decoder that synthesises its own harmonic excitation (``vqaudio.codec.istft``,
-``decoder.istft_excitation: harmonic``). It runs on every training batch, so it is vectorised torch, not an
+The pitch row (``model.pitch.levels > 0``) sends each token frame's F0 and voicing as one code, as Codec2
+sends its pitch (``encode_pitch`` / ``decode_pitch``); the decoder's harmonic excitation follows it
+(``pitch_at_frames`` carries it to the iSTFT frames). Without a pitch row, the estimate is the training target
+of a decoder that predicts its own F0 (``decoder.istft_excitation: harmonic``). It runs on every training batch, so it is vectorised torch, not an
 offline tracker; and it is frame-local (no example-wide level or smoothing), so a file encoded in windows gets
 the same values as the whole file.
 
@@ -18,6 +20,9 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from vqaudio.config import PitchConfig
+from vqaudio.features import frame_signal
 
 MIN_F0_HZ = 50.0
 MAX_F0_HZ = 550.0
@@ -36,13 +41,20 @@ class Pitch(NamedTuple):
 
 
 def estimate_pitch(
-    frames: Tensor, sample_rate: int, min_f0: float = MIN_F0_HZ, max_f0: float = MAX_F0_HZ
+    frames: Tensor,
+    sample_rate: int,
+    min_f0: float = MIN_F0_HZ,
+    max_f0: float = MAX_F0_HZ,
+    voicing_threshold: float | None = None,
+    voiced_dip: float | None = None,
 ) -> Pitch:
     """F0 and voicing of each frame.
 
     Args:
         frames: [B, F, L] audio frames (e.g. ``ISTFTHead.frames(wav)``); ``L`` should hold two periods of
             ``min_f0``.
+        voicing_threshold, voiced_dip: the voicing decision's NCCF and dip thresholds (None:
+            ``VOICING_THRESHOLD`` and ``VOICED_DIP``).
         sample_rate: Hz.
         min_f0, max_f0: the search range, Hz.
     Returns:
@@ -98,5 +110,77 @@ def estimate_pitch(
     periodicity = torch.gather(nccf[..., min_lag : max_lag + 1], -1, index)[..., 0]
 
     loud = 10 * torch.log10(total[..., 0] / length + 1e-12) >= SILENCE_DBFS  # [B, F]
-    voiced = (periodicity >= VOICING_THRESHOLD) & (value < VOICED_DIP) & inside & loud
+    voicing_threshold = VOICING_THRESHOLD if voicing_threshold is None else voicing_threshold
+    voiced_dip = VOICED_DIP if voiced_dip is None else voiced_dip
+    voiced = (periodicity >= voicing_threshold) & (value < voiced_dip) & inside & loud
     return Pitch(f0.to(frames.dtype), voiced)
+
+
+# --------------------------------------------------------------------------------------------------
+# The pitch row of tokens
+# --------------------------------------------------------------------------------------------------
+def pitch_window(sample_rate: int, min_f0: float) -> int:
+    """Samples the estimator reads per frame: two periods of the lowest F0."""
+    return 2 * int(sample_rate / min_f0)
+
+
+def encode_pitch(wav: Tensor, hop_length: int, sample_rate: int, config: PitchConfig) -> Tensor:
+    """Audio -> one pitch code per token frame.
+
+    Args:
+        wav: [B, F * hop_length] audio (padded to whole frames).
+        hop_length: samples per token frame.
+        sample_rate: Hz.
+        config: levels, F0 range and voicing thresholds.
+    Returns:
+        [B, F] int64: 0 where unvoiced, else 1 + the log-F0 step (1..levels-1). Frame ``f`` is estimated on
+        ``pitch_window`` samples centred on its span's centre, so it is frame-local (chunked == whole).
+    """
+    window = pitch_window(sample_rate, config.min_f0)
+    padding_left = window // 2 - hop_length // 2  # frame f centred on f * hop + hop / 2
+    frames = frame_signal(wav, window, hop_length, padding_left)  # [B, F, window]
+    estimate = estimate_pitch(
+        frames, sample_rate, config.min_f0, config.max_f0, config.voicing_threshold, config.voiced_dip
+    )
+    low, high = math.log(config.min_f0), math.log(config.max_f0)
+    position = (torch.log(estimate.f0.double()) - low) / (high - low) * (config.levels - 2)
+    step = torch.round(position).long().clamp(0, config.levels - 2)
+    return torch.where(estimate.voiced, step + 1, torch.zeros_like(step))
+
+
+def decode_pitch(codes: Tensor, config: PitchConfig) -> tuple[Tensor, Tensor]:
+    """[B, F] pitch codes -> (log F0 in natural-log Hz [B, F] float32, voiced [B, F] bool).
+
+    Unvoiced frames get the log F0 of the middle of the range (a placeholder the decoder can ignore).
+    """
+    low, high = math.log(config.min_f0), math.log(config.max_f0)
+    voiced = codes > 0
+    step = (codes - 1).clamp(min=0).double()
+    log_f0 = low + step / (config.levels - 2) * (high - low)
+    log_f0 = torch.where(voiced, log_f0, torch.full_like(log_f0, 0.5 * (low + high)))
+    return log_f0.float(), voiced
+
+
+def pitch_at_frames(log_f0: Tensor, voiced: Tensor, factor: int) -> tuple[Tensor, Tensor]:
+    """Token-frame pitch [B, F] -> pitch at ``factor`` frames per token frame [B, F * factor].
+
+    Sub-frame ``j`` of token frame ``f`` sits at ``f + (j + 0.5) / factor - 0.5`` token frames from frame f's
+    centre; log F0 is interpolated linearly towards the neighbouring frame when both are voiced, and held
+    otherwise; voicing is held. Reads frames f - 1 .. f + 1 only.
+    """
+    if factor == 1:
+        return log_f0, voiced
+    previous = torch.cat([log_f0[:, :1], log_f0[:, :-1]], dim=1)
+    following = torch.cat([log_f0[:, 1:], log_f0[:, -1:]], dim=1)
+    previous_voiced = torch.cat([voiced[:, :1], voiced[:, :-1]], dim=1) & voiced
+    following_voiced = torch.cat([voiced[:, 1:], voiced[:, -1:]], dim=1) & voiced
+    pieces = []
+    for sub in range(factor):
+        offset = (sub + 0.5) / factor - 0.5  # in token frames, in (-0.5, 0.5)
+        if offset < 0:
+            target = torch.where(previous_voiced, previous, log_f0)
+        else:
+            target = torch.where(following_voiced, following, log_f0)
+        pieces.append(log_f0 + abs(offset) * (target - log_f0))
+    upsampled = torch.stack(pieces, dim=-1).flatten(1)  # [B, F * factor]
+    return upsampled, voiced.repeat_interleave(factor, dim=1)

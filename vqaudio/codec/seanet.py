@@ -167,10 +167,16 @@ class SEANetDecoder(nn.Module):
         config: widths, strides, kernels, head (``DecoderConfig``).
         causal: causal padding everywhere.
         sample_rate: Hz (the istft head's harmonic excitation needs it).
+        f0_input: the istft head's harmonic excitation follows a given F0 (the tokens' pitch row).
     """
 
     def __init__(
-        self, latent_dim: int, config: DecoderConfig, causal: bool, sample_rate: int = 16000
+        self,
+        latent_dim: int,
+        config: DecoderConfig,
+        causal: bool,
+        sample_rate: int = 16000,
+        f0_input: bool = False,
     ) -> None:
         super().__init__()
         num_strides = len(config.strides)
@@ -200,6 +206,7 @@ class SEANetDecoder(nn.Module):
                 phase=config.istft_phase,
                 excitation=config.istft_excitation,
                 sample_rate=sample_rate,
+                f0_input=f0_input,
             )
         else:
             self.head = Conv1d(widths[-1], 1, config.kernel_size, causal=causal)

@@ -27,7 +27,6 @@ import torch
 from torch import Tensor
 
 from vqaudio.codec.istft import ISTFTHead
-from vqaudio.codec.quantization.vq import check_codes
 from vqaudio.codec.vqvae import VQVAE, build_model
 from vqaudio.codec.windows import frame_map
 from vqaudio.config import Config, ConfigError, from_dict, to_dict
@@ -200,14 +199,24 @@ class Tokenizer:
         return self.model.codebook_size
 
     @property
+    def pitch_rows(self) -> int:
+        """1 when the codes carry a pitch row before the codebooks (``model.pitch.levels``), else 0.
+
+        Codes are then ``[1 + n_q, F]``: row 0 is each frame's F0 and voicing, rows 1.. the codebooks. A
+        reduced ``n_q`` keeps the pitch row: ``codes[: 1 + n_q]``.
+        """
+        return self.model.pitch_rows
+
+    @property
     def bitrate(self) -> float:
-        """Bits per second with all ``num_codebooks`` codebooks."""
+        """Bits per second with all ``num_codebooks`` codebooks (and the pitch row, if any)."""
         return self.bitrate_at(self.num_codebooks)
 
     def bitrate_at(self, n_q: int) -> float:
-        """Bits per second when only the first ``n_q`` codebooks are kept (residual VQ)."""
+        """Bits per second when only the first ``n_q`` codebooks are kept (residual VQ); the pitch row's bits
+        are counted too."""
         self._check_n_q(n_q)
-        return n_q * math.log2(self.codebook_size) * self.frame_rate
+        return (n_q * math.log2(self.codebook_size) + self.config.model.pitch_bits) * self.frame_rate
 
     @property
     def hash(self) -> str:
@@ -228,7 +237,7 @@ class Tokenizer:
         return (
             f"Tokenizer(name={self.name!r}, sample_rate={self.sample_rate}, frame_rate={self.frame_rate:g}, "
             f"num_codebooks={self.num_codebooks}, codebook_size={self.codebook_size}, "
-            f"bitrate={self.bitrate / 1000:.2f} kbps)"
+            f"pitch_rows={self.pitch_rows}, bitrate={self.bitrate / 1000:.2f} kbps)"
         )
 
     # ----------------------------------------------------------------------------------------------
@@ -252,8 +261,9 @@ class Tokenizer:
             chunk_seconds: inputs longer than this are encoded in overlapping windows (bounded memory,
                 same codes as encoding at once).
         Returns:
-            int64 codes on the model's device, [n_q, F] for [T] input or [B, n_q, F] for [B, T] input,
-            F = ceil(T' / hop_length) where T' is the length at ``self.sample_rate``.
+            int64 codes on the model's device, [P + n_q, F] for [T] input or [B, P + n_q, F] for [B, T]
+            input (P = ``pitch_rows``: the pitch row first), F = ceil(T' / hop_length) where T' is the length
+            at ``self.sample_rate``.
         """
         rows, batched = self._audio_rows(wav, sample_rate, "encode")
         codes = self._encode_rows(rows, n_q, chunk_seconds)
@@ -305,14 +315,14 @@ class Tokenizer:
         )
 
     def _encode_rows(self, rows: list[Tensor], n_q: int | None, chunk_seconds: float) -> list[Tensor]:
-        """Mono [T_i] rows at the model rate -> [n_q, F_i] codes, as one ``model.encode`` call each."""
+        """Mono [T_i] rows at the model rate -> [P + n_q, F_i] codes, as one ``model.encode`` call each."""
         self._check_n_q(n_q)
         hop = self.hop_length
         num_frames = [self.model.num_frames(row.shape[-1]) for row in rows]
         return frame_map(
             rows,
             num_frames,
-            lambda batch: self.model.encode(batch, n_q),  # [B, P * hop] -> [B, n_q, P]
+            lambda batch: self.model.encode(batch, n_q),  # [B, W * hop] -> [B, P + n_q, W]
             in_unit=hop,
             out_unit=1,
             context=self._context_frames(),
@@ -333,9 +343,9 @@ class Tokenizer:
         """Codes -> audio at ``self.sample_rate``.
 
         Args:
-            codes: integer codes, numpy or torch, [K', F] or a batch [B, K', F]; K' <= num_codebooks
-                (residual VQ: the first K' codebooks give a coarser reconstruction).
-            n_q: decode only the first n_q rows of ``codes``; None: all rows.
+            codes: integer codes, numpy or torch, [P + K', F] or a batch [B, P + K', F] (P = ``pitch_rows``);
+                K' <= num_codebooks (residual VQ: the first K' codebooks give a coarser reconstruction).
+            n_q: decode only the first n_q codebooks of ``codes`` (and the pitch row); None: all rows.
             num_samples: crop the audio to this many samples (e.g. the original length); None:
                 F * hop_length.
             chunk_seconds: token sequences longer than this are decoded in overlapping windows.
@@ -543,17 +553,21 @@ class Tokenizer:
             raise ValueError(f"{caller}() expects codes [K, F] or [B, K, F], got shape {tuple(tensor.shape)}")
         batched = tensor.dim() == 3
         tensor = tensor if batched else tensor[None]
-        if not 1 <= tensor.shape[1] <= self.num_codebooks:
+        rows = (self.pitch_rows + 1, self.pitch_rows + self.num_codebooks)
+        if not rows[0] <= tensor.shape[1] <= rows[1]:
+            what = "rows (a pitch row, then the codebooks)" if self.pitch_rows else "codebooks"
             raise ValueError(
-                f"{caller}() expects codes with 1..{self.num_codebooks} codebooks, got shape {tuple(codes.shape)}"
+                f"{caller}() expects codes with {rows[0]}..{rows[1]} {what} for model {self.name!r}, got "
+                f"shape {tuple(codes.shape)}; were they made by another model?"
             )
-        tensor = check_codes(tensor, self.codebook_size, 1, self.num_codebooks, f"{caller}()")
+        tensor = self.model.validate_codes(tensor, f"{caller}()")
         return tensor.to(self.device), batched
 
     def _select_codebooks(self, codes: Tensor, n_q: int | None, caller: str) -> Tensor:
         if n_q is None:
             return codes
         self._check_n_q(n_q)
-        if n_q > codes.shape[1]:
-            raise ValueError(f"{caller}() n_q={n_q} but the codes hold only {codes.shape[1]} codebooks")
-        return codes[:, :n_q]
+        held = codes.shape[1] - self.pitch_rows
+        if n_q > held:
+            raise ValueError(f"{caller}() n_q={n_q} but the codes hold only {held} codebooks")
+        return codes[:, : self.pitch_rows + n_q]

@@ -472,7 +472,7 @@ class Trainer:
             commitment=output.quantizer.commitment_loss.detach().cpu(),
             grad_norm=grad_norm,
             learning_rate=learning_rate,
-            codes=output.codes.detach(),
+            codes=output.codes[:, self.model.pitch_rows :].detach(),  # the codebooks (no pitch row)
             reconstruction=output.audio.detach(),
             target=target,
         )
@@ -790,7 +790,10 @@ TRAINING_ONLY_MODEL_FIELDS = frozenset(
 
 # Model-config fields a fine-tuning run may switch on over a model trained without them: the modules they add
 # start from their own initialisation (which leaves the output unchanged), every other weight is loaded.
-ADDED_MODULES = {"model.decoder.istft_excitation": ("decoder.head.harmonic_filter.", "decoder.head.pitch.")}
+ADDED_MODULES = {
+    "model.decoder.istft_excitation": ("decoder.head.harmonic_filter.", "decoder.head.pitch."),
+    "model.pitch.levels": ("pitch_embedding.",),  # a pitch row (with the excitation it drives)
+}
 
 
 def _initialise_from(model: VQVAE, config: Config, path: str | Path) -> dict[str, Any]:

@@ -151,7 +151,7 @@ def validate(
                 sums[: len(LOSS_TERMS)] += torch.tensor(values, dtype=torch.float64)
                 sums[len(LOSS_TERMS) : -1] += commitment
                 sums[-1] += 1
-                usage.update(output.codes[row : row + 1, :, : model.num_frames(length)])
+                usage.update(output.codes[row : row + 1, model.pitch_rows :, : model.num_frames(length)])
                 if len(examples) < num_examples:
                     utterance = validation_set.utterances[indices[row]]
                     examples.append(ValidationExample(utterance.id, target[0].cpu(), pred[0].cpu()))

@@ -7,6 +7,13 @@ Défossez et al., 2022). Two front-ends and two heads, chosen in ``ModelConfig``
     wav -> SEANetEncoder (strides 2-4-5-8) -> z -> VQ -> SEANetDecoder (8-5-4-2) -> wav
     wav -> LogMel (hop 160) -> SEANetEncoder (stride 2) -> z -> VQ -> SEANetDecoder (2) -> ISTFTHead (hop 160)
 
+With a pitch row (``model.pitch.levels > 0``) the codes carry one more row first: each frame's F0 and
+voicing, estimated from the input (``vqaudio.codec.pitch``) rather than learnt. The decoder reads it twice: a
+1x1 conv adds it to the quantized latent, and the iSTFT head's harmonic excitation follows it::
+
+    wav -> encode_pitch -------------------------------> pitch row ---+--> latent += conv(pitch)
+    wav -> LogMel -> encoder -> z -> VQ -> codebook rows --------------+--> decoder -> head(comb at F0)
+
 Lengths: ``F = ceil(T / hop_length)`` (at least 1). The input is zero-padded on the right to
 ``F * hop_length`` samples, every layer maps lengths exactly (see ``vqaudio.codec.conv``), and the output
 is cropped back to ``T``, so any length works, one sample included.
@@ -14,13 +21,16 @@ is cropped back to ``T``, so any length works, one sample included.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vqaudio.codec.conv import ConvGeometry, input_interval
 from vqaudio.codec.istft import ISTFTHead
+from vqaudio.codec.pitch import decode_pitch, encode_pitch, pitch_at_frames, pitch_window
 from vqaudio.codec.quantization import VectorQuantizer, build_quantizer
 from vqaudio.codec.quantization.base import QuantizerOutput
 from vqaudio.codec.quantization.vq import check_codes
@@ -33,7 +43,7 @@ class ModelOutput(NamedTuple):
     """What ``VQVAE.forward`` returns.
 
     audio: [B, T] reconstruction, same T as the input.
-    codes: [B, K, F] codes used for it.
+    codes: [B, P + K, F] codes used for it (P = 1 pitch row first, or 0).
     latent: [B, D, F] encoder output before quantization.
     quantizer: the quantizer's full output (quantized latents and its losses).
     log_f0: [B, F * hop_length / istft_hop_length] the decoder's F0 estimate (natural log of Hz) per iSTFT
@@ -55,7 +65,7 @@ class VQVAE(nn.Module):
 
     Attributes:
         config, sample_rate, hop_length (samples per frame), frame_rate (frames per second),
-        num_codebooks, codebook_size.
+        num_codebooks, codebook_size, pitch_rows (1 with a pitch row before the codebooks, else 0).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -67,6 +77,7 @@ class VQVAE(nn.Module):
         self.frame_rate = config.frame_rate
         self.num_codebooks = config.quantizer.num_codebooks
         self.codebook_size = config.quantizer.codebook_size
+        self.pitch_rows = config.pitch_rows
         encoder = config.encoder
         self.front_end: LogMel | None = None
         in_channels = 1
@@ -81,7 +92,20 @@ class VQVAE(nn.Module):
             in_channels = encoder.n_mels
         self.encoder = SEANetEncoder(in_channels, encoder, config.latent_dim, config.causal)
         self.quantizer = build_quantizer(config.latent_dim, config.quantizer)
-        self.decoder = SEANetDecoder(config.latent_dim, config.decoder, config.causal, config.sample_rate)
+        self.decoder = SEANetDecoder(
+            config.latent_dim,
+            config.decoder,
+            config.causal,
+            config.sample_rate,
+            f0_input=bool(self.pitch_rows),
+        )
+        # the pitch row's (normalised log F0, voicing) added to the quantized latent; zero at the start, so a
+        # model fine-tuned from one without a pitch row (--init-from) starts where that model was
+        self.pitch_embedding: nn.Conv1d | None = None
+        if self.pitch_rows:
+            self.pitch_embedding = nn.Conv1d(2, config.latent_dim, kernel_size=1)
+            for parameter in self.pitch_embedding.parameters():
+                nn.init.zeros_(parameter)
 
     # ----------------------------------------------------------------------------------------------
     # Lengths and receptive fields
@@ -105,6 +129,9 @@ class VQVAE(nn.Module):
         for frame in range(1000, 1000 + 4):  # exact for any frame away from the edges; a few to be safe
             lo, hi = input_interval(self._encoder_geometry(), frame, frame)
             reach = max(reach, frame * self.hop_length - lo, hi - ((frame + 1) * self.hop_length - 1))
+        if self.pitch_rows:  # the pitch estimator's window, centred on the frame's span
+            window = pitch_window(self.sample_rate, self.config.pitch.min_f0)
+            reach = max(reach, -(-(window - self.hop_length) // 2))
         return reach
 
     @property
@@ -115,6 +142,8 @@ class VQVAE(nn.Module):
             first, last = frame * self.hop_length, (frame + 1) * self.hop_length - 1
             lo, hi = input_interval(self.decoder.geometry, first, last)
             reach = max(reach, frame - lo, hi - frame)
+        if self.pitch_rows:  # the head's F0 is interpolated from the neighbouring frames
+            reach = max(reach, 1)
         return reach * self.hop_length
 
     @property
@@ -174,50 +203,68 @@ class VQVAE(nn.Module):
             wav: [B, T] float audio at ``sample_rate``.
             n_q: codebooks to use (None: the quantizer's choice, e.g. all, or quantizer dropout in training).
         Returns:
-            ModelOutput with audio [B, T], codes [B, K, F], latent [B, D, F], F = ceil(T / hop_length).
+            ModelOutput with audio [B, T], codes [B, P + K, F], latent [B, D, F], F = ceil(T / hop_length).
         """
         wav = self._check_audio(wav, "forward")
         self._check_n_q(n_q)
         latent = self._latent(wav)
         quantized = self.quantizer(latent, n_q)
+        codes = quantized.codes
         head = self.decoder.head
+        if self.pitch_rows:
+            assert isinstance(head, ISTFTHead)  # validated by the config
+            pitch = self._pitch_codes(wav)
+            prediction = self._spectrum(quantized.quantized, pitch)
+            audio = head.overlap_add(head.resolve_phase(prediction))[:, : wav.shape[-1]]
+            return ModelOutput(audio, torch.cat([pitch[:, None], codes], dim=1), latent, quantized)
         if isinstance(head, ISTFTHead) and head.harmonic:
             prediction = head.predict(self.decoder.features(quantized.quantized))
             audio = head.overlap_add(head.resolve_phase(prediction))[:, : wav.shape[-1]]
-            return ModelOutput(audio, quantized.codes, latent, quantized, head.log_f0(prediction))
+            return ModelOutput(audio, codes, latent, quantized, head.log_f0(prediction))
         audio = self.decoder(quantized.quantized)[:, : wav.shape[-1]]
-        return ModelOutput(audio, quantized.codes, latent, quantized)
+        return ModelOutput(audio, codes, latent, quantized)
 
     def encode(self, wav: Tensor, n_q: int | None = None) -> Tensor:
         """Audio -> codes.
 
         Args:
             wav: [B, T] float audio at ``sample_rate``.
-            n_q: codebooks to keep (None: all ``num_codebooks``).
+            n_q: codebooks to keep (None: all ``num_codebooks``); the pitch row is always kept.
         Returns:
-            [B, K, F] int64 codes, K = n_q or num_codebooks, F = ceil(T / hop_length).
+            [B, P + K, F] int64 codes: the pitch row first when the model has one (P = 1), then K = n_q or
+            num_codebooks codebooks; F = ceil(T / hop_length).
         """
         wav = self._check_audio(wav, "encode")
         self._check_n_q(n_q)
-        return self.quantizer.encode(self._latent(wav), n_q)
+        codes = self.quantizer.encode(self._latent(wav), n_q)
+        if self.pitch_rows:
+            codes = torch.cat([self._pitch_codes(wav)[:, None], codes], dim=1)
+        return codes
 
     def decode(self, codes: Tensor, num_samples: int | None = None) -> Tensor:
         """Codes -> audio.
 
         Args:
-            codes: [B, K', F] integer codes; K' <= num_codebooks (fewer: coarser audio, for residual VQ).
+            codes: [B, P + K', F] integer codes (the pitch row first when the model has one); K' <=
+                num_codebooks (fewer: coarser audio, for residual VQ).
             num_samples: crop the output to this many samples (at most ``F * hop_length``).
         Returns:
             [B, num_samples or F * hop_length] float audio.
         """
-        codes = check_codes(codes, self.codebook_size, 1, self.num_codebooks, "decode()")
+        codes = self.validate_codes(codes, "decode()")
         num_frames = codes.shape[2]
         max_samples = num_frames * self.hop_length
         if num_samples is not None and not 1 <= num_samples <= max_samples:
             raise ValueError(
                 f"num_samples must be between 1 and F * hop_length = {max_samples}, got {num_samples}"
             )
-        audio = self.decoder(self.quantizer.decode(codes))
+        if self.pitch_rows:
+            head = self.decoder.head
+            assert isinstance(head, ISTFTHead)  # validated by the config
+            prediction = self._spectrum(self.quantizer.decode(codes[:, 1:]), codes[:, 0])
+            audio = head.overlap_add(head.resolve_phase(prediction))
+        else:
+            audio = self.decoder(self.quantizer.decode(codes))
         return audio if num_samples is None else audio[:, :num_samples]
 
     @property
@@ -234,7 +281,7 @@ class VQVAE(nn.Module):
         ``head = decoder.head``; only ``resolve_phase`` needs the whole input at once.
 
         Args:
-            codes: [B, K', F] integer codes, as for ``decode``.
+            codes: [B, P + K', F] integer codes, as for ``decode``.
         Returns:
             [B, C, F * prod(decoder.strides)] float32, one column per iSTFT frame (istft_hop_length samples):
             ``ISTFTHead.predict``'s log-magnitudes, then phases or phase deviations (and harmonic gains and F0).
@@ -242,8 +289,45 @@ class VQVAE(nn.Module):
         head = self.decoder.head
         if not isinstance(head, ISTFTHead):
             raise ValueError("decode_spectrum() needs a model with decoder.output='istft'")
-        codes = check_codes(codes, self.codebook_size, 1, self.num_codebooks, "decode_spectrum()")
+        codes = self.validate_codes(codes, "decode_spectrum()")
+        if self.pitch_rows:
+            return self._spectrum(self.quantizer.decode(codes[:, 1:]), codes[:, 0])
         return head.predict(self.decoder.features(self.quantizer.decode(codes)))
+
+    # ----------------------------------------------------------------------------------------------
+    # The pitch row
+    # ----------------------------------------------------------------------------------------------
+    def _pitch_codes(self, wav: Tensor) -> Tensor:
+        """[B, T] -> [B, F] pitch codes of the input padded to whole frames."""
+        num_frames = self.num_frames(wav.shape[-1])
+        padded = F.pad(wav, (0, num_frames * self.hop_length - wav.shape[-1]))
+        return encode_pitch(padded, self.hop_length, self.sample_rate, self.config.pitch)
+
+    def _spectrum(self, quantized: Tensor, pitch_codes: Tensor) -> Tensor:
+        """Quantized latent [B, D, F] and pitch codes [B, F] -> the head's prediction [B, C, F * strides]."""
+        assert self.pitch_embedding is not None
+        log_f0, voiced = decode_pitch(pitch_codes, self.config.pitch)
+        pitch = self.config.pitch
+        centre = 0.5 * (math.log(pitch.min_f0) + math.log(pitch.max_f0))
+        span = math.log(pitch.max_f0) - math.log(pitch.min_f0)
+        features = torch.stack([(log_f0 - centre) / span * voiced, voiced.to(log_f0.dtype)], dim=1)
+        latent = quantized + self.pitch_embedding(features.to(quantized.dtype))
+        head = self.decoder.head
+        assert isinstance(head, ISTFTHead)
+        factor = self.hop_length // head.hop_length
+        return head.predict(self.decoder.features(latent), pitch_at_frames(log_f0, voiced, factor))
+
+    def validate_codes(self, codes: Tensor, caller: str) -> Tensor:
+        """[B, P + K', F] codes within their rows' ranges (the pitch row below ``pitch.levels``) -> int64."""
+        codes = check_codes(
+            codes, self.codebook_size, self.pitch_rows + 1, self.pitch_rows + self.num_codebooks, caller
+        )
+        if self.pitch_rows and int(codes[:, 0].max()) >= self.config.pitch.levels:
+            raise ValueError(
+                f"{caller} got pitch codes up to {int(codes[:, 0].max())} but the pitch row has "
+                f"{self.config.pitch.levels} levels; were the codes made by another model?"
+            )
+        return codes
 
     # ---------------------------------------------------------------------------------------------- files
     def release_state_dict(self) -> dict[str, Tensor]:

@@ -1,0 +1,205 @@
+"""The pitch row: F0 and voicing sent in the tokens, and the harmonic excitation that follows it."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_config, make_tiny_tokenizer, speech_like
+
+from vqaudio.cli.main import main
+from vqaudio.codec.corpus_coding import resynthesize_tokens, tokenize_corpus
+from vqaudio.codec.pitch import decode_pitch, pitch_at_frames
+from vqaudio.codec.tokenizer import Tokenizer
+from vqaudio.codec.training import _initialise_from
+from vqaudio.codec.vqvae import build_model
+from vqaudio.config import Config, DecoderConfig, EncoderConfig, PitchConfig
+from vqaudio.errors import TokenFileError
+from vqaudio.io.audio import save_audio
+from vqaudio.io.token_file import load_tokens
+from vqaudio.prior import Prior
+
+RATE = 16000
+
+
+def pitch_config() -> Config:
+    """The tiny test model with the shipped design's front end and head, and a 256-level pitch row."""
+    base = make_tiny_config()
+    model = dataclasses.replace(
+        base.model,
+        encoder=EncoderConfig(input="mel", n_mels=20, channels=8, max_channels=8, strides=(2,)),
+        decoder=DecoderConfig(
+            output="istft", channels=8, max_channels=16, strides=(2,), istft_excitation="harmonic"
+        ),
+        quantizer=dataclasses.replace(base.model.quantizer, codebook_size=256),  # pitch codes fit below it
+        pitch=PitchConfig(levels=256),
+    )
+    return dataclasses.replace(base, model=model)
+
+
+@pytest.fixture(scope="module")
+def pitch_tokenizer() -> Tokenizer:
+    return make_tiny_tokenizer(config=pitch_config())
+
+
+def voiced(f0: float, seconds: float = 1.0) -> np.ndarray:
+    """A glottal-like pulse train at ``f0`` through two formant resonators (500 and 1500 Hz)."""
+    n = int(seconds * RATE)
+    pulses = np.zeros(n)
+    pulses[(np.arange(0, seconds, 1 / f0) * RATE).astype(int)] = 1.0
+    signal = pulses
+    for centre, bandwidth in ((500.0, 80.0), (1500.0, 120.0)):  # two-pole resonators
+        radius = math.exp(-math.pi * bandwidth / RATE)
+        a1, a2 = -2 * radius * math.cos(2 * math.pi * centre / RATE), radius**2
+        out = np.zeros(n)
+        for i in range(n):
+            out[i] = signal[i] - a1 * (out[i - 1] if i else 0) - a2 * (out[i - 2] if i > 1 else 0)
+        signal = out
+    return (0.3 * signal / np.abs(signal).max()).astype(np.float32)
+
+
+@pytest.mark.parametrize("f0", [110.0, 220.0])
+def test_a_voiced_signal_keeps_its_f0_in_the_pitch_row(pitch_tokenizer: Tokenizer, f0: float) -> None:
+    codes = pitch_tokenizer.encode(voiced(f0), RATE)
+    assert codes.shape[0] == 1 + pitch_tokenizer.num_codebooks
+    log_f0, is_voiced = decode_pitch(codes[None, 0], pitch_tokenizer.config.model.pitch)
+    inner = slice(3, -3)  # frames whose window lies inside the signal
+    assert bool(is_voiced[0, inner].all())
+    cents = 1200 * (log_f0[0, inner] - math.log(f0)) / math.log(2)
+    assert float(cents.abs().max()) < 20
+
+
+def test_noise_and_silence_are_unvoiced(pitch_tokenizer: Tokenizer) -> None:
+    noise = np.random.default_rng(0).normal(0, 0.1, RATE).astype(np.float32)
+    assert int(pitch_tokenizer.encode(noise, RATE)[0].count_nonzero()) <= 2  # of 50 frames
+    assert int(pitch_tokenizer.encode(np.zeros(RATE, np.float32), RATE)[0].count_nonzero()) == 0
+
+
+def test_pitch_codes_are_identical_chunked_and_whole(pitch_tokenizer: Tokenizer) -> None:
+    wav = np.concatenate([voiced(110.0, 2.0), speech_like(3 * RATE, seed=3), voiced(220.0, 2.0)])
+    whole = pitch_tokenizer.encode(wav, RATE, chunk_seconds=60.0)
+    chunked = pitch_tokenizer.encode(wav, RATE, chunk_seconds=0.5)
+    assert torch.equal(chunked[0], whole[0])
+
+
+def test_the_pitch_row_is_counted_and_kept_at_every_bitrate(pitch_tokenizer: Tokenizer) -> None:
+    frame_rate = pitch_tokenizer.frame_rate
+    assert pitch_tokenizer.bitrate_at(1) == pytest.approx(
+        (8 + 8) * frame_rate
+    )  # a codebook and the pitch row
+    codes = pitch_tokenizer.encode(voiced(150.0), RATE)
+    two = pitch_tokenizer.encode(voiced(150.0), RATE, n_q=2)
+    assert torch.equal(two, codes[:3])  # the pitch row, then the first two codebooks
+    audio = pitch_tokenizer.decode(codes, n_q=1)
+    assert torch.equal(audio, pitch_tokenizer.decode(codes[:2]))
+
+
+def test_the_harmonic_excitation_puts_its_peaks_at_multiples_of_the_sent_f0(
+    pitch_tokenizer: Tokenizer,
+) -> None:
+    """With the direct branch silenced and unit harmonic gains, the output is the comb of the sent F0."""
+    tok = make_tiny_tokenizer(config=pitch_config())
+    head = tok.model.decoder.head
+    with torch.no_grad():
+        head.projection.conv.weight.zero_()
+        head.projection.conv.bias.zero_()
+        head.projection.conv.bias[: head.num_bins] = -30.0  # log-magnitudes of the direct branch: silence
+        head.harmonic_filter.conv.bias[: head.num_bins] = 1.0  # real gain 1 on every bin
+    f0 = 200.0
+    audio = tok.decode(tok.encode(voiced(f0, 2.0), RATE)).numpy()[RATE // 2 : 3 * RATE // 2]
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    frequencies = np.fft.rfftfreq(len(audio), 1 / RATE)
+    for harmonic in range(1, 6):
+        near = np.abs(frequencies - harmonic * f0) < f0 / 2
+        peak = frequencies[near][np.argmax(spectrum[near])]
+        assert abs(peak - harmonic * f0) <= harmonic * f0 * (2 ** (20 / 1200) - 1) + 1.0  # 20 cents (+1 bin)
+        between = np.abs(frequencies - (harmonic + 0.5) * f0) < 5
+        assert spectrum[near].max() > 30 * spectrum[between].max()  # lines, not a smooth spectrum
+
+
+def test_pitch_at_frames_interpolates_within_voiced_runs() -> None:
+    log_f0 = torch.tensor([[math.log(100.0), math.log(200.0), math.log(400.0)]])
+    voiced_frames = torch.tensor([[True, True, False]])
+    upsampled, voicing = pitch_at_frames(log_f0, voiced_frames, 2)
+    assert voicing.tolist() == [[True, True, True, True, False, False]]
+    assert upsampled[0, 1] == pytest.approx(0.75 * math.log(100.0) + 0.25 * math.log(200.0))
+    assert upsampled[0, 3] == pytest.approx(math.log(200.0))  # the next frame is unvoiced: held
+
+
+def test_a_token_file_without_the_pitch_row_names_the_model_it_belongs_to(
+    pitch_tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    plain = make_tiny_tokenizer(
+        name="plain",
+        config=dataclasses.replace(
+            pitch_config(), model=dataclasses.replace(pitch_config().model, pitch=PitchConfig())
+        ),
+    )
+    save_audio(tmp_path / "wavs" / "a.wav", voiced(150.0), RATE)
+    tokenize_corpus(plain, tmp_path / "wavs", tmp_path / "plain.npy", progress=False)
+    with pytest.raises(TokenFileError, match="has no pitch row.*'plain'"):
+        resynthesize_tokens(
+            pitch_tokenizer, tmp_path / "plain.npy", tmp_path / "out", force=True, progress=False
+        )
+
+
+def test_a_pitch_model_trains(pitch_tokenizer: Tokenizer) -> None:
+    model = pitch_tokenizer.model
+    model.train()
+    try:
+        wav = torch.from_numpy(np.stack([voiced(120.0), speech_like(RATE, seed=1)]))
+        output = model(wav)
+        assert output.codes.shape[1] == 1 + model.num_codebooks and output.audio.shape == wav.shape
+        output.audio.abs().mean().backward()
+        assert model.pitch_embedding is not None and model.pitch_embedding.weight.grad is not None
+        assert model.decoder.head.harmonic_filter.conv.weight.grad is not None
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+
+def test_the_prior_models_the_pitch_row_like_any_other_row(
+    pitch_tokenizer: Tokenizer, tmp_path: Path
+) -> None:
+    for index, f0 in enumerate((110.0, 150.0, 220.0)):
+        save_audio(tmp_path / "wavs" / f"u{index}.wav", voiced(f0), RATE)
+    tokens = tmp_path / "tokens.npy"
+    tokenize_corpus(pitch_tokenizer, tmp_path / "wavs", tokens, progress=False)
+    corpus = load_tokens(tokens)
+    assert corpus.meta["pitch_rows"] == 1 and corpus.num_codebooks == 1 + pitch_tokenizer.num_codebooks
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "prior_tiny.yaml"
+    out = tmp_path / "prior"
+    assert main(["--quiet", "prior", "train", str(tokens), "--config", str(recipe), "--out", str(out),
+                 "--set", "train.max_steps=3", "--set", "train.holdout_fraction=0.0"]) == 0  # fmt: skip
+    prior = Prior.load(out)
+    codes = torch.as_tensor(np.asarray(corpus["u0"], dtype=np.int64))
+    assert prior.log_prob(codes).shape == codes.shape  # [1 + K, frames]: the pitch row is row 0
+    sampled = prior.generate(10, seed=0)
+    assert sampled.shape == (1 + pitch_tokenizer.num_codebooks, 10)
+    assert pitch_tokenizer.decode(sampled).shape == (10 * pitch_tokenizer.hop_length,)
+
+
+def test_a_pitch_model_fine_tuned_from_one_without_starts_where_that_model_was(tmp_path: Path) -> None:
+    """--init-from a model without a pitch row: the pitch embedding and the harmonic gains start at zero."""
+    plain_config = pitch_config()
+    plain_config = dataclasses.replace(
+        plain_config,
+        model=dataclasses.replace(
+            plain_config.model,
+            pitch=PitchConfig(),
+            decoder=dataclasses.replace(plain_config.model.decoder, istft_excitation="none"),
+        ),
+    )
+    plain = make_tiny_tokenizer(name="plain", config=plain_config)
+    plain.save(tmp_path / "plain")
+    model = build_model(pitch_config().model).eval()
+    _initialise_from(model, pitch_config(), tmp_path / "plain")
+    wav = speech_like(2 * RATE, seed=5)
+    with torch.no_grad():
+        codes = model.encode(torch.from_numpy(wav)[None])
+        assert torch.equal(codes[:, 1:], plain.model.encode(torch.from_numpy(wav)[None]))
+        torch.testing.assert_close(model.decode(codes), plain.model.decode(codes[:, 1:]), rtol=0, atol=1e-5)
