@@ -35,8 +35,9 @@
 #      local/gather_voices.py) into DATA/real_voices, added to the same manifest; with --more-speech true (the
 #      default) also 5 professional voices of the Asterisk PBX's prompts (en, es, fr, it, ru; Debian
 #      asterisk-core-sounds-{en,es,fr,it,ru}-g722, CC-BY-SA-3.0 / CC-BY-3.0, 16 kHz G.722; apt-get download, no
-#      root; 2.0 h after trimming, about 30 s; local/gather_speech.py) into DATA/more_speech, added to the same
-#      manifest. A finished stage 0 is skipped: --force true remakes it with the new options
+#      root; 2.0 h after trimming, about 30 s; local/gather_speech.py, needs PyAV: pip install
+#      'vqaudio[recipes]') into DATA/more_speech, added to the same manifest. A finished stage 0 is skipped:
+#      --force true remakes it with the new options
 #   1  train the codec on the train voices plus the Festival voices, real voices and Asterisk voices (those
 #      made; none: DATA/train.tsv):
 #      vqaudio train RECIPE --data DATA/train_plus_voices.tsv --valid DATA/dev.tsv --out EXP/codec_base
@@ -119,6 +120,10 @@ fetch_and_unpack() {  # fetch_and_unpack ROOT PACKAGE...: apt-get download (unle
 
 stage_prepare() {
   local src="$fillets_src" split
+  if [ "$more_speech" = "true" ]; then  # before any work: local/gather_speech.py decodes G.722 with PyAV
+    "$(python_command)" -c "import av" 2>/dev/null || die "PyAV not found by $(python_command): pip install \
+'vqaudio[recipes]' (or pip install av), or pass --more-speech false"
+  fi
   if [ -z "$src" ]; then
     command -v dpkg >/dev/null || die "dpkg not found: extract the fillets-ng .debs yourself and pass --fillets-src"
     fetch_and_unpack "$data/root" "${packages[@]}"

@@ -2,7 +2,8 @@
 
 The Asterisk PBX's core sound packages hold studio recordings of one professional voice per language, each
 about 25 minutes of prompts, digits, letters and phonetic-alphabet words, stored as raw G.722 (64 kbit/s,
-16 kHz; decoded by ``g722.py`` beside this script, bit-exact to FFmpeg's decoder)::
+16 kHz), which neither soundfile nor sox reads; FFmpeg's decoder does, through PyAV (``pip install
+'vqaudio[recipes]'`` or ``pip install av``: the wheels ship FFmpeg)::
 
     asterisk-core-sounds-en-g722  en_US_f_Allison      Allison Smith        CC-BY-SA-3.0
     asterisk-core-sounds-es-g722  es_MX_f_Allison      Allison Smith        CC-BY-SA-3.0
@@ -37,9 +38,10 @@ import random
 import sys
 from collections import Counter
 from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
-import g722  # egs/fillets/local/g722.py, beside this script
+import numpy as np
 from gather_voices import SAMPLE_RATE, trim_silence  # egs/fillets/local/gather_voices.py
 
 from vqaudio.data.librispeech import ChapterWriter
@@ -99,6 +101,31 @@ def read_prompt_texts(paths: list[Path]) -> dict[str, str]:
     return texts
 
 
+def import_av() -> ModuleType:
+    """PyAV (FFmpeg's G.722 decoder), imported only when needed: the ``recipes`` extra."""
+    try:
+        import av
+    except ImportError as exc:
+        raise ImportError(
+            "gather_speech.py needs PyAV to decode G.722: pip install 'vqaudio[recipes]' (or pip install av)"
+        ) from exc
+    return av
+
+
+def read_g722(path: Path) -> np.ndarray:
+    """A raw ``.g722`` file (64 kbit/s) -> 16 kHz mono float32 in [-1, 1): FFmpeg's samples / 32768.
+
+    Raises:
+        ImportError: PyAV is not installed.
+        OSError: a file that cannot be read.
+        ValueError: one FFmpeg cannot decode (``av.InvalidDataError``).
+    """
+    with import_av().open(str(path), format="g722") as container:  # the raw demuxer: 16 kHz mono
+        chunks = [frame.to_ndarray().reshape(-1) for frame in container.decode(audio=0)]  # int16, (1, n) each
+    pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+    return pcm.astype(np.float32) / 32768.0
+
+
 def find_voices(root: Path) -> tuple[list[Voice], Counter[str]]:
     """The voices unpacked under ``root`` (``dpkg -x``), and the files left out, by reason."""
     skipped: Counter[str] = Counter()
@@ -130,7 +157,8 @@ def write_voice(voice: Voice, out: Path, max_seconds: float, min_seconds: float,
     """Convert ``voice`` (in a seeded random order, up to ``max_seconds``) into ``out``.
 
     Raises:
-        OSError: a file that cannot be read (the caller's ``atomic_folder`` then leaves nothing behind).
+        OSError, ValueError: a file that cannot be read or decoded (the caller's ``atomic_folder`` then leaves
+            nothing behind).
     """
     skipped: Counter[str] = Counter()
     numbers = {path: number for number, path in enumerate(voice.files)}  # stable ids, whatever the cap
@@ -144,7 +172,7 @@ def write_voice(voice: Voice, out: Path, max_seconds: float, min_seconds: float,
         if corpus.seconds >= max_seconds:
             skipped["over the per-voice cap"] += 1
             continue
-        clip = trim_silence(g722.decode(path.read_bytes()), min_seconds)
+        clip = trim_silence(read_g722(path), min_seconds)
         if clip is None:
             skipped[f"shorter than {min_seconds:g} s or silent"] += 1
             continue
@@ -168,9 +196,11 @@ def gather_speech(
     """Every Asterisk G.722 voice under ``root`` -> the corpus ``out`` (see the module docstring).
 
     Raises:
-        ValueError: no voice under ``root``, or ``out`` exists without ``overwrite``.
-        OSError: an unreadable file; ``out`` is then left as it was.
+        ImportError: PyAV is not installed (checked before any work).
+        ValueError: no voice under ``root``, ``out`` exists without ``overwrite``, or a file FFmpeg cannot decode.
+        OSError: an unreadable file. ``out`` is left as it was after any error.
     """
+    import_av()
     voices, skipped = find_voices(root)
     if not voices:
         raise ValueError(
@@ -218,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             overwrite=args.overwrite,
         )
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     skipped = ", ".join(f"{count} {reason}" for reason, count in summary.skipped.items()) or "none"
