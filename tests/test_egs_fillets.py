@@ -1,9 +1,11 @@
 """The fillets recipe's local preparation (egs/fillets/local/): fillets-ng names, dialog files, the
-conversion and its command line, and the Festival / KLettres+Hedgewars voice scripts (synthetic data)."""
+conversion and its command line, the Festival / KLettres+Hedgewars voice scripts, and gather_speech.py's
+Asterisk prompts, G.722 through PyAV (all on synthetic data)."""
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -319,3 +321,144 @@ def test_gather_voices_keeps_non_english_voices_trims_and_caps_them(tmp_path: Pa
     empty = run(tmp_path / "nothing", tmp_path / "none")
     assert empty.returncode == 1 and "apt-get download klettres-data hedgewars-data" in empty.stderr
     assert not (tmp_path / "none").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# gather_speech.py: Asterisk's wideband prompts (G.722 through PyAV, the ``recipes`` extra)
+# --------------------------------------------------------------------------------------------------
+load_local("gather_voices")  # gather_speech imports it, as a script beside it would
+gather_speech = load_local("gather_speech")
+NO_AV = "PyAV (av) is not installed: pip install 'vqaudio[recipes]' to test the G.722 prompts"
+
+
+def encode_g722(audio: np.ndarray) -> bytes:
+    """16 kHz float samples -> a raw 64 kbit/s G.722 stream, by FFmpeg's encoder (sox cannot write G.722)."""
+    av = pytest.importorskip("av", reason=NO_AV)
+    pcm = np.clip(np.round(np.asarray(audio, dtype=np.float64) * 32767), -32768, 32767).astype(np.int16)
+    frame = av.AudioFrame.from_ndarray(pcm[None], format="s16", layout="mono")
+    frame.rate = 16000
+    data = io.BytesIO()
+    with av.open(data, "w", format="g722") as container:
+        stream = container.add_stream("g722", rate=16000, layout="mono")
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return data.getvalue()
+
+
+def test_read_g722_round_trips(tmp_path: Path) -> None:
+    speech = speech_like(16000, 16000, seed=3)
+    path = tmp_path / "speech.g722"
+    path.write_bytes(encode_g722(speech))
+    assert path.stat().st_size == 8000  # one byte per two samples: 64 kbit/s
+    decoded = gather_speech.read_g722(path)
+    assert decoded.dtype == np.float32 and decoded.shape == speech.shape
+    delay = 22  # the transmit and receive QMFs
+    error = decoded[delay:] - speech[:-delay]
+    assert 10 * np.log10(np.mean(speech**2) / np.mean(error**2)) > 20
+
+
+def test_gather_speech_says_how_to_install_pyav(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "av", None)  # import av -> ImportError, as when it is not installed
+    assert gather_speech.main([str(tmp_path / "root"), str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert error == (
+        "error: gather_speech.py needs PyAV to decode G.722: pip install 'vqaudio[recipes]' (or pip install av)\n"
+    )
+    assert not list(tmp_path.iterdir())  # said before any work
+
+
+SOUNDS = "usr/share/asterisk/sounds"
+
+
+def make_asterisk(root: Path) -> None:
+    """Two Asterisk voices in G.722 (one with upstream's transcript list), tones, silence, a short clip, and
+    pocketsphinx-testdata-like files that must never be read."""
+
+    def prompt(path: Path, seconds: float, seed: int = 0, pad: float = 0.5) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        silence = np.zeros(int(pad * 16000), dtype=np.float32)
+        audio = np.concatenate([silence, speech_like(int(seconds * 16000), 16000, seed), silence])
+        path.write_bytes(encode_g722(audio))
+
+    allison = root / SOUNDS / "en_US_f_Allison"
+    prompt(allison / "vm-goodbye.g722", 1.0, seed=1)
+    prompt(allison / "digits" / "5.g722", 0.8, seed=2)
+    prompt(allison / "letters" / "a.g722", 0.3, seed=3)  # too short once trimmed
+    prompt(allison / "beep.g722", 0.3, seed=4)  # a tone
+    prompt(allison / "silence" / "1.g722", 1.0, seed=5)  # named silence (whatever it holds)
+    prompt(allison / "pocketsphinx" / "goforward.g722", 1.0, seed=6)  # never training data
+    (allison / "core-sounds-en.txt").write_text("; upstream's list\nvm-goodbye: Goodbye.\ndigits/5: five\n")
+    carlo = root / SOUNDS / "it_IT_m_Carlo"
+    for index in range(4):
+        prompt(carlo / f"conf-{index}.g722", 1.0, seed=10 + index)
+    testdata = root / "usr/share/pocketsphinx/test/data"
+    testdata.mkdir(parents=True)
+    sf.write(str(testdata / "goforward.wav"), speech_like(16000, 16000, 7), 16000)
+    (testdata / "goforward.g722").write_bytes(encode_g722(speech_like(16000, 16000, 8)))
+
+
+def test_gather_speech_converts_trims_and_names_the_voices(tmp_path: Path) -> None:
+    make_asterisk(tmp_path / "root")
+    out = tmp_path / "speech"
+    summary = gather_speech.gather_speech(tmp_path / "root", out, max_minutes=2.5 / 60)
+    corpus = load_corpus(out, read_headers=True)
+    assert {utt.speaker for utt in corpus} == {"ast-en-allison", "ast-it-carlo"}
+    assert not [utt for utt in corpus if "pocketsphinx" in utt.text or "goforward" in utt.text]
+    for utt in corpus:
+        info = sf.info(str(utt.path))
+        assert (info.samplerate, info.channels) == (16000, 1)
+        assert 0.75 < info.duration < 1.1  # the half second of silence each side is trimmed
+    texts = {utt.text for utt in corpus if utt.speaker == "ast-en-allison"}
+    assert texts == {"Goodbye.", "five"}  # upstream's transcripts where present
+    carlo = [utt for utt in corpus if utt.speaker == "ast-it-carlo"]
+    # capped at 2.5 s: the third clip crosses the cap, the fourth is left out
+    assert len(carlo) == 3 and {utt.text for utt in carlo} <= {f"conf-{i}" for i in range(4)}
+    assert {utt.path.parent.name for utt in corpus} == {"prompts", "digits"}
+    assert summary.languages == {"ast-en-allison": "en", "ast-it-carlo": "it"}
+    assert summary.skipped == {
+        "evaluation set (pocketsphinx)": 1,
+        "not speech (tones, silence)": 2,
+        "over the per-voice cap": 1,
+        "shorter than 0.5 s or silent": 1,
+    }
+    assert json.loads((out / "summary.json").read_text())["clips"] == {"ast-en-allison": 2, "ast-it-carlo": 3}
+    again = tmp_path / "again"  # the same clips on a rerun (the cap's choice is seeded per voice)
+    gather_speech.gather_speech(tmp_path / "root", again, max_minutes=2.5 / 60)
+    assert sorted(p.relative_to(again) for p in again.rglob("*.flac")) == sorted(
+        p.relative_to(out) for p in out.rglob("*.flac")
+    )
+
+
+def test_gather_speech_command_line_leaves_nothing_half_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
+    make_asterisk(root)
+    out = tmp_path / "speech"
+    result = run_local("gather_speech.py", root, out)  # the script on its own, importing its neighbours
+    assert result.returncode == 0, result.stderr
+    assert "ast-it-carlo: 0.1 min, 4 clips" in result.stdout and "wrote " in result.stdout
+    before = sorted(path.relative_to(out) for path in out.rglob("*"))
+
+    def run(*args: object) -> tuple[int, str]:  # in this process: the exit status and stderr
+        try:
+            status = gather_speech.main([str(arg) for arg in args])
+        except SystemExit as exc:
+            status = exc.code
+        return status, capsys.readouterr().err
+
+    assert run(root, out)[0] == 1  # exists, no --overwrite
+    (root / SOUNDS / "it_IT_m_Carlo" / "conf-9.g722").symlink_to(tmp_path / "missing.g722")  # unreadable
+    status, error = run(root, out, "--overwrite")
+    assert status == 1 and error.startswith("error: ") and "conf-9.g722" in error
+    assert len(error.strip().splitlines()) == 1
+    assert sorted(path.relative_to(out) for path in out.rglob("*")) == before  # the old corpus is kept
+    assert run(root, tmp_path / "new")[0] == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["root", "speech"]  # no staging folder left
+
+    status, error = run(tmp_path / "nothing", tmp_path / "none")
+    assert status == 1 and "apt-get download asterisk-core-sounds-en-g722" in error
+    assert run(root, tmp_path / "x", "--max-minutes", "0")[0] == 2
+    assert not (tmp_path / "none").exists() and not (tmp_path / "x").exists()

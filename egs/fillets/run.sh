@@ -9,7 +9,7 @@
 #                             recipes/rvq_mel_spread50.yaml]
 #          [--prior-config recipes/prior_default.yaml]
 #          [--fillets-src DIR] [--debs DIR] [--train-speakers cs-m,nl-v] [--jobs 0] [--force false]
-#          [--festival-voices true] [--festival-lines 170] [--real-voices true]
+#          [--festival-voices true] [--festival-lines 170] [--real-voices true] [--more-speech true]
 #          [--set KEY=VALUE ...]
 #   Paths are relative to the current folder. --fillets-src: already extracted data (a `dpkg -x` root or
 #   /usr/share/games/fillets-ng) instead of downloading; --debs: a folder that already holds the three .debs.
@@ -31,9 +31,15 @@
 #      festvox-czech-ph festvox-ru festvox-italp16k festvox-itapc16k`) into DATA/festival_voices and
 #      DATA/train_plus_voices.tsv, the codec's training data; with --real-voices true (the default) also 24
 #      real non-English voices (letters and syllables of KLettres, voice packs of Hedgewars; Debian
-#      klettres-data, hedgewars-data, GPL; apt-get download, no root; ~26 min after trimming;
-#      local/gather_voices.py) into DATA/real_voices, added to the same manifest
-#   1  train the codec on the train voices plus the Festival and real voices (when made; else DATA/train.tsv):
+#      klettres-data, hedgewars-data, GPL-2+ and GFDL-1.3; apt-get download, no root; ~26 min after trimming;
+#      local/gather_voices.py) into DATA/real_voices, added to the same manifest; with --more-speech true (the
+#      default) also 5 professional voices of the Asterisk PBX's prompts (en, es, fr, it, ru; Debian
+#      asterisk-core-sounds-{en,es,fr,it,ru}-g722, CC-BY-SA-3.0 / CC-BY-3.0, 16 kHz G.722; apt-get download, no
+#      root; 2.0 h after trimming, about 30 s; local/gather_speech.py, needs PyAV: pip install
+#      'vqaudio[recipes]') into DATA/more_speech, added to the same manifest. A finished stage 0 is skipped:
+#      --force true remakes it with the new options
+#   1  train the codec on the train voices plus the Festival voices, real voices and Asterisk voices (those
+#      made; none: DATA/train.tsv):
 #      vqaudio train RECIPE --data DATA/train_plus_voices.tsv --valid DATA/dev.tsv --out EXP/codec_base
 #      (about 49 min on 2 CPU cores), then all of it again with the band-envelope loss and a stronger
 #      usage-entropy penalty (recipes/rvq_mel_envelope.yaml, about 19 min):
@@ -71,13 +77,14 @@ train_speakers=cs-m,nl-v
 festival_voices=true
 festival_lines=170
 real_voices=true
+more_speech=true
 jobs=0
 eval_options=
 sample_seconds=4
 num_samples=4
 force=false
 option_names="stage stop_stage data exp recipe finetune_recipe prior_config fillets_src debs train_speakers jobs
-  festival_voices festival_lines real_voices eval_options sample_seconds num_samples force"
+  festival_voices festival_lines real_voices more_speech eval_options sample_seconds num_samples force"
 parse_options "$@"
 vqaudio_command
 
@@ -85,8 +92,10 @@ train_manifest="$data/train.tsv"
 dev_manifest="$data/dev.tsv"
 test_manifest="$data/test.tsv"
 codec_manifest="$train_manifest"  # the codec's training data (both stages); the prior trains on train.tsv
-[ "$festival_voices" != "true" ] && [ "$real_voices" != "true" ] || codec_manifest="$data/train_plus_voices.tsv"
+[ "$festival_voices" != "true" ] && [ "$real_voices" != "true" ] && [ "$more_speech" != "true" ] ||
+  codec_manifest="$data/train_plus_voices.tsv"
 packages=(fillets-ng-data fillets-ng-data-cs fillets-ng-data-nl)
+speech_packages=(asterisk-core-sounds-{en,es,fr,it,ru}-g722)  # local/gather_speech.py
 
 fetch_and_unpack() {  # fetch_and_unpack ROOT PACKAGE...: apt-get download (unless in --debs), dpkg -x into ROOT
   local deb_dir="${debs:-$data/debs}" root="$1" package deb
@@ -111,6 +120,10 @@ fetch_and_unpack() {  # fetch_and_unpack ROOT PACKAGE...: apt-get download (unle
 
 stage_prepare() {
   local src="$fillets_src" split
+  if [ "$more_speech" = "true" ]; then  # before any work: local/gather_speech.py decodes G.722 with PyAV
+    "$(python_command)" -c "import av" 2>/dev/null || die "PyAV not found by $(python_command): pip install \
+'vqaudio[recipes]' (or pip install av), or pass --more-speech false"
+  fi
   if [ -z "$src" ]; then
     command -v dpkg >/dev/null || die "dpkg not found: extract the fillets-ng .debs yourself and pass --fillets-src"
     fetch_and_unpack "$data/root" "${packages[@]}"
@@ -134,6 +147,11 @@ festvox-czech-krb festvox-czech-machac festvox-czech-ph festvox-ru festvox-italp
     fetch_and_unpack "$data/voices_root" klettres-data hedgewars-data
     "$(python_command)" "$here/local/gather_voices.py" "$data/voices_root" "$data/real_voices" --overwrite
     voices+=("$data/real_voices")
+  fi
+  if [ "$more_speech" = "true" ]; then
+    fetch_and_unpack "$data/speech_root" "${speech_packages[@]}"
+    "$(python_command)" "$here/local/gather_speech.py" "$data/speech_root" "$data/more_speech" --overwrite
+    voices+=("$data/more_speech")
   fi
   if [ ${#voices[@]} -gt 0 ]; then
     "${vq[@]}" prepare "$data/corpus/train" "${voices[@]}" "$codec_manifest" --dev 0 --test 0

@@ -5,8 +5,8 @@ voices it never heard (docs/MODEL_CARD.md, Known limits). Two Debian data packag
 
 - ``klettres-data`` (KDE's alphabet tutor, GPL): native speakers saying the letters and syllables of their
   language, one folder per language (``<lang>/alpha``, ``<lang>/syllab``); taken as one speaker per language.
-- ``hedgewars-data`` (GPL): acted voice packs, short exclamations; only the packs in other languages than
-  English are taken (``Default_es``, ``Default_pl``, ...), and ``Robot`` (processed) never.
+- ``hedgewars-data`` (its sounds GFDL-1.3): acted voice packs, short exclamations; only the packs in other
+  languages than English are taken (``Default_es``, ``Default_pl``, ...), and ``Robot`` (processed) never.
 
 English is left out on purpose (``en``, ``en_GB`` and the English packs), so the English evaluation clips stay
 a language the tokenizer never heard. Output is the corpus layout ``OUT/<speaker>/<group>/<speaker>-<group>-
@@ -69,10 +69,16 @@ def load_clip(path: Path) -> np.ndarray | None:
         mono = load_audio(path, SAMPLE_RATE).numpy()
     except AudioError:
         return None
-    if float(np.abs(mono).max()) < 1e-3:
+    return trim_silence(mono, MIN_SECONDS)
+
+
+def trim_silence(mono: np.ndarray, min_seconds: float) -> np.ndarray | None:
+    """``mono`` (16 kHz) without its leading and trailing silence (``TRIM_TOP_DB`` below the clip's peak);
+    None when the clip is silent or shorter than ``min_seconds`` once trimmed."""
+    if mono.size == 0 or float(np.abs(mono).max()) < 1e-3:
         return None
     trimmed, _ = librosa.effects.trim(mono, top_db=TRIM_TOP_DB, frame_length=512, hop_length=128)
-    if trimmed.size < MIN_SECONDS * SAMPLE_RATE:
+    if trimmed.size < min_seconds * SAMPLE_RATE:
         return None
     return trimmed
 
