@@ -13,9 +13,9 @@ from conftest import make_tiny_config, make_tiny_tokenizer, speech_like
 
 from vqaudio.cli.main import main
 from vqaudio.codec.corpus_coding import resynthesize_tokens, tokenize_corpus
+from vqaudio.codec.fine_tuning import initialise_from
 from vqaudio.codec.pitch import decode_pitch, pitch_at_frames
 from vqaudio.codec.tokenizer import Tokenizer
-from vqaudio.codec.training import _initialise_from
 from vqaudio.codec.vqvae import build_model
 from vqaudio.config import Config, DecoderConfig, EncoderConfig, PitchConfig
 from vqaudio.errors import TokenFileError
@@ -197,7 +197,7 @@ def test_a_pitch_model_fine_tuned_from_one_without_starts_where_that_model_was(t
     plain = make_tiny_tokenizer(name="plain", config=plain_config)
     plain.save(tmp_path / "plain")
     model = build_model(pitch_config().model).eval()
-    _initialise_from(model, pitch_config(), tmp_path / "plain")
+    initialise_from(model, pitch_config(), tmp_path / "plain")
     wav = speech_like(2 * RATE, seed=5)
     with torch.no_grad():
         codes = model.encode(torch.from_numpy(wav)[None])

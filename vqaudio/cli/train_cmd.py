@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import typer
+
+if TYPE_CHECKING:
+    from vqaudio.config import Config, TrainConfig
+    from vqaudio.data.utterance import Utterance
 
 log = logging.getLogger("vqaudio.train")
 
@@ -62,26 +67,9 @@ def train_command(
     import torch
 
     from vqaudio.codec.training import train_tokenizer
-    from vqaudio.codec.validation import hold_out
-    from vqaudio.config import Config, ConfigError, load_yaml, parse_override, replace_path
-    from vqaudio.data.augment import Augmentation
-    from vqaudio.data.corpus import fill_headers, load_corpus
     from vqaudio.training.distributed import init_distributed, shutdown_distributed
 
-    config: Config = load_yaml(recipe, Config)
-    for text in overrides or []:
-        key, value = parse_override(text)
-        try:
-            config = replace_path(config, key, value)
-        except ConfigError as exc:
-            raise ConfigError(f"--set {text}: {exc}") from exc
-    if max_steps is not None:
-        config = replace_path(config, "train.max_steps", max_steps)
-    if threads is not None:
-        config = replace_path(config, "train.num_threads", threads)
-    config.model.validate()
-    Augmentation(config.train.speed_perturbation, config.train.gain_perturbation_db)  # ranges checked now
-
+    config = _config(recipe, overrides or [], max_steps, threads)
     if device not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter(f"--device must be auto, cpu or cuda, got {device!r}")
     if device == "auto":
@@ -93,38 +81,9 @@ def train_command(
         if not context.is_main:  # one voice on the console: rank 0's
             logging.getLogger().setLevel(logging.WARNING)
         torch_device = torch.device("cuda", context.local_rank) if device == "cuda" else torch.device("cpu")
-        train_config = config.train
-        utterances = fill_headers(load_corpus(data), skip_bad=skip_bad, progress=context.is_main)
-        if valid is None:
-            train_utterances, valid_utterances = hold_out(
-                utterances, train_config.num_validation_files, train_config.seed
-            )
-            log.info(
-                "validation: %d of the %d files of --data held out (train.num_validation_files, chosen with "
-                "train.seed=%d); pass --valid for a separate set",
-                len(valid_utterances),
-                len(utterances),
-                train_config.seed,
-            )
-        else:
-            train_utterances = utterances
-            valid_utterances = fill_headers(load_corpus(valid), skip_bad=skip_bad, progress=context.is_main)
-            if len(valid_utterances) > train_config.num_validation_files:
-                rng = np.random.default_rng(train_config.seed)
-                keep = sorted(rng.permutation(len(valid_utterances))[: train_config.num_validation_files])
-                log.info(
-                    "validation: %d of the %d files of --valid (train.num_validation_files, chosen with "
-                    "train.seed=%d)",
-                    len(keep),
-                    len(valid_utterances),
-                    train_config.seed,
-                )
-                valid_utterances = [valid_utterances[index] for index in keep]
-            shared = {utt.path.resolve() for utt in train_utterances} & {
-                utt.path.resolve() for utt in valid_utterances
-            }
-            if shared:
-                log.warning("%d validation files are also in the training data", len(shared))
+        train_utterances, valid_utterances = _corpora(
+            data, valid, config.train, skip_bad=skip_bad, progress=context.is_main
+        )
         try:
             result = train_tokenizer(
                 config,
@@ -156,6 +115,69 @@ def train_command(
                 f"{result.validation['step']}"
             )
         typer.echo(summary)
+
+
+def _config(recipe: Path, overrides: list[str], max_steps: int | None, threads: int | None) -> Config:
+    """The recipe with the --set overrides, --max-steps and --threads applied, checked before any work."""
+    from vqaudio.config import Config, ConfigError, load_yaml, parse_override, replace_path
+    from vqaudio.data.augment import Augmentation
+
+    config: Config = load_yaml(recipe, Config)
+    for text in overrides:
+        key, value = parse_override(text)
+        try:
+            config = replace_path(config, key, value)
+        except ConfigError as exc:
+            raise ConfigError(f"--set {text}: {exc}") from exc
+    if max_steps is not None:
+        config = replace_path(config, "train.max_steps", max_steps)
+    if threads is not None:
+        config = replace_path(config, "train.num_threads", threads)
+    config.model.validate()
+    Augmentation(config.train.speed_perturbation, config.train.gain_perturbation_db)  # ranges checked now
+    return config
+
+
+def _corpora(
+    data: Path, valid: Path | None, train_config: TrainConfig, *, skip_bad: bool, progress: bool
+) -> tuple[list[Utterance], list[Utterance]]:
+    """The training and validation utterances: train.num_validation_files files held out of --data, or at
+    most that many files of --valid (a choice seeded by train.seed)."""
+    from vqaudio.codec.validation import hold_out
+    from vqaudio.data.corpus import fill_headers, load_corpus
+
+    utterances = fill_headers(load_corpus(data), skip_bad=skip_bad, progress=progress)
+    if valid is None:
+        train_utterances, valid_utterances = hold_out(
+            utterances, train_config.num_validation_files, train_config.seed
+        )
+        log.info(
+            "validation: %d of the %d files of --data held out (train.num_validation_files, chosen with "
+            "train.seed=%d); pass --valid for a separate set",
+            len(valid_utterances),
+            len(utterances),
+            train_config.seed,
+        )
+        return train_utterances, valid_utterances
+    train_utterances = utterances
+    valid_utterances = fill_headers(load_corpus(valid), skip_bad=skip_bad, progress=progress)
+    if len(valid_utterances) > train_config.num_validation_files:
+        rng = np.random.default_rng(train_config.seed)
+        keep = sorted(rng.permutation(len(valid_utterances))[: train_config.num_validation_files])
+        log.info(
+            "validation: %d of the %d files of --valid (train.num_validation_files, chosen with "
+            "train.seed=%d)",
+            len(keep),
+            len(valid_utterances),
+            train_config.seed,
+        )
+        valid_utterances = [valid_utterances[index] for index in keep]
+    shared = {utt.path.resolve() for utt in train_utterances} & {
+        utt.path.resolve() for utt in valid_utterances
+    }
+    if shared:
+        log.warning("%d validation files are also in the training data", len(shared))
+    return train_utterances, valid_utterances
 
 
 def register(app: typer.Typer) -> None:

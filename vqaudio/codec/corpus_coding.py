@@ -13,15 +13,16 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from vqaudio.data.batching import batch_by_length
 from vqaudio.data.corpus import load_corpus
+from vqaudio.data.utterance import Utterance
 from vqaudio.errors import AudioError, DataError, TokenFileError
 from vqaudio.io.audio import audio_info, load_audio, save_audio
-from vqaudio.io.token_file import TokenFileWriter, TokenPaths, check_can_write, load_tokens
+from vqaudio.io.token_file import TokenCorpus, TokenFileWriter, TokenPaths, check_can_write, load_tokens
 from vqaudio.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -87,24 +88,78 @@ def tokenize_corpus(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     n_q = tokenizer.num_codebooks if n_q is None else n_q
     tokenizer.bitrate_at(n_q)  # validates n_q before any work
-    utterances = load_corpus(source)
-    if shard is not None:
-        index, count = shard
-        if not 1 <= index <= count:
-            raise ValueError(f"shard must be K/N with 1 <= K <= N, got {index}/{count}")
-        utterances = utterances[index - 1 :: count]
-        if not utterances:
-            raise DataError(f"{source}: shard {index}/{count} holds no utterance; use fewer shards")
+    utterances = _select_shard(load_corpus(source), shard, source)
+    rejects = _Rejects(skip_bad)
+    usable, lengths = _lengths_from_headers(utterances, tokenizer.sample_rate, rejects)
+    # the tokenizer splits a batch further if its padded size exceeds one chunk; keep them aligned
+    batches = batch_by_length(lengths, batch_size, max(1, int(chunk_seconds * tokenizer.sample_rate)))
+    writer = _token_file_writer(tokenizer, out, n_q, source, shard, overwrite)
+    total_hours = sum(lengths) / tokenizer.sample_rate / 3600
+    bar = progress_bar(
+        total=len(utterances), unit="file", desc="tokenizing", disable=None if progress else True
+    )
+    done_seconds = 0.0
+    with writer, bar:
+        bar.update(len(utterances) - len(usable))  # files rejected from their headers
+        for batch in batches:
+            members = [usable[position] for position in batch]
+            for num_samples in _encode_batch(members, tokenizer, n_q, chunk_seconds, writer, rejects):
+                done_seconds += num_samples / tokenizer.sample_rate
+            bar.update(len(batch))
+            bar.set_postfix_str(f"{done_seconds / 3600:.2f}/{total_hours:.2f} h")
+        for item in rejects.skipped:
+            writer.skip(item["path"], item["error"], item["utt_id"])
+        if writer.num_utterances == 0:
+            raise DataError(
+                f"{source}: none of the {len(utterances)} audio files could be read (first: "
+                f"{rejects.skipped[0]['error']}); nothing was written"
+            )
+    num_frames = len(np.load(writer.paths.array_path, mmap_mode="r"))
+    return TokenizeSummary(
+        writer.paths,
+        len(utterances) - len(rejects.skipped),
+        num_frames,
+        done_seconds,
+        n_q,
+        tokenizer.bitrate_at(n_q),
+        rejects.skipped,
+    )
 
-    skipped: list[dict[str, str]] = []
 
-    def reject(utterance: Any, error: AudioError) -> None:
-        if not skip_bad:
+def _select_shard(
+    utterances: list[Utterance], shard: tuple[int, int] | None, source: str | Path
+) -> list[Utterance]:
+    """Shard (K, N) of the sorted corpus: utterances K-1, K-1+N, ... (all of them without a shard)."""
+    if shard is None:
+        return utterances
+    index, count = shard
+    if not 1 <= index <= count:
+        raise ValueError(f"shard must be K/N with 1 <= K <= N, got {index}/{count}")
+    utterances = utterances[index - 1 :: count]
+    if not utterances:
+        raise DataError(f"{source}: shard {index}/{count} holds no utterance; use fewer shards")
+    return utterances
+
+
+class _Rejects:
+    """Files that cannot be tokenized: an error, or with ``skip_bad`` a warning and a row of ``skipped``."""
+
+    def __init__(self, skip_bad: bool) -> None:
+        self.skip_bad = skip_bad
+        self.skipped: list[dict[str, str]] = []  # {"utt_id", "path", "error"} of each skipped file
+
+    def __call__(self, utterance: Utterance, error: AudioError) -> None:
+        if not self.skip_bad:
             raise error
         log.warning("skipping %s", error)
-        skipped.append({"utt_id": utterance.id, "path": str(utterance.path), "error": str(error)})
+        self.skipped.append({"utt_id": utterance.id, "path": str(utterance.path), "error": str(error)})
 
-    # lengths at the model rate, from the headers (no decoding), to batch similar lengths together
+
+def _lengths_from_headers(
+    utterances: list[Utterance], sample_rate: int, reject: _Rejects
+) -> tuple[list[Utterance], list[int]]:
+    """The usable utterances and their lengths at ``sample_rate``, from the headers (no decoding), to batch
+    similar lengths together; empty or unreadable files go to ``reject``."""
     usable, lengths = [], []
     for utterance in utterances:
         try:
@@ -121,9 +176,19 @@ def tokenize_corpus(
             reject(utterance, error)
             continue
         usable.append(utterance)
-        lengths.append(-(-num_samples * tokenizer.sample_rate // file_rate))
-    # the tokenizer splits a batch further if its padded size exceeds one chunk; keep them aligned
-    batches = batch_by_length(lengths, batch_size, max(1, int(chunk_seconds * tokenizer.sample_rate)))
+        lengths.append(-(-num_samples * sample_rate // file_rate))
+    return usable, lengths
+
+
+def _token_file_writer(
+    tokenizer: Tokenizer,
+    out: str | Path,
+    n_q: int,
+    source: str | Path,
+    shard: tuple[int, int] | None,
+    overwrite: bool,
+) -> TokenFileWriter:
+    """The writer of ``out``, with the model's facts and how the tokens were made in the metadata."""
     extra_meta = {
         "model_path": None if tokenizer.path is None else str(tokenizer.path),
         "model_num_codebooks": tokenizer.num_codebooks,
@@ -132,7 +197,7 @@ def tokenize_corpus(
         "source": str(source),
         "shard": None if shard is None else {"index": shard[0], "count": shard[1]},
     }
-    writer = TokenFileWriter(
+    return TokenFileWriter(
         out,
         num_codebooks=tokenizer.pitch_rows + n_q,  # rows stored
         codebook_size=tokenizer.codebook_size,
@@ -143,49 +208,32 @@ def tokenize_corpus(
         extra_meta=extra_meta,
         overwrite=overwrite,
     )
-    total_hours = sum(lengths) / tokenizer.sample_rate / 3600
-    bar = progress_bar(
-        total=len(utterances), unit="file", desc="tokenizing", disable=None if progress else True
-    )
-    done_seconds = 0.0
-    with writer, bar:
-        bar.update(len(utterances) - len(usable))  # files rejected from their headers
-        for batch in batches:
-            members, waveforms = [], []
-            for position in batch:
-                utterance = usable[position]
-                try:
-                    waveforms.append(load_audio(utterance.path, tokenizer.sample_rate))
-                    members.append(utterance)
-                except AudioError as error:
-                    reject(utterance, error)
-            if members:
-                codes = tokenizer.encode_batch(waveforms, tokenizer.sample_rate, n_q, chunk_seconds)
-                for row, utterance in enumerate(members):
-                    length = int(codes.lengths[row])
-                    writer.add(
-                        utterance.id, utterance.path, codes.codes[row, :, :length], len(waveforms[row])
-                    )
-                    done_seconds += len(waveforms[row]) / tokenizer.sample_rate
-            bar.update(len(batch))
-            bar.set_postfix_str(f"{done_seconds / 3600:.2f}/{total_hours:.2f} h")
-        for item in skipped:
-            writer.skip(item["path"], item["error"], item["utt_id"])
-        if writer.num_utterances == 0:
-            raise DataError(
-                f"{source}: none of the {len(utterances)} audio files could be read (first: "
-                f"{skipped[0]['error']}); nothing was written"
-            )
-    num_frames = len(np.load(writer.paths.array_path, mmap_mode="r"))
-    return TokenizeSummary(
-        writer.paths,
-        len(utterances) - len(skipped),
-        num_frames,
-        done_seconds,
-        n_q,
-        tokenizer.bitrate_at(n_q),
-        skipped,
-    )
+
+
+def _encode_batch(
+    batch: list[Utterance],
+    tokenizer: Tokenizer,
+    n_q: int,
+    chunk_seconds: float,
+    writer: TokenFileWriter,
+    reject: _Rejects,
+) -> list[int]:
+    """Decode, encode and write one batch of utterances; the sample count of each one written (unreadable
+    files go to ``reject``)."""
+    members, waveforms = [], []
+    for utterance in batch:
+        try:
+            waveforms.append(load_audio(utterance.path, tokenizer.sample_rate))
+            members.append(utterance)
+        except AudioError as error:
+            reject(utterance, error)
+    if not members:
+        return []
+    codes = tokenizer.encode_batch(waveforms, tokenizer.sample_rate, n_q, chunk_seconds)
+    for row, utterance in enumerate(members):
+        length = int(codes.lengths[row])
+        writer.add(utterance.id, utterance.path, codes.codes[row, :, :length], len(waveforms[row]))
+    return [len(waveform) for waveform in waveforms]
 
 
 def resynthesize_tokens(
@@ -221,44 +269,13 @@ def resynthesize_tokens(
     where = (
         corpus.paths[0] if len(corpus.paths) == 1 else f"{corpus.paths[0]} (+{len(corpus.paths) - 1} shards)"
     )
-    made_by, model_hash = corpus.meta.get("model_name"), str(corpus.meta["model_hash"])
-    if model_hash != tokenizer.hash:
-        message = (
-            f"{where}: the tokens were made by model {made_by!r} (hash {model_hash[:12]}) but the model "
-            f"given is {tokenizer.name!r} (hash {tokenizer.hash[:12]})"
-        )
-        if not force:
-            raise TokenFileError(
-                f"{message}; pass the model that made them (--model), or --force to decode anyway"
-            )
-        log.warning("%s; decoding anyway (--force)", message)
-    pitch_rows = int(corpus.meta.get("pitch_rows", 0))
-    if pitch_rows != tokenizer.pitch_rows:
-        has = "has a pitch row" if pitch_rows else "has no pitch row"
-        raise TokenFileError(
-            f"{where}: {has} but model {tokenizer.name!r} {'needs' if tokenizer.pitch_rows else 'has none'}; the "
-            f"tokens were made by model {made_by!r}: decode them with that model, or re-tokenize the audio"
-        )
+    pitch_rows = _check_model(corpus, tokenizer, where, force)
     stored = corpus.num_codebooks - pitch_rows  # codebooks stored
-    if stored > tokenizer.num_codebooks:
-        raise TokenFileError(
-            f"{where}: holds {stored} codebooks but the model has {tokenizer.num_codebooks}; "
-            "pass the model that made the tokens"
-        )
     if n_q is not None and not 1 <= n_q <= stored:
         raise ValueError(f"--n-q must be between 1 and the {stored} codebooks stored, got {n_q}")
     corpus.validate(codebook_size=tokenizer.codebook_size)
     out_dir = Path(out_dir)
-    targets = {utt_id: out_dir / _wav_name(utt_id, where) for utt_id in corpus}
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} exists and is not a folder; token files resynthesize to a folder")
-    if out_dir.exists() and not overwrite:
-        clashes = [path for path in targets.values() if path.exists()]
-        if clashes:
-            raise FileExistsError(
-                f"{clashes[0]} already exists ({len(clashes)} of {len(targets)} outputs do); "
-                "pass --overwrite to replace them"
-            )
+    _check_out_dir(out_dir, [out_dir / _wav_name(utt_id, where) for utt_id in corpus], overwrite)
     # a new folder is built under a temporary name and renamed when complete
     staging = None
     if not out_dir.exists():
@@ -284,8 +301,7 @@ def resynthesize_tokens(
                     chunk_seconds=chunk_seconds,
                 )
                 for position, wav in zip(batch, audio, strict=True):
-                    path = root / _wav_name(ids[position], where)
-                    save_audio(path, wav, tokenizer.sample_rate)
+                    save_audio(root / _wav_name(ids[position], where), wav, tokenizer.sample_rate)
                     written.append(out_dir / _wav_name(ids[position], where))
                 bar.update(len(batch))
         if staging is not None:
@@ -295,6 +311,49 @@ def resynthesize_tokens(
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     return sorted(written)
+
+
+def _check_model(corpus: TokenCorpus, tokenizer: Tokenizer, where: object, force: bool) -> int:
+    """Check that ``tokenizer`` can decode ``corpus`` (made by it, or ``force``; the same pitch rows; no more
+    codebooks than it has); the token file's pitch rows."""
+    made_by, model_hash = corpus.meta.get("model_name"), str(corpus.meta["model_hash"])
+    if model_hash != tokenizer.hash:
+        message = (
+            f"{where}: the tokens were made by model {made_by!r} (hash {model_hash[:12]}) but the model "
+            f"given is {tokenizer.name!r} (hash {tokenizer.hash[:12]})"
+        )
+        if not force:
+            raise TokenFileError(
+                f"{message}; pass the model that made them (--model), or --force to decode anyway"
+            )
+        log.warning("%s; decoding anyway (--force)", message)
+    pitch_rows = int(corpus.meta.get("pitch_rows", 0))
+    if pitch_rows != tokenizer.pitch_rows:
+        has = "has a pitch row" if pitch_rows else "has no pitch row"
+        raise TokenFileError(
+            f"{where}: {has} but model {tokenizer.name!r} {'needs' if tokenizer.pitch_rows else 'has none'}; the "
+            f"tokens were made by model {made_by!r}: decode them with that model, or re-tokenize the audio"
+        )
+    stored = corpus.num_codebooks - pitch_rows  # codebooks stored
+    if stored > tokenizer.num_codebooks:
+        raise TokenFileError(
+            f"{where}: holds {stored} codebooks but the model has {tokenizer.num_codebooks}; "
+            "pass the model that made the tokens"
+        )
+    return pitch_rows
+
+
+def _check_out_dir(out_dir: Path, targets: list[Path], overwrite: bool) -> None:
+    """Refuse an output that is a file, or (without ``overwrite``) a folder that holds one of ``targets``."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} exists and is not a folder; token files resynthesize to a folder")
+    if out_dir.exists() and not overwrite:
+        clashes = [path for path in targets if path.exists()]
+        if clashes:
+            raise FileExistsError(
+                f"{clashes[0]} already exists ({len(clashes)} of {len(targets)} outputs do); "
+                "pass --overwrite to replace them"
+            )
 
 
 def _wav_name(utt_id: str, where: object) -> Path:

@@ -26,7 +26,8 @@ once (a checkpoint is still written unless the optimizer was halfway through an 
 
 The run folder and its overwrite/resume rules, the checkpoint cadence, stopping on signals, the logs, the
 schedule and the parameter groups are vqaudio.training's (shared with the prior's trainer); this module holds
-the codec's step (generator + optional discriminator), its fine-tuning rules and its validation.
+the codec's step (generator + optional discriminator) and its validation; what a run may change about the
+weights it starts from (--init-from, freezing, resuming) is vqaudio.codec.fine_tuning's.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ from torch.utils.data import DataLoader
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vqaudio.codec.discriminators import Discriminators, Judgement
+from vqaudio.codec.fine_tuning import (
+    freeze,
+    initialise_from,
+    keep_frozen_in_eval,
+    resumed_config,
+    same_architecture,
+    warn_about_changed_data,
+)
 from vqaudio.codec.istft import ISTFTHead
 from vqaudio.codec.losses import (
     ReconstructionLoss,
@@ -58,11 +67,10 @@ from vqaudio.codec.losses import (
     mel_distance,
 )
 from vqaudio.codec.pitch import estimate_pitch
-from vqaudio.codec.quantization import VectorQuantizer
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.codec.validation import VALIDATION_BATCH_FACTOR, ValidationSet, validate
 from vqaudio.codec.vqvae import VQVAE, build_model
-from vqaudio.config import Config, ConfigError, from_dict, to_dict
+from vqaudio.config import Config, ConfigError, to_dict
 from vqaudio.data.augment import Augmentation
 from vqaudio.data.crops import RandomCrops, cache_size_bytes
 from vqaudio.data.utterance import Utterance
@@ -223,11 +231,11 @@ class Trainer:
         checkpoint = self.folder.open(
             resume=resume,
             overwrite=overwrite,
-            resumable=lambda checkpoint: _same_architecture(checkpoint, config, self.out, overwrite),
+            resumable=lambda checkpoint: same_architecture(checkpoint, config, self.out, overwrite),
             context=context,
         )
         if checkpoint is not None:
-            config = _resumed_config(checkpoint, config, self.out)
+            config = resumed_config(checkpoint, config, self.out)
         self.config = config
         if config.train.num_threads > 0:
             torch.set_num_threads(config.train.num_threads)
@@ -237,7 +245,7 @@ class Trainer:
         if checkpoint is not None:
             step = self._restore(checkpoint)
         elif init_from is not None:
-            self.run["init_from"] = _initialise_from(self.model, config, init_from)
+            self.run["init_from"] = initialise_from(self.model, config, init_from)
         self.training_run = TrainingRun(
             self.folder, self._write_checkpoint, step, resumed=checkpoint is not None, context=context
         )
@@ -274,8 +282,7 @@ class Trainer:
         torch.manual_seed(train.seed)
         self.model: VQVAE = build_model(config.model).to(self.device)
         _standardise_parameter_strides(self.model)
-        for part in train.freeze:
-            getattr(self.model, part).requires_grad_(False)
+        freeze(self.model, train.freeze)
         self.loss = ReconstructionLoss(config.loss, config.model.sample_rate).to(self.device)
         envelope_loss = self.loss.envelope_loss
         if envelope_loss is not None and train.segment_seconds < envelope_loss.min_seconds:
@@ -304,7 +311,7 @@ class Trainer:
         self._restore_discriminators(checkpoint.get("discriminators"))
         restore_rng_states(checkpoint["rng"])
         self.validation = dict(checkpoint["validation"])
-        _warn_about_changed_data(checkpoint["run"], self.run)
+        warn_about_changed_data(checkpoint["run"], self.run)
         if checkpoint["run"].get("init_from"):  # a resumed fine-tuning run still says where it began
             self.run["init_from"] = checkpoint["run"]["init_from"]
         return int(checkpoint["step"])
@@ -420,12 +427,7 @@ class Trainer:
         """One optimizer update on ``batch`` [B, T]; advances ``self.step``."""
         loss_config, train = self.config.loss, self.config.train
         self.network.train()
-        if "encoder" in train.freeze:
-            self.model.encoder.eval()
-        if "quantizer" in train.freeze:  # no codebook statistics, restarts or k-means; dropout still applies
-            for module in self.model.quantizer.modules():
-                if isinstance(module, VectorQuantizer):
-                    module.eval()
+        keep_frozen_in_eval(self.model, train.freeze)
         self.optimizer.zero_grad(set_to_none=True)
         learning_rate = learning_rate_at(self.step, train)
         set_learning_rate(self.optimizer, learning_rate)
@@ -770,66 +772,6 @@ class _Window:
         }
 
 
-# Model-config fields that steer how a codebook trains, not what the weights are or how they are used: a
-# fine-tuning run may change them.
-TRAINING_ONLY_MODEL_FIELDS = frozenset(
-    f"model.quantizer.{name}"
-    for name in (
-        "commitment_weight",
-        "codebook_weight",
-        "ema_decay",
-        "laplace_epsilon",
-        "kmeans_init",
-        "kmeans_iters",
-        "dead_code_steps",
-        "usage_entropy_weight",
-        "quantizer_dropout",
-    )
-)
-
-
-# Model-config fields a fine-tuning run may switch on over a model trained without them: the modules they add
-# start from their own initialisation (which leaves the output unchanged), every other weight is loaded.
-ADDED_MODULES = {
-    "model.decoder.istft_excitation": ("decoder.head.harmonic_filter.", "decoder.head.pitch."),
-    "model.pitch.levels": ("pitch_embedding.",),  # a pitch row (with the excitation it drives)
-}
-
-
-def _initialise_from(model: VQVAE, config: Config, path: str | Path) -> dict[str, Any]:
-    """Load a released tokenizer's weights into ``model`` (same architecture, or the same plus modules in
-    ``ADDED_MODULES``); returns its provenance."""
-    source = Tokenizer.load(path)
-    differences = config_differences(source.config.model, config.model, "model")
-    training_only = [d for d in differences if d.split(":")[0] in TRAINING_ONLY_MODEL_FIELDS]
-    added = [d for d in differences if d.split(":")[0] in ADDED_MODULES]
-    differences = [d for d in differences if d not in training_only and d not in added]
-    if training_only:
-        log.info("--init-from %s: training settings changed (%s)", path, "; ".join(training_only))
-    if differences:
-        raise ConfigError(
-            f"--init-from {path}: its architecture differs from the recipe's ({'; '.join(differences[:3])}); "
-            "fine-tune with the recipe it was trained with"
-        )
-    new_prefixes = tuple(prefix for d in added for prefix in ADDED_MODULES[d.split(":")[0]])
-    keys = model.load_state_dict(source.model.state_dict(), strict=not added)
-    if keys.unexpected_keys or any(not key.startswith(new_prefixes) for key in keys.missing_keys):
-        raise ConfigError(
-            f"--init-from {path}: {'; '.join(added)} can only be added to a model, not removed from one"
-        )
-    if added:
-        log.info("--init-from %s: new modules start untrained (%s)", path, "; ".join(added))
-    training = source.training or {}
-    log.info("starting from the weights of %s (%s, %s steps)", path, source.name, training.get("steps", "?"))
-    return {
-        "path": str(path),
-        "name": source.name,
-        "weights_sha256": source.hash,
-        "steps": training.get("steps"),
-        "recipe": training.get("recipe"),
-    }
-
-
 def _duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
@@ -864,63 +806,3 @@ def _standardise_parameter_strides(model: nn.Module) -> None:
         for parameter in model.parameters():
             if parameter.stride() != torch.empty(parameter.shape).stride():
                 parameter.data = parameter.data.clone(memory_format=torch.contiguous_format)
-
-
-def _same_architecture(checkpoint: dict[str, Any], config: Config, out: Path, overwrite: bool) -> bool:
-    """Whether the checkpoint in ``out`` may be resumed with ``config``: the same architecture (else: start
-    over with ``overwrite``, refuse without)."""
-    saved = _saved_config(checkpoint, out / CHECKPOINT_FILE)
-    differences = config_differences(saved.model, config.model, "model")
-    if not differences:
-        return True
-    if not overwrite:
-        raise ConfigError(
-            f"{out} holds a run of another architecture ({'; '.join(differences[:4])}"
-            f"{' ...' if len(differences) > 4 else ''}); resume it with the recipe it was started with, "
-            "choose another --out, or pass --overwrite to start over"
-        )
-    log.warning(
-        "%s: the recipe's architecture differs from the checkpoint's; starting over (--overwrite)", out
-    )
-    return False
-
-
-def _saved_config(checkpoint: dict[str, Any], where: Path) -> Config:
-    try:
-        return from_dict(Config, checkpoint["config"], where=f"{where} config")
-    except (ConfigError, TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"{where}: the saved config cannot be read by this vqaudio ({exc}); start over with --overwrite"
-        ) from exc
-
-
-def _resumed_config(checkpoint: dict[str, Any], recipe: Config, out: Path) -> Config:
-    """The checkpoint's architecture with the recipe's loss and training settings (changes listed)."""
-    saved = _saved_config(checkpoint, out / CHECKPOINT_FILE)
-    changed = config_differences(saved.loss, recipe.loss, "loss") + config_differences(
-        saved.train, recipe.train, "train"
-    )
-    if changed:
-        log.warning("resuming with changed settings: %s", "; ".join(changed))
-    return Config(model=saved.model, loss=recipe.loss, train=recipe.train)
-
-
-def config_differences(saved: Any, new: Any, prefix: str) -> list[str]:
-    """``["model.latent_dim: 32 -> 64", ...]`` for the fields where two configs differ."""
-    differences: list[str] = []
-
-    def walk(a: Any, b: Any, path: str) -> None:
-        if isinstance(a, dict) and isinstance(b, dict):
-            for key in sorted(set(a) | set(b)):
-                walk(a.get(key), b.get(key), f"{path}.{key}")
-        elif a != b:
-            differences.append(f"{path}: {a!r} -> {b!r}")
-
-    walk(to_dict(saved), to_dict(new), prefix)
-    return differences
-
-
-def _warn_about_changed_data(saved_run: dict[str, Any], run: dict[str, Any]) -> None:
-    for key in ("data", "valid"):
-        if key in saved_run and key in run and saved_run[key] != run[key]:
-            log.warning("resuming with --%s %s (the run was started with %s)", key, run[key], saved_run[key])
