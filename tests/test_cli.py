@@ -17,6 +17,7 @@ import torch
 from conftest import speech_like
 
 from vqaudio.cli.main import main
+from vqaudio.codec.corpus_coding import resynthesize_tokens
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.io.audio import load_audio
 from vqaudio.io.token_file import load_tokens, token_paths
@@ -461,3 +462,12 @@ def test_resynth_into_an_existing_folder_needs_overwrite(
     code, _, err = run("resynth", tokenized, decoded, "--model", tiny_model_dir, "--overwrite")
     assert code == 0, err
     assert sf.info(decoded / "sub" / "e.wav").samplerate == 16000
+
+
+def test_resynth_with_a_bad_batch_size_leaves_nothing_behind(
+    tiny_tokenizer: Tokenizer, tmp_path: Path, tokenized: Path
+) -> None:
+    before = sorted(path.name for path in tmp_path.iterdir())
+    with pytest.raises(ValueError, match="batch"):
+        resynthesize_tokens(tiny_tokenizer, tokenized, tmp_path / "decoded", batch_size=0, progress=False)
+    assert sorted(path.name for path in tmp_path.iterdir()) == before  # no staging folder left

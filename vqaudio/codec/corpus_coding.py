@@ -276,16 +276,17 @@ def resynthesize_tokens(
     corpus.validate(codebook_size=tokenizer.codebook_size)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, [out_dir / _wav_name(utt_id, where) for utt_id in corpus], overwrite)
+    ids = list(corpus)
+    entries = [corpus.entry(utt_id) for utt_id in ids]
+    max_frames = max(1, int(chunk_seconds * tokenizer.frame_rate))
+    # planned before the staging folder exists, so a bad batch_size leaves nothing behind
+    batches = batch_by_length([entry.num_frames for entry in entries], batch_size, max_frames)
     # a new folder is built under a temporary name and renamed when complete
     staging = None
     if not out_dir.exists():
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     root = staging or out_dir
-    ids = list(corpus)
-    entries = [corpus.entry(utt_id) for utt_id in ids]
-    max_frames = max(1, int(chunk_seconds * tokenizer.frame_rate))
-    batches = batch_by_length([entry.num_frames for entry in entries], batch_size, max_frames)
     written = []
     try:
         with progress_bar(
