@@ -481,7 +481,8 @@ def test_recipe_loads_builds_and_runs(recipe: Path) -> None:
     with torch.inference_mode():
         out = model(speech_like(length, batch=1, sample_rate=config.model.sample_rate))
     assert out.audio.shape == (1, length)
-    assert out.codes.shape == (1, config.model.quantizer.num_codebooks, model.num_frames(length))
+    rows = config.model.pitch_rows + config.model.quantizer.num_codebooks  # a pitch row first, if any
+    assert out.codes.shape == (1, rows, model.num_frames(length))
     assert torch.isfinite(out.audio).all()
 
 

@@ -53,7 +53,8 @@ from vqaudio.features import frame_signal
 ENVELOPE_FLOOR = 0.01  # relative to the steady-state envelope; only the causal fade-in reaches it
 PHASE_MODES = ("direct", "integrated")
 EXCITATIONS = ("none", "harmonic")
-EXCITATION_BLOCK_FRAMES = 4096  # harmonic combs are synthesised this many frames at a time (bounded memory)
+EXCITATION_BLOCK_FRAMES = 4096
+HARMONICITY_START_LOGIT = -8.0  # f0_input: the comb starts with 0.03% of each bin's magnitude  # harmonic combs are synthesised this many frames at a time (bounded memory)
 
 
 class ISTFTHead(nn.Module):
@@ -110,13 +111,16 @@ class ISTFTHead(nn.Module):
         self.integrates_phase = self.integrated or self.harmonic
         self.num_bins = n_fft // 2 + 1
         self.projection = Conv1d(channels, 2 * self.num_bins, kernel_size=1)
-        if self.harmonic:
+        if self.harmonic and f0_input:
+            # per bin, the share of the magnitude the harmonic comb carries (a logit); near 0 at the start
+            self.harmonic_filter = Conv1d(channels, self.num_bins, kernel_size=1, weight_norm=False)
+            weight, bias = self.harmonic_filter.parameters()
+            nn.init.zeros_(weight)
+            nn.init.constant_(bias, HARMONICITY_START_LOGIT)
+        elif self.harmonic:
             self.harmonic_filter = Conv1d(channels, 2 * self.num_bins, kernel_size=1, weight_norm=False)
-            parameters = list(self.harmonic_filter.parameters())
-            if not f0_input:
-                self.pitch = Conv1d(channels, 1, kernel_size=1, weight_norm=False)
-                parameters += list(self.pitch.parameters())
-            for parameter in parameters:
+            self.pitch = Conv1d(channels, 1, kernel_size=1, weight_norm=False)
+            for parameter in [*self.harmonic_filter.parameters(), *self.pitch.parameters()]:
                 nn.init.zeros_(parameter)  # no harmonic branch, F0 mid-range, at the start
         total = n_fft - hop_length
         self.crop_left = 0 if causal else total - total // 2
@@ -146,8 +150,8 @@ class ISTFTHead(nn.Module):
     def predict(self, x: Tensor, pitch: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """[B, channels, F] -> [B, C, F] float32: log-magnitudes, then phases or phase deviations (``C = 2 *
         bins``); with the harmonic excitation also the real and imaginary harmonic gains and the raw F0
-        (``C = 4 * bins + 1``; ``log_f0`` reads it), or with ``f0_input`` the given log F0 and voicing
-        (``C = 4 * bins + 2``).
+        (``C = 4 * bins + 1``; ``log_f0`` reads it), or with ``f0_input`` the harmonic shares' logits and
+        the given log F0 and voicing (``C = 3 * bins + 2``).
 
         Args:
             x: [B, channels, F] features.
@@ -196,12 +200,17 @@ class ISTFTHead(nn.Module):
         else:
             phase = raw
         magnitude = torch.exp(log_magnitude.clamp(max=self.max_log_magnitude))
+        if self.f0_input:  # harmonic plus noise under one envelope
+            share = torch.sigmoid(prediction[:, 2 * self.num_bins : 3 * self.num_bins]) * prediction[:, -1:]
+            comb = self.harmonic_comb(self.log_f0(prediction).exp().detach())
+            noise = (1 - share) * magnitude
+            real = noise * torch.cos(phase) + share * magnitude * comb.real
+            imaginary = noise * torch.sin(phase) + share * magnitude * comb.imag
+            return torch.cat([real, imaginary], dim=1)
         real, imaginary = magnitude * torch.cos(phase), magnitude * torch.sin(phase)
         if self.harmonic:
             gain_real, gain_imaginary = prediction[:, 2 * self.num_bins : 4 * self.num_bins].chunk(2, dim=1)
             comb = self.harmonic_comb(self.log_f0(prediction).exp().detach())
-            if self.f0_input:
-                comb = comb * prediction[:, -1:]  # the comb sounds in voiced frames only
             real = real + gain_real * comb.real - gain_imaginary * comb.imag
             imaginary = imaginary + gain_real * comb.imag + gain_imaginary * comb.real
         return torch.cat([real, imaginary], dim=1)
