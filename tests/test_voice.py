@@ -199,7 +199,7 @@ def test_eval_report_has_the_voice_columns_and_the_original_row(
     utterance = report["utterances"][0]
     assert set(utterance["scores"]) == {"vqaudio_nq3", "original"}
     assert set(utterance["scores"]["original"]) == set(metrics.METRICS)
-    assert set(utterance["recognized"]) == {"vqaudio_nq3"}
+    assert set(utterance["recognized"]) == {"vqaudio_nq3", "original"}  # the original's: the WER reference
     text = (out / "report.md").read_text()
     assert "## Voice" in text and "| `original` |" in text
     for header in ("voicing recall", "F0 error cents", "HNR drop dB", "DNSMOS OVRL", "WER"):

@@ -113,7 +113,7 @@ class ClipScores(NamedTuple):
     dnsmos_ovrl: float
     wer: float
     failures: tuple[str, ...]
-    recognized: str | None = None  # the words pocketsphinx heard (when the WER was scored)
+    recognized: str | None = None  # the words pocketsphinx heard (when the WER was measured)
 
 
 def unavailable_metrics() -> dict[str, str]:
@@ -415,8 +415,8 @@ def _scores(
             continue
         except MetricError as exc:
             failures.append(f"{name}: {exc}")
-    recognized = decoded.known("recognized") if math.isfinite(values["wer"]) else None
-    return ClipScores(**values, failures=tuple(failures), recognized=recognized)
+    # the original's recognition is kept too when it served as the reference of the systems' WER
+    return ClipScores(**values, failures=tuple(failures), recognized=decoded.known("recognized"))
 
 
 def _check_skip(skip: frozenset[str], caller: str) -> None:
