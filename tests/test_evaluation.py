@@ -18,7 +18,7 @@ from vqaudio.cli.main import main
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.codec.vqvae import build_model
 from vqaudio.errors import AudioError, DataError
-from vqaudio.evaluation import metrics
+from vqaudio.evaluation import metrics, voice
 from vqaudio.evaluation.alignment import align_to_reference, estimate_lag, shift_to_length
 from vqaudio.evaluation.baselines import default_baselines, opus_audio_bytes, run_baseline
 from vqaudio.evaluation.codebook_stats import code_histograms, codebook_usage, usage_from_histograms
@@ -27,6 +27,8 @@ from vqaudio.evaluation.evaluate import EvalOptions, check_n_q, evaluate, run_ev
 SAMPLE_RATE = 16000
 HAVE_PESQ = "pesq_wb" not in metrics.unavailable_metrics()
 HAVE_STOI = "stoi" not in metrics.unavailable_metrics()
+# the voice metrics have tests of their own (tests/test_voice.py); DNSMOS costs seconds per clip
+VOICE = frozenset(voice.PRAAT_METRICS + voice.DNSMOS_METRICS + (voice.WER_METRIC,))
 INSTALLED_BASELINES = [b for b in default_baselines() if not b.missing_tools()]
 
 
@@ -44,7 +46,7 @@ def strict_json(path: Path) -> dict:
 # --------------------------------------------------------------------------------------------------
 def test_identical_signals_score_perfectly() -> None:
     clip = speech_like(2 * SAMPLE_RATE, seed=1)
-    scores = metrics.score_clip(clip, clip.copy(), SAMPLE_RATE)
+    scores = metrics.score_clip(clip, clip.copy(), SAMPLE_RATE, skip=VOICE)
     assert scores.si_sdr == metrics.SI_SDR_LIMIT_DB  # infinite SNR, capped so means stay finite
     assert scores.mel_distance == pytest.approx(0.0, abs=1e-6)
     assert scores.stft_distance == pytest.approx(0.0, abs=1e-6)
@@ -119,7 +121,7 @@ def test_distances_grow_with_distortion() -> None:
 
 def test_silent_and_short_clips_are_recorded_as_failures_not_raised() -> None:
     silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
-    scores = metrics.score_clip(speech_like(SAMPLE_RATE), silence, SAMPLE_RATE)
+    scores = metrics.score_clip(speech_like(SAMPLE_RATE), silence, SAMPLE_RATE, skip=VOICE)
     failed = {failure.split(":")[0] for failure in scores.failures}
     assert {"si_sdr", "stft_distance"} <= failed
     assert math.isnan(scores.si_sdr) and math.isnan(scores.stft_distance)
@@ -127,7 +129,9 @@ def test_silent_and_short_clips_are_recorded_as_failures_not_raised() -> None:
     if HAVE_PESQ:
         assert "pesq_wb" in failed
         short = speech_like(800, seed=5)  # 50 ms
-        assert "pesq_wb" in {f.split(":")[0] for f in metrics.score_clip(short, short, SAMPLE_RATE).failures}
+        assert "pesq_wb" in {
+            f.split(":")[0] for f in metrics.score_clip(short, short, SAMPLE_RATE, skip=VOICE).failures
+        }
     if HAVE_STOI:
         assert "stoi" in failed
     with pytest.raises(metrics.MetricError, match="silent"):
@@ -137,7 +141,7 @@ def test_silent_and_short_clips_are_recorded_as_failures_not_raised() -> None:
 def test_metrics_reject_unaligned_or_malformed_input() -> None:
     clip = speech_like(SAMPLE_RATE)
     with pytest.raises(ValueError, match="same length.*align"):
-        metrics.score_clip(clip[:-10], clip, SAMPLE_RATE)
+        metrics.score_clip(clip[:-10], clip, SAMPLE_RATE, skip=VOICE)
     with pytest.raises(ValueError, match=r"mono audio \[T\]"):
         metrics.si_sdr(np.stack([clip, clip]), np.stack([clip, clip]))
     with pytest.raises(TypeError, match="float audio"):
@@ -148,7 +152,7 @@ def test_metrics_reject_unaligned_or_malformed_input() -> None:
 
 def test_score_clip_skips_named_metrics() -> None:
     clip = speech_like(SAMPLE_RATE)
-    scores = metrics.score_clip(clip, clip, SAMPLE_RATE, skip=frozenset({"pesq_wb", "stoi"}))
+    scores = metrics.score_clip(clip, clip, SAMPLE_RATE, skip=VOICE | {"pesq_wb", "stoi"})
     assert math.isnan(scores.pesq_wb) and math.isnan(scores.stoi) and scores.failures == ()
 
 
@@ -254,7 +258,7 @@ def test_installed_baselines_give_plausible_scores_on_a_short_clip() -> None:
         assert 0.5 * baseline.nominal_kbps < measured_kbps < 1.3 * baseline.nominal_kbps, baseline.name
         aligned = align_to_reference(output.audio, reference, SAMPLE_RATE)
         assert -0.002 * SAMPLE_RATE <= aligned.lag < 0.05 * SAMPLE_RATE, baseline.name  # codecs are late
-        scores = metrics.score_clip(aligned.audio, reference, SAMPLE_RATE)
+        scores = metrics.score_clip(aligned.audio, reference, SAMPLE_RATE, skip=VOICE)
         assert scores.mel_distance < 2.5, baseline.name
         if baseline.codec == "opus":  # a waveform codec: once aligned, it follows the waveform
             assert scores.si_sdr > 0 and aligned.correlation > 0.7, baseline.name
@@ -286,7 +290,11 @@ def test_served_bitrates_follow_the_quantizer(tiny_tokenizer: Tokenizer) -> None
 def test_report_folder_on_a_tiny_model(tiny_tokenizer: Tokenizer, audio_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = run_evaluation(
-        audio_folder, tiny_tokenizer, out, EvalOptions(num_examples=2, progress=False), model_path="tiny"
+        audio_folder,
+        tiny_tokenizer,
+        out,
+        EvalOptions(num_examples=2, progress=False, voice=False),
+        model_path="tiny",
     )
     report = strict_json(out / "report.json")
     assert report["format"] == "vqaudio-eval-report"
@@ -346,7 +354,9 @@ def test_out_folder_is_refused_without_overwrite_and_replaced_with_it(
     out = tmp_path / "reports" / "report"
     out.mkdir(parents=True)
     (out / "old.txt").write_text("old")
-    options = EvalOptions(n_q=(3,), baselines=False, max_utterances=2, num_examples=0, progress=False)
+    options = EvalOptions(
+        n_q=(3,), baselines=False, max_utterances=2, num_examples=0, progress=False, voice=False
+    )
     with pytest.raises(FileExistsError, match="--overwrite"):
         run_evaluation(audio_folder, tiny_tokenizer, out, options)
     run_evaluation(audio_folder, tiny_tokenizer, out, options, overwrite=True)
@@ -364,7 +374,9 @@ def test_missing_metric_packages_and_codec_tools_are_noted_not_fatal(
     import vqaudio.evaluation.evaluate as evaluate_module
 
     note = "the 'pesq' package is not installed (pip install 'vqaudio[metrics]')"
-    monkeypatch.setattr(evaluate_module, "unavailable_metrics", lambda: {"pesq_wb": note})
+    voice_note = "the 'speechmos' package is not installed (pip install 'vqaudio[voice]')"
+    missing = {"pesq_wb": note, **dict.fromkeys(voice.DNSMOS_METRICS, voice_note)}
+    monkeypatch.setattr(evaluate_module, "unavailable_metrics", lambda: missing)
     real_which = shutil.which
     monkeypatch.setattr(
         baselines_module.shutil,
@@ -377,16 +389,22 @@ def test_missing_metric_packages_and_codec_tools_are_noted_not_fatal(
     report = strict_json(out / "report.json")
     assert report["metrics"]["pesq_wb"] == {**report["metrics"]["pesq_wb"], "available": False, "note": note}
     assert report["systems"]["vqaudio_nq3"]["metrics"]["pesq_wb"]["scored"] == 0
+    assert report["metrics"]["dnsmos_ovrl"]["note"] == voice_note
+    assert report["metrics"]["wer"]["available"] is False and "--wer" in report["metrics"]["wer"]["note"]
+    assert report["original"] is None  # nothing without a reference was measured
     assert set(report["baselines_unavailable"]) == {b.name for b in default_baselines()}
     assert "install the Debian package 'codec2'" in report["baselines_unavailable"]["codec2_3200"]
     text = (out / "report.md").read_text()
     assert "**Unavailable: the 'pesq' package is not installed" in text
     assert "## Baselines not run" in text and "opus-tools" in text
     assert "| n/a |" in text
+    assert "**Unavailable: the 'speechmos' package is not installed (pip install 'vqaudio[voice]')" in text
 
 
 def test_max_seconds_stops_after_whole_utterances(tiny_tokenizer: Tokenizer, audio_folder: Path) -> None:
-    options = EvalOptions(n_q=(1,), baselines=False, max_seconds=1.0, num_examples=0, progress=False)
+    options = EvalOptions(
+        n_q=(1,), baselines=False, max_seconds=1.0, num_examples=0, progress=False, voice=False
+    )
     result = evaluate(audio_folder, tiny_tokenizer, options)
     seconds = [utt.seconds for utt in result.utterances]
     assert sum(seconds) >= 1.0 and sum(seconds) - min(seconds) < 1.0 + max(seconds)
@@ -397,11 +415,11 @@ def test_unreadable_files_fail_clearly_or_are_skipped_and_listed(
     tiny_tokenizer: Tokenizer, audio_folder: Path, tmp_path: Path
 ) -> None:
     (audio_folder / "broken.wav").write_bytes(b"RIFF not really a wav file")
-    options = EvalOptions(n_q=(3,), baselines=False, num_examples=0, progress=False)
+    options = EvalOptions(n_q=(3,), baselines=False, num_examples=0, progress=False, voice=False)
     with pytest.raises(AudioError, match=r"broken\.wav.*--skip-bad"):
         evaluate(audio_folder, tiny_tokenizer, options)
     out = tmp_path / "report"
-    skip = EvalOptions(n_q=(3,), baselines=False, num_examples=0, progress=False, skip_bad=True)
+    skip = EvalOptions(n_q=(3,), baselines=False, num_examples=0, progress=False, skip_bad=True, voice=False)
     run_evaluation(audio_folder, tiny_tokenizer, out, skip)
     report = strict_json(out / "report.json")
     assert report["data"]["utterances"] == 6
@@ -422,6 +440,7 @@ def test_cli_eval_writes_a_report_and_maps_errors_to_exit_codes(
     out = tmp_path / "report"
     args = ["eval", str(audio_folder), "--model", str(tiny_model_dir), "--out", str(out)]
     fast = ["--no-baselines", "--n-q", "1,3", "--max-utterances", "2", "--examples", "1", "--no-progress"]
+    fast += ["--no-voice"]
     assert main([*args, *fast, "--threads", "1"]) == 0
     assert "`vqaudio_nq1`" in capsys.readouterr().out
     assert list(strict_json(out / "report.json")["systems"]) == ["vqaudio_nq1", "vqaudio_nq3"]
@@ -430,6 +449,8 @@ def test_cli_eval_writes_a_report_and_maps_errors_to_exit_codes(
     other = ["eval", str(audio_folder), "--model", str(tiny_model_dir), "--out", str(tmp_path / "new")]
     assert main([*other, "--n-q", "9"]) == 2
     assert main([*other, "--n-q", "one"]) == 2
+    assert main([*other, "--wer", "--language", "de"]) == 2  # pocketsphinx knows English only
+    assert "English" in capsys.readouterr().err
     missing = [
         "eval",
         str(tmp_path / "nowhere"),

@@ -1,4 +1,4 @@
-"""``vqaudio eval``: reconstruction, bitrate and codebook usage of a tokenizer against Opus and Codec2."""
+"""``vqaudio eval``: reconstruction, voice, bitrate and codebook usage of a tokenizer against Opus and Codec2."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ EVAL_HELP = (
     "with quantizer dropout; all codebooks otherwise): SI-SDR, log-mel L1, multi-resolution STFT distance, "
     "PESQ-WB and STOI (these two need the pesq and pystoi packages: the 'metrics' extra), kbps, tokens/s, "
     "encode and decode real-time factors, and per-codebook usage, entropy and perplexity.\n\n"
+    "The voice (the 'voice' extra: praat-parselmouth, speechmos, onnxruntime, pocketsphinx): Praat's voicing "
+    "recall and precision, median F0 error and gross F0 errors, HNR drop; DNSMOS P.835 SIG/BAK/OVRL, also of "
+    "the original; with --wer (or --language en) the word error rate of pocketsphinx, against the corpus "
+    "transcripts or else against what it hears in the original (English only, about real time per "
+    "system). A missing package leaves its metrics out, with a note in the report.\n\n"
     "Baselines run on the same clips when their tools are installed: Codec2 3200/2400/1600/700C (Debian "
     "package codec2) and Opus 6/8/12 kbps (opus-tools); their output is aligned to the reference first.\n\n"
     "OUT is written atomically (a temporary folder renamed at the end); an existing OUT needs --overwrite."
@@ -54,12 +59,21 @@ def eval_command(
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help="Skip unreadable files (listed in the report) instead of failing."
     ),
+    voice: bool = typer.Option(
+        True, "--voice/--no-voice", help="Praat voicing, F0 and HNR, and DNSMOS (the 'voice' extra)."
+    ),
+    wer: bool = typer.Option(
+        False, "--wer", help="Word error rates of pocketsphinx (English speech only; slow)."
+    ),
+    language: str | None = typer.Option(
+        None, "--language", help="Language of DATA, when known; 'en' turns on --wer."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Tokenizer + baselines on DATA -> report folder OUT (help: EVAL_HELP)."""
     from vqaudio.codec.tokenizer import Tokenizer
-    from vqaudio.evaluation.evaluate import EvalOptions, check_n_q, run_evaluation
+    from vqaudio.evaluation.evaluate import EvalOptions, check_n_q, is_english, run_evaluation
     from vqaudio.evaluation.report import markdown_summary
 
     requested = _parse_n_q(n_q)
@@ -69,6 +83,11 @@ def eval_command(
         )
     if max_seconds is not None and max_seconds <= 0:
         raise typer.BadParameter(f"must be positive, got {max_seconds}", param_hint="--max-seconds")
+    if wer and language is not None and not is_english(language):
+        raise typer.BadParameter(
+            f"--wer needs English speech (pocketsphinx ships a US English model), got --language {language}",
+            param_hint="--wer",
+        )
     _check_device(device)
     tokenizer = Tokenizer.load(model, device=device)
     try:
@@ -85,6 +104,9 @@ def eval_command(
         threads=threads,
         seed=seed,
         progress=progress,
+        voice=voice,
+        wer=wer,
+        language=language,
     )
     result = run_evaluation(data, tokenizer, out, options, overwrite=overwrite, model_path=model)
     typer.echo(markdown_summary(result))

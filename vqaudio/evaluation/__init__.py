@@ -1,6 +1,9 @@
 """Evaluation: ``vqaudio eval`` and the pieces it is built from (each importable on its own).
 
-* ``metrics``: SI-SDR, log-mel L1, multi-resolution STFT distance, PESQ-WB, STOI of one clip.
+* ``metrics``: SI-SDR, log-mel L1, multi-resolution STFT distance, PESQ-WB, STOI of one clip, and
+  ``score_clip``, every metric of one clip (these and the voice metrics).
+* ``voice``: voicing recall / precision, F0 error and HNR drop against Praat, DNSMOS P.835, word error rate
+  (pocketsphinx); ``clip_checks``: the exceptions and input checks both share.
 * ``alignment``: remove a codec's delay before scoring (cross-correlation lag search).
 * ``baselines``: Codec2 and Opus through their command-line tools.
 * ``codebook_stats``: per-codebook used fraction, entropy and perplexity, and their accumulator over

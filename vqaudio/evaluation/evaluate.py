@@ -3,13 +3,16 @@
 For every bitrate the model serves (each n_q of a residual VQ trained with quantizer dropout, as in
 SoundStream, Zeghidour et al., 2021, https://arxiv.org/abs/2107.03312; otherwise all codebooks) and for
 every installed baseline codec (Codec2, Opus), each whole utterance is encoded and decoded, the baselines'
-output is aligned to the reference (``alignment``), and every metric (``metrics``) is computed; codebook usage
-is counted on the full-bitrate codes (``codebook_stats``). ``run_evaluation`` writes the report folder
+output is aligned to the reference (``alignment``), and every metric (``metrics``, ``voice``) is computed; the
+reference's voice analyses (Praat, DNSMOS, recognition) are made once per utterance and the original gets a
+row of its own for the metrics that need no reference; codebook usage is counted on the full-bitrate codes
+(``codebook_stats``). ``run_evaluation`` writes the report folder
 atomically (``report`` renders it, ``plots`` draws it)::
 
     corpus ─► utterance ─► tokenizer.encode ─► codes [K, F] ─┬─► decode(codes[:n_q]) ─► scores vqaudio_nq{n_q}
                  │                                           └─► histograms ─► codebook usage
-                 └──────► c2enc/c2dec, opusenc/opusdec ─► align ─► scores codec2_3200, opus_6k, ...
+                 ├──────► c2enc/c2dec, opusenc/opusdec ─► align ─► scores codec2_3200, opus_6k, ...
+                 └──────► DNSMOS, recognition ─► scores original
 """
 
 from __future__ import annotations
@@ -32,15 +35,22 @@ from vqaudio.errors import AudioError, DataError
 from vqaudio.evaluation.alignment import align_to_reference
 from vqaudio.evaluation.baselines import BaselineError, default_baselines, run_baseline
 from vqaudio.evaluation.codebook_stats import code_histograms, usage_from_histograms
-from vqaudio.evaluation.metrics import score_clip, unavailable_metrics
+from vqaudio.evaluation.metrics import (
+    NO_REFERENCE_METRICS,
+    score_clip,
+    score_original,
+    unavailable_metrics,
+)
 from vqaudio.evaluation.report import write_report
 from vqaudio.evaluation.results import (
+    ORIGINAL,
     EvalOptions,
     EvalResult,
     EvaluatedUtterance,
     SystemResult,
     SystemSpec,
 )
+from vqaudio.evaluation.voice import DNSMOS_METRICS, PRAAT_METRICS, WER_METRIC, VoiceAnalysis
 from vqaudio.io.atomic import atomic_folder
 from vqaudio.io.audio import load_audio
 from vqaudio.progress import progress_bar
@@ -167,7 +177,8 @@ def evaluate(
     systems = [SystemResult(spec) for spec in model_systems(tokenizer, n_q_values)]
     baselines, unavailable_baselines = baseline_systems(options.baselines)
     systems += [SystemResult(spec) for spec in baselines]
-    skip_metrics = unavailable_metrics()
+    skip_metrics = {**not_requested_metrics(options), **unavailable_metrics()}
+    original = SystemResult(ORIGINAL) if set(NO_REFERENCE_METRICS) - set(skip_metrics) else None
     counts = np.zeros((tokenizer.num_codebooks, tokenizer.codebook_size), dtype=np.int64)
     utterances: list[EvaluatedUtterance] = []
     skipped: list[tuple[str, str]] = []
@@ -195,11 +206,18 @@ def evaluate(
             seconds = reference.shape[0] / sample_rate
             # silent clips make useless examples
             keep = len(examples) < options.num_examples and float(np.abs(reference).max()) > EXAMPLE_MIN_PEAK
-            decoded = _evaluate_model(tokenizer, reference, utterance.id, systems, counts, skip_metrics)
-            decoded.update(_evaluate_baselines(reference, sample_rate, utterance.id, systems, skip_metrics))
+            voice = VoiceAnalysis(reference, sample_rate, utterance.text)
+            decoded = _evaluate_model(
+                tokenizer, reference, utterance.id, systems, counts, skip_metrics, voice
+            )
+            decoded.update(
+                _evaluate_baselines(reference, sample_rate, utterance.id, systems, skip_metrics, voice)
+            )
+            if original is not None:
+                original.scores[utterance.id] = score_original(voice, frozenset(skip_metrics))
             if keep:
                 examples[utterance.id] = {"original": reference, **decoded}
-            utterances.append(EvaluatedUtterance(utterance.id, str(utterance.path), seconds))
+            utterances.append(EvaluatedUtterance(utterance.id, str(utterance.path), seconds, utterance.text))
             total_seconds += seconds
             bar.set_postfix(seconds=f"{total_seconds:.0f}")
         bar.close()
@@ -217,6 +235,7 @@ def evaluate(
         environment=_environment(tokenizer, options),
         options=options,
         systems=systems,
+        original=original,
         utterances=sorted(utterances, key=lambda utt: utt.id),
         skipped=skipped,
         code_counts=counts,
@@ -272,6 +291,7 @@ def _evaluate_model(
     systems: list[SystemResult],
     counts: np.ndarray,
     skip_metrics: dict[str, str],
+    voice: VoiceAnalysis,
 ) -> dict[str, np.ndarray]:
     """Encode once at full n_q, decode every evaluated n_q; returns {system name: decoded audio}."""
     sample_rate = tokenizer.sample_rate
@@ -293,7 +313,9 @@ def _evaluate_model(
 
         output, decode_seconds = _timed(tokenizer, decode)
         audio = output.detach().cpu().numpy().astype(np.float32, copy=False)
-        system.scores[utterance_id] = score_clip(audio, reference, sample_rate, frozenset(skip_metrics))
+        system.scores[utterance_id] = score_clip(
+            audio, reference, sample_rate, frozenset(skip_metrics), voice
+        )
         system.encoded_bits += round(spec.kbps * 1000 * seconds)  # fixed rate: n_q * log2(K) bits per frame
         system.audio_seconds += seconds
         system.encode_seconds += encode_seconds
@@ -308,6 +330,7 @@ def _evaluate_baselines(
     utterance_id: str,
     systems: list[SystemResult],
     skip_metrics: dict[str, str],
+    voice: VoiceAnalysis,
 ) -> dict[str, np.ndarray]:
     """Run every baseline on one clip; a codec failure is recorded for that clip, not raised."""
     seconds = reference.shape[0] / sample_rate
@@ -322,7 +345,7 @@ def _evaluate_baselines(
             continue
         aligned = align_to_reference(output.audio, reference, sample_rate)
         system.scores[utterance_id] = score_clip(
-            aligned.audio, reference, sample_rate, frozenset(skip_metrics)
+            aligned.audio, reference, sample_rate, frozenset(skip_metrics), voice
         )
         system.lags[utterance_id] = aligned.lag
         system.encoded_bits += output.encoded_bits
@@ -388,7 +411,38 @@ def _environment(tokenizer: Tokenizer, options: EvalOptions) -> dict[str, Any]:
     }
 
 
+def not_requested_metrics(options: EvalOptions) -> dict[str, str]:
+    """The metrics ``options`` leave out, with a note saying how to ask for them."""
+    notes = {}
+    if not options.voice:
+        note = "not requested (--no-voice); leave that out to measure it"
+        notes.update(dict.fromkeys((*PRAAT_METRICS, *DNSMOS_METRICS), note))
+    if not wants_wer(options):
+        if options.language is not None and not is_english(options.language):
+            notes[WER_METRIC] = f"pocketsphinx recognises English only (--language {options.language})"
+        else:
+            notes[WER_METRIC] = (
+                "not requested: pass --wer or --language en (English speech; about real time per system)"
+            )
+    return notes
+
+
+def wants_wer(options: EvalOptions) -> bool:
+    """Word error rates are measured when asked for, or when the corpus is said to be English."""
+    return options.wer or (options.language is not None and is_english(options.language))
+
+
+def is_english(language: str) -> bool:
+    """``en``, ``en-US``, ``en_GB``, ``English`` ..."""
+    return language.lower().replace("_", "-").split("-")[0] in ("en", "eng", "english")
+
+
 def _check_options(options: EvalOptions) -> None:
+    if options.wer and options.language is not None and not is_english(options.language):
+        raise ValueError(
+            f"--wer needs English speech (pocketsphinx ships a US English model), got --language "
+            f"{options.language}; leave out --wer"
+        )
     if options.max_utterances is not None and options.max_utterances < 1:
         raise ValueError(f"--max-utterances must be at least 1, got {options.max_utterances}")
     if options.max_seconds is not None and not options.max_seconds > 0:

@@ -1,4 +1,4 @@
-"""Reconstruction metrics of one decoded clip against its reference.
+"""Metrics of one decoded clip against its reference.
 
 * SI-SDR, scale-invariant signal-to-distortion ratio in dB (Le Roux et al., 2019, "SDR - half-baked or well
   done?", https://arxiv.org/abs/1811.02508), on zero-mean signals; higher is better.
@@ -9,8 +9,10 @@
 * PESQ wide-band (ITU-T P.862.2) through the ``pesq`` package, at 16 kHz; 1.0 (bad) to 4.64 (transparent).
 * STOI (Taal et al., 2011) through the ``pystoi`` package; 0 to 1.
 
-PESQ and STOI come from the optional extra ``vqaudio[metrics]``; ``unavailable_metrics()`` says which are
-missing. Metrics that cannot be computed on a clip (PESQ finds no speech in a silent clip, STOI needs about
+and the voice metrics of ``voice`` (Praat voicing, F0 error and HNR drop; DNSMOS P.835; word error rate).
+
+PESQ and STOI come from the optional extra ``vqaudio[metrics]``, the voice metrics from ``vqaudio[voice]``;
+``unavailable_metrics()`` says which are missing. Metrics that cannot be computed on a clip (PESQ finds no speech in a silent clip, STOI needs about
 a second of non-silent audio) raise ``MetricError``; ``score_clip`` records those failures instead of raising
 so that one bad clip never stops an evaluation.
 """
@@ -21,6 +23,7 @@ import functools
 import importlib
 import math
 import warnings
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -29,6 +32,14 @@ import torch
 
 from vqaudio.codec.losses import MultiResolutionSTFTLoss
 from vqaudio.codec.losses import mel_distance as _mel_distance
+from vqaudio.evaluation import voice
+from vqaudio.evaluation.clip_checks import (
+    MetricError,
+    MetricUnavailable,
+    check_not_silent,
+    clip_pair,
+)
+from vqaudio.evaluation.voice import VoiceAnalysis
 
 # Beyond about 100 dB the distortion is float rounding; capping keeps one perfect clip from making a corpus
 # mean infinite (and keeps report.json valid JSON). An all-zero estimate gets -100.
@@ -37,10 +48,6 @@ SI_SDR_LIMIT_DB = 100.0
 STFT_DISTANCE_FFT_SIZES = (512, 1024, 2048)
 STFT_DISTANCE_HOP_SIZES = (128, 256, 512)
 STFT_DISTANCE_WIN_SIZES = (512, 1024, 2048)
-
-# A reference quieter than this (RMS, about -100 dBFS) is treated as silence: spectral convergence divides by
-# its magnitude and STOI removes every frame, so neither is defined on it.
-SILENCE_RMS = 1e-5
 
 PESQ_SAMPLE_RATE = 16000  # wide-band PESQ is defined at 16 kHz; other rates are resampled to it
 
@@ -51,21 +58,42 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "mel_distance": ("log-mel L1 distance", "", False),
     "stft_distance": ("multi-resolution STFT distance", "", False),
     "si_sdr": ("SI-SDR", "dB", True),
+    "voicing_recall": (
+        "voicing recall: of the frames Praat calls voiced in the input, the share voiced in the output",
+        "",
+        True,
+    ),
+    "voicing_precision": (
+        "voicing precision: of the output's voiced frames, the share voiced in the input",
+        "",
+        True,
+    ),
+    "f0_error_cents": ("median F0 error over the frames voiced in both (Praat)", "cents", False),
+    "f0_gross_error_rate": (
+        f"gross F0 errors: share of those frames more than {voice.GROSS_ERROR_CENTS:g} cents off",
+        "",
+        False,
+    ),
+    "hnr_drop_db": (
+        "HNR drop: Praat harmonicity of the input minus the output's, over the input's voiced frames",
+        "dB",
+        False,
+    ),
+    "dnsmos_sig": ("DNSMOS P.835 speech quality (no reference)", "MOS", True),
+    "dnsmos_bak": ("DNSMOS P.835 background noise (no reference)", "MOS", True),
+    "dnsmos_ovrl": ("DNSMOS P.835 overall quality (no reference)", "MOS", True),
+    "wer": ("word error rate of pocketsphinx (US English)", "", False),
 }
+# scored on the original audio too: they need no reference (the WER's reference is the transcript)
+NO_REFERENCE_METRICS = (*voice.DNSMOS_METRICS, voice.WER_METRIC)
+# computed only when asked for (slow, English only)
+OPT_IN_METRICS = frozenset({voice.WER_METRIC})
 
 INSTALL_HINT = "pip install 'vqaudio[metrics]'"
 
 
-class MetricError(Exception):
-    """A metric that is undefined on this clip (e.g. PESQ on silence); the message says why."""
-
-
-class MetricUnavailable(Exception):
-    """A metric whose package is not installed; the message says how to install it."""
-
-
 class ClipScores(NamedTuple):
-    """All metrics of one clip; NaN where a metric is unavailable or failed on this clip.
+    """All metrics of one clip (``METRICS``); NaN where a metric is unavailable, skipped or failed on it.
 
     failures: ``"metric: reason"`` for every metric that failed on this clip (not for unavailable ones).
     """
@@ -75,18 +103,43 @@ class ClipScores(NamedTuple):
     mel_distance: float
     stft_distance: float
     si_sdr: float
+    voicing_recall: float
+    voicing_precision: float
+    f0_error_cents: float
+    f0_gross_error_rate: float
+    hnr_drop_db: float
+    dnsmos_sig: float
+    dnsmos_bak: float
+    dnsmos_ovrl: float
+    wer: float
     failures: tuple[str, ...]
+    recognized: str | None = None  # the words pocketsphinx heard (when the WER was measured)
 
 
 def unavailable_metrics() -> dict[str, str]:
     """Metrics whose optional package is missing: ``{name: note saying what to install}``."""
     missing = {}
-    for name, module in (("pesq_wb", "pesq"), ("stoi", "pystoi")):
+    for names, module, package, hint in _PACKAGES:
         try:
-            __import__(module)
-        except ImportError:
-            missing[name] = f"the '{module}' package is not installed ({INSTALL_HINT})"
+            importlib.import_module(module)
+        except ImportError as exc:
+            note = f"the '{package}' package is not installed ({hint})"
+            if (
+                exc.name and exc.name.split(".")[0] != module.split(".")[0]
+            ):  # present, but its dependency is not
+                note = f"'{package}' cannot be imported: {exc} ({hint})"
+            missing.update(dict.fromkeys(names, note))
     return missing
+
+
+# (metrics, module imported to check, package to install, how)
+_PACKAGES = (
+    (("pesq_wb",), "pesq", "pesq", INSTALL_HINT),
+    (("stoi",), "pystoi", "pystoi", INSTALL_HINT),
+    (voice.PRAAT_METRICS, "parselmouth", "praat-parselmouth", voice.VOICE_INSTALL_HINT),
+    (voice.DNSMOS_METRICS, "speechmos.dnsmos", "speechmos", voice.VOICE_INSTALL_HINT),
+    ((voice.WER_METRIC,), "pocketsphinx", "pocketsphinx", voice.VOICE_INSTALL_HINT),
+)
 
 
 def si_sdr(estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor) -> float:
@@ -102,8 +155,8 @@ def si_sdr(estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Te
     Raises:
         MetricError: the reference is silent or constant, so SI-SDR is undefined.
     """
-    est, ref = _pair(estimate, reference, "si_sdr")
-    _check_not_silent(ref, "SI-SDR")
+    est, ref = clip_pair(estimate, reference, "si_sdr")
+    check_not_silent(ref, "SI-SDR")
     est = est.astype(np.float64) - est.mean()
     ref = ref.astype(np.float64) - ref.mean()
     ref_energy = float(np.dot(ref, ref))
@@ -128,7 +181,7 @@ def mel_distance(
     Args:
         estimate, reference: [T] float audio of the same length at ``sample_rate``.
     """
-    est, ref = _pair(estimate, reference, "mel_distance")
+    est, ref = clip_pair(estimate, reference, "mel_distance")
     return float(_mel_distance(torch.from_numpy(est), torch.from_numpy(ref), sample_rate))
 
 
@@ -142,8 +195,8 @@ def stft_distance(estimate: np.ndarray | torch.Tensor, reference: np.ndarray | t
     Raises:
         MetricError: the reference is silent (spectral convergence is relative to its magnitude).
     """
-    est, ref = _pair(estimate, reference, "stft_distance")
-    _check_not_silent(ref, "the STFT distance")
+    est, ref = clip_pair(estimate, reference, "stft_distance")
+    check_not_silent(ref, "the STFT distance")
     with torch.inference_mode():
         return float(_stft_distance_module()(torch.from_numpy(est)[None], torch.from_numpy(ref)[None]))
 
@@ -170,7 +223,7 @@ def pesq_wideband(
         import pesq
     except ImportError as exc:
         raise MetricUnavailable(f"PESQ needs the 'pesq' package ({INSTALL_HINT})") from exc
-    est, ref = _pair(estimate, reference, "pesq_wideband")
+    est, ref = clip_pair(estimate, reference, "pesq_wideband")
     if sample_rate != PESQ_SAMPLE_RATE:
         est = soxr.resample(est, sample_rate, PESQ_SAMPLE_RATE, quality="HQ").astype(np.float32)
         ref = soxr.resample(ref, sample_rate, PESQ_SAMPLE_RATE, quality="HQ").astype(np.float32)
@@ -207,8 +260,8 @@ def stoi(
         import pystoi
     except ImportError as exc:
         raise MetricUnavailable(f"STOI needs the 'pystoi' package ({INSTALL_HINT})") from exc
-    est, ref = _pair(estimate, reference, "stoi")
-    _check_not_silent(ref, "STOI")
+    est, ref = clip_pair(estimate, reference, "stoi")
+    check_not_silent(ref, "STOI")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         value = float(
@@ -247,8 +300,8 @@ def stoi_bands(
         from pystoi import utils
     except ImportError as exc:
         raise MetricUnavailable(f"STOI needs the 'pystoi' package ({INSTALL_HINT})") from exc
-    est, ref = _pair(estimate, reference, "stoi_bands")
-    _check_not_silent(ref, "STOI")
+    est, ref = clip_pair(estimate, reference, "stoi_bands")
+    check_not_silent(ref, "STOI")
     frame, segment = pystoi_stoi.N_FRAME, pystoi_stoi.N
     x = utils.resample_oct(ref.astype(np.float64), pystoi_stoi.FS, sample_rate)
     y = utils.resample_oct(est.astype(np.float64), pystoi_stoi.FS, sample_rate)
@@ -280,34 +333,77 @@ def score_clip(
     estimate: np.ndarray | torch.Tensor,
     reference: np.ndarray | torch.Tensor,
     sample_rate: int,
-    skip: frozenset[str] = frozenset(),
+    skip: frozenset[str] = OPT_IN_METRICS,
+    reference_voice: VoiceAnalysis | None = None,
 ) -> ClipScores:
     """Every metric of one clip; failures are recorded, not raised.
 
     Args:
         estimate, reference: [T] float audio of the same length at ``sample_rate`` (align first).
         sample_rate: of both signals.
-        skip: metric names not to compute (e.g. those in ``unavailable_metrics()``); they are NaN.
+        skip: metric names not to compute (e.g. those in ``unavailable_metrics()``); they are NaN. By default
+            the word error rate, which is slow and English only.
+        reference_voice: the reference's voice analyses (and transcript), when several estimates are scored
+            against one reference; made from ``reference`` when None.
     Returns:
         ClipScores (NaN for skipped, unavailable or failed metrics; failures name the metric and reason).
     """
-    est, ref = _pair(estimate, reference, "score_clip")
-    unknown = set(skip) - set(METRICS)
-    if unknown:
-        raise ValueError(f"score_clip() skip names unknown metrics {sorted(unknown)}; known: {list(METRICS)}")
+    est, ref = clip_pair(estimate, reference, "score_clip")
+    _check_skip(skip, "score_clip")
+    original = reference_voice if reference_voice is not None else VoiceAnalysis(ref, sample_rate)
+    decoded = VoiceAnalysis(est, sample_rate)
     functions = {
         "pesq_wb": lambda: pesq_wideband(est, ref, sample_rate),
         "stoi": lambda: stoi(est, ref, sample_rate),
         "mel_distance": lambda: mel_distance(est, ref, sample_rate),
         "stft_distance": lambda: stft_distance(est, ref),
         "si_sdr": lambda: si_sdr(est, ref),
+        "voicing_recall": lambda: voice.voicing_recall(decoded.pitch, original.pitch),
+        "voicing_precision": lambda: voice.voicing_precision(decoded.pitch, original.pitch),
+        "f0_error_cents": lambda: voice.f0_error_cents(decoded.pitch, original.pitch),
+        "f0_gross_error_rate": lambda: voice.f0_gross_error_rate(decoded.pitch, original.pitch),
+        "hnr_drop_db": lambda: voice.hnr_drop_db(decoded.pitch, original.pitch),
+        "dnsmos_sig": lambda: decoded.dnsmos.sig,
+        "dnsmos_bak": lambda: decoded.dnsmos.bak,
+        "dnsmos_ovrl": lambda: decoded.dnsmos.ovrl,
+        "wer": lambda: voice.word_error_rate(decoded.recognized, original.wer_reference),
     }
-    values: dict[str, float] = {}
-    failures = []
     # a diverged model can emit NaN: every metric fails on that clip instead of one of them crashing
     broken = None if np.isfinite(est).all() else "the estimate holds NaN or Inf samples"
+    return _scores(functions, skip, broken, decoded)
+
+
+def score_original(original: VoiceAnalysis, skip: frozenset[str] = OPT_IN_METRICS) -> ClipScores:
+    """The metrics that need no reference (``NO_REFERENCE_METRICS``) of the original audio itself.
+
+    DNSMOS, and the word error rate of its recognition when ``original`` has a transcript: the ceiling the
+    decoded outputs are measured against. Every other metric is NaN (it would compare the clip with itself).
+
+    Args:
+        original: the reference's voice analyses, as passed to ``score_clip``.
+        skip: as in ``score_clip``.
+    """
+    _check_skip(skip, "score_original")
+    functions = {
+        "dnsmos_sig": lambda: original.dnsmos.sig,
+        "dnsmos_bak": lambda: original.dnsmos.bak,
+        "dnsmos_ovrl": lambda: original.dnsmos.ovrl,
+    }
+    if original.transcript is not None:
+        functions["wer"] = lambda: voice.word_error_rate(original.recognized, original.wer_reference)
+    return _scores(functions, skip, None, original)
+
+
+def _scores(
+    functions: dict[str, Callable[[], float]],
+    skip: frozenset[str],
+    broken: str | None,
+    decoded: VoiceAnalysis,
+) -> ClipScores:
+    """Run each metric not skipped; NaN for the rest and for failures, which are listed."""
+    values = dict.fromkeys(METRICS, math.nan)
+    failures = []
     for name, function in functions.items():
-        values[name] = math.nan
         if name in skip:
             continue
         if broken:
@@ -319,37 +415,11 @@ def score_clip(
             continue
         except MetricError as exc:
             failures.append(f"{name}: {exc}")
-    return ClipScores(**values, failures=tuple(failures))
+    # the original's recognition is kept too when it served as the reference of the systems' WER
+    return ClipScores(**values, failures=tuple(failures), recognized=decoded.known("recognized"))
 
 
-def _check_not_silent(reference: np.ndarray, metric: str) -> None:
-    if float(np.sqrt(np.mean(np.square(reference, dtype=np.float64)))) < SILENCE_RMS:
-        raise MetricError(f"the reference is silent, {metric} is undefined")
-
-
-def _pair(
-    estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor, caller: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and convert to contiguous float32 numpy [T] arrays of equal length."""
-    arrays = []
-    for name, value in (("estimate", estimate), ("reference", reference)):
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu().numpy()
-        if not isinstance(value, np.ndarray):
-            raise TypeError(
-                f"{caller}() expects {name} as a numpy array or torch tensor, got {type(value).__name__}"
-            )
-        if not np.issubdtype(value.dtype, np.floating):
-            raise TypeError(f"{caller}() expects float audio, got {name} of dtype {value.dtype}")
-        if value.ndim != 1 or value.shape[0] < 1:
-            raise ValueError(
-                f"{caller}() expects mono audio [T] with T >= 1, got {name} of shape {value.shape}"
-            )
-        arrays.append(np.ascontiguousarray(value, dtype=np.float32))
-    est, ref = arrays
-    if est.shape != ref.shape:
-        raise ValueError(
-            f"{caller}() expects estimate and reference of the same length, got {est.shape[0]} and "
-            f"{ref.shape[0]} samples; align them first (vqaudio.evaluation.alignment.align_to_reference)"
-        )
-    return est, ref
+def _check_skip(skip: frozenset[str], caller: str) -> None:
+    unknown = set(skip) - set(METRICS)
+    if unknown:
+        raise ValueError(f"{caller}() skip names unknown metrics {sorted(unknown)}; known: {list(METRICS)}")

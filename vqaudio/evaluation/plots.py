@@ -18,13 +18,18 @@ from matplotlib.figure import Figure
 from vqaudio.evaluation.codebook_stats import CodebookStats
 from vqaudio.features import log_mel_spectrogram
 
-# the metrics of the quality-vs-bitrate figure, one panel each: (name, axis label)
+# the metrics of the quality-vs-bitrate figure, one panel each: (name, axis label); the second row is the voice
 QUALITY_PANELS = (
     ("pesq_wb", "PESQ-WB (higher is better)"),
     ("stoi", "STOI (higher is better)"),
     ("mel_distance", "log-mel L1 distance (lower is better)"),
     ("si_sdr", "SI-SDR, dB (higher is better)"),
+    ("voicing_recall", "voicing recall, Praat (higher is better)"),
+    ("f0_error_cents", "median F0 error, cents (lower is better)"),
+    ("hnr_drop_db", "HNR drop, dB (lower is better)"),
+    ("dnsmos_ovrl", "DNSMOS OVRL (higher is better)"),
 )
+PANEL_COLUMNS = 4
 FAMILY_STYLES = {
     "vqaudio": {"color": "tab:blue", "marker": "o"},
     "opus": {"color": "tab:orange", "marker": "s"},
@@ -51,17 +56,28 @@ class QualityPoint(NamedTuple):
     ci95: Mapping[str, float]
 
 
-def plot_quality_vs_bitrate(points: Sequence[QualityPoint], path: str | Path, title: str = "") -> None:
-    """Four panels (PESQ-WB, STOI, mel distance, SI-SDR) against kbps, all systems on the same axes.
+def plot_quality_vs_bitrate(
+    points: Sequence[QualityPoint],
+    path: str | Path,
+    title: str = "",
+    references: Mapping[str, float] | None = None,
+) -> None:
+    """One panel per metric of ``QUALITY_PANELS`` against kbps, all systems on the same axes.
+
+    The first row is reconstruction (PESQ-WB, STOI, mel distance, SI-SDR), the second the voice (voicing
+    recall, F0 error, HNR drop, DNSMOS OVRL).
 
     Args:
         points: one per system.
         path: the PNG to write.
         title: figure title.
+        references: metric -> the original audio's value, drawn as a dashed line (DNSMOS needs no reference).
     """
-    figure = Figure(figsize=(11, 8), layout="constrained")
+    references = references or {}
+    rows = math.ceil(len(QUALITY_PANELS) / PANEL_COLUMNS)
+    figure = Figure(figsize=(4.2 * PANEL_COLUMNS, 3.8 * rows + 0.4), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(2, 2).reshape(-1)
+    axes = figure.subplots(rows, PANEL_COLUMNS).reshape(-1)
     families = sorted({point.family for point in points}, key=lambda name: (name != "vqaudio", name))
     for ax, (metric, label) in zip(axes, QUALITY_PANELS, strict=True):
         drawn = False
@@ -89,6 +105,9 @@ def plot_quality_vs_bitrate(points: Sequence[QualityPoint], path: str | Path, ti
                     fontsize=7,
                     color=style["color"],
                 )
+            drawn = True
+        if metric in references:
+            ax.axhline(references[metric], color="black", linestyle="--", linewidth=1, label="original")
             drawn = True
         ax.set_xscale("log")
         ax.set_xlabel("bitrate (kbit/s, log scale)")

@@ -4,14 +4,18 @@
       report.json             format "vqaudio-eval-report": data, model, environment, metric notes, alignment,
                               systems (vqaudio_nq{n}, codec2_{mode}, opus_{kbps}k) with summary statistics,
                               codebooks (stats and counts), per-utterance scores and lags, examples
-      report.md               the same as tables, with notes on missing metrics and baselines
-      quality_vs_bitrate.png  PESQ-WB, STOI, mel distance, SI-SDR against kbps, baselines on the same axes
+      report.md               the same as tables (reconstruction, voice), with notes on missing metrics and
+                              baselines
+      quality_vs_bitrate.png  PESQ-WB, STOI, mel distance, SI-SDR, voicing recall, F0 error, HNR drop and
+                              DNSMOS OVRL against kbps, baselines on the same axes, the original as a line
       codebook_usage.png      sorted code frequencies, one subplot per codebook
       examples/<utt>/         original.wav, one WAV per system (aligned), spectrogram.png
 
 Summary statistics are over utterances (each whole utterance counts once, whatever its length): mean, median,
 standard deviation and the half-width of a normal-approximation 95% confidence interval of the mean
-(1.96 * std / sqrt(n)). Metrics that failed on a clip are left out of its statistics and counted.
+(1.96 * std / sqrt(n)). Metrics that failed on a clip are left out of its statistics and counted. The
+original audio has a row of its own for the metrics that need no reference (DNSMOS; the word error rate when
+the corpus has transcripts).
 """
 
 from __future__ import annotations
@@ -25,8 +29,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from vqaudio._version import __version__
-from vqaudio.evaluation import alignment
-from vqaudio.evaluation.metrics import METRICS, SI_SDR_LIMIT_DB, STFT_DISTANCE_FFT_SIZES
+from vqaudio.evaluation import alignment, voice
+from vqaudio.evaluation.metrics import (
+    METRICS,
+    NO_REFERENCE_METRICS,
+    SI_SDR_LIMIT_DB,
+    STFT_DISTANCE_FFT_SIZES,
+)
 from vqaudio.evaluation.plots import (
     QualityPoint,
     plot_codebook_usage,
@@ -43,13 +52,24 @@ QUALITY_PLOT = "quality_vs_bitrate.png"
 CODEBOOK_PLOT = "codebook_usage.png"
 EXAMPLES_DIR = "examples"
 
-# report.md columns: (metric, header, decimals)
+# report.md columns of the two tables: (metric, header, decimals)
 TABLE_METRICS = (
     ("pesq_wb", "PESQ-WB ↑", 2),
     ("stoi", "STOI ↑", 3),
     ("mel_distance", "mel L1 ↓", 3),
     ("stft_distance", "STFT dist ↓", 3),
     ("si_sdr", "SI-SDR dB ↑", 1),
+)
+VOICE_TABLE_METRICS = (
+    ("voicing_recall", "voicing recall ↑", 2),
+    ("voicing_precision", "voicing precision ↑", 2),
+    ("f0_error_cents", "F0 error cents ↓", 0),
+    ("f0_gross_error_rate", "gross F0 errors ↓", 2),
+    ("hnr_drop_db", "HNR drop dB ↓", 1),
+    ("dnsmos_sig", "DNSMOS SIG ↑", 2),
+    ("dnsmos_bak", "DNSMOS BAK ↑", 2),
+    ("dnsmos_ovrl", "DNSMOS OVRL ↑", 2),
+    ("wer", "WER ↓", 3),
 )
 
 
@@ -86,7 +106,12 @@ def write_report(result: EvalResult, folder: str | Path) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     examples = _write_examples(result, folder)
-    plot_quality_vs_bitrate(_quality_points(result), folder / QUALITY_PLOT, title=_title(result))
+    plot_quality_vs_bitrate(
+        _quality_points(result),
+        folder / QUALITY_PLOT,
+        title=_title(result),
+        references=_original_means(result),
+    )
     plot_codebook_usage(result.code_counts, result.codebooks, folder / CODEBOOK_PLOT)
     report = report_dict(result, examples)
     with atomic_path(folder / "report.json") as tmp:
@@ -126,6 +151,7 @@ def report_dict(result: EvalResult, examples: list[dict[str, Any]] | None = None
                 "max": float(lags.max()) if lags.size else None,
             }
         systems[spec.name] = entry
+    original = result.original
     return {
         "format": REPORT_FORMAT,
         "format_version": REPORT_FORMAT_VERSION,
@@ -146,6 +172,9 @@ def report_dict(result: EvalResult, examples: list[dict[str, Any]] | None = None
             "baselines": result.options.baselines,
             "skip_bad": result.options.skip_bad,
             "seed": result.options.seed,
+            "voice": result.options.voice,
+            "wer": result.options.wer,
+            "language": result.options.language,
         },
         "environment": result.environment,
         "metrics": {
@@ -165,6 +194,13 @@ def report_dict(result: EvalResult, examples: list[dict[str, Any]] | None = None
             "applied_to": [s.spec.name for s in result.systems if s.spec.family != "vqaudio"],
         },
         "systems": systems,
+        "original": None
+        if original is None
+        else {
+            "metrics": {metric: summarize(original, metric)._asdict() for metric in NO_REFERENCE_METRICS},
+            "metric_failures": {metric: original.metric_failures(metric) for metric in NO_REFERENCE_METRICS},
+        },
+        "wer_reference": _wer_reference(result),
         "baselines_unavailable": result.unavailable_baselines,
         "codebooks": [
             {"index": index, **stats._asdict(), "counts": result.code_counts[index].tolist()}
@@ -176,10 +212,16 @@ def report_dict(result: EvalResult, examples: list[dict[str, Any]] | None = None
                 "id": utt.id,
                 "path": utt.path,
                 "seconds": utt.seconds,
+                "text": utt.text,
                 "scores": {
                     system.spec.name: {metric: getattr(system.scores[utt.id], metric) for metric in METRICS}
-                    for system in result.systems
+                    for system in _scored_rows(result)
                     if utt.id in system.scores
+                },
+                "recognized": {
+                    system.spec.name: system.scores[utt.id].recognized
+                    for system in _scored_rows(result)
+                    if utt.id in system.scores and system.scores[utt.id].recognized is not None
                 },
                 "lags": {
                     system.spec.name: system.lags[utt.id]
@@ -222,7 +264,18 @@ def markdown(result: EvalResult, examples: list[dict[str, Any]] | None = None) -
         "",
     ]
     lines += _quality_table(result)
-    lines += ["", *_failure_notes(result), f"![quality vs bitrate]({QUALITY_PLOT})", ""]
+    lines += ["", *_failure_notes(result, TABLE_METRICS), f"![quality vs bitrate]({QUALITY_PLOT})", ""]
+    lines += [
+        "## Voice",
+        "",
+        "Is the voice still voiced, at the same pitch, clean, and saying the same words? Voicing, F0 and HNR "
+        "from Praat's pitch tracker on the input and the (aligned) output; DNSMOS P.835 needs no reference, "
+        "so the original is scored too (the ceiling); " + _wer_sentence(result),
+        "",
+        *_metric_table(result, VOICE_TABLE_METRICS, _scored_rows(result), rtfs=False),
+        "",
+        *_failure_notes(result, VOICE_TABLE_METRICS),
+    ]
 
     lines += _metric_notes(result)
     lines += _codebook_section(result)
@@ -250,8 +303,12 @@ def markdown(result: EvalResult, examples: list[dict[str, Any]] | None = None) -
 
 
 def markdown_summary(result: EvalResult) -> str:
-    """The quality table and its failure notes (what ``vqaudio eval`` prints when done)."""
-    return "\n".join([*_quality_table(result), "", *_failure_notes(result)]).rstrip() + "\n"
+    """The quality and voice tables and their failure notes (what ``vqaudio eval`` prints when done)."""
+    lines = [*_quality_table(result), "", *_failure_notes(result, TABLE_METRICS)]
+    if any(metric not in result.unavailable_metrics for metric, _, _ in VOICE_TABLE_METRICS):
+        lines += [*_metric_table(result, VOICE_TABLE_METRICS, _scored_rows(result), rtfs=False), ""]
+        lines += _failure_notes(result, VOICE_TABLE_METRICS)
+    return "\n".join(lines).rstrip() + "\n"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -259,42 +316,93 @@ def markdown_summary(result: EvalResult) -> str:
 # --------------------------------------------------------------------------------------------------
 def _quality_table(result: EvalResult) -> list[str]:
     """The main table: one row per system, mean ± 95% CI of each metric, kbps and RTFs."""
-    lines = []
-    headers = ["system", "kbps", "measured kbps", "tokens/s"]
-    headers += [header for _, header, _ in TABLE_METRICS] + ["enc RTF", "dec RTF"]
-    lines.append("| " + " | ".join(headers) + " |")
-    lines.append("|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|")
-    for system in result.systems:
+    return _metric_table(result, TABLE_METRICS, result.systems, rtfs=True)
+
+
+def _metric_table(
+    result: EvalResult,
+    columns: tuple[tuple[str, str, int], ...],
+    systems: list[SystemResult],
+    rtfs: bool,
+) -> list[str]:
+    """One row per system: kbps, mean ± 95% CI of each metric in ``columns`` (and the RTFs)."""
+    headers = ["system", "kbps", "measured kbps", "tokens/s", *(header for _, header, _ in columns)]
+    headers += ["enc RTF", "dec RTF"] if rtfs else []
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    for system in systems:
         spec = system.spec
         row = [
             f"`{spec.name}`",
-            f"{spec.kbps:.2f}",
+            _number(spec.kbps, 2),
             _number(system.measured_kbps, 2),
             "" if spec.tokens_per_second is None else f"{spec.tokens_per_second:g}",
         ]
-        for metric, _, decimals in TABLE_METRICS:
+        for metric, _, decimals in columns:
             stats = summarize(system, metric)
             if metric in result.unavailable_metrics:
                 row.append("n/a")
             elif stats.scored == 0:
-                row.append("failed")
+                # nothing measured without a failure: a metric that does not apply (the original's SI-SDR)
+                row.append("failed" if stats.failed else "")
             else:
                 cell = _number(stats.mean, decimals)
                 if math.isfinite(stats.ci95):
                     cell += f" ± {_number(stats.ci95, decimals)}"
                 row.append(cell + ("*" if stats.failed else ""))
-        row += [_rtf(system.encode_rtf), _rtf(system.decode_rtf)]
+        if rtfs:
+            row += [_rtf(system.encode_rtf), _rtf(system.decode_rtf)]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
 
-def _failure_notes(result: EvalResult, max_listed: int = 5) -> list[str]:
-    """One line per metric and reason: which utterances, in how many systems (marked * in the table)."""
+def _scored_rows(result: EvalResult) -> list[SystemResult]:
+    """The systems, then the original when it was scored."""
+    return [*result.systems, *([result.original] if result.original is not None else [])]
+
+
+def _wer_reference(result: EvalResult) -> dict[str, Any] | None:
+    """What the word error rates were measured against (None when they were not measured)."""
+    if "wer" in result.unavailable_metrics:
+        return None
+    with_text = sum(1 for utt in result.utterances if utt.text and voice.words(utt.text))
+    return {
+        "transcript": with_text,
+        "recognition_of_original": len(result.utterances) - with_text,
+        "recognizer": "pocketsphinx (its US English model)",
+    }
+
+
+def _wer_sentence(result: EvalResult) -> str:
+    reference = _wer_reference(result)
+    if reference is None:
+        return f"no word error rates ({result.unavailable_metrics.get('wer', 'not measured')})."
+    parts = []
+    if reference["transcript"]:
+        parts.append(f"the corpus transcript ({reference['transcript']} utterances)")
+    if reference["recognition_of_original"]:
+        parts.append(
+            f"what the recogniser hears in the original ({reference['recognition_of_original']} utterances "
+            "without a transcript; the original's own WER is then 0 by definition and left out)"
+        )
+    return (
+        f"WER is the word error rate of {reference['recognizer']} against " + " and ".join(parts) + ". "
+        "report.json holds what it heard in each clip."
+    )
+
+
+def _failure_notes(
+    result: EvalResult, columns: tuple[tuple[str, str, int], ...], max_listed: int = 5
+) -> list[str]:
+    """One line per metric and reason: which utterances, in how many systems (marked * in the table).
+
+    The codecs' own failures are listed with the first table (``TABLE_METRICS``).
+    """
     notes = []
-    headers = {metric: header.rsplit(" ", 1)[0] for metric, header, _ in TABLE_METRICS}
+    headers = {metric: header.rsplit(" ", 1)[0] for metric, header, _ in columns}
+    rows = _scored_rows(result)
     for metric, header in headers.items():
         by_reason: dict[str, dict[str, set[str]]] = {}  # reason -> utterance -> systems
-        for system in result.systems:
+        for system in rows:
             for failure in system.metric_failures(metric):
                 utterance, reason = failure.split(": ", 1)
                 by_reason.setdefault(reason, {}).setdefault(utterance, set()).add(system.spec.name)
@@ -305,9 +413,9 @@ def _failure_notes(result: EvalResult, max_listed: int = 5) -> list[str]:
             systems = set().union(*utterances.values())
             notes.append(
                 f"- \\* {header}: {reason} on {len(names)} utterance(s) ({listed}{more}), "
-                f"in {len(systems)} of {len(result.systems)} systems; left out of those means"
+                f"in {len(systems)} of {len(rows)} systems; left out of those means"
             )
-    for system in result.systems:
+    for system in result.systems if columns is TABLE_METRICS else []:
         if system.failures:
             notes.append(
                 f"- `{system.spec.name}`: the codec failed on {len(system.failures)} utterance(s), left out: "
@@ -331,6 +439,11 @@ def _metric_notes(result: EvalResult) -> list[str]:
         "distance averages spectral convergence + log-magnitude L1 over FFT sizes "
         f"{list(STFT_DISTANCE_FFT_SIZES)}; the mel distance is the mean L1 of natural-log mel magnitudes "
         "(n_fft 1024, hop 256, 80 bands).",
+        f"- Praat (parselmouth): `to_pitch_ac` with {voice.PITCH_TIME_STEP * 1000:g} ms steps, "
+        f"{voice.PITCH_FLOOR_HZ:g}-{voice.PITCH_CEILING_HZ:g} Hz, and `to_harmonicity_cc`, on the input and on "
+        "the aligned output; HNR below "
+        f"{voice.HNR_FLOOR_DB:g} dB (Praat's -200 dB for no periodicity) counts as {voice.HNR_FLOOR_DB:g} dB. "
+        "DNSMOS scores 9 s windows (shorter clips repeated) at 16 kHz and averages them.",
         "",
     ]
     return lines
@@ -412,6 +525,14 @@ def _quality_points(result: EvalResult) -> list[QualityPoint]:
             )
         )
     return points
+
+
+def _original_means(result: EvalResult) -> dict[str, float]:
+    """The original's mean of each metric it was scored on (a horizontal line in the figure)."""
+    if result.original is None:
+        return {}
+    means = {metric: summarize(result.original, metric).mean for metric in NO_REFERENCE_METRICS}
+    return {metric: mean for metric, mean in means.items() if math.isfinite(mean)}
 
 
 def best_baseline(result: EvalResult) -> str | None:

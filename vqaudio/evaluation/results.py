@@ -36,6 +36,9 @@ class EvalOptions:
     threads: torch intra-op threads (0: torch's default); RTFs are measured with it.
     seed: of the utterance subset order.
     progress: show a tqdm bar over utterances.
+    voice: Praat voicing / F0 / HNR and DNSMOS (``vqaudio.evaluation.voice``).
+    wer: word error rates of pocketsphinx (English; about real time per system).
+    language: of the corpus, when known; "en" turns the word error rates on.
     """
 
     n_q: tuple[int, ...] | None = None
@@ -47,13 +50,16 @@ class EvalOptions:
     threads: int = 0
     seed: int = 0
     progress: bool = True
+    voice: bool = True
+    wer: bool = False
+    language: str | None = None
 
 
 class SystemSpec(NamedTuple):
     """One system of the comparison: a bitrate of the model, or a baseline codec setting."""
 
     name: str  # "vqaudio_nq4", "codec2_3200", "opus_6k"
-    family: str  # "vqaudio", "codec2" or "opus"
+    family: str  # "vqaudio", "codec2", "opus", or "original" (the input itself)
     kbps: float  # nominal bitrate
     n_q: int | None  # vqaudio only
     tokens_per_second: float | None  # vqaudio only: n_q * frame_rate
@@ -101,10 +107,15 @@ class SystemResult:
         ]
 
 
+# The input itself, scored on the metrics that need no reference (DNSMOS, WER against the transcript).
+ORIGINAL = SystemSpec("original", "original", math.nan, None, None, None)
+
+
 class EvaluatedUtterance(NamedTuple):
     id: str
     path: str
     seconds: float
+    text: str | None = None  # the corpus transcript, when it has one
 
 
 @dataclass
@@ -117,6 +128,7 @@ class EvalResult:
     environment: dict[str, Any]
     options: EvalOptions
     systems: list[SystemResult]
+    original: SystemResult | None  # ORIGINAL's scores; None when no metric without reference was measured
     utterances: list[EvaluatedUtterance]
     skipped: list[tuple[str, str]]  # (path, error) of unreadable files (--skip-bad)
     code_counts: np.ndarray  # [K, codebook_size] over all evaluated utterances, full n_q
