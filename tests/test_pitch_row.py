@@ -202,5 +202,5 @@ def test_a_pitch_model_fine_tuned_from_one_without_starts_where_that_model_was(t
         codes = model.encode(torch.from_numpy(wav)[None])
         assert torch.equal(codes[:, 1:], plain.model.encode(torch.from_numpy(wav)[None]))
         new, old = model.decode(codes), plain.model.decode(codes[:, 1:])
-        # the comb starts with a share of sigmoid(HARMONICITY_START_LOGIT) = 0.03% of each voiced bin
-        assert float((new - old).abs().max()) < 5e-3 * float(old.abs().max())
+        # the comb starts with sigmoid(HARMONICITY_START_LOGIT) = 0.7% of each voiced bin's amplitude
+        assert float((new - old).abs().max()) < 2e-2 * float(old.abs().max())

@@ -32,6 +32,16 @@ Nyquist at unit amplitude, the fundamental's phase summed over frames from F0. T
 direct branch lacks: lines at the harmonics, and the phase advance that keeps them steady. F0 reaches the
 comb detached (a phase is a poor thing to differentiate); it learns from its own loss.
 
+Harmonic plus noise (``f0_input=True``, with a pitch row in the tokens). The head predicts no F0: the decoded F0
+and voicing arrive with the features (``predict(x, pitch)``). It predicts, per bin and frame, the share ``s`` of
+the amplitude ``M`` that is harmonic, and the spectrum is ``M (sqrt(1 - s^2) e^{i phase} + s comb)`` with
+``s = 0`` in unvoiced frames: one envelope shapes both the harmonic lines of the sent F0 and the noise, as the
+harmonic-plus-noise vocoders do (NHV, Liu et al., 2020, https://arxiv.org/abs/2005.08047; DDSP). The comb's peaks
+are about 1, so a harmonic bin keeps its energy whatever ``s``, and raising ``s`` only takes energy from between
+the harmonics. Two other forms did not learn from a trained model (docs/EXPERIMENTS.md): additive gains on the
+comb raised the mel distance, and mixing amplitudes linearly, ``(1 - s) e^{i phase} + s comb``, lost energy as
+``s`` rose, so the model kept ``s`` at 0.
+
 The overlap-add is done by hand with ``F.fold`` (``torch.istft`` insists on a nonzero window envelope
 everywhere, which the cropped edges do not have), and divided by the summed squared window. In causal mode
 the first samples are covered by a single rising window edge; the envelope is floored there so the division
@@ -53,8 +63,8 @@ from vqaudio.features import frame_signal
 ENVELOPE_FLOOR = 0.01  # relative to the steady-state envelope; only the causal fade-in reaches it
 PHASE_MODES = ("direct", "integrated")
 EXCITATIONS = ("none", "harmonic")
-EXCITATION_BLOCK_FRAMES = 4096
-HARMONICITY_START_LOGIT = -8.0  # f0_input: the comb starts with 0.03% of each bin's magnitude  # harmonic combs are synthesised this many frames at a time (bounded memory)
+EXCITATION_BLOCK_FRAMES = 4096  # harmonic combs are synthesised this many frames at a time (bounded memory)
+HARMONICITY_START_LOGIT = -5.0  # f0_input: the comb starts with 0.7% of each bin's amplitude
 
 
 class ISTFTHead(nn.Module):
@@ -200,12 +210,13 @@ class ISTFTHead(nn.Module):
         else:
             phase = raw
         magnitude = torch.exp(log_magnitude.clamp(max=self.max_log_magnitude))
-        if self.f0_input:  # harmonic plus noise under one envelope
+        if self.f0_input:  # harmonic plus noise under one envelope, sharing its energy
             share = torch.sigmoid(prediction[:, 2 * self.num_bins : 3 * self.num_bins]) * prediction[:, -1:]
             comb = self.harmonic_comb(self.log_f0(prediction).exp().detach())
-            noise = (1 - share) * magnitude
-            real = noise * torch.cos(phase) + share * magnitude * comb.real
-            imaginary = noise * torch.sin(phase) + share * magnitude * comb.imag
+            noise = torch.sqrt((1 - share.square()).clamp(min=0)) * magnitude
+            harmonic = share * magnitude
+            real = noise * torch.cos(phase) + harmonic * comb.real
+            imaginary = noise * torch.sin(phase) + harmonic * comb.imag
             return torch.cat([real, imaginary], dim=1)
         real, imaginary = magnitude * torch.cos(phase), magnitude * torch.sin(phase)
         if self.harmonic:
