@@ -32,15 +32,11 @@ Nyquist at unit amplitude, the fundamental's phase summed over frames from F0. T
 direct branch lacks: lines at the harmonics, and the phase advance that keeps them steady. F0 reaches the
 comb detached (a phase is a poor thing to differentiate); it learns from its own loss.
 
-Harmonic plus noise (``f0_input=True``, with a pitch row in the tokens). The head predicts no F0: the decoded F0
-and voicing arrive with the features (``predict(x, pitch)``). It predicts, per bin and frame, the share ``s`` of
-the amplitude ``M`` that is harmonic, and the spectrum is ``M (sqrt(1 - s^2) e^{i phase} + s comb)`` with
-``s = 0`` in unvoiced frames: one envelope shapes both the harmonic lines of the sent F0 and the noise, as the
-harmonic-plus-noise vocoders do (NHV, Liu et al., 2020, https://arxiv.org/abs/2005.08047; DDSP). The comb's peaks
-are about 1, so a harmonic bin keeps its energy whatever ``s``, and raising ``s`` only takes energy from between
-the harmonics. Two other forms did not learn from a trained model (docs/EXPERIMENTS.md): additive gains on the
-comb raised the mel distance, and mixing amplitudes linearly, ``(1 - s) e^{i phase} + s comb``, lost energy as
-``s`` rose, so the model kept ``s`` at 0.
+With a pitch row in the tokens (``f0_input=True``) the head predicts no F0: the decoded F0 and voicing arrive
+with the features (``predict(x, pitch)``), and the comb sounds in voiced frames only, so the harmonics follow the
+sent pitch. Fine-tuned from a model trained without it (whose direct branch had learnt to make voiced speech from
+random-phase frames), no form of the branch learnt to carry energy: additive gains raised the mel distance, and
+a harmonic share of one envelope stayed at 0 (docs/EXPERIMENTS.md); it is meant to be trained from the start.
 
 The overlap-add is done by hand with ``F.fold`` (``torch.istft`` insists on a nonzero window envelope
 everywhere, which the cropped edges do not have), and divided by the summed squared window. In causal mode
@@ -64,7 +60,6 @@ ENVELOPE_FLOOR = 0.01  # relative to the steady-state envelope; only the causal 
 PHASE_MODES = ("direct", "integrated")
 EXCITATIONS = ("none", "harmonic")
 EXCITATION_BLOCK_FRAMES = 4096  # harmonic combs are synthesised this many frames at a time (bounded memory)
-HARMONICITY_START_LOGIT = -5.0  # f0_input: the comb starts with 0.7% of each bin's amplitude
 
 
 class ISTFTHead(nn.Module):
@@ -121,16 +116,13 @@ class ISTFTHead(nn.Module):
         self.integrates_phase = self.integrated or self.harmonic
         self.num_bins = n_fft // 2 + 1
         self.projection = Conv1d(channels, 2 * self.num_bins, kernel_size=1)
-        if self.harmonic and f0_input:
-            # per bin, the share of the magnitude the harmonic comb carries (a logit); near 0 at the start
-            self.harmonic_filter = Conv1d(channels, self.num_bins, kernel_size=1, weight_norm=False)
-            weight, bias = self.harmonic_filter.parameters()
-            nn.init.zeros_(weight)
-            nn.init.constant_(bias, HARMONICITY_START_LOGIT)
-        elif self.harmonic:
+        if self.harmonic:
             self.harmonic_filter = Conv1d(channels, 2 * self.num_bins, kernel_size=1, weight_norm=False)
-            self.pitch = Conv1d(channels, 1, kernel_size=1, weight_norm=False)
-            for parameter in [*self.harmonic_filter.parameters(), *self.pitch.parameters()]:
+            parameters = list(self.harmonic_filter.parameters())
+            if not f0_input:
+                self.pitch = Conv1d(channels, 1, kernel_size=1, weight_norm=False)
+                parameters += list(self.pitch.parameters())
+            for parameter in parameters:
                 nn.init.zeros_(parameter)  # no harmonic branch, F0 mid-range, at the start
         total = n_fft - hop_length
         self.crop_left = 0 if causal else total - total // 2
@@ -160,8 +152,8 @@ class ISTFTHead(nn.Module):
     def predict(self, x: Tensor, pitch: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """[B, channels, F] -> [B, C, F] float32: log-magnitudes, then phases or phase deviations (``C = 2 *
         bins``); with the harmonic excitation also the real and imaginary harmonic gains and the raw F0
-        (``C = 4 * bins + 1``; ``log_f0`` reads it), or with ``f0_input`` the harmonic shares' logits and
-        the given log F0 and voicing (``C = 3 * bins + 2``).
+        (``C = 4 * bins + 1``; ``log_f0`` reads it), or with ``f0_input`` the given log F0 and voicing in
+        place of the raw F0 (``C = 4 * bins + 2``).
 
         Args:
             x: [B, channels, F] features.
@@ -210,18 +202,12 @@ class ISTFTHead(nn.Module):
         else:
             phase = raw
         magnitude = torch.exp(log_magnitude.clamp(max=self.max_log_magnitude))
-        if self.f0_input:  # harmonic plus noise under one envelope, sharing its energy
-            share = torch.sigmoid(prediction[:, 2 * self.num_bins : 3 * self.num_bins]) * prediction[:, -1:]
-            comb = self.harmonic_comb(self.log_f0(prediction).exp().detach())
-            noise = torch.sqrt((1 - share.square()).clamp(min=0)) * magnitude
-            harmonic = share * magnitude
-            real = noise * torch.cos(phase) + harmonic * comb.real
-            imaginary = noise * torch.sin(phase) + harmonic * comb.imag
-            return torch.cat([real, imaginary], dim=1)
         real, imaginary = magnitude * torch.cos(phase), magnitude * torch.sin(phase)
         if self.harmonic:
             gain_real, gain_imaginary = prediction[:, 2 * self.num_bins : 4 * self.num_bins].chunk(2, dim=1)
             comb = self.harmonic_comb(self.log_f0(prediction).exp().detach())
+            if self.f0_input:
+                comb = comb * prediction[:, -1:]  # the comb sounds in voiced frames only
             real = real + gain_real * comb.real - gain_imaginary * comb.imag
             imaginary = imaginary + gain_real * comb.imag + gain_imaginary * comb.real
         return torch.cat([real, imaginary], dim=1)
