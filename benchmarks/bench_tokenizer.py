@@ -5,7 +5,8 @@ median of ``--repeats`` runs after a warm-up, 1 and 2 threads, 10 s and 10 min i
 factor (seconds of audio per second). Weights are random unless ``--model`` is given: speed does not
 depend on them. The comparison is EnCodec's 24 kHz architecture at 6 kbps (the ``encodec`` package, random
 weights; its torchaudio import is stubbed, it is only used for resampling helpers), under the same
-allocator settings (glibc keeps freed memory, see shared PERFORMANCE-NOTES).
+allocator settings (glibc keeps freed memory instead of returning it to the OS after every call; see
+``timing.ALLOCATOR_ENV``).
 
     python benchmarks/bench_tokenizer.py                      # the default recipe, 10 s and 10 min
     python benchmarks/bench_tokenizer.py --model exp/run1 --lengths 10 --threads 1
