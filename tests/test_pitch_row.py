@@ -203,3 +203,19 @@ def test_a_pitch_model_fine_tuned_from_one_without_starts_where_that_model_was(t
         codes = model.encode(torch.from_numpy(wav)[None])
         assert torch.equal(codes[:, 1:], plain.model.encode(torch.from_numpy(wav)[None]))
         torch.testing.assert_close(model.decode(codes), plain.model.decode(codes[:, 1:]), rtol=0, atol=1e-5)
+
+
+def test_hostile_inputs_give_valid_pitch_codes(pitch_tokenizer: Tokenizer) -> None:
+    """Very short, clipped, 8 kHz-origin and sung-above-the-range inputs: no crash, codes in range."""
+    levels = pitch_tokenizer.config.model.pitch.levels
+    t = np.arange(RATE) / RATE
+    sung = (0.3 * np.sin(2 * np.pi * 900.0 * t)).astype(np.float32)  # above max_f0 = 550 Hz
+    narrowband = voiced(150.0)[::2].copy()  # as if recorded at 8 kHz, resampled by encode()
+    clipped = np.clip(voiced(150.0) * 20, -1, 1).astype(np.float32)
+    for wav, rate in [(np.zeros(1, np.float32), RATE), (voiced(150.0)[:100], RATE), (sung, RATE),
+                      (narrowband, 8000), (clipped, RATE)]:  # fmt: skip
+        codes = pitch_tokenizer.encode(wav, rate)
+        assert 0 <= int(codes[0].min()) and int(codes[0].max()) < levels
+        assert pitch_tokenizer.decode(codes).isfinite().all()
+    assert int(pitch_tokenizer.encode(sung, RATE)[0].count_nonzero()) <= 2  # no pitch in range: unvoiced
+    assert int((pitch_tokenizer.encode(clipped, RATE)[0] > 0).sum()) > 40  # clipping keeps the voicing

@@ -112,7 +112,11 @@ def estimate_pitch(
     loud = 10 * torch.log10(total[..., 0] / length + 1e-12) >= SILENCE_DBFS  # [B, F]
     voicing_threshold = VOICING_THRESHOLD if voicing_threshold is None else voicing_threshold
     voiced_dip = VOICED_DIP if voiced_dip is None else voiced_dip
-    voiced = (periodicity >= voicing_threshold) & (value < voiced_dip) & inside & loud
+    # a tone above max_f0 (singing up to ~1 kHz) is as periodic at twice its period, which lies in range: if
+    # half the period (below the search range) correlates as well, the pitch is above the range, not in it
+    half = torch.round(period / 2).long().clamp(min=1)
+    above_range = (half < min_lag) & (torch.gather(nccf, -1, half[..., None])[..., 0] >= voicing_threshold)
+    voiced = (periodicity >= voicing_threshold) & (value < voiced_dip) & inside & loud & ~above_range
     return Pitch(f0.to(frames.dtype), voiced)
 
 
