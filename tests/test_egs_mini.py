@@ -15,7 +15,7 @@ from vqaudio.config import Config, PriorRunConfig, load_yaml
 from vqaudio.data import load_corpus
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = ["mini", "librispeech", "fillets"]
+RECIPES = ["mini", "librispeech", "fillets", "pocketsphinx"]
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="the recipes are bash scripts")
 

@@ -84,6 +84,15 @@ vqaudio_command() {  # the vqaudio command as an array `vq`: $VQAUDIO if set (e.
   command -v "${vq[0]}" >/dev/null || die "'${vq[0]}' not found: install vqaudio (pip install -e .) or set VQAUDIO"
 }
 
+python_command() {  # the Python that runs vqaudio (for the local/ preparation scripts, which import it)
+  local exe
+  exe="$(command -v "${vq[0]}")"
+  case "$(basename "$exe")" in
+    python*) echo "$exe" ;;
+    *) head -1 "$exe" | sed 's/^#!//' ;;
+  esac
+}
+
 stage_train_codec() {  # RECIPE -> EXP/codec; with finetune_recipe (FILE[,FILE...]) each later stage starts
   # from the one before: RECIPE -> EXP/codec_base -> EXP/codec_<name of FILE> ... -> EXP/codec (the last)
   local codec_data="${codec_manifest:-$train_manifest}" stages=() i out previous

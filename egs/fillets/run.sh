@@ -158,15 +158,6 @@ festvox-czech-krb festvox-czech-machac festvox-czech-ph festvox-ru festvox-italp
   fi
 }
 
-python_command() {  # the Python that runs vqaudio (for the local/ preparation scripts, which import it)
-  local exe
-  exe="$(command -v "${vq[0]}")"
-  case "$(basename "$exe")" in
-    python*) echo "$exe" ;;
-    *) head -1 "$exe" | sed 's/^#!//' ;;
-  esac
-}
-
 mkdir -p "$data" "$exp"
 run_stage 0 "$data" "fetch, convert and prepare the fillets-ng voices" stage_prepare
 run_stage 1 "$exp" "train the codec ($(basename "$recipe")${finetune_recipe:+, then ${finetune_recipe//$repo\//}})" \

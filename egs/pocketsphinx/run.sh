@@ -11,9 +11,11 @@
 #
 # Stages (a finished stage writes .stageN.done and is skipped next time; --force true reruns it):
 #   0  apt-get download pocketsphinx-testdata (no root needed; or --debs DIR holding the .deb), dpkg -x it,
-#      and gather its speech as 16 kHz WAV in DATA/clips: test/data/librivox/*.wav, test/data/cards/*.wav
-#      and the headerless test/data/*.raw recordings (16 kHz, 16-bit mono)
-#   1  vqaudio eval DATA/clips --model MODEL --out EXP/report (every bitrate, Opus and Codec2 beside it)
+#      and gather its speech as 16 kHz WAV in DATA/clips (local/gather_clips.py): test/data/librivox/*.wav,
+#      test/data/cards/*.wav and the headerless test/data/*.raw recordings (16 kHz, 16-bit mono); the
+#      manifest DATA/clips.tsv lists them with the package's transcripts (librivox and cards: 10 of 13)
+#   1  vqaudio eval DATA/clips.tsv --model MODEL --out EXP/report (every bitrate, Opus and Codec2 beside
+#      it); --wer scores against those transcripts, and the recognition of the original for the other 3
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -33,38 +35,25 @@ parse_options "$@"
 vqaudio_command
 
 stage_gather() {
-  local deb_dir="${debs:-$data/debs}" src raw
+  local deb_dir="${debs:-$data/debs}"
   mkdir -p "$deb_dir"
   if ! compgen -G "$deb_dir/pocketsphinx-testdata_*.deb" >/dev/null; then
     command -v apt-get >/dev/null || die "apt-get not found: put pocketsphinx-testdata_*.deb into --debs DIR"
     (cd "$deb_dir" && apt-get download pocketsphinx-testdata) ||
       die "apt-get download pocketsphinx-testdata failed: run 'apt-get update' first, or pass --debs DIR"
   fi
-  rm -rf "$data/root" "$data/clips"
+  rm -rf "$data/root"
   dpkg -x "$deb_dir"/pocketsphinx-testdata_*.deb "$data/root"
-  src="$data/root/usr/share/pocketsphinx/test/data"
-  mkdir -p "$data/clips"
-  cp "$src"/librivox/*.wav "$data/clips/"
-  for raw in "$src"/cards/*.wav; do cp "$raw" "$data/clips/cards-$(basename "$raw")"; done
-  for raw in "$src"/*.raw; do
-    "${PYTHON:-python3}" - "$raw" "$data/clips/$(basename "${raw%.raw}").wav" <<'PY'
-import sys
-
-import numpy as np
-import soundfile as sf
-
-samples = np.fromfile(sys.argv[1], dtype="<i2")
-sf.write(sys.argv[2], samples, 16000, subtype="PCM_16")
-PY
-  done
-  log "gathered $(ls "$data/clips" | wc -l) clips into $data/clips"
+  "$(python_command)" "$here/local/gather_clips.py" "$data/root" "$data/clips" --manifest "$data/clips.tsv" \
+    --overwrite
 }
 
 stage_evaluate_model() {
   local extra=() model_args=()
   read -r -a extra <<< "${eval_options:-}"
   [ "$model" = default ] || model_args=(--model "$model")
-  "${vq[@]}" eval "$data/clips" ${model_args[@]+"${model_args[@]}"} --out "$exp/report" --overwrite \
+  require "$data/clips.tsv"
+  "${vq[@]}" eval "$data/clips.tsv" ${model_args[@]+"${model_args[@]}"} --out "$exp/report" --overwrite \
     ${extra[@]+"${extra[@]}"}
 }
 
