@@ -19,6 +19,7 @@ from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.codec.vqvae import build_model
 from vqaudio.config import Config, DecoderConfig, EncoderConfig, PitchConfig
 from vqaudio.errors import TokenFileError
+from vqaudio.evaluation.evaluate import EvalOptions, evaluate
 from vqaudio.io.audio import save_audio
 from vqaudio.io.token_file import load_tokens
 from vqaudio.prior import Prior
@@ -219,3 +220,17 @@ def test_hostile_inputs_give_valid_pitch_codes(pitch_tokenizer: Tokenizer) -> No
         assert pitch_tokenizer.decode(codes).isfinite().all()
     assert int(pitch_tokenizer.encode(sung, RATE)[0].count_nonzero()) <= 2  # no pitch in range: unvoiced
     assert int((pitch_tokenizer.encode(clipped, RATE)[0] > 0).sum()) > 40  # clipping keeps the voicing
+
+
+def test_eval_scores_a_pitch_model_at_each_bitrate(pitch_tokenizer: Tokenizer, tmp_path: Path) -> None:
+    """The pitch row is kept at every n_q, counted in the bitrate and tokens/s, and left out of codebook usage."""
+    for index, f0 in enumerate((110.0, 180.0)):
+        save_audio(tmp_path / "wavs" / f"u{index}.wav", voiced(f0), RATE)
+    options = EvalOptions(n_q=(1, 3), baselines=False, num_examples=0, progress=False, voice=False)
+    result = evaluate(tmp_path / "wavs", pitch_tokenizer, options)
+    one = result.system("vqaudio_nq1")
+    assert one.spec.kbps == pytest.approx(pitch_tokenizer.bitrate_at(1) / 1000)
+    assert one.spec.tokens_per_second == pytest.approx(2 * pitch_tokenizer.frame_rate)
+    assert result.code_counts.shape == (pitch_tokenizer.num_codebooks, pitch_tokenizer.codebook_size)
+    three = result.system("vqaudio_nq3")
+    assert np.isfinite(three.values("mel_distance")).all() and len(three.values("mel_distance")) == 2

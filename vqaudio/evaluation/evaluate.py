@@ -118,7 +118,7 @@ def model_systems(tokenizer: Tokenizer, n_q_values: tuple[int, ...]) -> list[Sys
             "vqaudio",
             tokenizer.bitrate_at(n_q) / 1000,
             n_q,
-            n_q * tokenizer.frame_rate,
+            (tokenizer.pitch_rows + n_q) * tokenizer.frame_rate,  # a pitch row is a token too
             None,
         )
         for n_q in n_q_values
@@ -299,8 +299,8 @@ def _evaluate_model(
     wav = torch.from_numpy(reference)
     # Residual VQ: the first n_q codes of a full encode are the codes of an n_q encode (each stage quantizes
     # what the stages before it left), so one encode serves every bitrate.
-    codes, encode_seconds = _timed(tokenizer, lambda: tokenizer.encode(wav, sample_rate))  # [K, F]
-    counts += code_histograms(codes, tokenizer.codebook_size)
+    codes, encode_seconds = _timed(tokenizer, lambda: tokenizer.encode(wav, sample_rate))  # [P + K, F]
+    counts += code_histograms(codes[tokenizer.pitch_rows :], tokenizer.codebook_size)  # the codebooks
     decoded: dict[str, np.ndarray] = {}
     for system in systems:
         spec = system.spec
@@ -309,7 +309,7 @@ def _evaluate_model(
         n_q = spec.n_q
 
         def decode(n_q: int | None = n_q) -> torch.Tensor:
-            return tokenizer.decode(codes[:n_q], num_samples=reference.shape[0])
+            return tokenizer.decode(codes, n_q=n_q, num_samples=reference.shape[0])  # keeps a pitch row
 
         output, decode_seconds = _timed(tokenizer, decode)
         audio = output.detach().cpu().numpy().astype(np.float32, copy=False)

@@ -62,7 +62,7 @@ class SystemSpec(NamedTuple):
     family: str  # "vqaudio", "codec2", "opus", or "original" (the input itself)
     kbps: float  # nominal bitrate
     n_q: int | None  # vqaudio only
-    tokens_per_second: float | None  # vqaudio only: n_q * frame_rate
+    tokens_per_second: float | None  # vqaudio only: (pitch rows + n_q) * frame_rate
     baseline: Baseline | None
 
 
