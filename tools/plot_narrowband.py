@@ -46,9 +46,11 @@ def main() -> None:
     if args.seconds is not None:
         wav = wav[: int(args.seconds * rate)]
     codes = tokenizer.encode(torch.from_numpy(wav), rate, n_q=args.n_q)
-    kbps = tokenizer.bitrate_at(codes.shape[0]) / 1000
+    n_q = codes.shape[0] - tokenizer.pitch_rows  # codebooks (a pitch row, if any, comes first)
+    kbps = tokenizer.bitrate_at(n_q) / 1000
     decoded = tokenizer.decode(codes, num_samples=len(wav)).numpy()
-    rows = [("original", wav), (f"vqaudio, {codes.shape[0]} codebooks ({kbps:.2f} kbps)", decoded)]
+    pitch = " + pitch row" if tokenizer.pitch_rows else ""
+    rows = [("original", wav), (f"vqaudio, {n_q} codebooks{pitch} ({kbps:.2f} kbps)", decoded)]
     baselines = {baseline.name: baseline for baseline in default_baselines()}
     for name in args.baseline:
         if name not in baselines:
