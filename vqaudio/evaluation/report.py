@@ -120,37 +120,66 @@ def write_report(result: EvalResult, folder: str | Path) -> None:
         tmp.write_text(markdown(result, examples))
 
 
+def _system_entry(result: EvalResult, system: SystemResult) -> dict[str, Any]:
+    """One system's numbers in report.json: rates, speeds, metric summaries, failures, lags or entropy."""
+    spec = system.spec
+    entry: dict[str, Any] = {
+        "family": spec.family,
+        "kbps": spec.kbps,
+        "measured_kbps": system.measured_kbps,
+        "n_q": spec.n_q,
+        "tokens_per_second": spec.tokens_per_second,
+        "utterances": len(system.scores),
+        "audio_seconds": system.audio_seconds,
+        "encode_seconds": system.encode_seconds,
+        "decode_seconds": system.decode_seconds,
+        "encode_rtf": system.encode_rtf,
+        "decode_rtf": system.decode_rtf,
+        "metrics": {metric: summarize(system, metric)._asdict() for metric in METRICS},
+        "metric_failures": {metric: system.metric_failures(metric) for metric in METRICS},
+        "codec_failures": system.failures,
+    }
+    if spec.family == "vqaudio":
+        entry["entropy_kbps"] = _entropy_kbps(result, spec.n_q or 0)
+    else:
+        lags = np.array(list(system.lags.values()), dtype=np.float64) * 1000 / result.sample_rate
+        entry["lag_ms"] = {
+            "median": float(np.median(lags)) if lags.size else None,
+            "min": float(lags.min()) if lags.size else None,
+            "max": float(lags.max()) if lags.size else None,
+        }
+    return entry
+
+
+def _utterance_entries(result: EvalResult) -> list[dict[str, Any]]:
+    """Per utterance in report.json: its scores, what the recogniser heard, and the baselines' lags."""
+    return [
+        {
+            "id": utt.id,
+            "path": utt.path,
+            "seconds": utt.seconds,
+            "text": utt.text,
+            "scores": {
+                system.spec.name: {metric: getattr(system.scores[utt.id], metric) for metric in METRICS}
+                for system in _scored_rows(result)
+                if utt.id in system.scores
+            },
+            "recognized": {
+                system.spec.name: system.scores[utt.id].recognized
+                for system in _scored_rows(result)
+                if utt.id in system.scores and system.scores[utt.id].recognized is not None
+            },
+            "lags": {
+                system.spec.name: system.lags[utt.id] for system in result.systems if utt.id in system.lags
+            },
+        }
+        for utt in result.utterances
+    ]
+
+
 def report_dict(result: EvalResult, examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Every number of the evaluation as plain JSON-ready data (NaN becomes null when written)."""
-    systems = {}
-    for system in result.systems:
-        spec = system.spec
-        entry: dict[str, Any] = {
-            "family": spec.family,
-            "kbps": spec.kbps,
-            "measured_kbps": system.measured_kbps,
-            "n_q": spec.n_q,
-            "tokens_per_second": spec.tokens_per_second,
-            "utterances": len(system.scores),
-            "audio_seconds": system.audio_seconds,
-            "encode_seconds": system.encode_seconds,
-            "decode_seconds": system.decode_seconds,
-            "encode_rtf": system.encode_rtf,
-            "decode_rtf": system.decode_rtf,
-            "metrics": {metric: summarize(system, metric)._asdict() for metric in METRICS},
-            "metric_failures": {metric: system.metric_failures(metric) for metric in METRICS},
-            "codec_failures": system.failures,
-        }
-        if spec.family == "vqaudio":
-            entry["entropy_kbps"] = _entropy_kbps(result, spec.n_q or 0)
-        else:
-            lags = np.array(list(system.lags.values()), dtype=np.float64) * 1000 / result.sample_rate
-            entry["lag_ms"] = {
-                "median": float(np.median(lags)) if lags.size else None,
-                "min": float(lags.min()) if lags.size else None,
-                "max": float(lags.max()) if lags.size else None,
-            }
-        systems[spec.name] = entry
+    systems = {system.spec.name: _system_entry(result, system) for system in result.systems}
     original = result.original
     return {
         "format": REPORT_FORMAT,
@@ -207,30 +236,7 @@ def report_dict(result: EvalResult, examples: list[dict[str, Any]] | None = None
             for index, stats in enumerate(result.codebooks)
         ],
         "notes": result.notes,
-        "utterances": [
-            {
-                "id": utt.id,
-                "path": utt.path,
-                "seconds": utt.seconds,
-                "text": utt.text,
-                "scores": {
-                    system.spec.name: {metric: getattr(system.scores[utt.id], metric) for metric in METRICS}
-                    for system in _scored_rows(result)
-                    if utt.id in system.scores
-                },
-                "recognized": {
-                    system.spec.name: system.scores[utt.id].recognized
-                    for system in _scored_rows(result)
-                    if utt.id in system.scores and system.scores[utt.id].recognized is not None
-                },
-                "lags": {
-                    system.spec.name: system.lags[utt.id]
-                    for system in result.systems
-                    if utt.id in system.lags
-                },
-            }
-            for utt in result.utterances
-        ],
+        "utterances": _utterance_entries(result),
         "examples": examples or [],
         "plots": {"quality_vs_bitrate": QUALITY_PLOT, "codebook_usage": CODEBOOK_PLOT},
     }
