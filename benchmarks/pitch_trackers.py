@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from vqaudio.codec import pitch as pitch_module
+from vqaudio.features import frame_signal
 from vqaudio.io.audio import load_audio
 
 SAMPLE_RATE = 16000
@@ -41,9 +42,9 @@ def praat(audio: np.ndarray) -> Track:
 
 
 def in_house(audio: np.ndarray, window: int = 640) -> Track:
-    wav = torch.from_numpy(audio)[None, None]
-    padded = torch.nn.functional.pad(wav, (window // 2, window // 2))[0]
-    frames = padded.unfold(-1, window, HOP)  # [1, F, window]; frame i centred on sample i * HOP
+    frames = frame_signal(
+        torch.from_numpy(audio)[None], window, HOP, window // 2
+    )  # frame i centred on i * HOP
     estimate = pitch_module.estimate_pitch(frames, SAMPLE_RATE)
     f0 = estimate.f0[0].double().numpy() * estimate.voiced[0].numpy()
     return np.arange(len(f0)) * HOP / SAMPLE_RATE, f0
