@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_config, make_tiny_tokenizer, speech_like
+from scipy.signal import lfilter
 
 from vqaudio.cli.main import main
 from vqaudio.codec.corpus_coding import resynthesize_tokens, tokenize_corpus
@@ -56,10 +57,7 @@ def voiced(f0: float, seconds: float = 1.0) -> np.ndarray:
     for centre, bandwidth in ((500.0, 80.0), (1500.0, 120.0)):  # two-pole resonators
         radius = math.exp(-math.pi * bandwidth / RATE)
         a1, a2 = -2 * radius * math.cos(2 * math.pi * centre / RATE), radius**2
-        out = np.zeros(n)
-        for i in range(n):
-            out[i] = signal[i] - a1 * (out[i - 1] if i else 0) - a2 * (out[i - 2] if i > 1 else 0)
-        signal = out
+        signal = lfilter([1.0], [1.0, a1, a2], signal)
     return (0.3 * signal / np.abs(signal).max()).astype(np.float32)
 
 
