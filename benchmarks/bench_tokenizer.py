@@ -111,7 +111,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", help="a trained model folder (default: random weights of --recipe)")
-    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "rvq_mel.yaml"))
+    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "rvq_mel_pitch.yaml"))
     parser.add_argument("--lengths", default="10,600", help="input lengths in seconds, comma-separated")
     parser.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     parser.add_argument("--repeats", type=int, default=5)

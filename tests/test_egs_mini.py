@@ -146,3 +146,26 @@ def test_codec_stages_stop_on_a_missing_recipe(tmp_path: Path) -> None:
     status, stderr, calls = train_codec_stages(tmp_path, "two.yaml,missing.yaml")
     assert status != 0 and "missing missing.yaml" in stderr
     assert not calls  # checked before the first (hours-long) stage starts
+
+
+@pytest.mark.parametrize(("codec_manifest", "train_source"), [("", "train.tsv"), ("plus.tsv", "plus.tsv")])
+def test_the_train_tokens_are_of_the_codecs_training_data(
+    codec_manifest: str, train_source: str, tmp_path: Path
+) -> None:
+    """Stage 2 tokenizes the codec's training manifest as the train split (the prior learns from all of it)."""
+    for name in ("train.tsv", "plus.tsv", "dev.tsv", "test.tsv"):
+        (tmp_path / name).touch()
+    (tmp_path / "exp" / "codec").mkdir(parents=True)
+    calls = tmp_path / "calls.txt"
+    script = f"""
+source {REPO / "egs" / "common" / "lib.sh"}
+fake() {{ echo "$*" >> {calls}; }}
+vq=(fake); exp=exp; codec_manifest='{codec_manifest}'
+train_manifest=train.tsv; dev_manifest=dev.tsv; test_manifest=test.tsv
+stage_tokenize
+"""
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    sources = {words[2]: words[1] for words in (line.split() for line in calls.read_text().splitlines())}
+    assert sources == {"exp/tokens/dev.npy": "dev.tsv", "exp/tokens/test.npy": "test.tsv",
+                       "exp/tokens/train.npy": train_source}  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -144,6 +145,25 @@ def test_a_token_file_without_the_pitch_row_names_the_model_it_belongs_to(
         resynthesize_tokens(
             pitch_tokenizer, tmp_path / "plain.npy", tmp_path / "out", force=True, progress=False
         )
+
+
+def test_info_on_a_token_file_counts_the_pitch_row_apart(
+    pitch_tokenizer: Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`vqaudio info tokens.npy --usage`: the bitrate counts 8 bits for the pitch row, its usage is over its
+    levels, and the codebooks are numbered from 1 as everywhere else."""
+    save_audio(tmp_path / "wavs" / "a.wav", voiced(150.0), RATE)
+    tokenize_corpus(pitch_tokenizer, tmp_path / "wavs", tmp_path / "t.npy", progress=False)
+    assert main(["info", str(tmp_path / "t.npy"), "--usage", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    n_q, levels = pitch_tokenizer.num_codebooks, pitch_tokenizer.config.model.pitch.levels
+    assert (facts["n_q"], facts["pitch_rows"]) == (n_q, 1)
+    assert facts["bitrate"] == pytest.approx(pitch_tokenizer.bitrate_at(n_q))
+    assert len(facts["codebook_usage"]) == n_q and len(facts["pitch_usage"]) == 1
+    assert facts["pitch_usage"][0]["max_entropy_bits"] == pytest.approx(math.log2(levels))
+    assert main(["info", str(tmp_path / "t.npy"), "--usage"]) == 0
+    text = capsys.readouterr().out
+    assert f"a pitch row of {levels} levels and n_q {n_q}" in text and "   pitch " in text
 
 
 def test_a_pitch_model_trains(pitch_tokenizer: Tokenizer) -> None:

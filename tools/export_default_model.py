@@ -27,7 +27,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("run", type=Path, help="trained tokenizer folder (a `vqaudio train` --out)")
-    parser.add_argument("--name", default="vqaudio-speech-16k-rvq8x1024")
+    parser.add_argument("--name", default="vqaudio-speech-16k-f0-rvq8x1024")
     parser.add_argument("--data", required=True, help="what the model was trained on, in words")
     parser.add_argument("--command", required=True, help="the command that retrains it")
     parser.add_argument("--stages", default="", help="the training stages, in words (optional)")

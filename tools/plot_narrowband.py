@@ -4,7 +4,7 @@ At this resolution the harmonics of voiced speech are separate lines, which is w
 spectrograms of ``vqaudio eval`` reports blur away: this is the figure that shows whether a decoder rebuilds
 pitch or only the spectral envelope (docs/MODEL_CARD.md, Known limits).
 
-    python tools/plot_narrowband.py data/pocketsphinx/clips/goforward.wav --seconds 2 --n-q 6 \
+    python tools/plot_narrowband.py data/pocketsphinx/clips/goforward.wav --seconds 2 --n-q 5 \
         --baseline codec2_3200 --out docs/images/narrowband_goforward.png
 """
 

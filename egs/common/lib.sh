@@ -117,6 +117,8 @@ stage_tokenize() {
   local split manifest
   for split in dev test train; do
     manifest="${split}_manifest"
+    # the prior learns from all the speech the codec learned from (codec_manifest: the train split and more)
+    [ "$split" != train ] || [ -z "${codec_manifest:-}" ] || manifest=codec_manifest
     require "${!manifest}"
     "${vq[@]}" tokenize "${!manifest}" "$exp/tokens/${split}.npy" --model "$exp/codec" --overwrite
   done

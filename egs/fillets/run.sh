@@ -4,12 +4,11 @@
 # to a 16 kHz LibriSpeech-layout corpus in which dev and test voices are never heard in training.
 #
 # Usage: egs/fillets/run.sh [--stage 0] [--stop-stage 5] [--data data/fillets] [--exp exp/fillets]
-#          [--recipe recipes/rvq_mel.yaml]
-#          [--finetune-recipe recipes/rvq_mel_envelope.yaml,recipes/rvq_mel_spread20.yaml,
-#                             recipes/rvq_mel_spread50.yaml]
+#          [--recipe recipes/rvq_mel_pitch.yaml]
+#          [--finetune-recipe recipes/rvq_mel_pitch_envelope.yaml]
 #          [--prior-config recipes/prior_default.yaml]
 #          [--fillets-src DIR] [--debs DIR] [--train-speakers cs-m,nl-v] [--jobs 0] [--force false]
-#          [--festival-voices true] [--festival-lines 170] [--real-voices true] [--more-speech true]
+#          [--festival-voices false] [--festival-lines 170] [--real-voices true] [--more-speech true]
 #          [--set KEY=VALUE ...]
 #   Paths are relative to the current folder. --fillets-src: already extracted data (a `dpkg -x` root or
 #   /usr/share/games/fillets-ng) instead of downloading; --debs: a folder that already holds the three .debs.
@@ -25,36 +24,34 @@
 #      DATA/corpus/{train,dev,test} (speaker = <lang>-<character>; effects, music, templates, clips under
 #      0.5 s skipped; train voices cs-m and nl-v, every other voice held out; hours per split, language and
 #      speaker in DATA/corpus/summary.json), then `vqaudio prepare` DATA/{train,dev,test}.tsv; with
-#      --festival-voices true (the default) also 7 synthetic voices (Festival reading the game's Czech,
-#      Russian and Italian subtitles, --festival-lines each, ~68 min in all; local/synthesize_voices.py,
-#      needs `apt-get install festival festvox-czech-dita festvox-czech-krb festvox-czech-machac
-#      festvox-czech-ph festvox-ru festvox-italp16k festvox-itapc16k`) into DATA/festival_voices and
-#      DATA/train_plus_voices.tsv, the codec's training data; with --real-voices true (the default) also 24
-#      real non-English voices (letters and syllables of KLettres, voice packs of Hedgewars; Debian
-#      klettres-data, hedgewars-data, GPL-2+ and GFDL-1.3; apt-get download, no root; ~26 min after trimming;
-#      local/gather_voices.py) into DATA/real_voices, added to the same manifest; with --more-speech true (the
-#      default) also 5 professional voices of the Asterisk PBX's prompts (en, es, fr, it, ru; Debian
+#      --real-voices true (the default) also 24 real non-English voices (letters and syllables of KLettres,
+#      voice packs of Hedgewars; Debian klettres-data, hedgewars-data, GPL-2+ and GFDL-1.3; apt-get download,
+#      no root; ~26 min after trimming; local/gather_voices.py) into DATA/real_voices; with --more-speech true
+#      (the default) also 5 professional voices of the Asterisk PBX's prompts (en, es, fr, it, ru; Debian
 #      asterisk-core-sounds-{en,es,fr,it,ru}-g722, CC-BY-SA-3.0 / CC-BY-3.0, 16 kHz G.722; apt-get download, no
 #      root; 2.0 h after trimming, about 30 s; local/gather_speech.py, needs PyAV: pip install
-#      'vqaudio[recipes]') into DATA/more_speech, added to the same manifest. A finished stage 0 is skipped:
-#      --force true remakes it with the new options
-#   1  train the codec on the train voices plus the Festival voices, real voices and Asterisk voices (those
-#      made; none: DATA/train.tsv):
+#      'vqaudio[recipes]') into DATA/more_speech; both join the train voices in DATA/train_plus_voices.tsv, the
+#      codec's training data (3.96 h). --festival-voices true (off by default since the pitch-row tokenizer;
+#      earlier embedded models used it) also adds 7 synthetic voices (Festival reading the game's Czech,
+#      Russian and Italian subtitles, --festival-lines each, ~68 min in all; local/synthesize_voices.py, needs
+#      `apt-get install festival festvox-czech-dita festvox-czech-krb festvox-czech-machac festvox-czech-ph
+#      festvox-ru festvox-italp16k festvox-itapc16k`) into DATA/festival_voices. A finished stage 0 is
+#      skipped: --force true remakes it with the new options
+#   1  train the codec on the train voices plus the real voices and Asterisk voices (those made; none:
+#      DATA/train.tsv), with F0 and voicing in the tokens (the pitch row):
 #      vqaudio train RECIPE --data DATA/train_plus_voices.tsv --valid DATA/dev.tsv --out EXP/codec_base
-#      (about 49 min on 2 CPU cores), then all of it again with the band-envelope loss and a stronger
-#      usage-entropy penalty (recipes/rvq_mel_envelope.yaml, about 19 min):
-#      vqaudio train rvq_mel_envelope.yaml --init-from EXP/codec_base ... --out EXP/codec_rvq_mel_envelope
-#      then twice more with much stronger usage-entropy penalties (recipes/rvq_mel_spread20.yaml, then
-#      recipes/rvq_mel_spread50.yaml, about 20 min each), which spread the first codebook over its codes:
-#      vqaudio train rvq_mel_spread20.yaml --init-from EXP/codec_rvq_mel_envelope ... --out EXP/codec_rvq_mel_spread20
-#      vqaudio train rvq_mel_spread50.yaml --init-from EXP/codec_rvq_mel_spread20 ... --out EXP/codec
-#      together the embedded tokenizer (about 1 h 50 min). With --finetune-recipe '' RECIPE goes straight to EXP/codec;
-#      recipes/rvq_mel_gan.yaml (adversarial) is another second stage (from the 12,000-step first stage it
-#      lowered STOI: docs/EXPERIMENTS.md)
-#   2  tokenize dev, test and train into EXP/tokens/{dev,test,train}.npy
+#      (recipes/rvq_mel_pitch.yaml, 6,000 steps, about 40 min on 2 CPU cores), then all of it again with the
+#      band-envelope loss and a stronger usage-entropy penalty (recipes/rvq_mel_pitch_envelope.yaml, 4,000
+#      steps, about 27 min):
+#      vqaudio train rvq_mel_pitch_envelope.yaml --init-from EXP/codec_base ... --out EXP/codec
+#      together the embedded tokenizer. The tokenizer before it (no pitch row): --recipe recipes/rvq_mel.yaml
+#      --finetune-recipe recipes/rvq_mel_envelope.yaml,recipes/rvq_mel_spread20.yaml,recipes/rvq_mel_spread50.yaml
+#      --festival-voices true; recipes/rvq_mel_gan.yaml (adversarial) is another second stage (it lowered
+#      STOI: docs/EXPERIMENTS.md)
+#   2  tokenize dev, test and the codec's training data into EXP/tokens/{dev,test,train}.npy
 #   3  evaluate the codec on test (unseen voices, both languages) into EXP/report
-#   4  train the WaveNet token prior on the train tokens, evaluate it on the test tokens (EXP/prior_eval.json);
-#      with the embedded tokenizer's tokens this is the embedded prior, which
+#   4  train the WaveNet token prior on the train tokens (all the codec's training speech), evaluate it on
+#      the test tokens (EXP/prior_eval.json); with the embedded tokenizer's tokens this is the embedded prior, which
 #      `python tools/export_default_prior.py EXP/prior --test EXP/tokens/test.npy` copies into the package
 #   5  sample 4 x 4 s from the prior into EXP/samples
 set -euo pipefail
@@ -68,13 +65,13 @@ stage=0
 stop_stage=5
 data=data/fillets
 exp=exp/fillets
-recipe="$repo/recipes/rvq_mel.yaml"
-finetune_recipe="$repo/recipes/rvq_mel_envelope.yaml,$repo/recipes/rvq_mel_spread20.yaml,$repo/recipes/rvq_mel_spread50.yaml"
+recipe="$repo/recipes/rvq_mel_pitch.yaml"
+finetune_recipe="$repo/recipes/rvq_mel_pitch_envelope.yaml"
 prior_config="$repo/recipes/prior_default.yaml"
 fillets_src=
 debs=
 train_speakers=cs-m,nl-v
-festival_voices=true
+festival_voices=false
 festival_lines=170
 real_voices=true
 more_speech=true
@@ -91,7 +88,7 @@ vqaudio_command
 train_manifest="$data/train.tsv"
 dev_manifest="$data/dev.tsv"
 test_manifest="$data/test.tsv"
-codec_manifest="$train_manifest"  # the codec's training data (both stages); the prior trains on train.tsv
+codec_manifest="$train_manifest"  # the codec's training data (every stage), tokenized as train for the prior
 [ "$festival_voices" != "true" ] && [ "$real_voices" != "true" ] && [ "$more_speech" != "true" ] ||
   codec_manifest="$data/train_plus_voices.tsv"
 packages=(fillets-ng-data fillets-ng-data-cs fillets-ng-data-nl)

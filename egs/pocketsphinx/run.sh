@@ -5,7 +5,7 @@
 #
 # Usage: egs/pocketsphinx/run.sh [--stage 0] [--stop-stage 1] [--data data/pocketsphinx]
 #          [--exp exp/pocketsphinx] [--model default] [--debs DIR] [--force false]
-#          [--eval-options "--n-q 1,2,4,6,8"]
+#          [--eval-options "--n-q 1,2,4,5,8 --wer"]
 #   --model: a model folder or file; "default" is the model embedded in the vqaudio package.
 #   VQAUDIO overrides the vqaudio command.
 #

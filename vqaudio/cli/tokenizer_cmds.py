@@ -291,7 +291,12 @@ def _token_file_info(path: Path, usage: bool = False) -> tuple[dict[str, Any], s
     corpus = load_tokens(path)
     meta = corpus.meta
     n_q, codebook_size = corpus.num_codebooks, corpus.codebook_size
-    bitrate = n_q * math.log2(codebook_size) * corpus.frame_rate
+    pitch_rows = int(meta.get("pitch_rows") or 0)  # row 0 is each frame's F0 and voicing when 1
+    pitch_levels = int(meta.get("pitch_levels") or 256) if pitch_rows else 0  # 256: files of 0.2.0 lack it
+    codebooks = n_q - pitch_rows
+    bitrate = (
+        codebooks * math.log2(codebook_size) + pitch_rows * math.log2(max(pitch_levels, 1))
+    ) * corpus.frame_rate
     seconds = corpus.seconds
     facts = {
         "kind": "tokens",
@@ -299,7 +304,8 @@ def _token_file_info(path: Path, usage: bool = False) -> tuple[dict[str, Any], s
         "num_utterances": len(corpus),
         "num_frames": corpus.num_frames,
         "hours": seconds / 3600,
-        "n_q": n_q,
+        "n_q": codebooks,
+        "pitch_rows": pitch_rows,
         "codebook_size": codebook_size,
         "bitrate": bitrate,
         "dtype": str(corpus.arrays[0].dtype),
@@ -311,23 +317,32 @@ def _token_file_info(path: Path, usage: bool = False) -> tuple[dict[str, Any], s
         f"token file {corpus.paths[0]}",
         f"  {len(corpus)} utterances, {corpus.num_frames} frames, {seconds / 3600:.3f} h "
         f"({seconds:.1f} s)" + (f", {len(skipped)} files skipped" if skipped else ""),
-        f"  n_q {n_q} x {codebook_size} codes ({corpus.arrays[0].dtype}), {corpus.frame_rate:g} frames/s, "
+        f"  {'a pitch row of ' + str(pitch_levels) + ' levels and ' if pitch_rows else ''}"
+        f"n_q {codebooks} x {codebook_size} codes ({corpus.arrays[0].dtype}), {corpus.frame_rate:g} frames/s, "
         f"{bitrate / 1000:.2f} kbps, sample rate {corpus.sample_rate} Hz, hop {corpus.hop_length}",
         f"  model {meta.get('model_name')!r} (hash {str(meta.get('model_hash'))[:12]})",
         f"  made {meta.get('created')} by vqaudio {meta.get('vqaudio_version')} from {meta.get('source')}"
         + (f", shard {shard['index']}/{shard['count']}" if isinstance(shard, dict) else ""),
     ]
     if usage:
+        import numpy as np
+
         from vqaudio.evaluation.codebook_stats import code_histograms, usage_from_histograms
 
-        counts = sum(code_histograms(array.T, codebook_size) for array in corpus.arrays)
-        stats = usage_from_histograms(counts)
+        counts = np.sum([code_histograms(array.T, codebook_size) for array in corpus.arrays], axis=0)
+        # the pitch row's statistics over its own levels; the codebooks' over their codes
+        pitch_stats = [
+            usage_from_histograms(counts[row : row + 1, :pitch_levels])[0] for row in range(pitch_rows)
+        ]
+        stats = usage_from_histograms(counts[pitch_rows:])
         facts["codebook_usage"] = [stat._asdict() for stat in stats]
+        facts["pitch_usage"] = [stat._asdict() for stat in pitch_stats]
         lines.append("  codebook  used codes  perplexity  entropy (bits)")
+        labels = ["pitch"] * pitch_rows + [str(index) for index in range(1, len(stats) + 1)]
         lines += [
-            f"  {index:8d}  {stat.used_fraction:9.1%}  {stat.perplexity:10.1f}  "
+            f"  {label:>8}  {stat.used_fraction:9.1%}  {stat.perplexity:10.1f}  "
             f"{stat.entropy_bits:5.2f} of {stat.max_entropy_bits:.2f}"
-            for index, stat in enumerate(stats, start=1)
+            for label, stat in zip(labels, [*pitch_stats, *stats], strict=True)
         ]
     return facts, "\n".join(lines)
 

@@ -194,6 +194,7 @@ def _token_file_writer(
         "model_num_codebooks": tokenizer.num_codebooks,
         "n_q": n_q,
         "pitch_rows": tokenizer.pitch_rows,  # row 0 of every utterance is the pitch row when 1
+        "pitch_levels": tokenizer.config.model.pitch.levels if tokenizer.pitch_rows else None,
         "source": str(source),
         "shard": None if shard is None else {"index": shard[0], "count": shard[1]},
     }
