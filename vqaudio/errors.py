@@ -19,3 +19,14 @@ class ModelFileError(VQAudioError):
 
 class DataError(VQAudioError):
     """A corpus, manifest or split that cannot be used."""
+
+
+class OutputError(VQAudioError, OSError):
+    """An output that cannot be written: a full disk, a read-only or forbidden folder, a folder in the way.
+
+    Also an OSError (``errno`` and ``filename`` set), so code catching OS errors still catches it; the message
+    names the output (not a temporary) and the fix.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror) if self.strerror else super().__str__()

@@ -35,7 +35,8 @@ SAMPLE_HELP = (
     "Sample token sequences from the prior and decode them to WAVs with the tokenizer the prior names "
     "(found by hash: the recorded path, then the embedded default; --tokenizer overrides).\n\n"
     "With --prompt, each sample continues the prompt audio's tokens (kept unchanged; the WAV holds prompt + "
-    "continuation). Writes OUT/sample_NNN.npy ([n_q, frames] codes), OUT/sample_NNN.wav and OUT/samples.json."
+    "continuation). Writes OUT/sample_NNN.npy ([n_q, frames] codes), OUT/sample_NNN.wav and OUT/samples.json. "
+    "An existing OUT that is not empty is replaced as a whole, and only with --overwrite."
 )
 INFO_HELP = (
     "Describe a prior model (default: the embedded one): architecture, receptive field, the tokenizer it "
@@ -226,10 +227,21 @@ def sample_command(
         False, "--naive", help="Rerun the network over the receptive field per frame (slow; same tokens)."
     ),
     force: bool = typer.Option(False, "--force", help="Decode with a --tokenizer whose hash differs."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier run's OUT folder (as a whole)."
+    ),
 ) -> None:
     from vqaudio.prior import Prior
-    from vqaudio.prior.audio_io import encode_prompt, find_tokenizer, frames_for, speaker_list, write_samples
+    from vqaudio.prior.audio_io import (
+        check_samples_folder,
+        encode_prompt,
+        find_tokenizer,
+        frames_for,
+        speaker_list,
+        write_samples,
+    )
 
+    check_samples_folder(out, overwrite)  # before any work
     prior = Prior.load(prior_path)
     num_frames = frames_for(seconds, prior.frame_rate)
     conditions = speaker_list(prior, speaker, num_samples)
@@ -264,7 +276,7 @@ def sample_command(
         "speaker": speaker,
         "fast": not naive,
     }
-    files = write_samples(out, codes, prior, tokenizer, settings)
+    files = write_samples(out, codes, prior, tokenizer, settings, overwrite=overwrite)
     log.info(
         "%d x %d frames in %.1f s (%.0f frames/s)",
         num_samples,

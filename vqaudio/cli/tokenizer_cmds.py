@@ -116,7 +116,9 @@ def resynth(
     model: Path | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     n_q: int | None = typer.Option(None, "--n-q", min=1, help="Decode only the first n_q codebooks."),
     force: bool = typer.Option(False, "--force", help="Decode tokens made by another model anyway."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing output (a folder of WAVs as a whole)."
+    ),
     chunk_seconds: float = typer.Option(
         30.0, "--chunk-seconds", min=0.01, help="Long inputs are processed in windows of this length."
     ),
@@ -125,6 +127,7 @@ def resynth(
 ) -> None:
     """Tokens or audio -> audio (help: RESYNTH_HELP)."""
     from vqaudio.codec.corpus_coding import resynthesize_tokens
+    from vqaudio.io.atomic import check_output
     from vqaudio.io.audio import AUDIO_EXTENSIONS, load_audio, save_audio
     from vqaudio.io.token_file import token_paths
 
@@ -152,8 +155,7 @@ def resynth(
         raise typer.BadParameter(
             f"{output}: the round trip output must be a .wav or .flac file", param_hint="OUTPUT"
         )
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
+    check_output(output, overwrite=overwrite)  # before any work
     tokenizer = _load_tokenizer(model, threads)
     wav = load_audio(input, tokenizer.sample_rate)
     codes = tokenizer.encode(wav, tokenizer.sample_rate, n_q=n_q, chunk_seconds=chunk_seconds)

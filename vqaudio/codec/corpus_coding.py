@@ -2,15 +2,12 @@
 
 Both stream (memory is bounded by a batch, not the corpus) and leave nothing half-written when they fail or
 are interrupted: the token file is renamed into place when complete (``TokenFileWriter``), and a new output
-folder of WAVs is built under a temporary name.
+folder of WAVs is built under a temporary name and swapped in when complete (``vqaudio.io.atomic``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -21,6 +18,7 @@ from vqaudio.data.batching import batch_by_length
 from vqaudio.data.corpus import load_corpus
 from vqaudio.data.utterance import Utterance
 from vqaudio.errors import AudioError, DataError, TokenFileError
+from vqaudio.io.atomic import atomic_folder, check_output
 from vqaudio.io.audio import audio_info, load_audio, save_audio
 from vqaudio.io.token_file import TokenCorpus, TokenFileWriter, TokenPaths, check_can_write, load_tokens
 from vqaudio.progress import progress_bar
@@ -253,17 +251,19 @@ def resynthesize_tokens(
     Args:
         tokenizer: must be the model that made the tokens (checked by hash) unless ``force``.
         tokens: a token file (or shards, as ``load_tokens`` takes).
-        out_dir: the output folder; a new folder appears complete or not at all.
+        out_dir: the output folder; it appears complete or not at all, and replaces an existing one (only with
+            ``overwrite``, and only if it holds nothing but WAVs) when complete.
         n_q: decode only the first n_q codebooks (None: all stored).
         force: decode tokens from another model anyway (same codebook size needed).
-        overwrite: replace WAVs that already exist in ``out_dir``.
+        overwrite: replace an existing, non-empty ``out_dir`` as a whole (no WAV of an earlier run stays).
         batch_size, chunk_seconds: decoding batch and window sizes (the audio does not depend on them).
         progress: show a progress bar on a terminal.
     Returns:
         the written WAV paths, in id order.
     Raises:
         TokenFileError: invalid token file, tokens of another model, codes outside the codebook.
-        FileExistsError: an output WAV exists and ``overwrite`` is False.
+        FileExistsError: ``out_dir`` is not empty and ``overwrite`` is False.
+        OutputError: ``out_dir`` cannot be written, or holds files other than WAVs.
     """
     corpus = load_tokens(tokens)
     where = (
@@ -281,14 +281,9 @@ def resynthesize_tokens(
     max_frames = max(1, int(chunk_seconds * tokenizer.frame_rate))
     # planned before the staging folder exists, so a bad batch_size leaves nothing behind
     batches = batch_by_length([entry.num_frames for entry in entries], batch_size, max_frames)
-    # a new folder is built under a temporary name and renamed when complete
-    staging = None
-    if not out_dir.exists():
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    root = staging or out_dir
+    # built under a temporary name and swapped in when complete: an existing folder stays as it was until then
     written = []
-    try:
+    with atomic_folder(out_dir, overwrite=overwrite) as staging:
         with progress_bar(
             total=len(ids), unit="file", desc="decoding", disable=None if progress else True
         ) as bar:
@@ -302,15 +297,9 @@ def resynthesize_tokens(
                     chunk_seconds=chunk_seconds,
                 )
                 for position, wav in zip(batch, audio, strict=True):
-                    save_audio(root / _wav_name(ids[position], where), wav, tokenizer.sample_rate)
+                    save_audio(staging / _wav_name(ids[position], where), wav, tokenizer.sample_rate)
                     written.append(out_dir / _wav_name(ids[position], where))
                 bar.update(len(batch))
-        if staging is not None:
-            os.replace(staging, out_dir)
-            staging = None
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
     return sorted(written)
 
 
@@ -345,16 +334,20 @@ def _check_model(corpus: TokenCorpus, tokenizer: Tokenizer, where: object, force
 
 
 def _check_out_dir(out_dir: Path, targets: list[Path], overwrite: bool) -> None:
-    """Refuse an output that is a file, or (without ``overwrite``) a folder that holds one of ``targets``."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} exists and is not a folder; token files resynthesize to a folder")
-    if out_dir.exists() and not overwrite:
+    """Refuse an output that is a file, or (without ``overwrite``) a folder that is not empty; with it, a folder
+    holding anything but WAVs (it is replaced as a whole). Checked before any decoding."""
+    if out_dir.is_dir() and not overwrite:
         clashes = [path for path in targets if path.exists()]
         if clashes:
             raise FileExistsError(
                 f"{clashes[0]} already exists ({len(clashes)} of {len(targets)} outputs do); "
-                "pass --overwrite to replace them"
+                "pass --overwrite to replace the folder"
             )
+    check_output(out_dir, overwrite=overwrite, folder=True, replaceable=_is_wav, what="`vqaudio resynth`")
+
+
+def _is_wav(relative: Path) -> bool:
+    return relative.suffix.lower() == ".wav"
 
 
 def _wav_name(utt_id: str, where: object) -> Path:
