@@ -153,12 +153,16 @@ def eval_command(
         help="Also write the JSON object to this file (atomically); the table still prints.",
     ),
     force: bool = typer.Option(False, "--force", help="Score tokens of another tokenizer anyway."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json-out file."),
 ) -> None:
+    from vqaudio.io.atomic import atomic_path, check_output
     from vqaudio.prior import Prior
     from vqaudio.prior.data import read_speakers, validated_utterances, with_conditions
     from vqaudio.prior.evaluation import evaluate_prior, format_report
     from vqaudio.prior.ngram import COUNTS_FILE, count_ngrams, load_counts
 
+    if json_out is not None:
+        check_output(json_out, overwrite=overwrite)  # before any work
     prior = Prior.load(prior_path)
     token_set = _load_token_set(tokens)
     prior.check_tokens(token_set.meta, force=force, where=str(tokens))
@@ -190,8 +194,6 @@ def eval_command(
     label = str(prior_path) if prior_path is not None else "(embedded default)"
     text = json.dumps({"tokens": str(tokens), "prior": label, **report.to_dict()})
     if json_out is not None:
-        from vqaudio.io.atomic import atomic_path
-
         with atomic_path(json_out) as tmp:
             tmp.write_text(text + "\n")
     typer.echo(text if as_json else format_report(report, f"prior {label} on {tokens}"))

@@ -51,7 +51,7 @@ from vqaudio.evaluation.results import (
     SystemSpec,
 )
 from vqaudio.evaluation.voice import DNSMOS_METRICS, PRAAT_METRICS, WER_METRIC, VoiceAnalysis
-from vqaudio.io.atomic import atomic_folder
+from vqaudio.io.atomic import atomic_folder, check_output
 from vqaudio.io.audio import load_audio
 from vqaudio.progress import progress_bar
 
@@ -275,9 +275,8 @@ def run_evaluation(
     out = Path(out)
     _check_out(out, overwrite)
     result = evaluate(source, tokenizer, options, model_path)
-    with atomic_folder(out) as staging:
+    with atomic_folder(out, overwrite=overwrite) as staging:  # refuses one created meanwhile
         write_report(result, staging)
-        _check_out(out, overwrite)  # someone may have created it during the run
     return result
 
 
@@ -454,7 +453,5 @@ def _check_options(options: EvalOptions) -> None:
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    """Before the work: a folder (or nothing) at ``out``, writable, replaced only with ``overwrite``."""
+    check_output(out, overwrite=overwrite, folder=True, what="`vqaudio eval`")
