@@ -594,6 +594,33 @@ def test_sw6_commit_is_not_cut_by_a_signal(tmp_path: Path, monkeypatch: pytest.M
     assert len(load_tokens(out)) == 4 and temporaries(tmp_path) == []  # complete and consistent
 
 
+def test_sw6_um8_a_signal_during_the_commit_reports_the_complete_output(
+    run: Any, audio_folder: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "t.npy"
+
+    def replace(source: Any, target: Any) -> None:
+        if Path(target) == out:
+            os.kill(os.getpid(), signal.SIGTERM)
+        REAL_REPLACE(source, target)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    line = one_line_error(run("tokenize", audio_folder, out, "--model", tiny_model_dir), code=143)
+    assert f"complete: {out}" in line and "nothing was written" not in line
+    assert len(load_tokens(out)) == 6 and temporaries(tmp_path) == []
+
+
+def test_sw6_stale_checkpoint_temporary_is_removed_when_a_run_starts(tmp_path: Path) -> None:
+    from vqaudio.training.run import RunFolder
+
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / f".checkpoint.pt.vqtmp-{dead_pid()}-{atomic._HOST}-abcd1234.pt"
+    stale.write_bytes(b"half a checkpoint")
+    assert RunFolder(out, ["checkpoint.pt"], "{out}").open(resume=True, overwrite=False) is None
+    assert not stale.exists()
+
+
 def test_sw6_stale_temporaries_of_a_killed_run_are_removed_with_a_note(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

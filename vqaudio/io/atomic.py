@@ -405,11 +405,11 @@ class OutputFiles:
                         if final.exists():
                             raise FileExistsError(f"{final} already exists; pass --overwrite to replace it")
                 self._swap()
+                for final in self.finals:  # before a deferred signal can stop the command
+                    _mark_written(final)
         finally:
             self._open = False
             self._remove_temporaries()
-        for final in self.finals:
-            _mark_written(final)
         return list(self.finals)
 
     def discard(self) -> None:
@@ -556,10 +556,10 @@ def atomic_folder(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]
                         raise
                 else:
                     os.replace(staging, path)  # also over an empty folder
+                _mark_written(path)  # before a deferred signal can stop the command
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _mark_written(path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)  # what is left is removed by the next run of this output
 
