@@ -125,7 +125,7 @@ def resynth(
 ) -> None:
     """Tokens or audio -> audio (help: RESYNTH_HELP)."""
     from vqaudio.codec.corpus_coding import resynthesize_tokens
-    from vqaudio.io.audio import AUDIO_EXTENSIONS, load_audio, save_audio
+    from vqaudio.io.audio import AUDIO_EXTENSIONS, load_one_file, save_audio
     from vqaudio.io.token_file import token_paths
 
     suffix = input.suffix.lower()
@@ -155,7 +155,7 @@ def resynth(
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
     tokenizer = _load_tokenizer(model, threads)
-    wav = load_audio(input, tokenizer.sample_rate)
+    wav = load_one_file(input, tokenizer.sample_rate)
     codes = tokenizer.encode(wav, tokenizer.sample_rate, n_q=n_q, chunk_seconds=chunk_seconds)
     audio = tokenizer.decode(codes, num_samples=len(wav), chunk_seconds=chunk_seconds)
     save_audio(output, audio, tokenizer.sample_rate)
