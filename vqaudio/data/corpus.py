@@ -63,7 +63,8 @@ def load_corpus(source: str | Path, *, read_headers: bool = False) -> list[Utter
         elif suffix in LIST_EXTENSIONS:
             utterances = read_list_file(source)
         elif suffix in AUDIO_EXTENSIONS:
-            utterances = [Utterance(id=source.stem, path=source, num_samples=None, sample_rate=None)]
+            utterance = Utterance(id=source.stem, path=source, num_samples=None, sample_rate=None)
+            utterances = sort_and_check([utterance], where=str(source))
         else:
             raise DataError(
                 f"{source}: not a manifest (.tsv), list file ({', '.join(LIST_EXTENSIONS)}) or audio file "
