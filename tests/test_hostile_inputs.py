@@ -107,7 +107,7 @@ def test_fifos_and_sockets_named_like_audio_are_skipped_never_read(
     os.mkdir(corpus / "folder.wav")  # a folder with an audio name is walked, not read
     with caplog.at_level(logging.WARNING):
         assert [utt.id for utt in fill_headers(load_corpus(corpus), progress=False)] == ["good"]
-    assert any("pipe.wav" in message and "not regular files" in message for message in warnings_of(caplog))
+    assert any("pipe.wav" in message and "not a regular file" in message for message in warnings_of(caplog))
     summary = tokenize_corpus(tiny_tokenizer, corpus, tmp_path / "t.npy", progress=False)
     assert summary.num_utterances == 1
     # named directly, in a manifest or a list file: refused with the reason, never opened
@@ -319,6 +319,10 @@ def test_audio_far_outside_full_scale_is_used_as_is_with_one_warning(
     with caplog.at_level(logging.WARNING):
         save_audio(tmp_path / "out.wav", first, RATE)
     assert any("out.wav" in message and "clipped" in message for message in warnings_of(caplog))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # resynth writes into a staging folder: the final name is said
+        save_audio(tmp_path / ".staging" / "x.wav", first, RATE, name=tmp_path / "out" / "x.wav")
+    assert any(message.startswith(f"{tmp_path / 'out' / 'x.wav'}: ") for message in warnings_of(caplog))
     assert np.abs(sf.read(str(tmp_path / "out.wav"))[0]).max() <= 1.0
     caplog.clear()
     with caplog.at_level(logging.WARNING):  # ordinary audio, and the usual small overs: nothing to say

@@ -302,8 +302,9 @@ def resynthesize_tokens(
                     chunk_seconds=chunk_seconds,
                 )
                 for position, wav in zip(batch, audio, strict=True):
-                    save_audio(root / _wav_name(ids[position], where), wav, tokenizer.sample_rate)
-                    written.append(out_dir / _wav_name(ids[position], where))
+                    final = out_dir / _wav_name(ids[position], where)
+                    save_audio(root / _wav_name(ids[position], where), wav, tokenizer.sample_rate, name=final)
+                    written.append(final)
                 bar.update(len(batch))
         if staging is not None:
             os.replace(staging, out_dir)

@@ -121,11 +121,12 @@ def find_audio_files(folder: Path) -> Iterator[Path]:
         )
     if special:
         log.warning(
-            "%s: skipped %d audio-named entr%s that %s not regular files (FIFO, socket or device), e.g. %s",
+            "%s: skipped %d audio-named entr%s, e.g. %s",
             folder,
             len(special),
-            "y" if len(special) == 1 else "ies",
-            "is" if len(special) == 1 else "are",
+            "y that is not a regular file (FIFO, socket or device)"
+            if len(special) == 1
+            else "ies that are not regular files (FIFOs, sockets or devices)",
             special[0],
         )
     if unlisted:

@@ -208,9 +208,11 @@ def _to_mono_at_rate(data: np.ndarray, file_rate: int, sample_rate: int, name: s
     return torch.from_numpy(np.ascontiguousarray(mono))
 
 
-def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int) -> None:
+def save_audio(
+    path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: int, name: str | Path | None = None
+) -> None:
     """Write mono float audio as 16-bit PCM WAV (or FLAC by extension), atomically; clips to [-1, 1] (with a
-    warning when the audio peaks beyond ``PEAK_WARNING``)."""
+    warning, naming the file as ``name`` or else ``path``, when the audio peaks beyond ``PEAK_WARNING``)."""
     array = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
     array = array.astype(np.float32).reshape(-1)
     peak = float(np.abs(array).max()) if array.size else 0.0
@@ -218,7 +220,7 @@ def save_audio(path: str | Path, wav: torch.Tensor | np.ndarray, sample_rate: in
         clipped = int((np.abs(array) > 1.0).sum())
         log.warning(
             "%s: audio peaks at %.4g (%+.1f dBFS); %d of %d samples are clipped to [-1, 1]",
-            path,
+            name or path,
             peak,
             20 * math.log10(peak),
             clipped,
