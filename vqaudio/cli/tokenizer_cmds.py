@@ -128,7 +128,7 @@ def resynth(
     """Tokens or audio -> audio (help: RESYNTH_HELP)."""
     from vqaudio.codec.corpus_coding import resynthesize_tokens
     from vqaudio.io.atomic import check_output
-    from vqaudio.io.audio import AUDIO_EXTENSIONS, load_audio, save_audio
+    from vqaudio.io.audio import AUDIO_EXTENSIONS, load_one_file, save_audio
     from vqaudio.io.token_file import token_paths
 
     suffix = input.suffix.lower()
@@ -157,7 +157,7 @@ def resynth(
         )
     check_output(output, overwrite=overwrite)  # before any work
     tokenizer = _load_tokenizer(model, threads)
-    wav = load_audio(input, tokenizer.sample_rate)
+    wav = load_one_file(input, tokenizer.sample_rate)
     codes = tokenizer.encode(wav, tokenizer.sample_rate, n_q=n_q, chunk_seconds=chunk_seconds)
     audio = tokenizer.decode(codes, num_samples=len(wav), chunk_seconds=chunk_seconds)
     save_audio(output, audio, tokenizer.sample_rate)

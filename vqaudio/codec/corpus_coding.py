@@ -19,7 +19,8 @@ from vqaudio.data.corpus import load_corpus
 from vqaudio.data.utterance import Utterance
 from vqaudio.errors import AudioError, DataError, TokenFileError
 from vqaudio.io.atomic import atomic_folder, check_output
-from vqaudio.io.audio import audio_info, load_audio, save_audio
+from vqaudio.io.audio import audio_info, check_audio_header, load_audio, save_audio
+from vqaudio.io.inputs import utterance_id_problem
 from vqaudio.io.token_file import TokenCorpus, TokenFileWriter, TokenPaths, check_can_write, load_tokens
 from vqaudio.progress import progress_bar
 
@@ -149,8 +150,8 @@ class _Rejects:
     def __call__(self, utterance: Utterance, error: AudioError) -> None:
         if not self.skip_bad:
             raise error
-        log.warning("skipping %s", error)
-        self.skipped.append({"utt_id": utterance.id, "path": str(utterance.path), "error": str(error)})
+        log.warning("skipping %s (--skip-bad)", error.reason)
+        self.skipped.append({"utt_id": utterance.id, "path": str(utterance.path), "error": error.reason})
 
 
 def _lengths_from_headers(
@@ -166,10 +167,9 @@ def _lengths_from_headers(
                 num_samples, file_rate = info.num_samples, info.sample_rate
             else:
                 num_samples, file_rate = utterance.num_samples, utterance.sample_rate
+            check_audio_header(utterance.path, file_rate, num_samples)  # also rates a manifest gives
             if num_samples <= 0:
-                raise AudioError(
-                    f"{utterance.path}: audio is empty (0 samples); remove it or pass --skip-bad"
-                )
+                raise AudioError(f"{utterance.path}: audio is empty (0 samples)", fix="remove it")
         except AudioError as error:
             reject(utterance, error)
             continue
@@ -297,8 +297,9 @@ def resynthesize_tokens(
                     chunk_seconds=chunk_seconds,
                 )
                 for position, wav in zip(batch, audio, strict=True):
-                    save_audio(staging / _wav_name(ids[position], where), wav, tokenizer.sample_rate)
-                    written.append(out_dir / _wav_name(ids[position], where))
+                    final = out_dir / _wav_name(ids[position], where)
+                    save_audio(staging / _wav_name(ids[position], where), wav, tokenizer.sample_rate, name=final)
+                    written.append(final)
                 bar.update(len(batch))
     return sorted(written)
 
@@ -351,10 +352,12 @@ def _is_wav(relative: Path) -> bool:
 
 
 def _wav_name(utt_id: str, where: object) -> Path:
-    """``spk/utt1`` -> ``spk/utt1.wav``; ids that would leave the output folder are refused."""
-    parts = utt_id.split("/")
-    if utt_id.startswith("/") or any(part in ("", ".", "..") for part in parts):
+    """``spk/utt1`` -> ``spk/utt1.wav``; ids that would leave the output folder are refused (the same rule as
+    tokenize's, ``utterance_id_problem``)."""
+    problem = utterance_id_problem(utt_id)
+    if problem is not None:
         raise TokenFileError(
-            f"{where}: utterance id {utt_id!r} cannot be used as a file name under the output folder"
+            f"{where}: utterance id {utt_id!r} {problem}; it cannot be a file name under the output folder"
         )
+    parts = utt_id.split("/")
     return Path(*parts[:-1], parts[-1] + ".wav")

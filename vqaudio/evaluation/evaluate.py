@@ -200,8 +200,8 @@ def evaluate(
             except AudioError as exc:
                 if not options.skip_bad:
                     raise
-                log.warning("skipping an unreadable file (--skip-bad): %s", exc)
-                skipped.append((str(utterance.path), str(exc)))
+                log.warning("skipping an unusable file (--skip-bad): %s", exc.reason)
+                skipped.append((str(utterance.path), exc.reason))
                 continue
             seconds = reference.shape[0] / sample_rate
             # silent clips make useless examples

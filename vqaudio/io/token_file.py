@@ -34,6 +34,7 @@ import torch
 from vqaudio._version import __version__
 from vqaudio.errors import TokenFileError
 from vqaudio.io.atomic import OutputFiles, check_output, writing_to
+from vqaudio.io.inputs import read_text, tsv_field_problem, utterance_id_problem
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ class TokenFileWriter:
         """Append one utterance.
 
         Args:
-            utt_id: unique id (no tabs or newlines).
+            utt_id: unique id that resynth can write as ``<out>/<utt_id>.wav`` (``utterance_id_problem``).
             source_path: the audio file it came from.
             codes: [n_q, frames] integer codes in ``[0, codebook_size)``.
             num_samples: the audio length at the model's sample rate.
@@ -189,11 +190,14 @@ class TokenFileWriter:
             raise ValueError(
                 f"{utt_id}: codes in [{codes.min()}, {codes.max()}] outside [0, {self.codebook_size})"
             )
-        for name, text in (("utterance id", utt_id), ("path", str(source_path))):
-            if not text or any(character in text for character in "\t\n\r"):
-                raise ValueError(
-                    f"{name} {text!r} is empty or holds a tab/newline, which the TSV index cannot store"
-                )
+        problem = utterance_id_problem(utt_id)
+        if problem is not None:
+            raise ValueError(f"utterance id {utt_id!r} ({source_path}) {problem}")
+        problem = tsv_field_problem(str(source_path)) if str(source_path) else "is empty"
+        if problem is not None:
+            raise ValueError(
+                f"{utt_id}: the path {str(source_path)!r} {problem}; the TSV index cannot store it"
+            )
         if utt_id in self._records:
             raise ValueError(
                 f"duplicate utterance id {utt_id!r} ({self._records[utt_id][0]} and {source_path})"
@@ -583,7 +587,12 @@ def _read_meta(path: Path) -> dict[str, Any]:
 
 def _read_index(path: Path, hop_length: int) -> list[IndexEntry]:
     """Parse and check the index: header, 5 columns, ids strictly sorted, offsets contiguous from 0."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    # split on newlines only: str.splitlines would also split on \f, \x1c, U+2028, ...
+    lines = [
+        line.rstrip("\r") for line in read_text(path, TokenFileError, "token index", _REWRITE).split("\n")
+    ]
+    if lines and not lines[-1]:
+        lines.pop()
     if not lines or tuple(lines[0].split("\t")) != INDEX_HEADER:
         header = "\\t".join(INDEX_HEADER)
         raise TokenFileError(f"{path}: the first line must be the header '{header}'; {_REWRITE}")

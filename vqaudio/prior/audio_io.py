@@ -21,7 +21,7 @@ from torch import Tensor
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.errors import AudioError, ModelFileError
 from vqaudio.io.atomic import atomic_folder, atomic_path, check_output
-from vqaudio.io.audio import load_audio, save_audio
+from vqaudio.io.audio import load_one_file, save_audio
 from vqaudio.prior.prior import Prior
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def encode_prompt(tokenizer: Any, path: str | Path, prior: Prior, seconds: float
     Raises:
         AudioError: unreadable audio, or shorter than ``seconds``; ValueError: fewer codebooks than the prior.
     """
-    wav = load_audio(path, tokenizer.sample_rate)
+    wav = load_one_file(path, tokenizer.sample_rate)
     if seconds is not None:
         wanted = round(seconds * tokenizer.sample_rate)
         if wanted < 1:
