@@ -298,7 +298,9 @@ def resynthesize_tokens(
                 )
                 for position, wav in zip(batch, audio, strict=True):
                     final = out_dir / _wav_name(ids[position], where)
-                    save_audio(staging / _wav_name(ids[position], where), wav, tokenizer.sample_rate, name=final)
+                    save_audio(
+                        staging / _wav_name(ids[position], where), wav, tokenizer.sample_rate, name=final
+                    )
                     written.append(final)
                 bar.update(len(batch))
     return sorted(written)
