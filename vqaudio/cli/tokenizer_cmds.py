@@ -125,7 +125,8 @@ def resynth(
 ) -> None:
     """Tokens or audio -> audio (help: RESYNTH_HELP)."""
     from vqaudio.codec.corpus_coding import resynthesize_tokens
-    from vqaudio.io.audio import AUDIO_EXTENSIONS, load_audio, save_audio
+    from vqaudio.io.audio import AUDIO_EXTENSIONS
+    from vqaudio.io.audio_stream import save_audio_blocks
     from vqaudio.io.token_file import token_paths
 
     suffix = input.suffix.lower()
@@ -155,15 +156,16 @@ def resynth(
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
     tokenizer = _load_tokenizer(model, threads)
-    wav = load_audio(input, tokenizer.sample_rate)
-    codes = tokenizer.encode(wav, tokenizer.sample_rate, n_q=n_q, chunk_seconds=chunk_seconds)
-    audio = tokenizer.decode(codes, num_samples=len(wav), chunk_seconds=chunk_seconds)
-    save_audio(output, audio, tokenizer.sample_rate)
+    # read and written window by window: memory does not grow with the file's length
+    coded = tokenizer.encode_file(input, n_q=n_q, chunk_seconds=chunk_seconds)
+    pieces = tokenizer.decode_stream(coded.codes, num_samples=coded.num_samples, chunk_seconds=chunk_seconds)
+    save_audio_blocks(output, pieces, tokenizer.sample_rate)
+    codes = coded.codes
     used = codes.shape[0]
     kbps = tokenizer.bitrate_at(used) / 1000
     typer.echo(
         f"{input} -> {codes.shape[1]} frames x {used} codebooks ({kbps:.2f} kbps) -> {output}"
-        f" ({len(wav)} samples at {tokenizer.sample_rate} Hz)"
+        f" ({coded.num_samples} samples at {tokenizer.sample_rate} Hz)"
     )
 
 

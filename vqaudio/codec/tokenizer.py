@@ -6,7 +6,10 @@ speech <-> token converter, with model files, resampling, batching and long-file
     wav = tok.decode(codes)                   # [n_q, F] -> [F * hop_length] at tok.sample_rate
 
 Long inputs are processed in exact, overlapping windows (``vqaudio.codec.windows``), so memory stays
-bounded and tokens never depend on batching or chunking.
+bounded and tokens never depend on batching or chunking. Files of any length stream from and to disk:
+
+    coded = tok.encode_file("long.flac")      # read in windows: EncodedFile(codes [n_q, F], num_samples)
+    save_audio_blocks("out.wav", tok.decode_stream(coded.codes, num_samples=coded.num_samples), tok.sample_rate)
 
 A decoder whose iSTFT head integrates phase over frames (``decoder.istft_phase: integrated``) is not local:
 each frame's phase sums every earlier frame's prediction. Decoding then runs the network in windows to the
@@ -18,20 +21,22 @@ rvq_mel geometry).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from vqaudio.codec.istft import ISTFTHead
 from vqaudio.codec.vqvae import VQVAE, build_model
-from vqaudio.codec.windows import frame_map
+from vqaudio.codec.windows import frame_map, long_windows
 from vqaudio.config import Config, ConfigError, from_dict, to_dict
 from vqaudio.errors import AudioError, ModelFileError
 from vqaudio.io.audio import to_model_input
+from vqaudio.io.audio_stream import AudioReader
 from vqaudio.io.model_file import (
     WEIGHTS_FILE,
     clean_state_dict,
@@ -40,6 +45,7 @@ from vqaudio.io.model_file import (
     save_model_file,
     weights_hash,
 )
+from vqaudio.io.token_file import storage_dtype
 
 MODEL_FORMAT = "vqaudio-tokenizer"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "default"
@@ -60,6 +66,17 @@ class TokenBatch(NamedTuple):
     codes: Tensor
     lengths: Tensor
     num_samples: Tensor
+
+
+class EncodedFile(NamedTuple):
+    """The codes of one audio file (``Tokenizer.encode_file``).
+
+    codes: [P + n_q, F] integer codes in the token file's storage dtype (int16 when codebook_size <= 32767).
+    num_samples: the file's length at the model's sample rate (for ``decode`` to crop).
+    """
+
+    codes: np.ndarray
+    num_samples: int
 
 
 class Tokenizer:
@@ -329,6 +346,72 @@ class Tokenizer:
             core=self._chunk_frames(chunk_seconds),
         )
 
+    @torch.inference_mode()
+    def encode_file(
+        self,
+        path: str | Path,
+        n_q: int | None = None,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+        block_frames: int | None = None,
+    ) -> EncodedFile:
+        """An audio file -> codes, read from disk window by window: memory is bounded by one window (and the
+        codes, 2 bytes per code), whatever the file's length.
+
+        The codes equal ``encode(load_audio(path, self.sample_rate), self.sample_rate, n_q, chunk_seconds)``
+        exactly: the same samples (soxr's streaming resampler equals its one-shot one) go through the same
+        windows.
+
+        Args:
+            path: any format libsndfile reads; other rates are resampled, multi-channel audio averaged.
+            n_q, chunk_seconds: as in ``encode``.
+            block_frames: frames read from the file at a time (None: ``AudioReader``'s default).
+        Returns:
+            EncodedFile(codes [P + n_q, F] in the token file's storage dtype, num_samples at the model's rate).
+        Raises:
+            AudioError: unreadable, empty or non-finite audio, naming the file.
+        """
+        self._check_n_q(n_q)
+        core = self._chunk_frames(chunk_seconds)
+        options = {} if block_frames is None else {"block_frames": block_frames}
+        dtype = storage_dtype(self.codebook_size)
+        with AudioReader(path, self.sample_rate, **options) as reader:
+            pieces = [piece.cpu().numpy().astype(dtype) for piece in self._encode_reader(reader, n_q, core)]
+            assert reader.num_samples is not None  # every window read, so the end was reached
+            return EncodedFile(np.concatenate(pieces, axis=-1), reader.num_samples)
+
+    def _encode_reader(self, reader: AudioReader, n_q: int | None, core: int) -> Iterator[Tensor]:
+        """Codes of consecutive frames, window by window, from the windows ``frame_map`` would use.
+
+        The input's length is learnt when the reader reaches the end of the file, which it always does before
+        the windows near the end are placed: a window is read as far as its end before it is placed.
+        """
+        hop, context = self.hop_length, self._context_frames()
+        window = core + 2 * context
+
+        def codes_of(start: int, frames: int) -> Tensor:
+            """Codes of input frames [start, start + frames), zero-padded past the end as frame_map pads."""
+            wav = torch.from_numpy(reader.read(start * hop, (start + frames) * hop))
+            wav = F.pad(wav, (0, frames * hop - wav.shape[-1]))
+            return self.model.encode(wav[None].to(self.device), n_q)[0]  # [P + n_q, frames]
+
+        reader.read(0, window * hop + 1)
+        if reader.num_samples is not None:  # a short input: one pass, as frame_map does
+            yield codes_of(0, self.model.num_frames(reader.num_samples))
+            return
+        keep_start = 0
+        while reader.num_samples is None or keep_start < self.model.num_frames(reader.num_samples):
+            start = max(0, keep_start - context)
+            reader.read(start * hop, (start + window) * hop)
+            keep_stop = keep_start + core
+            if reader.num_samples is not None:  # the end is in reach: the last window ends at the input's end
+                num_frames = self.model.num_frames(reader.num_samples)
+                start = min(start, num_frames - window)
+                keep_stop = min(keep_stop, num_frames)
+            yield codes_of(start, window)[:, keep_start - start : keep_stop - start]
+            # the next window starts at or after keep_stop - window (its start is shifted back at most that far)
+            reader.discard((keep_stop - window) * hop)
+            keep_start = keep_stop
+
     # ----------------------------------------------------------------------------------------------
     # Decode
     # ----------------------------------------------------------------------------------------------
@@ -457,6 +540,66 @@ class Tokenizer:
             context=head.context_frames,
             core=core * upsampling,
         )
+
+    @torch.inference_mode()
+    def decode_stream(
+        self,
+        codes: CodesLike,
+        n_q: int | None = None,
+        num_samples: int | None = None,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    ) -> Iterator[Tensor]:
+        """Codes -> consecutive pieces of audio, one window at a time (for ``save_audio_blocks``).
+
+        The pieces, concatenated, equal ``decode(codes, n_q, num_samples, chunk_seconds)`` exactly; only one
+        window of codes (converted from ``codes``, which may be a memory-mapped token file) and audio is held.
+        A decoder that integrates phase over frames (``integrates_phase``) yields the whole input in one
+        piece (see the module docstring).
+
+        Args:
+            codes: [P + K', F] integer codes (no batch), numpy (e.g. a ``TokenCorpus`` row) or torch.
+            n_q, num_samples, chunk_seconds: as in ``decode``.
+        Returns:
+            an iterator of float32 [T_i] pieces on the model's device, ``num_samples`` (or F * hop_length) in
+            all.
+        """
+        if np.ndim(codes) != 2:
+            raise ValueError(f"decode_stream() expects codes [K, F], got shape {tuple(np.shape(codes))}")
+        rows, num_frames = np.shape(codes)
+        self._select_codebooks(self._codes_tensor(codes[:, :1], "decode_stream")[0], n_q, "decode_stream")
+        max_samples = num_frames * self.hop_length
+        if num_samples is not None and not 1 <= num_samples <= max_samples:
+            raise ValueError(
+                f"decode_stream() num_samples must be between 1 and F * hop_length = {max_samples}, "
+                f"got {num_samples}"
+            )
+        self._chunk_frames(chunk_seconds)  # validated before the first piece is asked for
+        return self._decode_pieces(
+            codes, n_q, max_samples if num_samples is None else num_samples, chunk_seconds
+        )
+
+    @torch.inference_mode()
+    def _decode_pieces(
+        self, codes: CodesLike, n_q: int | None, num_samples: int, chunk_seconds: float
+    ) -> Iterator[Tensor]:
+        """The windows of ``frame_map``'s long path, one by one; a short input (or a phase-integrating decoder)
+        in one piece."""
+        hop, context, core = self.hop_length, self._context_frames(), self._chunk_frames(chunk_seconds)
+        num_frames = np.shape(codes)[-1]
+
+        def codes_of(start: int, stop: int) -> Tensor:
+            tensor = self._codes_tensor(codes[:, start:stop], "decode_stream")[0]
+            return self._select_codebooks(tensor, n_q, "decode_stream")  # [1, P + n_q, frames]
+
+        if self.model.integrates_phase or num_frames <= core + 2 * context:  # one piece, as decode does
+            yield self._decode_rows([codes_of(0, num_frames)[0]], chunk_seconds)[0][:num_samples]
+            return
+        for window in long_windows(0, num_frames, core, context):
+            audio = self.model.decode(codes_of(window.start, window.start + window.frames))[0]
+            first = window.keep_start * hop
+            stop = min(window.keep_stop * hop, num_samples)
+            if stop > first:
+                yield audio[first - window.start * hop : stop - window.start * hop]
 
     # ----------------------------------------------------------------------------------------------
     # Input checks
