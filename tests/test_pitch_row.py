@@ -248,3 +248,11 @@ def test_the_pitch_row_is_identical_when_a_file_streams_from_disk(
     np.testing.assert_array_equal(coded.codes, expected.numpy())
     assert bool((expected[0] > 0).any())  # voiced frames: the pitch row is not trivially zero
 
+
+def test_the_audio_round_trip_of_a_pitch_row_model(pitch_tokenizer: Tokenizer, tmp_path: Path) -> None:
+    """``resynth in.wav out.wav``: the bitrate counts the codebooks, not the pitch row as one more codebook."""
+    model_dir = pitch_tokenizer.save(tmp_path / "model")
+    source = tmp_path / "in.wav"
+    sf.write(str(source), voiced(150.0), RATE, subtype="PCM_16")
+    assert main(["resynth", str(source), str(tmp_path / "out.wav"), "--model", str(model_dir)]) == 0
+    assert sf.info(str(tmp_path / "out.wav")).frames == RATE

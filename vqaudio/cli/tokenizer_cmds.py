@@ -161,10 +161,11 @@ def resynth(
     pieces = tokenizer.decode_stream(coded.codes, num_samples=coded.num_samples, chunk_seconds=chunk_seconds)
     save_audio_blocks(output, pieces, tokenizer.sample_rate)
     codes = coded.codes
-    used = codes.shape[0]
+    used = codes.shape[0] - tokenizer.pitch_rows  # codebooks (a pitch row is counted by bitrate_at)
     kbps = tokenizer.bitrate_at(used) / 1000
+    pitch = " + a pitch row" if tokenizer.pitch_rows else ""
     typer.echo(
-        f"{input} -> {codes.shape[1]} frames x {used} codebooks ({kbps:.2f} kbps) -> {output}"
+        f"{input} -> {codes.shape[1]} frames x {used} codebooks{pitch} ({kbps:.2f} kbps) -> {output}"
         f" ({coded.num_samples} samples at {tokenizer.sample_rate} Hz)"
     )
 
