@@ -8,6 +8,7 @@ here), and ``decode_stream`` equals ``decode`` with the same ``chunk_seconds`` b
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -15,10 +16,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import speech_like
+from conftest import make_tiny_config, make_tiny_tokenizer, speech_like
 
 from vqaudio.codec.corpus_coding import resynthesize_tokens, tokenize_corpus
+from vqaudio.codec.istft import ISTFTHead
 from vqaudio.codec.tokenizer import Tokenizer
+from vqaudio.config import DecoderConfig
 from vqaudio.errors import AudioError
 from vqaudio.io.audio import load_audio, save_audio
 from vqaudio.io.audio_stream import BLOCK_FRAMES, AudioReader, save_audio_blocks
@@ -264,3 +267,58 @@ def test_the_audio_round_trip_streams_and_equals_the_in_memory_one(
     codes = tok.encode(wav, 16000, chunk_seconds=CHUNK)
     save_audio(tmp_path / "expected.wav", tok.decode(codes, num_samples=len(wav), chunk_seconds=CHUNK), 16000)
     assert out.read_bytes() == (tmp_path / "expected.wav").read_bytes()
+
+
+@pytest.mark.parametrize(("phase", "excitation"), [("integrated", "none"), ("direct", "harmonic")])
+def test_decode_stream_carries_the_integrated_phase(phase: str, excitation: str) -> None:
+    """A head that sums phase over frames: the running sums continue from window to window, so the streamed
+    audio equals ``decode`` (which sums over the whole input) and holds no more than a window."""
+    base = make_tiny_config()
+    decoder = DecoderConfig(
+        output="istft",
+        channels=8,
+        max_channels=16,
+        strides=(2,),
+        istft_n_fft=320,
+        istft_hop_length=160,
+        istft_phase=phase,  # type: ignore[arg-type]
+        istft_excitation=excitation,  # type: ignore[arg-type]
+    )
+    tok = make_tiny_tokenizer(
+        config=dataclasses.replace(base, model=dataclasses.replace(base.model, decoder=decoder))
+    )
+    assert tok.model.integrates_phase
+    head = tok.model.decoder.head
+    if head.harmonic:  # an active harmonic branch and an F0 that moves
+        with torch.no_grad():
+            torch.nn.init.normal_(head.harmonic_filter.conv.weight, std=1.0)
+            torch.nn.init.normal_(head.pitch.conv.weight, std=0.5)
+    codes = tok.encode(speech_like(3 * 16000 + 5, seed=4), 16000)
+    pieces = list(
+        tok.decode_stream(codes.numpy().astype(np.int16), num_samples=3 * 16000 + 5, chunk_seconds=CHUNK)
+    )
+    assert len(pieces) > 4 and max(len(piece) for piece in pieces) <= window_samples(tok)
+    expected = tok.decode(codes, num_samples=3 * 16000 + 5, chunk_seconds=CHUNK)
+    torch.testing.assert_close(torch.cat(pieces), expected, rtol=0, atol=1e-4)  # as decode's own test
+
+
+@pytest.mark.parametrize(
+    ("phase", "excitation", "f0_input"), [("integrated", "none", False), ("direct", "harmonic", True)]
+)
+def test_resolving_the_phase_in_pieces_equals_resolving_it_whole(
+    phase: str, excitation: str, f0_input: bool
+) -> None:
+    """The running sums continue from the state: the same additions in the same order, bit for bit on the CPU."""
+    torch.manual_seed(0)
+    head = ISTFTHead(8, 320, 160, phase=phase, excitation=excitation, f0_input=f0_input)
+    with torch.no_grad():
+        for parameter in head.parameters():
+            torch.nn.init.normal_(parameter, std=0.5)
+        pitch = (torch.log(100 + 50 * torch.rand(2, 1001)), torch.rand(2, 1001) > 0.3) if f0_input else None
+        prediction = head.predict(torch.randn(2, 8, 1001), pitch)
+        whole = head.resolve_phase(prediction)
+        state, pieces = None, []
+        for start in range(0, 1001, 77):
+            piece, state = head.resolve_phase_from(prediction[..., start : start + 77], state)
+            pieces.append(piece)
+    assert torch.equal(torch.cat(pieces, dim=-1), whole)

@@ -9,19 +9,21 @@ Long inputs are processed in exact, overlapping windows (``vqaudio.codec.windows
 bounded and tokens never depend on batching or chunking. Files of any length stream from and to disk:
 
     coded = tok.encode_file("long.flac")      # read in windows: EncodedFile(codes [n_q, F], num_samples)
-    save_audio_blocks("out.wav", tok.decode_stream(coded.codes, num_samples=coded.num_samples), tok.sample_rate)
+    pieces = tok.decode_stream(coded.codes, num_samples=coded.num_samples)   # audio, window by window
+    save_audio_blocks("out.wav", pieces, tok.sample_rate)                     # vqaudio.io.audio_stream
 
-A decoder whose iSTFT head integrates phase over frames (``decoder.istft_phase: integrated``) is not local:
-each frame's phase sums every earlier frame's prediction. Decoding then runs the network in windows to the
-head's per-frame spectra, sums the phase over the whole input, and overlap-adds in windows again; the spectra of
-a whole input are held (2 x (istft_n_fft / 2 + 1) floats per iSTFT frame, about 1 GB per hour for the
-rvq_mel geometry).
+A decoder whose iSTFT head integrates phase over frames (``decoder.istft_phase: integrated``, the harmonic
+excitation, a pitch row) is not local: each frame's phase sums every earlier frame's prediction. ``decode`` then
+runs the network in windows to the head's per-frame spectra, sums the phase over the whole input, and
+overlap-adds in windows again; the spectra of a whole input are held (2 x (istft_n_fft / 2 + 1) floats per iSTFT
+frame, about 1 GB per hour for the rvq_mel geometry). ``decode_stream`` carries the running phase from window to
+window instead (``ISTFTHead.resolve_phase_from``), so its memory stays at a window.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,7 +34,7 @@ from torch.nn import functional as F
 
 from vqaudio.codec.istft import ISTFTHead
 from vqaudio.codec.vqvae import VQVAE, build_model
-from vqaudio.codec.windows import frame_map, long_windows
+from vqaudio.codec.windows import frame_map, stream_windows
 from vqaudio.config import Config, ConfigError, from_dict, to_dict
 from vqaudio.errors import AudioError, ModelFileError
 from vqaudio.io.audio import to_model_input
@@ -551,10 +553,13 @@ class Tokenizer:
     ) -> Iterator[Tensor]:
         """Codes -> consecutive pieces of audio, one window at a time (for ``save_audio_blocks``).
 
-        The pieces, concatenated, equal ``decode(codes, n_q, num_samples, chunk_seconds)`` exactly; only one
-        window of codes (converted from ``codes``, which may be a memory-mapped token file) and audio is held.
-        A decoder that integrates phase over frames (``integrates_phase``) yields the whole input in one
-        piece (see the module docstring).
+        The pieces, concatenated, equal ``decode(codes, n_q, num_samples, chunk_seconds)``: exactly for a
+        frame-local decoder (the same windows); for one that integrates phase over frames (``integrates_phase``)
+        the running phase is carried from window to window instead of summed over the whole input: the same
+        sums in the same order, equal up to float rounding (the F0 of a harmonic excitation, computed on pieces
+        of another length, can differ in its last bits, and a harmonic comb amplifies that near its peaks).
+        Only a window of codes (converted from ``codes``, which may be a memory-mapped token file), spectra
+        and audio is held.
 
         Args:
             codes: [P + K', F] integer codes (no batch), numpy (e.g. a ``TokenCorpus`` row) or torch.
@@ -582,24 +587,47 @@ class Tokenizer:
     def _decode_pieces(
         self, codes: CodesLike, n_q: int | None, num_samples: int, chunk_seconds: float
     ) -> Iterator[Tensor]:
-        """The windows of ``frame_map``'s long path, one by one; a short input (or a phase-integrating decoder)
-        in one piece."""
-        hop, context, core = self.hop_length, self._context_frames(), self._chunk_frames(chunk_seconds)
+        """``_decode_rows`` of one input, as ``stream_windows`` stages: codes read a chunk at a time, audio
+        yielded as it is made (for a phase-integrating head: spectra, their running phase carried from piece
+        to piece, then overlap-add)."""
+        core, context = self._chunk_frames(chunk_seconds), self._context_frames()
         num_frames = np.shape(codes)[-1]
 
-        def codes_of(start: int, stop: int) -> Tensor:
-            tensor = self._codes_tensor(codes[:, start:stop], "decode_stream")[0]
-            return self._select_codebooks(tensor, n_q, "decode_stream")  # [1, P + n_q, frames]
+        def code_pieces() -> Iterator[Tensor]:
+            for start in range(0, num_frames, core):
+                tensor = self._codes_tensor(codes[:, start : start + core], "decode_stream")[0]
+                yield self._select_codebooks(tensor, n_q, "decode_stream")[0]  # [P + n_q, frames]
 
-        if self.model.integrates_phase or num_frames <= core + 2 * context:  # one piece, as decode does
-            yield self._decode_rows([codes_of(0, num_frames)[0]], chunk_seconds)[0][:num_samples]
-            return
-        for window in long_windows(0, num_frames, core, context):
-            audio = self.model.decode(codes_of(window.start, window.start + window.frames))[0]
-            first = window.keep_start * hop
-            stop = min(window.keep_stop * hop, num_samples)
-            if stop > first:
-                yield audio[first - window.start * hop : stop - window.start * hop]
+        def decode(step: Callable[[Tensor], Tensor], out_unit: int) -> Iterator[Tensor]:
+            return stream_windows(code_pieces(), num_frames, step, 1, out_unit, context, core)
+
+        if not self.model.integrates_phase:
+            audio = decode(self.model.decode, self.hop_length)  # [1, K', P] -> [1, P * hop]
+        else:
+            head = self.model.decoder.head
+            assert isinstance(head, ISTFTHead)
+            upsampling = self.hop_length // head.hop_length  # iSTFT frames per token frame
+
+            def spectra() -> Iterator[Tensor]:
+                state = None
+                for prediction in decode(self.model.decode_spectrum, upsampling):  # [2 * bins, frames]
+                    spectrum, state = head.resolve_phase_from(prediction[None], state)
+                    yield spectrum[0]
+
+            audio = stream_windows(
+                spectra(),
+                num_frames * upsampling,
+                head.overlap_add,  # [1, 2 * bins, P] -> [1, P * istft_hop]
+                1,
+                head.hop_length,
+                head.context_frames,
+                core * upsampling,
+            )
+        done = 0
+        for piece in audio:
+            if done < num_samples:
+                yield piece[: num_samples - done]
+            done += piece.shape[-1]
 
     # ----------------------------------------------------------------------------------------------
     # Input checks
