@@ -570,7 +570,7 @@ class Tokenizer:
         """
         if np.ndim(codes) != 2:
             raise ValueError(f"decode_stream() expects codes [K, F], got shape {tuple(np.shape(codes))}")
-        rows, num_frames = np.shape(codes)
+        num_frames = np.shape(codes)[-1]
         self._select_codebooks(self._codes_tensor(codes[:, :1], "decode_stream")[0], n_q, "decode_stream")
         max_samples = num_frames * self.hop_length
         if num_samples is not None and not 1 <= num_samples <= max_samples:
@@ -610,7 +610,7 @@ class Tokenizer:
 
             def spectra() -> Iterator[Tensor]:
                 state = None
-                for prediction in decode(self.model.decode_spectrum, upsampling):  # [2 * bins, frames]
+                for prediction in decode(self.model.decode_spectrum, upsampling):  # [C, frames]
                     spectrum, state = head.resolve_phase_from(prediction[None], state)
                     yield spectrum[0]
 
