@@ -322,3 +322,18 @@ def test_resolving_the_phase_in_pieces_equals_resolving_it_whole(
             piece, state = head.resolve_phase_from(prediction[..., start : start + 77], state)
             pieces.append(piece)
     assert torch.equal(torch.cat(pieces, dim=-1), whole)
+
+
+def test_encode_file_does_not_trust_the_header_length(
+    tiny_tokenizer: Tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The codes are sized from the header and grown when the file holds more (an MP3's estimate, say)."""
+    from vqaudio.io import audio_stream
+
+    path = write(tmp_path / "x.wav", speech_like(4 * 16000 + 7, seed=12))
+    expected = tiny_tokenizer.encode(load_audio(path, 16000), 16000, chunk_seconds=CHUNK)
+    real_info = audio_stream.audio_info
+    monkeypatch.setattr(audio_stream, "audio_info", lambda p: real_info(p)._replace(num_samples=400))
+    coded = tiny_tokenizer.encode_file(path, chunk_seconds=CHUNK, block_frames=BLOCK)
+    np.testing.assert_array_equal(coded.codes, expected.numpy())
+    assert coded.num_samples == 4 * 16000 + 7

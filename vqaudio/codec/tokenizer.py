@@ -73,7 +73,8 @@ class TokenBatch(NamedTuple):
 class EncodedFile(NamedTuple):
     """The codes of one audio file (``Tokenizer.encode_file``).
 
-    codes: [P + n_q, F] integer codes in the token file's storage dtype (int16 when codebook_size <= 32767).
+    codes: [P + n_q, F] integer codes in the token file's storage dtype (int16 when codebook_size <= 32767), a
+        transposed view of a [F, P + n_q] array (the token file's layout).
     num_samples: the file's length at the model's sample rate (for ``decode`` to crop).
     """
 
@@ -375,11 +376,23 @@ class Tokenizer:
         self._check_n_q(n_q)
         core = self._chunk_frames(chunk_seconds)
         options = {} if block_frames is None else {"block_frames": block_frames}
-        dtype = storage_dtype(self.codebook_size)
+        rows = self.pitch_rows + (self.num_codebooks if n_q is None else n_q)
         with AudioReader(path, self.sample_rate, **options) as reader:
-            pieces = [piece.cpu().numpy().astype(dtype) for piece in self._encode_reader(reader, n_q, core)]
+            # frames x rows, the token file's layout, so TokenFileWriter.add copies nothing more; sized from
+            # the header, grown if the file holds more than it says
+            codes = np.empty(
+                (self.model.num_frames(reader.header_samples), rows), storage_dtype(self.codebook_size)
+            )
+            filled = 0
+            for piece in self._encode_reader(reader, n_q, core):  # [rows, frames]
+                if filled + piece.shape[-1] > len(codes):
+                    codes = np.concatenate(
+                        [codes, np.empty_like(codes, shape=(len(codes) // 2 + piece.shape[-1], rows))]
+                    )
+                codes[filled : filled + piece.shape[-1]] = piece.T.cpu().numpy()
+                filled += piece.shape[-1]
             assert reader.num_samples is not None  # every window read, so the end was reached
-            return EncodedFile(np.concatenate(pieces, axis=-1), reader.num_samples)
+            return EncodedFile(codes[:filled].T, reader.num_samples)
 
     def _encode_reader(self, reader: AudioReader, n_q: int | None, core: int) -> Iterator[Tensor]:
         """Codes of consecutive frames, window by window, from the windows ``frame_map`` would use.

@@ -52,6 +52,11 @@ class AudioReader:
             raise AudioError(f"{self.path}: no such file")
         info = audio_info(self.path)  # header checks, the same as the in-memory path's
         self.file_rate, self.channels = info.sample_rate, info.channels
+        # the length at sample_rate the header announces (soxr's length: round(n * sample_rate / file_rate));
+        # num_samples, once known, is what the file held
+        self.header_samples = (2 * info.num_samples * sample_rate + info.sample_rate) // (
+            2 * info.sample_rate
+        )
         self.sample_rate = sample_rate
         self.block_frames = block_frames
         try:
