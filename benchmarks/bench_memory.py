@@ -15,6 +15,7 @@ in).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -32,6 +33,7 @@ SEGMENT_SECONDS = 60  # distinct segments of synthetic speech, cycled with varyi
 NUM_SEGMENTS = 8
 
 
+@functools.lru_cache(maxsize=NUM_SEGMENTS)
 def speech_segment(seconds: float, rate: int, seed: int) -> np.ndarray:
     """[T] float32 speech-like audio, peak around 0.3 (the test suite's ``speech_like``, vectorised)."""
     rng = np.random.default_rng(seed)
