@@ -128,7 +128,8 @@ def resynth(
     """Tokens or audio -> audio (help: RESYNTH_HELP)."""
     from vqaudio.codec.corpus_coding import resynthesize_tokens
     from vqaudio.io.atomic import check_output
-    from vqaudio.io.audio import AUDIO_EXTENSIONS, load_one_file, save_audio
+    from vqaudio.io.audio import AUDIO_EXTENSIONS
+    from vqaudio.io.audio_stream import save_audio_blocks
     from vqaudio.io.token_file import token_paths
 
     suffix = input.suffix.lower()
@@ -157,15 +158,17 @@ def resynth(
         )
     check_output(output, overwrite=overwrite)  # before any work
     tokenizer = _load_tokenizer(model, threads)
-    wav = load_one_file(input, tokenizer.sample_rate)
-    codes = tokenizer.encode(wav, tokenizer.sample_rate, n_q=n_q, chunk_seconds=chunk_seconds)
-    audio = tokenizer.decode(codes, num_samples=len(wav), chunk_seconds=chunk_seconds)
-    save_audio(output, audio, tokenizer.sample_rate)
-    used = codes.shape[0]
+    # read and written window by window: memory does not grow with the file's length
+    coded = tokenizer.encode_file(input, n_q=n_q, chunk_seconds=chunk_seconds)
+    pieces = tokenizer.decode_stream(coded.codes, num_samples=coded.num_samples, chunk_seconds=chunk_seconds)
+    save_audio_blocks(output, pieces, tokenizer.sample_rate)
+    codes = coded.codes
+    used = codes.shape[0] - tokenizer.pitch_rows  # codebooks (a pitch row is counted by bitrate_at)
     kbps = tokenizer.bitrate_at(used) / 1000
+    pitch = " + a pitch row" if tokenizer.pitch_rows else ""
     typer.echo(
-        f"{input} -> {codes.shape[1]} frames x {used} codebooks ({kbps:.2f} kbps) -> {output}"
-        f" ({len(wav)} samples at {tokenizer.sample_rate} Hz)"
+        f"{input} -> {codes.shape[1]} frames x {used} codebooks{pitch} ({kbps:.2f} kbps) -> {output}"
+        f" ({coded.num_samples} samples at {tokenizer.sample_rate} Hz)"
     )
 
 

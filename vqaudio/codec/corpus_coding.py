@@ -1,6 +1,7 @@
 """Whole corpora through a tokenizer: audio files -> one token file, and a token file -> one WAV per utterance.
 
-Both stream (memory is bounded by a batch, not the corpus) and leave nothing half-written when they fail or
+Both stream (memory is bounded by a batch, not the corpus, and a file longer than a chunk is read, or written,
+window by window, so a file's length does not matter either) and leave nothing half-written when they fail or
 are interrupted: the token file is renamed into place when complete (``TokenFileWriter``), and a new output
 folder of WAVs is built under a temporary name and swapped in when complete (``vqaudio.io.atomic``).
 """
@@ -20,6 +21,7 @@ from vqaudio.data.utterance import Utterance
 from vqaudio.errors import AudioError, DataError, TokenFileError
 from vqaudio.io.atomic import atomic_folder, check_output
 from vqaudio.io.audio import audio_info, check_audio_header, load_audio, save_audio
+from vqaudio.io.audio_stream import save_audio_blocks
 from vqaudio.io.inputs import utterance_id_problem
 from vqaudio.io.token_file import TokenCorpus, TokenFileWriter, TokenPaths, check_can_write, load_tokens
 from vqaudio.progress import progress_bar
@@ -91,7 +93,8 @@ def tokenize_corpus(
     rejects = _Rejects(skip_bad)
     usable, lengths = _lengths_from_headers(utterances, tokenizer.sample_rate, rejects)
     # the tokenizer splits a batch further if its padded size exceeds one chunk; keep them aligned
-    batches = batch_by_length(lengths, batch_size, max(1, int(chunk_seconds * tokenizer.sample_rate)))
+    chunk_samples = max(1, int(chunk_seconds * tokenizer.sample_rate))
+    batches = batch_by_length(lengths, batch_size, chunk_samples)
     writer = _token_file_writer(tokenizer, out, n_q, source, shard, overwrite)
     total_hours = sum(lengths) / tokenizer.sample_rate / 3600
     bar = progress_bar(
@@ -102,7 +105,9 @@ def tokenize_corpus(
         bar.update(len(utterances) - len(usable))  # files rejected from their headers
         for batch in batches:
             members = [usable[position] for position in batch]
-            for num_samples in _encode_batch(members, tokenizer, n_q, chunk_seconds, writer, rejects):
+            # a file longer than a chunk has a batch of its own and is read from disk window by window
+            stream = lengths[batch[0]] > chunk_samples
+            for num_samples in _encode_batch(members, tokenizer, n_q, chunk_seconds, writer, rejects, stream):
                 done_seconds += num_samples / tokenizer.sample_rate
             bar.update(len(batch))
             bar.set_postfix_str(f"{done_seconds / 3600:.2f}/{total_hours:.2f} h")
@@ -215,9 +220,20 @@ def _encode_batch(
     chunk_seconds: float,
     writer: TokenFileWriter,
     reject: _Rejects,
+    stream: bool = False,
 ) -> list[int]:
     """Decode, encode and write one batch of utterances; the sample count of each one written (unreadable
-    files go to ``reject``)."""
+    files go to ``reject``). With ``stream`` (a batch of one long file) the file is read window by window
+    (``Tokenizer.encode_file``: the same codes, memory bounded by a window)."""
+    if stream:
+        (utterance,) = batch
+        try:
+            coded = tokenizer.encode_file(utterance.path, n_q, chunk_seconds)
+        except AudioError as error:
+            reject(utterance, error)
+            return []
+        writer.add(utterance.id, utterance.path, coded.codes, coded.num_samples)
+        return [coded.num_samples]
     members, waveforms = [], []
     for utterance in batch:
         try:
@@ -288,6 +304,16 @@ def resynthesize_tokens(
             total=len(ids), unit="file", desc="decoding", disable=None if progress else True
         ) as bar:
             for batch in batches:
+                if entries[batch[0]].num_frames > max_frames:  # alone in its batch: decoded window by window
+                    utt_id, entry = ids[batch[0]], entries[batch[0]]
+                    rows = corpus[utt_id] if n_q is None else corpus[utt_id][: pitch_rows + n_q]
+                    pieces = tokenizer.decode_stream(
+                        rows, num_samples=entry.num_samples, chunk_seconds=chunk_seconds
+                    )
+                    save_audio_blocks(staging / _wav_name(utt_id, where), pieces, tokenizer.sample_rate)
+                    written.append(out_dir / _wav_name(utt_id, where))
+                    bar.update(1)
+                    continue
                 codes = [np.asarray(corpus[ids[position]], dtype=np.int64) for position in batch]
                 if n_q is not None:
                     codes = [item[: pitch_rows + n_q] for item in codes]
