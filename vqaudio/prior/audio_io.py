@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from vqaudio.codec.tokenizer import Tokenizer
+from vqaudio.config import SAMPLE_SECONDS, check_value
 from vqaudio.errors import AudioError, ModelFileError
 from vqaudio.io.atomic import atomic_path
 from vqaudio.io.audio import load_audio, save_audio
@@ -80,6 +81,7 @@ def encode_prompt(tokenizer: Any, path: str | Path, prior: Prior, seconds: float
     """
     wav = load_audio(path, tokenizer.sample_rate)
     if seconds is not None:
+        check_value("--prompt-seconds", seconds, SAMPLE_SECONDS)
         wanted = round(seconds * tokenizer.sample_rate)
         if wanted < 1:
             raise ValueError(f"--prompt-seconds must be positive, got {seconds}")
@@ -152,9 +154,8 @@ def write_samples(
 
 
 def frames_for(seconds: float, frame_rate: float) -> int:
-    """Seconds -> a whole number of token frames (at least 1)."""
-    if not seconds > 0:
-        raise ValueError(f"--seconds must be positive, got {seconds}")
+    """Seconds -> a whole number of token frames (at least 1); seconds in ``vqaudio.config.SAMPLE_SECONDS``."""
+    check_value("--seconds", seconds, SAMPLE_SECONDS)
     return max(1, round(seconds * frame_rate))
 
 
