@@ -31,6 +31,7 @@ from vqaudio.config import (
     ConfigError,
     PriorConfig,
     PriorRunConfig,
+    Range,
     check_token_meta,
     check_value,
     from_dict,
@@ -307,6 +308,8 @@ class Prior:
             )
         if num_samples is not None:
             check_value("num_samples", num_samples, NUM_SAMPLES)
+        if seed is not None:
+            check_value("seed", seed, Range(-(2**63), 2**63 - 1))  # a torch generator's seed is 64-bit
         if not (temperature >= 0 and math.isfinite(temperature)):
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
         if top_k is not None and top_k < 1:
