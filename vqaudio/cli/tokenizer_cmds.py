@@ -44,7 +44,9 @@ def _load_tokenizer(model: Path | None, threads: int = 0) -> Any:
     import torch
 
     from vqaudio.codec.tokenizer import Tokenizer
+    from vqaudio.config import THREADS, check_value
 
+    check_value("--threads", threads, THREADS)
     if threads > 0:
         torch.set_num_threads(threads)
     return Tokenizer.load(model)
@@ -210,6 +212,9 @@ def info(
         if kind == "vqaudio-tokenizer":
             facts, text = _tokenizer_info(path)
         elif kind == "vqaudio-prior":
+            from vqaudio.prior import Prior
+
+            Prior.load(path)  # checks the description (config, tokens record) against the weights first
             facts, text = _prior_info(meta)
         else:
             facts = {"kind": str(kind), "meta": meta}
@@ -325,6 +330,7 @@ def _token_file_info(path: Path, usage: bool = False) -> tuple[dict[str, Any], s
     if usage:
         from vqaudio.evaluation.codebook_stats import code_histograms, usage_from_histograms
 
+        corpus.validate()  # a code outside the recorded codebook size: one line naming utterance and frame
         counts = sum(code_histograms(array.T, codebook_size) for array in corpus.arrays)
         stats = usage_from_histograms(counts)
         facts["codebook_usage"] = [stat._asdict() for stat in stats]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from vqaudio.config import CHUNK_SECONDS, check_value
 from vqaudio.data.batching import batch_by_length
 from vqaudio.data.corpus import load_corpus
 from vqaudio.data.utterance import Utterance
@@ -89,6 +90,7 @@ def tokenize_corpus(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     n_q = tokenizer.num_codebooks if n_q is None else n_q
     tokenizer.bitrate_at(n_q)  # validates n_q before any work
+    check_value("chunk_seconds", chunk_seconds, CHUNK_SECONDS)
     utterances = _select_shard(load_corpus(source), shard, source)
     rejects = _Rejects(skip_bad)
     usable, lengths = _lengths_from_headers(utterances, tokenizer.sample_rate, rejects)
@@ -281,6 +283,7 @@ def resynthesize_tokens(
         FileExistsError: ``out_dir`` is not empty and ``overwrite`` is False.
         OutputError: ``out_dir`` cannot be written, or holds files other than WAVs.
     """
+    check_value("chunk_seconds", chunk_seconds, CHUNK_SECONDS)
     corpus = load_tokens(tokens)
     where = (
         corpus.paths[0] if len(corpus.paths) == 1 else f"{corpus.paths[0]} (+{len(corpus.paths) - 1} shards)"
@@ -352,6 +355,11 @@ def _check_model(corpus: TokenCorpus, tokenizer: Tokenizer, where: object, force
         raise TokenFileError(
             f"{where}: {has} but model {tokenizer.name!r} {'needs' if tokenizer.pitch_rows else 'has none'}; the "
             f"tokens were made by model {made_by!r}: decode them with that model, or re-tokenize the audio"
+        )
+    if corpus.codebook_size != tokenizer.codebook_size:
+        raise TokenFileError(
+            f"{where}: codes of a {corpus.codebook_size}-code codebook, but model {tokenizer.name!r} has "
+            f"{tokenizer.codebook_size}; pass the model that made the tokens"
         )
     stored = corpus.num_codebooks - pitch_rows  # codebooks stored
     if stored > tokenizer.num_codebooks:

@@ -145,7 +145,7 @@ class ISTFTHead(nn.Module):
         # A full-scale sinusoid peaks at |X| ~ n_fft / 4 under a Hann window: capping |X| at n_fft leaves
         # headroom for any real signal and stops an early-training spike from overflowing exp().
         self.max_log_magnitude = math.log(n_fft)
-        window = torch.hann_window(n_fft)
+        window = torch.hann_window(n_fft, device="cpu")  # explicit: the floor below is read on the CPU
         self.register_buffer("window", window, persistent=False)
         # Steady-state envelope: at phase p the overlapping frames add w^2[p] + w^2[p + hop] + ...
         padded = F.pad(window.square(), (0, -n_fft % hop_length))

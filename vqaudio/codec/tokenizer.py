@@ -35,12 +35,13 @@ from torch.nn import functional as F
 from vqaudio.codec.istft import ISTFTHead
 from vqaudio.codec.vqvae import VQVAE, build_model
 from vqaudio.codec.windows import frame_map, stream_windows
-from vqaudio.config import Config, ConfigError, from_dict, to_dict
+from vqaudio.config import CHUNK_SECONDS, Config, check_value, from_dict, to_dict
 from vqaudio.errors import AudioError, ModelFileError
 from vqaudio.io.audio import to_model_input
 from vqaudio.io.audio_stream import AudioReader
 from vqaudio.io.model_file import (
     WEIGHTS_FILE,
+    ExpectedTensors,
     clean_state_dict,
     load_model_file,
     read_meta,
@@ -140,16 +141,10 @@ class Tokenizer:
                     "pass --model PATH (a model folder or .safetensors file), or reinstall vqaudio"
                 )
             path = DEFAULT_MODEL_DIR
-        model_file = load_model_file(path, MODEL_FORMAT)
+        model_file = load_model_file(path, MODEL_FORMAT, expected_shapes=_release_shapes)
         where = str(model_file.path)
-        try:
-            config = from_dict(Config, model_file.meta.get("config"), where=f"{where} config")
-            model = build_model(config.model)
-        except (ConfigError, ValueError) as exc:
-            raise ModelFileError(
-                f"{where}: the saved config cannot be used ({exc}); was it written by another vqaudio "
-                "version?"
-            ) from exc
+        config = _saved_config(model_file.meta, where)
+        model = build_model(config.model)
         try:
             model.load_release_state_dict(model_file.state_dict)
         except RuntimeError as exc:
@@ -668,6 +663,7 @@ class Tokenizer:
             or not chunk_seconds > 0
         ):
             raise ValueError(f"chunk_seconds must be a positive number of seconds, got {chunk_seconds!r}")
+        check_value("chunk_seconds", chunk_seconds, CHUNK_SECONDS)
         return max(1, round(chunk_seconds * self.frame_rate))
 
     def _audio_rows(self, wav: AudioLike, sample_rate: int, caller: str) -> tuple[list[Tensor], bool]:
@@ -755,3 +751,26 @@ class Tokenizer:
         if n_q > held:
             raise ValueError(f"{caller}() n_q={n_q} but the codes hold only {held} codebooks")
         return codes[:, : self.pitch_rows + n_q]
+
+
+def _saved_config(meta: dict[str, Any], where: str) -> Config:
+    """The Config of a model description, checked (types, ranges, fit) before anything is built from it."""
+    try:
+        config = from_dict(Config, meta.get("config"), where=f"{where} config")
+        config.model.validate()
+    except ValueError as exc:  # ConfigError included
+        raise ModelFileError(
+            f"{where}: the saved config cannot be used ({exc}); was it written by another vqaudio version?"
+        ) from exc
+    return config
+
+
+def _release_shapes(meta: dict[str, Any], weights: Path) -> ExpectedTensors:
+    """The tensors (name -> shape) the description's config makes, from a model built on the meta device
+    (no memory), to check against the weights file's header before the real model is built. Files of earlier
+    versions may also hold the quantizers' training statistics."""
+    config = _saved_config(meta, str(weights))
+    with torch.device("meta"):
+        model = build_model(config.model)
+    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    return ExpectedTensors(shapes, frozenset(shapes) - set(model.release_state_dict()))

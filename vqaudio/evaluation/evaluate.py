@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from vqaudio._version import __version__
+from vqaudio.config import THREADS, check_value
 from vqaudio.data import load_corpus
 from vqaudio.errors import AudioError, DataError
 from vqaudio.evaluation.alignment import align_to_reference
@@ -448,8 +449,7 @@ def _check_options(options: EvalOptions) -> None:
         raise ValueError(f"--max-seconds must be positive, got {options.max_seconds}")
     if options.num_examples < 0:
         raise ValueError(f"num_examples must be >= 0, got {options.num_examples}")
-    if options.threads < 0:
-        raise ValueError(f"--threads must be >= 0 (0: torch's default), got {options.threads}")
+    check_value("--threads", options.threads, THREADS)  # 0: torch's default
 
 
 def _check_out(out: Path, overwrite: bool) -> None:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from vqaudio._version import __version__
+from vqaudio.config import ConfigError, check_token_meta
 from vqaudio.errors import TokenFileError
 from vqaudio.io.atomic import OutputFiles, check_output, writing_to
 from vqaudio.io.inputs import read_text, tsv_field_problem, utterance_id_problem
@@ -54,6 +55,7 @@ REQUIRED_META = (
 )
 _REWRITE = "re-run `vqaudio tokenize` to rewrite it"
 _SCAN_ROWS = 1 << 20  # rows per block when scanning the array for out-of-range codes
+MAX_META_BYTES = 256 * 2**20  # out.meta.json: a few KB, plus one line per skipped file
 
 
 class IndexEntry(NamedTuple):
@@ -557,31 +559,38 @@ def _read_shard(paths: TokenPaths) -> _Shard:
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
+    """``out.meta.json``, its geometry checked against the model limits (vqaudio.config.TOKEN_META_RANGES)."""
+    if path.stat().st_size > MAX_META_BYTES:
+        raise TokenFileError(
+            f"{path}: {path.stat().st_size} bytes, more than a token file description's {MAX_META_BYTES}; "
+            f"{_REWRITE}"
+        )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TokenFileError(f"{path}: not valid JSON ({exc}); {_REWRITE}") from exc
+    except RecursionError as exc:
+        raise TokenFileError(
+            f"{path}: JSON nested too deeply to be a token file description; {_REWRITE}"
+        ) from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise TokenFileError(f"{path}: not a vqaudio token file description (format {found!r}); {_REWRITE}")
     missing = [key for key in REQUIRED_META if key not in meta]
     if missing:
         raise TokenFileError(f"{path}: missing field(s) {missing}; {_REWRITE}")
-    if int(meta.get("format_version", 1)) > FORMAT_VERSION:
+    version = meta.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TokenFileError(f"{path}: format_version must be an integer, got {version!r}; {_REWRITE}")
+    if version > FORMAT_VERSION:
         raise TokenFileError(
             f"{path}: token format version {meta['format_version']} is newer than this vqaudio "
             f"({__version__}) reads; upgrade vqaudio"
         )
-    for key in (
-        "sample_rate",
-        "hop_length",
-        "num_codebooks",
-        "codebook_size",
-        "num_utterances",
-        "num_frames",
-    ):
-        if isinstance(meta[key], bool) or not isinstance(meta[key], int) or meta[key] < 0:
-            raise TokenFileError(f"{path}: field {key!r} must be a non-negative integer, got {meta[key]!r}")
+    try:
+        check_token_meta(meta, str(path))
+    except ConfigError as exc:
+        raise TokenFileError(f"{exc}; {_REWRITE}") from exc
     return meta
 
 

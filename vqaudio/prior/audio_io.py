@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from vqaudio.codec.tokenizer import Tokenizer
+from vqaudio.config import SAMPLE_SECONDS, check_value
 from vqaudio.errors import AudioError, ModelFileError
 from vqaudio.io.atomic import atomic_folder, atomic_path, check_output
 from vqaudio.io.audio import load_one_file, save_audio
@@ -83,6 +84,7 @@ def encode_prompt(tokenizer: Any, path: str | Path, prior: Prior, seconds: float
     """
     wav = load_one_file(path, tokenizer.sample_rate)
     if seconds is not None:
+        check_value("--prompt-seconds", seconds, SAMPLE_SECONDS)
         wanted = round(seconds * tokenizer.sample_rate)
         if wanted < 1:
             raise ValueError(f"--prompt-seconds must be positive, got {seconds}")
@@ -172,9 +174,8 @@ def _sample_file(relative: Path) -> bool:
 
 
 def frames_for(seconds: float, frame_rate: float) -> int:
-    """Seconds -> a whole number of token frames (at least 1)."""
-    if not seconds > 0:
-        raise ValueError(f"--seconds must be positive, got {seconds}")
+    """Seconds -> a whole number of token frames (at least 1); seconds in ``vqaudio.config.SAMPLE_SECONDS``."""
+    check_value("--seconds", seconds, SAMPLE_SECONDS)
     return max(1, round(seconds * frame_rate))
 
 
