@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from vqaudio.codec import pitch as pitch_module
+from vqaudio.data.utterance import find_audio_files
 from vqaudio.features import frame_signal
 from vqaudio.io.audio import load_audio
 
@@ -105,7 +106,7 @@ def main() -> None:
     parser.add_argument("--no-harvest", action="store_true", help="skip Harvest (about real time)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    paths = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in (".wav", ".flac"))
+    paths = sorted(p for p in find_audio_files(args.folder) if p.suffix.lower() in (".wav", ".flac"))
     if args.max_files and len(paths) > args.max_files:
         paths = [paths[i] for i in np.linspace(0, len(paths) - 1, args.max_files).astype(int)]
     if not paths:

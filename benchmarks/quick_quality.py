@@ -21,13 +21,14 @@ import numpy as np
 import torch
 
 from vqaudio.codec.tokenizer import Tokenizer
+from vqaudio.data.utterance import find_audio_files
 from vqaudio.evaluation.metrics import mel_distance, stoi, stoi_bands
-from vqaudio.io.audio import AUDIO_EXTENSIONS, load_audio
+from vqaudio.io.audio import load_audio
 
 
 def clips(folder: Path, every: int, count: int | None) -> list[Path]:
     """Audio files under ``folder``, sorted, every ``every``-th, at most ``count``."""
-    found = sorted(path for path in folder.rglob("*") if path.suffix.lower() in AUDIO_EXTENSIONS)
+    found = sorted(find_audio_files(folder))
     if not found:
         raise SystemExit(f"error: no audio files under {folder}")
     return found[::every][:count]

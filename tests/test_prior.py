@@ -693,6 +693,7 @@ def test_cli_train_eval_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str
                 str(prompt),
                 "--prompt-seconds",
                 "5",
+                "--overwrite",
             ]
         )
         == 1

@@ -21,66 +21,175 @@ import yaml
 T = TypeVar("T")
 
 
+class ConfigError(ValueError):
+    """A recipe or saved config that does not match the dataclasses, or a value outside its declared range."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Limits: every numeric field declares its allowed range next to its default (``limited``)
+# --------------------------------------------------------------------------------------------------
+# config.json of a model file is not covered by its weights hash, and a recipe is typed by hand: a size read
+# from either is bounded here before anything is built from it, so a wrong value is a one-line error naming the
+# file and the field instead of a traceback, a division by zero or an allocation of many GB. The bounds are
+# generous (far above any model trained so far); raise one here, next to its field, when a real model needs it.
+class Range(NamedTuple):
+    """Allowed values ``[low, high]`` (``(low`` or ``high)`` when open); lists are checked item by item."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+    max_items: int | None = None  # for a list: at most this many items
+
+    def __str__(self) -> str:
+        def number(value: float) -> str:
+            return str(value) if isinstance(value, int) else f"{value:g}"
+
+        opening, closing = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"{opening}{number(self.low)}, {number(self.high)}{closing}"
+
+    def problem(self, value: Any) -> str | None:
+        """None when ``value`` (a number, None, or a list of numbers) is allowed, else what is wrong with it."""
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        if self.max_items is not None and len(items) > self.max_items:
+            return f"{len(items)} items, more than the {self.max_items} allowed"
+        for item in items:
+            if item is None or isinstance(item, (str, bool)):  # None: "not set"; types are _coerce's business
+                continue
+            above = item > self.low if self.low_open else item >= self.low
+            below = item < self.high if self.high_open else item <= self.high
+            if not (above and below):  # also NaN
+                return f"{item!r} is outside the allowed range {self}"
+        return None
+
+
+def limited(default: Any, allowed: Range) -> Any:
+    """A dataclass field with ``default`` whose values must lie in ``allowed`` (checked by ``check_ranges``)."""
+    return field(default=default, metadata={"range": allowed})
+
+
+def check_ranges(cls: type, values: Mapping[str, Any], where: str) -> None:
+    """Raise ConfigError for the first of ``values`` (field name -> value of dataclass ``cls``) that lies
+    outside its field's declared range; ``where`` names the section (``recipe.yaml.model.encoder``)."""
+    for item in dataclasses.fields(cls):
+        allowed = item.metadata.get("range")
+        if allowed is None or item.name not in values:
+            continue
+        problem = allowed.problem(values[item.name])
+        if problem is not None:
+            raise ConfigError(f"{where}.{item.name}: {problem}")
+
+
+def check_value(name: str, value: Any, allowed: Range) -> None:
+    """Raise ConfigError (a ValueError) when a run-time option is outside ``allowed``; ``name`` as the user
+    spells it (``--chunk-seconds``, ``Tokenizer.encode(chunk_seconds=...)``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number in {allowed}, got {value!r}")
+    problem = allowed.problem(value)
+    if problem is not None:
+        raise ConfigError(f"{name}: {problem}")
+
+
+class _Checked:
+    """Base of the config dataclasses: construction checks every declared range (from Python too)."""
+
+    def __post_init__(self) -> None:
+        values = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}  # type: ignore[arg-type]
+        check_ranges(type(self), values, type(self).__name__)
+
+
+# Shared ranges (one name, one meaning)
+SAMPLE_RATE = Range(1000, 384000)  # Hz
+CHANNELS = Range(1, 4096)  # widths of convolutions and embeddings
+KERNEL = Range(1, 63)
+STRIDES = Range(1, 64, max_items=8)
+HOP = Range(1, 65536)  # samples per frame, at every level (mel, iSTFT, STFT losses, the whole encoder)
+FFT = Range(16, 65536)
+FFT_SIZES = Range(16, 65536, max_items=16)
+HOP_SIZES = Range(1, 65536, max_items=16)
+LAYERS = Range(0, 16)
+DILATION_BASE = Range(1, 8)
+NUM_CODEBOOKS = Range(1, 64)
+CODEBOOK_SIZE = Range(2, 65536)
+WEIGHT = Range(0, 1e6)  # loss weights
+FRACTION = Range(0.0, 1.0)
+STEPS = Range(0, 10**9)  # step counts that may be 0
+EVERY = Range(1, 10**9)  # step counts and cadences that must be positive (max_steps, *_every)
+LEARNING_RATE = Range(0, 10, low_open=True)
+BETAS = Range(0.0, 1.0, high_open=True)
+SEED = Range(0, 2**32 - 1)
+BATCH = Range(1, 65536)
+# Run-time options, checked by the CLI and the API functions that take them
+THREADS = Range(0, 1024)  # torch intra-op threads (0: torch's default)
+CHUNK_SECONDS = Range(0.01, 3600)  # windows of long inputs (tokenize, resynth, Tokenizer.encode/decode)
+SAMPLE_SECONDS = Range(0, 3600, low_open=True)  # prior sample --seconds and --prompt-seconds; Prior.generate
+NUM_SAMPLES = Range(1, 1024)  # prior sample -n
+MAX_HOP_LENGTH = HOP.high  # the encoder's whole hop (mel hop x strides)
+MAX_DILATION_SPAN = 65536  # samples a residual unit's dilated kernel spans (dilation_base**j x (kernel - 1))
+
+
 # --------------------------------------------------------------------------------------------------
 # Model
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(_Checked):
     """Audio -> latent frames. ``input`` picks the front-end."""
 
     input: Literal["waveform", "mel"] = "waveform"
-    channels: int = 32  # width after the input conv; doubles at every downsampling (capped by max_channels)
-    max_channels: int = 512
-    strides: tuple[int, ...] = (2, 4, 5, 8)  # downsampling factors, applied in order
-    num_residual_layers: int = 1  # residual units before each downsampling
-    kernel_size: int = 7
-    residual_kernel_size: int = 3
-    dilation_base: int = 2  # residual unit j uses dilation dilation_base**j
+    # width after the input conv; doubles at every downsampling (capped by max_channels)
+    channels: int = limited(32, CHANNELS)
+    max_channels: int = limited(512, CHANNELS)
+    strides: tuple[int, ...] = limited((2, 4, 5, 8), STRIDES)  # downsampling factors, applied in order
+    num_residual_layers: int = limited(1, LAYERS)  # residual units before each downsampling
+    kernel_size: int = limited(7, KERNEL)
+    residual_kernel_size: int = limited(3, KERNEL)
+    dilation_base: int = limited(2, DILATION_BASE)  # residual unit j uses dilation dilation_base**j
     # mel front-end only: log-mel frames at mel_hop_length, then the strided convs above
-    n_mels: int = 80
-    mel_n_fft: int = 640
-    mel_hop_length: int = 160
+    n_mels: int = limited(80, Range(1, 1024))
+    mel_n_fft: int = limited(640, FFT)
+    mel_hop_length: int = limited(160, HOP)
 
 
 @dataclass(frozen=True)
-class QuantizerConfig:
+class QuantizerConfig(_Checked):
     """The bottleneck: residual VQ (``residual``) or multi-codebook / product VQ (``group``)."""
 
     kind: Literal["residual", "group"] = "residual"
-    num_codebooks: int = 8  # RVQ stages, or groups for GroupVQ
-    codebook_size: int = 1024
-    codebook_dim: int | None = (
-        None  # None: the stage/group dimension; smaller: factorised L2-normalised codes
-    )
-    commitment_weight: float = 0.25  # beta in ||z - sg(q)||^2
-    codebook_weight: float = 1.0  # weight of ||sg(z) - q||^2 (unused with EMA updates)
+    num_codebooks: int = limited(8, NUM_CODEBOOKS)  # RVQ stages, or groups for GroupVQ
+    codebook_size: int = limited(1024, CODEBOOK_SIZE)
+    # None: the stage/group dimension; smaller: factorised L2-normalised codes
+    codebook_dim: int | None = limited(None, CHANNELS)
+    commitment_weight: float = limited(0.25, WEIGHT)  # beta in ||z - sg(q)||^2
+    codebook_weight: float = limited(1.0, WEIGHT)  # weight of ||sg(z) - q||^2 (unused with EMA updates)
     ema: bool = True  # EMA codebook updates instead of the codebook loss
-    ema_decay: float = 0.99
-    laplace_epsilon: float = 1e-5  # Laplace smoothing of EMA cluster sizes
+    ema_decay: float = limited(0.99, FRACTION)
+    laplace_epsilon: float = limited(1e-5, FRACTION)  # Laplace smoothing of EMA cluster sizes
     kmeans_init: bool = True  # initialise codebooks with k-means on the first training batch
-    kmeans_iters: int = 10
-    dead_code_steps: int = 200  # a code unused for this many training steps is re-seeded (0: never)
-    usage_entropy_weight: float = 0.0  # evens out code usage (RVQ: first stage only; quantization/vq.py)
-    quantizer_dropout: float = (
-        0.5  # RVQ: probability that a training example uses a random n_q < num_codebooks
-    )
+    kmeans_iters: int = limited(10, Range(0, 1000))
+    # a code unused for this many training steps is re-seeded (0: never)
+    dead_code_steps: int = limited(200, STEPS)
+    # evens out code usage (RVQ: first stage only; quantization/vq.py)
+    usage_entropy_weight: float = limited(0.0, WEIGHT)
+    # RVQ: probability that a training example uses a random n_q < num_codebooks
+    quantizer_dropout: float = limited(0.5, FRACTION)
 
 
 @dataclass(frozen=True)
-class DecoderConfig:
+class DecoderConfig(_Checked):
     """Latent frames -> waveform. ``output`` picks the head."""
 
     output: Literal["waveform", "istft"] = "waveform"
-    channels: int = 32  # width before the output conv (doubles towards the latent, mirroring the encoder)
-    max_channels: int = 512
-    strides: tuple[int, ...] = (8, 5, 4, 2)  # upsampling factors, applied in order
-    num_residual_layers: int = 1
-    kernel_size: int = 7
-    residual_kernel_size: int = 3
-    dilation_base: int = 2
+    # width before the output conv (doubles towards the latent, mirroring the encoder)
+    channels: int = limited(32, CHANNELS)
+    max_channels: int = limited(512, CHANNELS)
+    strides: tuple[int, ...] = limited((8, 5, 4, 2), STRIDES)  # upsampling factors, applied in order
+    num_residual_layers: int = limited(1, LAYERS)
+    kernel_size: int = limited(7, KERNEL)
+    residual_kernel_size: int = limited(3, KERNEL)
+    dilation_base: int = limited(2, DILATION_BASE)
     # istft head only: the strides upsample the latent to istft_hop_length, then an iSTFT makes samples
-    istft_n_fft: int = 640
-    istft_hop_length: int = 160
+    istft_n_fft: int = limited(640, FFT)
+    istft_hop_length: int = limited(160, HOP)
     # "direct": each frame's phase (Vocos); "integrated": a deviation from each bin's own advance, summed over
     # frames, which gives steady harmonics a phase-continuous default (vqaudio/codec/istft.py)
     istft_phase: Literal["direct", "integrated"] = "direct"
@@ -90,7 +199,7 @@ class DecoderConfig:
 
 
 @dataclass(frozen=True)
-class PitchConfig:
+class PitchConfig(_Checked):
     """F0 and voicing sent in the tokens, as Codec2 sends its pitch: a pitch row before the codebooks.
 
     One code per token frame: 0 unvoiced, 1..levels-1 log-F0 in equal steps over [min_f0, max_f0] (255 steps
@@ -98,19 +207,19 @@ class PitchConfig:
     (``vqaudio.codec.pitch``) and its thresholds are part of the tokens: changing them changes the codes.
     """
 
-    levels: int = 0  # 0: no pitch row; e.g. 256 (8 bits per frame)
-    min_f0: float = 50.0
-    max_f0: float = 550.0
+    levels: int = limited(0, Range(0, CODEBOOK_SIZE.high))  # 0: no pitch row; e.g. 256 (8 bits per frame)
+    min_f0: float = limited(50.0, Range(0, SAMPLE_RATE.high / 4, low_open=True))
+    max_f0: float = limited(550.0, Range(0, SAMPLE_RATE.high / 4, low_open=True))
     # voicing thresholds of the estimator (NCCF at the period, depth of YIN's dip), chosen on the fillets dev
     # voices against Praat (benchmarks/pitch_trackers.py): voicing recall 0.91, precision 0.85
-    voicing_threshold: float = 0.55
-    voiced_dip: float = 0.5
+    voicing_threshold: float = limited(0.55, FRACTION)
+    voiced_dip: float = limited(0.5, FRACTION)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    sample_rate: int = 16000
-    latent_dim: int = 128
+class ModelConfig(_Checked):
+    sample_rate: int = limited(16000, SAMPLE_RATE)
+    latent_dim: int = limited(128, CHANNELS)
     causal: bool = False  # causal padding everywhere: a frame never depends on later audio
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
@@ -147,7 +256,21 @@ class ModelConfig:
         return self.bits_per_frame * self.frame_rate
 
     def validate(self) -> None:
-        """Raise ValueError when encoder, decoder and quantizer do not fit together."""
+        """Raise ValueError when encoder, decoder and quantizer do not fit together (or make sizes beyond the
+        limits: the whole hop, the span of the dilated residual units)."""
+        if not 1 <= self.hop_length <= MAX_HOP_LENGTH:
+            raise ConfigError(
+                f"the encoder hop (mel_hop_length x strides, {self.hop_length} samples) is outside the allowed "
+                f"range {Range(1, MAX_HOP_LENGTH)}"
+            )
+        for name, part in (("encoder", self.encoder), ("decoder", self.decoder)):
+            dilation = part.dilation_base ** max(part.num_residual_layers - 1, 0)
+            span = dilation * (part.residual_kernel_size - 1)
+            if span > MAX_DILATION_SPAN:
+                raise ConfigError(
+                    f"{name}: dilation_base**(num_residual_layers - 1) x (residual_kernel_size - 1) = {span} "
+                    f"samples, more than the {MAX_DILATION_SPAN} allowed; lower dilation_base or num_residual_layers"
+                )
         dec = self.decoder
         dec_hop = (dec.istft_hop_length if dec.output == "istft" else 1) * math.prod(dec.strides)
         if dec_hop != self.hop_length:
@@ -199,68 +322,75 @@ class ModelConfig:
 # Training
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class DiscriminatorConfig:
+class DiscriminatorConfig(_Checked):
     """The discriminators of adversarial training (vqaudio.codec.discriminators)."""
 
-    periods: tuple[int, ...] = (2, 3, 5, 7, 11)  # one multi-period (waveform) discriminator per period
-    period_channels: int = 16  # first layer's width; doubles per layer
-    stft_fft_sizes: tuple[int, ...] = (512,)  # one complex-STFT discriminator per FFT size
-    stft_channels: int = 16
+    # one multi-period (waveform) discriminator per period
+    periods: tuple[int, ...] = limited((2, 3, 5, 7, 11), Range(1, 1024, max_items=16))
+    period_channels: int = limited(16, CHANNELS)  # first layer's width; doubles per layer
+    # one complex-STFT discriminator per FFT size
+    stft_fft_sizes: tuple[int, ...] = limited((512,), FFT_SIZES)
+    stft_channels: int = limited(16, CHANNELS)
 
 
 @dataclass(frozen=True)
-class LossConfig:
-    waveform_l1_weight: float = 0.1
-    stft_weight: float = 1.0  # multi-resolution STFT loss (spectral convergence + log magnitude)
-    stft_fft_sizes: tuple[int, ...] = (512, 1024, 2048)
-    stft_hop_sizes: tuple[int, ...] = (128, 256, 512)
-    stft_win_sizes: tuple[int, ...] = (512, 1024, 2048)
-    mel_weight: float = 1.0  # L1 between log-mel spectrograms
+class LossConfig(_Checked):
+    waveform_l1_weight: float = limited(0.1, WEIGHT)
+    # multi-resolution STFT loss (spectral convergence + log magnitude)
+    stft_weight: float = limited(1.0, WEIGHT)
+    stft_fft_sizes: tuple[int, ...] = limited((512, 1024, 2048), FFT_SIZES)
+    stft_hop_sizes: tuple[int, ...] = limited((128, 256, 512), HOP_SIZES)
+    stft_win_sizes: tuple[int, ...] = limited((512, 1024, 2048), HOP_SIZES)
+    mel_weight: float = limited(1.0, WEIGHT)  # L1 between log-mel spectrograms
     # one resolution, or a list per setting for a multi-scale mel loss (the mean over resolutions, as DAC;
     # a single number is shared by every resolution)
-    mel_n_fft: int | tuple[int, ...] = 1024
-    mel_hop_length: int | tuple[int, ...] = 256
-    mel_n_mels: int | tuple[int, ...] = 80
+    mel_n_fft: int | tuple[int, ...] = limited(1024, FFT_SIZES)
+    mel_hop_length: int | tuple[int, ...] = limited(256, HOP_SIZES)
+    mel_n_mels: int | tuple[int, ...] = limited(80, Range(1, 1024, max_items=16))
     # 1 - STOI-style correlation of band envelopes over 384 ms segments (vqaudio.codec.losses.EnvelopeCorrelationLoss);
     # 0: off. Needs crops of at least 0.39 s.
-    envelope_weight: float = 0.0
+    envelope_weight: float = limited(0.0, WEIGHT)
     # L1 between the log-F0 the harmonic excitation predicts and vqaudio.codec.pitch's estimate, on voiced frames
-    pitch_weight: float = 0.0
-    quantizer_weight: float = 1.0  # multiplies the quantizer's own (codebook + commitment) loss
+    pitch_weight: float = limited(0.0, WEIGHT)
+    # multiplies the quantizer's own (codebook + commitment) loss
+    quantizer_weight: float = limited(1.0, WEIGHT)
     # Adversarial training (least-squares GAN + feature matching); 0 turns the discriminators off.
-    adversarial_weight: float = 0.0
-    feature_matching_weight: float = 0.0  # L1 between discriminator activations, relative to the real ones
-    adversarial_start_step: int = 0  # train without discriminators before this step (warm start)
+    adversarial_weight: float = limited(0.0, WEIGHT)
+    # L1 between discriminator activations, relative to the real ones
+    feature_matching_weight: float = limited(0.0, WEIGHT)
+    # train without discriminators before this step (warm start)
+    adversarial_start_step: int = limited(0, STEPS)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    seed: int = 0
-    batch_size: int = 8  # per process
-    segment_seconds: float = 1.0  # random crop length
-    learning_rate: float = 1e-3
-    discriminator_learning_rate: float | None = None  # None: learning_rate; same warm-up and decay
-    betas: tuple[float, float] = (0.8, 0.99)
-    weight_decay: float = 0.0
-    warmup_steps: int = 500
-    max_steps: int = 20000
+class TrainConfig(_Checked):
+    seed: int = limited(0, SEED)
+    batch_size: int = limited(8, BATCH)  # per process
+    segment_seconds: float = limited(1.0, Range(0, 600, low_open=True))  # random crop length
+    learning_rate: float = limited(1e-3, LEARNING_RATE)
+    # None: learning_rate; same warm-up and decay
+    discriminator_learning_rate: float | None = limited(None, LEARNING_RATE)
+    betas: tuple[float, float] = limited((0.8, 0.99), BETAS)
+    weight_decay: float = limited(0.0, Range(0, 10))
+    warmup_steps: int = limited(500, STEPS)
+    max_steps: int = limited(20000, EVERY)
     lr_decay: Literal["cosine", "none"] = "cosine"
-    min_learning_rate_ratio: float = 0.05  # cosine floor, as a fraction of learning_rate
-    grad_clip: float = 1.0
-    log_every: int = 25
-    validate_every: int = 1000
-    checkpoint_every: int = 500  # steps; also written on exit and Ctrl-C
-    num_validation_files: int = 16
-    num_workers: int = 0
-    num_threads: int = 0  # torch intra-op threads per process; 0 keeps torch's default
+    min_learning_rate_ratio: float = limited(0.05, FRACTION)  # cosine floor, as a fraction of learning_rate
+    grad_clip: float = limited(1.0, WEIGHT)  # 0: no clipping
+    log_every: int = limited(25, EVERY)
+    validate_every: int = limited(1000, EVERY)
+    checkpoint_every: int = limited(500, EVERY)  # steps; also written on exit and Ctrl-C
+    num_validation_files: int = limited(16, Range(0, 10**6))
+    num_workers: int = limited(0, Range(0, 256))
+    num_threads: int = limited(0, THREADS)  # torch intra-op threads per process; 0 keeps torch's default
     # decode the training corpus into memory (int16) when it fits in this many MB per process, instead of
     # decoding a window of the file for every crop (ogg/flac decoding can cost more than a small model); 0: never
-    audio_cache_mb: int = 1024
+    audio_cache_mb: int = limited(1024, Range(0, 10**7))
     # Per-crop augmentation (vqaudio.data.augment): a uniform speed factor (resampling: pitch and formants
     # move like another speaker's; [1, 1] off) and a uniform gain in dB ([0, 0] off).
-    speed_perturbation: tuple[float, float] = (1.0, 1.0)
-    gain_perturbation_db: tuple[float, float] = (0.0, 0.0)
+    speed_perturbation: tuple[float, float] = limited((1.0, 1.0), Range(0.5, 2.0))
+    gain_perturbation_db: tuple[float, float] = limited((0.0, 0.0), Range(-60.0, 60.0))
     # Parts left as they are: "encoder", "quantizer" (codebooks, their statistics and restarts; quantizer dropout
     # still applies). Freezing both fine-tunes the decoder alone: a model's tokens stay what they were, though
     # its weights hash changes, and token files and priors are checked against that hash (re-tokenize).
@@ -268,32 +398,47 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(_Checked):
     """Everything a tokenizer training run needs; saved with the model."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        samples = self.train.segment_seconds * self.model.sample_rate
+        if samples < self.model.hop_length:
+            raise ConfigError(
+                f"train.segment_seconds={self.train.segment_seconds:g} makes crops of {samples:.0f} samples, "
+                f"shorter than one token frame ({self.model.hop_length} samples at {self.model.sample_rate} Hz); "
+                "raise it (1.0 is usual)"
+            )
+
 
 # --------------------------------------------------------------------------------------------------
 # Token prior (vqaudio.prior): a WaveNet over token frames
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class PriorConfig:
+class PriorConfig(_Checked):
     """Architecture of the WaveNet token prior; saved with every prior model."""
 
-    num_codebooks: int | None = None  # None: taken from the training token file (the saved config holds it)
-    codebook_size: int | None = None  # None: taken from the training token file
-    residual_channels: int = 128  # width of the residual stream; also the size of the token embeddings
-    skip_channels: int = 128  # width of the summed skip connections
-    head_channels: int = 128  # width of the per-codebook output MLPs and of the within-frame code embeddings
-    kernel_size: int = 2  # taps of every dilated causal conv
-    layers_per_cycle: int = 8  # dilations 1, 2, 4, ..., 2**(layers_per_cycle - 1) in each cycle
-    num_cycles: int = 2  # the dilation cycle is repeated this many times
-    dropout: float = 0.0  # on the gated activations, training only
-    num_conditions: int = 0  # global conditioning ids (speakers); 0: unconditioned; set from --manifest
-    condition_dim: int = 32  # size of the learned conditioning vector added in every layer
+    # None: taken from the training token file (the saved config holds it); a pitch row counts as a codebook
+    num_codebooks: int | None = limited(None, Range(1, NUM_CODEBOOKS.high + 1))
+    codebook_size: int | None = limited(None, CODEBOOK_SIZE)  # None: taken from the training token file
+    # width of the residual stream; also the size of the token embeddings
+    residual_channels: int = limited(128, CHANNELS)
+    skip_channels: int = limited(128, CHANNELS)  # width of the summed skip connections
+    # width of the per-codebook output MLPs and of the within-frame code embeddings
+    head_channels: int = limited(128, CHANNELS)
+    kernel_size: int = limited(2, Range(2, 16))  # taps of every dilated causal conv
+    # dilations 1, 2, 4, ..., 2**(layers_per_cycle - 1) in each cycle
+    layers_per_cycle: int = limited(8, Range(1, 16))
+    num_cycles: int = limited(2, Range(1, 64))  # the dilation cycle is repeated this many times
+    dropout: float = limited(0.0, Range(0.0, 1.0, high_open=True))  # on the gated activations, training only
+    # global conditioning ids (speakers); 0: unconditioned; set from --manifest
+    num_conditions: int = limited(0, Range(0, 10**5))
+    condition_dim: int = limited(32, CHANNELS)  # size of the learned conditioning vector added in every layer
     # the head of codebook k also sees code k of the previous frame through its own embedding: the trunk's input
     # sums the K code embeddings of a frame, which blurs each code (without this, a bigram beat the embedded
     # prior on codebook 1)
@@ -301,43 +446,77 @@ class PriorConfig:
 
 
 @dataclass(frozen=True)
-class PriorTrainConfig:
-    seed: int = 0
-    batch_size: int = 16
-    window_frames: int = 256  # random fixed-length windows of frames, within one utterance
-    learning_rate: float = 2e-3
-    betas: tuple[float, float] = (0.9, 0.98)
-    weight_decay: float = 0.01  # AdamW; not applied to embeddings, biases and the start frame
-    warmup_steps: int = 200
-    max_steps: int = 5000
+class PriorTrainConfig(_Checked):
+    seed: int = limited(0, SEED)
+    batch_size: int = limited(16, BATCH)
+    # random fixed-length windows of frames, within one utterance
+    window_frames: int = limited(256, Range(1, 2**20))
+    learning_rate: float = limited(2e-3, LEARNING_RATE)
+    betas: tuple[float, float] = limited((0.9, 0.98), BETAS)
+    # AdamW; not applied to embeddings, biases and the start frame
+    weight_decay: float = limited(0.01, Range(0, 10))
+    warmup_steps: int = limited(200, STEPS)
+    max_steps: int = limited(5000, EVERY)
     lr_decay: Literal["cosine", "none"] = "cosine"  # after warm-up (vqaudio.training.schedule)
-    min_learning_rate_ratio: float = 0.05  # cosine floor, as a fraction of learning_rate
-    grad_clip: float = 1.0
-    log_every: int = 25
-    validate_every: int = 250
-    checkpoint_every: int = 250  # steps; also written on exit and Ctrl-C
-    holdout_fraction: float = 0.05  # utterances held out for validation without --valid (0: none)
-    max_validation_frames: int = 50000  # validation reads at most this many frames (whole utterances)
+    min_learning_rate_ratio: float = limited(0.05, FRACTION)  # cosine floor, as a fraction of learning_rate
+    grad_clip: float = limited(1.0, Range(0, 1e6, low_open=True))
+    log_every: int = limited(25, EVERY)
+    validate_every: int = limited(250, EVERY)
+    checkpoint_every: int = limited(250, EVERY)  # steps; also written on exit and Ctrl-C
+    # utterances held out for validation without --valid (0: none)
+    holdout_fraction: float = limited(0.05, Range(0.0, 1.0, high_open=True))
+    # validation reads at most this many frames (whole utterances)
+    max_validation_frames: int = limited(50000, Range(1, 2**40))
     keep_best: bool = True  # the released model is the one with the best validation loss
     tensorboard: bool = True
-    num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    num_threads: int = limited(0, THREADS)  # torch intra-op threads; 0 keeps torch's default
 
 
 @dataclass(frozen=True)
-class PriorRunConfig:
+class PriorRunConfig(_Checked):
     """Everything a prior training run needs (``vqaudio prior train --config``); saved with the model."""
 
     prior: PriorConfig = field(default_factory=PriorConfig)
     train: PriorTrainConfig = field(default_factory=PriorTrainConfig)
 
 
+# A token file's description (out.meta.json, vqaudio.io.token_file) and a prior's ``tokens`` record hold the
+# geometry of the model that made the tokens: the same limits as the model's fields.
+TOKEN_META_RANGES: dict[str, Range] = {
+    "sample_rate": SAMPLE_RATE,
+    "hop_length": Range(1, MAX_HOP_LENGTH),
+    "frame_rate": Range(0, SAMPLE_RATE.high, low_open=True),
+    "num_codebooks": Range(1, NUM_CODEBOOKS.high + 1),  # rows stored: the codebooks, after a pitch row if any
+    "codebook_size": CODEBOOK_SIZE,
+    "pitch_rows": Range(0, 1),
+    "num_utterances": Range(0, 2**62),
+    "num_frames": Range(0, 2**62),
+}
+
+
+def check_token_meta(meta: Mapping[str, Any], where: str) -> None:
+    """Raise ConfigError naming ``where`` and the field when a recorded token geometry is not a whole number
+    (``frame_rate``: a number) in ``TOKEN_META_RANGES``; fields that are absent are not checked."""
+    for key, allowed in TOKEN_META_RANGES.items():
+        if key not in meta:
+            continue
+        value = meta[key]
+        number = (int, float) if key == "frame_rate" else (int,)
+        if isinstance(value, bool) or not isinstance(value, number):
+            kind = "a number" if key == "frame_rate" else "an integer"
+            raise ConfigError(f"{where}: field {key!r} must be {kind} in {allowed}, got {value!r}")
+        problem = allowed.problem(value)
+        if problem is not None:
+            raise ConfigError(f"{where}: field {key!r}: {problem}")
+    if "pitch_rows" in meta and "num_codebooks" in meta and meta["pitch_rows"] >= meta["num_codebooks"]:
+        raise ConfigError(
+            f"{where}: pitch_rows {meta['pitch_rows']} leaves no codebook of the {meta['num_codebooks']} rows"
+        )
+
+
 # --------------------------------------------------------------------------------------------------
 # Strict (de)serialisation
 # --------------------------------------------------------------------------------------------------
-class ConfigError(ValueError):
-    """A recipe or saved config that does not match the dataclasses."""
-
-
 class RetiredKey(NamedTuple):
     """A key of an earlier version whose option was deleted because it did not help (docs/EXPERIMENTS.md,
     "Options retired in the redesign")."""
@@ -403,7 +582,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "config
     (``RETIRED_KEYS``) are dropped when they left the option off, and are a ConfigError otherwise.
     """
     if data is None:
-        data = {}
+        raise ConfigError(
+            f"{where}: is empty (null); give the fields it changes, or remove it to keep every default"
+        )
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     data = _drop_retired(cls, data, where)
@@ -413,14 +594,21 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, where: str = "config
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(names)}")
     kwargs = {key: _coerce(hints[key], value, f"{where}.{key}") for key, value in data.items()}
-    obj = cls(**kwargs)
-    return obj
+    check_ranges(cls, kwargs, where)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # the checks across fields (__post_init__)
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if isinstance(value, Mapping) and not value:  # `model: {}` is a slip, as `model:` (null) is
+            raise ConfigError(
+                f"{where}: is empty ({{}}); give the fields it changes, or remove it to keep every default"
+            )
         return from_dict(tp, value, where)
     if origin is typing.Union or origin is types.UnionType:
         if value is None and type(None) in args:
@@ -489,6 +677,8 @@ def _read_recipe(path: Path, cls: type, children: tuple[Path, ...]) -> dict[str,
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: nested too deeply to be a recipe") from exc
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
     data = dict(data)
@@ -525,15 +715,19 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def replace_path(obj: T, dotted: str, value: Any) -> T:
-    """Return a copy of a frozen config with ``dotted`` (e.g. ``train.max_steps``) set to ``value``."""
+def replace_path(obj: T, dotted: str, value: Any, _parent: str = "") -> T:
+    """Return a copy of a frozen config with ``dotted`` (e.g. ``train.max_steps``) set to ``value``; the value
+    is checked like a recipe's (type and range)."""
     head, _, rest = dotted.partition(".")
     if not dataclasses.is_dataclass(obj) or head not in {f.name for f in dataclasses.fields(obj)}:
-        raise ConfigError(f"no config field {dotted!r}")
+        raise ConfigError(f"no config field {_parent + dotted!r}")
     if rest:
-        return dataclasses.replace(obj, **{head: replace_path(getattr(obj, head), rest, value)})  # type: ignore
+        inner = replace_path(getattr(obj, head), rest, value, f"{_parent}{head}.")
+        return dataclasses.replace(obj, **{head: inner})  # type: ignore
     hints = typing.get_type_hints(type(obj))
-    return dataclasses.replace(obj, **{head: _coerce(hints[head], value, dotted)})  # type: ignore
+    coerced = _coerce(hints[head], value, _parent + dotted)
+    check_ranges(type(obj), {head: coerced}, _parent.rstrip(".") or type(obj).__name__)
+    return dataclasses.replace(obj, **{head: coerced})  # type: ignore
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -1,12 +1,32 @@
 """User-facing errors: the CLI prints their message on one line and exits 1 (no traceback)."""
 
+from __future__ import annotations
+
 
 class VQAudioError(Exception):
     """Base class: a problem with the user's input or files, not a bug."""
 
 
+SKIP_BAD_HINT = "or pass --skip-bad"
+
+
 class AudioError(VQAudioError):
-    """An audio file that cannot be read, is empty, or holds NaN/Inf samples."""
+    """An audio file that cannot be used: unreadable, empty, NaN/Inf samples, an implausible rate or length.
+
+    Args:
+        message: what is wrong, naming the file.
+        fix: what the user can do; the full message then ends "; <fix>, or pass --skip-bad".
+    ``reason`` is the message without the fix: what a warning says when the file *is* skipped (--skip-bad).
+    """
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        self.reason = message
+        self.fix = fix
+        super().__init__(message if fix is None else f"{message}; {fix}, {SKIP_BAD_HINT}")
+
+    def without_skip_hint(self) -> AudioError:
+        """The same error for a command that reads one file (and has no --skip-bad)."""
+        return AudioError(self.reason if self.fix is None else f"{self.reason}; {self.fix}")
 
 
 class TokenFileError(VQAudioError):
@@ -19,3 +39,14 @@ class ModelFileError(VQAudioError):
 
 class DataError(VQAudioError):
     """A corpus, manifest or split that cannot be used."""
+
+
+class OutputError(VQAudioError, OSError):
+    """An output that cannot be written: a full disk, a read-only or forbidden folder, a folder in the way.
+
+    Also an OSError (``errno`` and ``filename`` set), so code catching OS errors still catches it; the message
+    names the output (not a temporary) and the fix.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror) if self.strerror else super().__str__()

@@ -138,7 +138,7 @@ stage_train_prior() {
     --out "$exp/prior"
   # one evaluation: the JSON (written atomically) for scripts, the table for people and the report
   "${vq[@]}" prior eval "$exp/tokens/test.npy" --prior "$exp/prior" --json-out "$exp/prior_eval.json" \
-    > "$exp/prior_eval.txt"
+    --overwrite > "$exp/prior_eval.txt"
   log "prior on test tokens: $(tr -d '\n' < "$exp/prior_eval.json")"
   if [ -f "$exp/report/report.md" ]; then  # the prior's rows join the codec's report (stage 3)
     sed -i '/^## Token prior/,$d' "$exp/report/report.md"
@@ -148,5 +148,6 @@ stage_train_prior() {
 
 stage_sample() {
   require "$exp/prior"
-  "${vq[@]}" prior sample --prior "$exp/prior" --seconds "$sample_seconds" -n "$num_samples" "$exp/samples"
+  "${vq[@]}" prior sample --prior "$exp/prior" --seconds "$sample_seconds" -n "$num_samples" "$exp/samples" \
+    --overwrite
 }

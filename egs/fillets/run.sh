@@ -129,7 +129,7 @@ stage_prepare() {
   "$(python_command)" "$here/local/prepare_fillets.py" "$src" "$data/corpus" --train-speakers "$train_speakers" \
     --jobs "$jobs" --overwrite
   for split in train dev test; do
-    "${vq[@]}" prepare "$data/corpus/$split" "$data/$split.tsv" --dev 0 --test 0
+    "${vq[@]}" prepare "$data/corpus/$split" "$data/$split.tsv" --dev 0 --test 0 --overwrite
   done
   local voices=()
   if [ "$festival_voices" = "true" ]; then
@@ -151,7 +151,7 @@ festvox-czech-krb festvox-czech-machac festvox-czech-ph festvox-ru festvox-italp
     voices+=("$data/more_speech")
   fi
   if [ ${#voices[@]} -gt 0 ]; then
-    "${vq[@]}" prepare "$data/corpus/train" "${voices[@]}" "$codec_manifest" --dev 0 --test 0
+    "${vq[@]}" prepare "$data/corpus/train" "${voices[@]}" "$codec_manifest" --dev 0 --test 0 --overwrite
   fi
 }
 

@@ -79,9 +79,9 @@ stage_prepare() {
     [ -d "$librispeech/$split" ] || die "$librispeech/$split: no such split"
     sources+=("$librispeech/$split")
   done
-  "${vq[@]}" prepare "${sources[@]}" "$train_manifest" --dev 0 --test 0
-  "${vq[@]}" prepare "$librispeech/$dev_split" "$dev_manifest" --dev 0 --test 0
-  "${vq[@]}" prepare "$librispeech/$test_split" "$test_manifest" --dev 0 --test 0
+  "${vq[@]}" prepare "${sources[@]}" "$train_manifest" --dev 0 --test 0 --overwrite
+  "${vq[@]}" prepare "$librispeech/$dev_split" "$dev_manifest" --dev 0 --test 0 --overwrite
+  "${vq[@]}" prepare "$librispeech/$test_split" "$test_manifest" --dev 0 --test 0 --overwrite
 }
 
 mkdir -p "$data" "$exp"

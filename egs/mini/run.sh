@@ -51,7 +51,7 @@ test_manifest="$data/manifest.test.tsv"
 stage_make_data() {
   rm -rf "$data/corpus"
   "${PYTHON:-python3}" "$here/local/make_corpus.py" "$data/corpus" --speakers "$speakers" --sentences "$sentences"
-  "${vq[@]}" prepare "$data/corpus" "$data/manifest.tsv" --dev 0.2 --test 0.2
+  "${vq[@]}" prepare "$data/corpus" "$data/manifest.tsv" --dev 0.2 --test 0.2 --overwrite
 }
 
 mkdir -p "$data" "$exp"

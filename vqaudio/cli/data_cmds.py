@@ -35,13 +35,18 @@ def prepare(
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help="Skip unreadable/empty files (listed) instead of failing."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing MANIFEST and its .train/.dev/.test siblings."
+    ),
 ) -> None:
     """Corpus -> manifests (help: PREPARE_HELP)."""
     from vqaudio.data.prepare import prepare_manifests
 
     if dev + test >= 1:
         raise typer.BadParameter(f"--dev + --test must be below 1, got {dev} + {test}")
-    result = prepare_manifests(sources, manifest, dev=dev, test=test, seed=seed, skip_bad=skip_bad)
+    result = prepare_manifests(
+        sources, manifest, dev=dev, test=test, seed=seed, skip_bad=skip_bad, overwrite=overwrite
+    )
     typer.echo(result.table())
 
 

@@ -24,16 +24,22 @@ def demo_command(
         None, "--model", help="Model folder or file (default: the embedded model)."
     ),
     n_q: int | None = typer.Option(None, "--n-q", min=1, help="Codebooks to use (residual models)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier demo's --out folder (as a whole)."
+    ),
 ) -> None:
     """Tokenize the example clips with the embedded model and resynthesize them."""
     from vqaudio.codec.corpus_coding import resynthesize_tokens, tokenize_corpus
     from vqaudio.codec.tokenizer import Tokenizer
+    from vqaudio.io.atomic import atomic_folder, check_output
+    from vqaudio.io.token_file import token_paths
 
     source = input if input is not None else EXAMPLES
     if not source.exists():
         raise FileNotFoundError(
             f"{source}: no example clips here; pass a folder of audio files to `vqaudio demo`"
         )
+    check_output(out, overwrite=overwrite, folder=True, replaceable=_demo_file, what="`vqaudio demo`")
     tok = Tokenizer.load(model)
     data = (tok.training or {}).get("data", "unknown data")
     trained = f"{data.get('hours', 0):.2f} h of {data.get('source')}" if isinstance(data, dict) else str(data)
@@ -42,15 +48,25 @@ def demo_command(
         f"       {tok.sample_rate} Hz, {tok.frame_rate:g} frames/s, {tok.num_codebooks} codebooks of "
         f"{tok.codebook_size}: {tok.bitrate_at(n_q or tok.num_codebooks) / 1000:.2f} kbps"
     )
-    tokens = out / "tokens.npy"
-    summary = tokenize_corpus(tok, source, tokens, n_q=n_q, overwrite=True)
-    typer.echo(summary.line())
-    wavs = resynthesize_tokens(tok, tokens, out / "resynth", overwrite=True)
+    # one output, replaced as a whole: no WAV of an earlier demo stays beside the new ones
+    with atomic_folder(out, overwrite=overwrite) as staging:
+        summary = tokenize_corpus(tok, source, staging / "tokens.npy", n_q=n_q)
+        wavs = resynthesize_tokens(tok, staging / "tokens.npy", staging / "resynth")
+    typer.echo(summary._replace(paths=token_paths(out / "tokens.npy")).line())
     typer.echo(
         f"{summary.num_frames * summary.n_q} tokens ({summary.num_frames} frames x {summary.n_q} codebooks) "
         f"for {summary.seconds:.1f} s of audio at {summary.bitrate / 1000:.2f} kbps"
     )
     typer.echo(f"resynthesized {len(wavs)} WAVs in {out / 'resynth'}/ (originals: {source})")
+
+
+def _demo_file(relative: Path) -> bool:
+    """What a demo writes: tokens.npy/.index.tsv/.meta.json and resynth/**.wav."""
+    from vqaudio.io.token_file import token_paths
+
+    if relative.parts[0] == "resynth":
+        return relative.suffix.lower() == ".wav"
+    return relative in token_paths(Path("tokens.npy"))
 
 
 def register(app: typer.Typer) -> None:

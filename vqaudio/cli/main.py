@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
+from typing import Any
 
 import typer
 
@@ -49,20 +52,60 @@ def _register_commands() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code.
 
-    Typer handles usage errors itself (exit 2) and turns Ctrl-C into "Aborted!" (exit 1); the
-    library's own errors are printed here on one line.
+    Typer handles usage errors itself (exit 2); the library's own errors, and OS errors naming a file, are
+    printed here on one line. Ctrl-C and SIGTERM stop a command the same way (every temporary is removed,
+    an existing output is kept): one line says what was stopped and what was written, exit 130 / 143.
     """
+    from vqaudio.io.atomic import interrupted_message, reset_outputs
+
     _register_commands()
+    args = sys.argv[1:] if argv is None else argv
+    words = [arg for arg in args if not arg.startswith("-")][:2]
+    command = " ".join(words if words[:1] == ["prior"] else words[:1])
+    received: list[int] = []
+    reset_outputs()
+    previous = _install_signal_handlers(received)
     try:
         app(args=argv, prog_name="vqaudio")
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 130 and received:
+            print(interrupted_message(received[-1], command), file=sys.stderr)
+            return 128 + received[-1]
+        return code
     except (VQAudioError, ValueError, FileExistsError, FileNotFoundError) as exc:
         if _debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a write or read the library did not name: still one line with the path
+        if _debug or not exc.filename:
+            raise
+        print(f"error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    finally:
+        _restore_signal_handlers(previous)
     return 0
+
+
+def _install_signal_handlers(received: list[int]) -> dict[int, Any]:
+    """Ctrl-C raises KeyboardInterrupt and SIGTERM ``Terminated`` (a KeyboardInterrupt), so both run the
+    same cleanups. Installed explicitly: a background job of a script inherits SIGINT ignored."""
+    from vqaudio.io.atomic import Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def entry() -> None:

@@ -35,7 +35,8 @@ SAMPLE_HELP = (
     "Sample token sequences from the prior and decode them to WAVs with the tokenizer the prior names "
     "(found by hash: the recorded path, then the embedded default; --tokenizer overrides).\n\n"
     "With --prompt, each sample continues the prompt audio's tokens (kept unchanged; the WAV holds prompt + "
-    "continuation). Writes OUT/sample_NNN.npy ([n_q, frames] codes), OUT/sample_NNN.wav and OUT/samples.json."
+    "continuation). Writes OUT/sample_NNN.npy ([n_q, frames] codes), OUT/sample_NNN.wav and OUT/samples.json. "
+    "An existing OUT that is not empty is replaced as a whole, and only with --overwrite."
 )
 INFO_HELP = (
     "Describe a prior model (default: the embedded one): architecture, receptive field, the tokenizer it "
@@ -152,12 +153,16 @@ def eval_command(
         help="Also write the JSON object to this file (atomically); the table still prints.",
     ),
     force: bool = typer.Option(False, "--force", help="Score tokens of another tokenizer anyway."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json-out file."),
 ) -> None:
+    from vqaudio.io.atomic import atomic_path, check_output
     from vqaudio.prior import Prior
     from vqaudio.prior.data import read_speakers, validated_utterances, with_conditions
     from vqaudio.prior.evaluation import evaluate_prior, format_report
     from vqaudio.prior.ngram import COUNTS_FILE, count_ngrams, load_counts
 
+    if json_out is not None:
+        check_output(json_out, overwrite=overwrite)  # before any work
     prior = Prior.load(prior_path)
     token_set = _load_token_set(tokens)
     prior.check_tokens(token_set.meta, force=force, where=str(tokens))
@@ -189,8 +194,6 @@ def eval_command(
     label = str(prior_path) if prior_path is not None else "(embedded default)"
     text = json.dumps({"tokens": str(tokens), "prior": label, **report.to_dict()})
     if json_out is not None:
-        from vqaudio.io.atomic import atomic_path
-
         with atomic_path(json_out) as tmp:
             tmp.write_text(text + "\n")
     typer.echo(text if as_json else format_report(report, f"prior {label} on {tokens}"))
@@ -226,10 +229,21 @@ def sample_command(
         False, "--naive", help="Rerun the network over the receptive field per frame (slow; same tokens)."
     ),
     force: bool = typer.Option(False, "--force", help="Decode with a --tokenizer whose hash differs."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an earlier run's OUT folder (as a whole)."
+    ),
 ) -> None:
     from vqaudio.prior import Prior
-    from vqaudio.prior.audio_io import encode_prompt, find_tokenizer, frames_for, speaker_list, write_samples
+    from vqaudio.prior.audio_io import (
+        check_samples_folder,
+        encode_prompt,
+        find_tokenizer,
+        frames_for,
+        speaker_list,
+        write_samples,
+    )
 
+    check_samples_folder(out, overwrite)  # before any work
     prior = Prior.load(prior_path)
     num_frames = frames_for(seconds, prior.frame_rate)
     conditions = speaker_list(prior, speaker, num_samples)
@@ -264,7 +278,7 @@ def sample_command(
         "speaker": speaker,
         "fast": not naive,
     }
-    files = write_samples(out, codes, prior, tokenizer, settings)
+    files = write_samples(out, codes, prior, tokenizer, settings, overwrite=overwrite)
     log.info(
         "%d x %d frames in %.1f s (%.0f frames/s)",
         num_samples,

@@ -44,7 +44,9 @@ def _load_tokenizer(model: Path | None, threads: int = 0) -> Any:
     import torch
 
     from vqaudio.codec.tokenizer import Tokenizer
+    from vqaudio.config import THREADS, check_value
 
+    check_value("--threads", threads, THREADS)
     if threads > 0:
         torch.set_num_threads(threads)
     return Tokenizer.load(model)
@@ -116,7 +118,9 @@ def resynth(
     model: Path | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     n_q: int | None = typer.Option(None, "--n-q", min=1, help="Decode only the first n_q codebooks."),
     force: bool = typer.Option(False, "--force", help="Decode tokens made by another model anyway."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing output files."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing output (a folder of WAVs as a whole)."
+    ),
     chunk_seconds: float = typer.Option(
         30.0, "--chunk-seconds", min=0.01, help="Long inputs are processed in windows of this length."
     ),
@@ -125,7 +129,9 @@ def resynth(
 ) -> None:
     """Tokens or audio -> audio (help: RESYNTH_HELP)."""
     from vqaudio.codec.corpus_coding import resynthesize_tokens
-    from vqaudio.io.audio import AUDIO_EXTENSIONS, load_audio, save_audio
+    from vqaudio.io.atomic import check_output
+    from vqaudio.io.audio import AUDIO_EXTENSIONS
+    from vqaudio.io.audio_stream import save_audio_blocks
     from vqaudio.io.token_file import token_paths
 
     suffix = input.suffix.lower()
@@ -152,18 +158,19 @@ def resynth(
         raise typer.BadParameter(
             f"{output}: the round trip output must be a .wav or .flac file", param_hint="OUTPUT"
         )
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
+    check_output(output, overwrite=overwrite)  # before any work
     tokenizer = _load_tokenizer(model, threads)
-    wav = load_audio(input, tokenizer.sample_rate)
-    codes = tokenizer.encode(wav, tokenizer.sample_rate, n_q=n_q, chunk_seconds=chunk_seconds)
-    audio = tokenizer.decode(codes, num_samples=len(wav), chunk_seconds=chunk_seconds)
-    save_audio(output, audio, tokenizer.sample_rate)
-    used = codes.shape[0]
+    # read and written window by window: memory does not grow with the file's length
+    coded = tokenizer.encode_file(input, n_q=n_q, chunk_seconds=chunk_seconds)
+    pieces = tokenizer.decode_stream(coded.codes, num_samples=coded.num_samples, chunk_seconds=chunk_seconds)
+    save_audio_blocks(output, pieces, tokenizer.sample_rate)
+    codes = coded.codes
+    used = codes.shape[0] - tokenizer.pitch_rows  # codebooks (a pitch row is counted by bitrate_at)
     kbps = tokenizer.bitrate_at(used) / 1000
+    pitch = " + a pitch row" if tokenizer.pitch_rows else ""
     typer.echo(
-        f"{input} -> {codes.shape[1]} frames x {used} codebooks ({kbps:.2f} kbps) -> {output}"
-        f" ({len(wav)} samples at {tokenizer.sample_rate} Hz)"
+        f"{input} -> {codes.shape[1]} frames x {used} codebooks{pitch} ({kbps:.2f} kbps) -> {output}"
+        f" ({coded.num_samples} samples at {tokenizer.sample_rate} Hz)"
     )
 
 
@@ -205,6 +212,9 @@ def info(
         if kind == "vqaudio-tokenizer":
             facts, text = _tokenizer_info(path)
         elif kind == "vqaudio-prior":
+            from vqaudio.prior import Prior
+
+            Prior.load(path)  # checks the description (config, tokens record) against the weights first
             facts, text = _prior_info(meta)
         else:
             facts = {"kind": str(kind), "meta": meta}
@@ -329,6 +339,7 @@ def _token_file_info(path: Path, usage: bool = False) -> tuple[dict[str, Any], s
 
         from vqaudio.evaluation.codebook_stats import code_histograms, usage_from_histograms
 
+        corpus.validate()  # a code outside the recorded codebook size: one line naming utterance and frame
         counts = np.sum([code_histograms(array.T, codebook_size) for array in corpus.arrays], axis=0)
         # the pitch row's statistics over its own levels; the codebooks' over their codes
         pitch_stats = [

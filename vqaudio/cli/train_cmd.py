@@ -61,7 +61,9 @@ def train_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in OUT."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads per process."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda."),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable/empty files (listed)."),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="Skip unreadable, empty, NaN/Inf or implausible audio files (each warned)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
 ) -> None:
     import torch
@@ -102,6 +104,7 @@ def train_command(
                 device=torch_device,
                 context=context,
                 progress=progress,
+                skip_bad=skip_bad,
             )
         except KeyboardInterrupt:
             raise typer.Exit(130) from None

@@ -1,27 +1,29 @@
 """Whole corpora through a tokenizer: audio files -> one token file, and a token file -> one WAV per utterance.
 
-Both stream (memory is bounded by a batch, not the corpus) and leave nothing half-written when they fail or
+Both stream (memory is bounded by a batch, not the corpus, and a file longer than a chunk is read, or written,
+window by window, so a file's length does not matter either) and leave nothing half-written when they fail or
 are interrupted: the token file is renamed into place when complete (``TokenFileWriter``), and a new output
-folder of WAVs is built under a temporary name.
+folder of WAVs is built under a temporary name and swapped in when complete (``vqaudio.io.atomic``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from vqaudio.config import CHUNK_SECONDS, check_value
 from vqaudio.data.batching import batch_by_length
 from vqaudio.data.corpus import load_corpus
 from vqaudio.data.utterance import Utterance
 from vqaudio.errors import AudioError, DataError, TokenFileError
-from vqaudio.io.audio import audio_info, load_audio, save_audio
+from vqaudio.io.atomic import atomic_folder, check_output
+from vqaudio.io.audio import audio_info, check_audio_header, load_audio, save_audio
+from vqaudio.io.audio_stream import save_audio_blocks
+from vqaudio.io.inputs import utterance_id_problem
 from vqaudio.io.token_file import TokenCorpus, TokenFileWriter, TokenPaths, check_can_write, load_tokens
 from vqaudio.progress import progress_bar
 
@@ -88,11 +90,13 @@ def tokenize_corpus(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     n_q = tokenizer.num_codebooks if n_q is None else n_q
     tokenizer.bitrate_at(n_q)  # validates n_q before any work
+    check_value("chunk_seconds", chunk_seconds, CHUNK_SECONDS)
     utterances = _select_shard(load_corpus(source), shard, source)
     rejects = _Rejects(skip_bad)
     usable, lengths = _lengths_from_headers(utterances, tokenizer.sample_rate, rejects)
     # the tokenizer splits a batch further if its padded size exceeds one chunk; keep them aligned
-    batches = batch_by_length(lengths, batch_size, max(1, int(chunk_seconds * tokenizer.sample_rate)))
+    chunk_samples = max(1, int(chunk_seconds * tokenizer.sample_rate))
+    batches = batch_by_length(lengths, batch_size, chunk_samples)
     writer = _token_file_writer(tokenizer, out, n_q, source, shard, overwrite)
     total_hours = sum(lengths) / tokenizer.sample_rate / 3600
     bar = progress_bar(
@@ -103,7 +107,9 @@ def tokenize_corpus(
         bar.update(len(utterances) - len(usable))  # files rejected from their headers
         for batch in batches:
             members = [usable[position] for position in batch]
-            for num_samples in _encode_batch(members, tokenizer, n_q, chunk_seconds, writer, rejects):
+            # a file longer than a chunk has a batch of its own and is read from disk window by window
+            stream = lengths[batch[0]] > chunk_samples
+            for num_samples in _encode_batch(members, tokenizer, n_q, chunk_seconds, writer, rejects, stream):
                 done_seconds += num_samples / tokenizer.sample_rate
             bar.update(len(batch))
             bar.set_postfix_str(f"{done_seconds / 3600:.2f}/{total_hours:.2f} h")
@@ -151,8 +157,8 @@ class _Rejects:
     def __call__(self, utterance: Utterance, error: AudioError) -> None:
         if not self.skip_bad:
             raise error
-        log.warning("skipping %s", error)
-        self.skipped.append({"utt_id": utterance.id, "path": str(utterance.path), "error": str(error)})
+        log.warning("skipping %s (--skip-bad)", error.reason)
+        self.skipped.append({"utt_id": utterance.id, "path": str(utterance.path), "error": error.reason})
 
 
 def _lengths_from_headers(
@@ -168,10 +174,9 @@ def _lengths_from_headers(
                 num_samples, file_rate = info.num_samples, info.sample_rate
             else:
                 num_samples, file_rate = utterance.num_samples, utterance.sample_rate
+            check_audio_header(utterance.path, file_rate, num_samples)  # also rates a manifest gives
             if num_samples <= 0:
-                raise AudioError(
-                    f"{utterance.path}: audio is empty (0 samples); remove it or pass --skip-bad"
-                )
+                raise AudioError(f"{utterance.path}: audio is empty (0 samples)", fix="remove it")
         except AudioError as error:
             reject(utterance, error)
             continue
@@ -218,9 +223,20 @@ def _encode_batch(
     chunk_seconds: float,
     writer: TokenFileWriter,
     reject: _Rejects,
+    stream: bool = False,
 ) -> list[int]:
     """Decode, encode and write one batch of utterances; the sample count of each one written (unreadable
-    files go to ``reject``)."""
+    files go to ``reject``). With ``stream`` (a batch of one long file) the file is read window by window
+    (``Tokenizer.encode_file``: the same codes, memory bounded by a window)."""
+    if stream:
+        (utterance,) = batch
+        try:
+            coded = tokenizer.encode_file(utterance.path, n_q, chunk_seconds)
+        except AudioError as error:
+            reject(utterance, error)
+            return []
+        writer.add(utterance.id, utterance.path, coded.codes, coded.num_samples)
+        return [coded.num_samples]
     members, waveforms = [], []
     for utterance in batch:
         try:
@@ -254,18 +270,21 @@ def resynthesize_tokens(
     Args:
         tokenizer: must be the model that made the tokens (checked by hash) unless ``force``.
         tokens: a token file (or shards, as ``load_tokens`` takes).
-        out_dir: the output folder; a new folder appears complete or not at all.
+        out_dir: the output folder; it appears complete or not at all, and replaces an existing one (only with
+            ``overwrite``, and only if it holds nothing but WAVs) when complete.
         n_q: decode only the first n_q codebooks (None: all stored).
         force: decode tokens from another model anyway (same codebook size needed).
-        overwrite: replace WAVs that already exist in ``out_dir``.
+        overwrite: replace an existing, non-empty ``out_dir`` as a whole (no WAV of an earlier run stays).
         batch_size, chunk_seconds: decoding batch and window sizes (the audio does not depend on them).
         progress: show a progress bar on a terminal.
     Returns:
         the written WAV paths, in id order.
     Raises:
         TokenFileError: invalid token file, tokens of another model, codes outside the codebook.
-        FileExistsError: an output WAV exists and ``overwrite`` is False.
+        FileExistsError: ``out_dir`` is not empty and ``overwrite`` is False.
+        OutputError: ``out_dir`` cannot be written, or holds files other than WAVs.
     """
+    check_value("chunk_seconds", chunk_seconds, CHUNK_SECONDS)
     corpus = load_tokens(tokens)
     where = (
         corpus.paths[0] if len(corpus.paths) == 1 else f"{corpus.paths[0]} (+{len(corpus.paths) - 1} shards)"
@@ -282,18 +301,23 @@ def resynthesize_tokens(
     max_frames = max(1, int(chunk_seconds * tokenizer.frame_rate))
     # planned before the staging folder exists, so a bad batch_size leaves nothing behind
     batches = batch_by_length([entry.num_frames for entry in entries], batch_size, max_frames)
-    # a new folder is built under a temporary name and renamed when complete
-    staging = None
-    if not out_dir.exists():
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    root = staging or out_dir
+    # built under a temporary name and swapped in when complete: an existing folder stays as it was until then
     written = []
-    try:
+    with atomic_folder(out_dir, overwrite=overwrite) as staging:
         with progress_bar(
             total=len(ids), unit="file", desc="decoding", disable=None if progress else True
         ) as bar:
             for batch in batches:
+                if entries[batch[0]].num_frames > max_frames:  # alone in its batch: decoded window by window
+                    utt_id, entry = ids[batch[0]], entries[batch[0]]
+                    rows = corpus[utt_id] if n_q is None else corpus[utt_id][: pitch_rows + n_q]
+                    pieces = tokenizer.decode_stream(
+                        rows, num_samples=entry.num_samples, chunk_seconds=chunk_seconds
+                    )
+                    save_audio_blocks(staging / _wav_name(utt_id, where), pieces, tokenizer.sample_rate)
+                    written.append(out_dir / _wav_name(utt_id, where))
+                    bar.update(1)
+                    continue
                 codes = [np.asarray(corpus[ids[position]], dtype=np.int64) for position in batch]
                 if n_q is not None:
                     codes = [item[: pitch_rows + n_q] for item in codes]
@@ -303,15 +327,12 @@ def resynthesize_tokens(
                     chunk_seconds=chunk_seconds,
                 )
                 for position, wav in zip(batch, audio, strict=True):
-                    save_audio(root / _wav_name(ids[position], where), wav, tokenizer.sample_rate)
-                    written.append(out_dir / _wav_name(ids[position], where))
+                    final = out_dir / _wav_name(ids[position], where)
+                    save_audio(
+                        staging / _wav_name(ids[position], where), wav, tokenizer.sample_rate, name=final
+                    )
+                    written.append(final)
                 bar.update(len(batch))
-        if staging is not None:
-            os.replace(staging, out_dir)
-            staging = None
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
     return sorted(written)
 
 
@@ -336,6 +357,11 @@ def _check_model(corpus: TokenCorpus, tokenizer: Tokenizer, where: object, force
             f"{where}: {has} but model {tokenizer.name!r} {'needs' if tokenizer.pitch_rows else 'has none'}; the "
             f"tokens were made by model {made_by!r}: decode them with that model, or re-tokenize the audio"
         )
+    if corpus.codebook_size != tokenizer.codebook_size:
+        raise TokenFileError(
+            f"{where}: codes of a {corpus.codebook_size}-code codebook, but model {tokenizer.name!r} has "
+            f"{tokenizer.codebook_size}; pass the model that made the tokens"
+        )
     stored = corpus.num_codebooks - pitch_rows  # codebooks stored
     if stored > tokenizer.num_codebooks:
         raise TokenFileError(
@@ -346,23 +372,29 @@ def _check_model(corpus: TokenCorpus, tokenizer: Tokenizer, where: object, force
 
 
 def _check_out_dir(out_dir: Path, targets: list[Path], overwrite: bool) -> None:
-    """Refuse an output that is a file, or (without ``overwrite``) a folder that holds one of ``targets``."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} exists and is not a folder; token files resynthesize to a folder")
-    if out_dir.exists() and not overwrite:
+    """Refuse an output that is a file, or (without ``overwrite``) a folder that is not empty; with it, a folder
+    holding anything but WAVs (it is replaced as a whole). Checked before any decoding."""
+    if out_dir.is_dir() and not overwrite:
         clashes = [path for path in targets if path.exists()]
         if clashes:
             raise FileExistsError(
                 f"{clashes[0]} already exists ({len(clashes)} of {len(targets)} outputs do); "
-                "pass --overwrite to replace them"
+                "pass --overwrite to replace the folder"
             )
+    check_output(out_dir, overwrite=overwrite, folder=True, replaceable=_is_wav, what="`vqaudio resynth`")
+
+
+def _is_wav(relative: Path) -> bool:
+    return relative.suffix.lower() == ".wav"
 
 
 def _wav_name(utt_id: str, where: object) -> Path:
-    """``spk/utt1`` -> ``spk/utt1.wav``; ids that would leave the output folder are refused."""
-    parts = utt_id.split("/")
-    if utt_id.startswith("/") or any(part in ("", ".", "..") for part in parts):
+    """``spk/utt1`` -> ``spk/utt1.wav``; ids that would leave the output folder are refused (the same rule as
+    tokenize's, ``utterance_id_problem``)."""
+    problem = utterance_id_problem(utt_id)
+    if problem is not None:
         raise TokenFileError(
-            f"{where}: utterance id {utt_id!r} cannot be used as a file name under the output folder"
+            f"{where}: utterance id {utt_id!r} {problem}; it cannot be a file name under the output folder"
         )
+    parts = utt_id.split("/")
     return Path(*parts[:-1], parts[-1] + ".wav")

@@ -47,6 +47,7 @@ stays bounded (the output fades in instead of blowing up).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +61,21 @@ ENVELOPE_FLOOR = 0.01  # relative to the steady-state envelope; only the causal 
 PHASE_MODES = ("direct", "integrated")
 EXCITATIONS = ("none", "harmonic")
 EXCITATION_BLOCK_FRAMES = 4096  # harmonic combs are synthesised this many frames at a time (bounded memory)
+
+
+class PhaseState(NamedTuple):
+    """Where ``resolve_phase`` left off, so the next frames of the same input continue its running sums.
+
+    frames: frames resolved so far.
+    deviation_sum: [B, bins] float64, the integrated phase's running sum at the last frame (or None).
+    f0: [B] float32 F0 (Hz) of the last frame, and centre_phase: [B] float64 the comb's running phase there
+        (harmonic excitation; or None).
+    """
+
+    frames: int
+    deviation_sum: Tensor | None
+    f0: Tensor | None
+    centre_phase: Tensor | None
 
 
 class ISTFTHead(nn.Module):
@@ -129,7 +145,7 @@ class ISTFTHead(nn.Module):
         # A full-scale sinusoid peaks at |X| ~ n_fft / 4 under a Hann window: capping |X| at n_fft leaves
         # headroom for any real signal and stops an early-training spike from overflowing exp().
         self.max_log_magnitude = math.log(n_fft)
-        window = torch.hann_window(n_fft)
+        window = torch.hann_window(n_fft, device="cpu")  # explicit: the floor below is read on the CPU
         self.register_buffer("window", window, persistent=False)
         # Steady-state envelope: at phase p the overlapping frames add w^2[p] + w^2[p + hop] + ...
         padded = F.pad(window.square(), (0, -n_fft % hop_length))
@@ -187,30 +203,55 @@ class ISTFTHead(nn.Module):
 
         Frame-local for direct phase. For integrated phase and the harmonic excitation, frame 0 of
         ``prediction`` is frame 0 of the signal, so pass a whole input (the sums run over every earlier frame),
-        not a window of one.
+        not a window of one; or pass it in consecutive pieces through ``resolve_phase_from``.
         """
+        return self.resolve_phase_from(prediction, None)[0]
+
+    def resolve_phase_from(self, prediction: Tensor, state: PhaseState | None) -> tuple[Tensor, PhaseState]:
+        """``resolve_phase`` of the frames that follow ``state`` (None: frame 0 of the signal).
+
+        Resolving an input in consecutive pieces, each with the state the previous one returned, gives the
+        spectra of resolving it whole: the running sums continue from their last value, adding the same terms
+        in the same order.
+
+        Returns:
+            the spectra [B, 2 * bins, F_piece], and the state after the piece's last frame.
+        """
+        done = 0 if state is None else state.frames
         log_magnitude, raw = prediction[:, : 2 * self.num_bins].chunk(2, dim=1)
+        deviation_sum = None
         if self.integrated:
             deviation = math.pi * torch.tanh(raw.double())
+            if state is not None and state.deviation_sum is not None:
+                deviation = torch.cat([state.deviation_sum[..., None], deviation], dim=-1)
+            running = torch.cumsum(deviation, dim=-1)[..., -raw.shape[-1] :]
+            deviation_sum = running[..., -1]
             bins = torch.arange(self.num_bins, device=raw.device)[:, None]
-            frames = torch.arange(raw.shape[-1], device=raw.device)[None, :]
+            frames = torch.arange(done, done + raw.shape[-1], device=raw.device)[None, :]
             # the bin's own advance, reduced modulo n_fft in integers so long inputs lose no precision
             own_advance = ((bins * self.hop_length * frames) % self.n_fft).double() * (
                 2 * math.pi / self.n_fft
             )
-            phase = torch.remainder(own_advance + torch.cumsum(deviation, dim=-1), 2 * math.pi).float()
+            phase = torch.remainder(own_advance + running, 2 * math.pi).float()
         else:
             phase = raw
         magnitude = torch.exp(log_magnitude.clamp(max=self.max_log_magnitude))
         real, imaginary = magnitude * torch.cos(phase), magnitude * torch.sin(phase)
+        f0 = centre_phase = None
         if self.harmonic:
             gain_real, gain_imaginary = prediction[:, 2 * self.num_bins : 4 * self.num_bins].chunk(2, dim=1)
-            comb = self.harmonic_comb(self.log_f0(prediction).exp().detach())
+            previous = None
+            if state is not None and state.f0 is not None and state.centre_phase is not None:
+                previous = (state.f0, state.centre_phase)
+            f0 = self.log_f0(prediction).exp().detach()
+            comb, centre_phase = self._harmonic_comb_from(f0, previous)
             if self.f0_input:
                 comb = comb * prediction[:, -1:]  # the comb sounds in voiced frames only
             real = real + gain_real * comb.real - gain_imaginary * comb.imag
             imaginary = imaginary + gain_real * comb.imag + gain_imaginary * comb.real
-        return torch.cat([real, imaginary], dim=1)
+            f0 = f0[:, -1]
+        spectra = torch.cat([real, imaginary], dim=1)
+        return spectra, PhaseState(done + raw.shape[-1], deviation_sum, f0, centre_phase)
 
     def harmonic_comb(self, f0: Tensor) -> Tensor:
         """[B, F] F0 in Hz -> [B, bins, F] complex spectra of a harmonic comb, one per frame.
@@ -218,9 +259,22 @@ class ISTFTHead(nn.Module):
         Every harmonic below Nyquist at unit amplitude; a harmonic's peak is about 1 (the window's sum / 2 is
         divided out). The fundamental's phase at a frame's centre is summed from frame 0 (trapezoid rule).
         """
-        advance = math.pi * (f0[:, 1:] + f0[:, :-1]).double() * self.hop_length / self.sample_rate
-        centre_phase = torch.cat([advance.new_zeros(f0.shape[0], 1), torch.cumsum(advance, dim=-1)], dim=-1)
-        centre_phase = torch.remainder(centre_phase, 2 * math.pi).float()
+        return self._harmonic_comb_from(f0, None)[0]
+
+    def _harmonic_comb_from(
+        self, f0: Tensor, previous: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, Tensor]:
+        """``harmonic_comb`` of frames that follow a frame of F0 ``previous[0]`` [B] and running centre phase
+        ``previous[1]`` [B] float64 (None: frame 0 of the signal); also the running phase at the last frame."""
+        if previous is None:
+            advance = math.pi * (f0[:, 1:] + f0[:, :-1]).double() * self.hop_length / self.sample_rate
+            first = advance.new_zeros(f0.shape[0], 1)
+        else:
+            last_f0, first = previous[0][:, None], previous[1][:, None]
+            advance = math.pi * (f0 + torch.cat([last_f0, f0[:, :-1]], dim=1)).double()
+            advance = advance * self.hop_length / self.sample_rate
+        running = torch.cumsum(torch.cat([first, advance], dim=-1), dim=-1)[:, -f0.shape[-1] :]
+        centre_phase = torch.remainder(running, 2 * math.pi).float()
         offsets = (torch.arange(self.n_fft, device=f0.device) - self.n_fft // 2) / self.sample_rate
         scale = 4.0 / self.n_fft
         spectra = []
@@ -235,7 +289,7 @@ class ISTFTHead(nn.Module):
             comb = torch.sin(count * half_angle) * torch.cos((count + 1) * half_angle)
             comb = torch.where(near_zero, count, comb / torch.where(near_zero, 1.0, denominator))
             spectra.append(torch.fft.rfft(comb * self.window, dim=-1) * scale)  # [B, Fb, bins]
-        return torch.cat(spectra, dim=1).transpose(1, 2)
+        return torch.cat(spectra, dim=1).transpose(1, 2), running[:, -1]
 
     def frames(self, wav: Tensor) -> Tensor:
         """[B, F * hop_length] audio -> [B, F, n_fft]: the samples each output frame's window spans."""

@@ -6,40 +6,49 @@ speech <-> token converter, with model files, resampling, batching and long-file
     wav = tok.decode(codes)                   # [n_q, F] -> [F * hop_length] at tok.sample_rate
 
 Long inputs are processed in exact, overlapping windows (``vqaudio.codec.windows``), so memory stays
-bounded and tokens never depend on batching or chunking.
+bounded and tokens never depend on batching or chunking. Files of any length stream from and to disk:
 
-A decoder whose iSTFT head integrates phase over frames (``decoder.istft_phase: integrated``) is not local:
-each frame's phase sums every earlier frame's prediction. Decoding then runs the network in windows to the
-head's per-frame spectra, sums the phase over the whole input, and overlap-adds in windows again; the spectra of
-a whole input are held (2 x (istft_n_fft / 2 + 1) floats per iSTFT frame, about 1 GB per hour for the
-rvq_mel geometry).
+    coded = tok.encode_file("long.flac")      # read in windows: EncodedFile(codes [n_q, F], num_samples)
+    pieces = tok.decode_stream(coded.codes, num_samples=coded.num_samples)   # audio, window by window
+    save_audio_blocks("out.wav", pieces, tok.sample_rate)                     # vqaudio.io.audio_stream
+
+A decoder whose iSTFT head integrates phase over frames (``decoder.istft_phase: integrated``, the harmonic
+excitation, a pitch row) is not local: each frame's phase sums every earlier frame's prediction. ``decode`` then
+runs the network in windows to the head's per-frame spectra, sums the phase over the whole input, and
+overlap-adds in windows again; the spectra of a whole input are held (2 x (istft_n_fft / 2 + 1) floats per iSTFT
+frame, about 1 GB per hour for the rvq_mel geometry). ``decode_stream`` carries the running phase from window to
+window instead (``ISTFTHead.resolve_phase_from``), so its memory stays at a window.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from vqaudio.codec.istft import ISTFTHead
 from vqaudio.codec.vqvae import VQVAE, build_model
-from vqaudio.codec.windows import frame_map
-from vqaudio.config import Config, ConfigError, from_dict, to_dict
+from vqaudio.codec.windows import frame_map, stream_windows
+from vqaudio.config import CHUNK_SECONDS, Config, check_value, from_dict, to_dict
 from vqaudio.errors import AudioError, ModelFileError
 from vqaudio.io.audio import to_model_input
+from vqaudio.io.audio_stream import AudioReader
 from vqaudio.io.model_file import (
     WEIGHTS_FILE,
+    ExpectedTensors,
     clean_state_dict,
     load_model_file,
     read_meta,
     save_model_file,
     weights_hash,
 )
+from vqaudio.io.token_file import storage_dtype
 
 MODEL_FORMAT = "vqaudio-tokenizer"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "default"
@@ -60,6 +69,18 @@ class TokenBatch(NamedTuple):
     codes: Tensor
     lengths: Tensor
     num_samples: Tensor
+
+
+class EncodedFile(NamedTuple):
+    """The codes of one audio file (``Tokenizer.encode_file``).
+
+    codes: [P + n_q, F] integer codes in the token file's storage dtype (int16 when codebook_size <= 32767), a
+        transposed view of a [F, P + n_q] array (the token file's layout).
+    num_samples: the file's length at the model's sample rate (for ``decode`` to crop).
+    """
+
+    codes: np.ndarray
+    num_samples: int
 
 
 class Tokenizer:
@@ -120,16 +141,10 @@ class Tokenizer:
                     "pass --model PATH (a model folder or .safetensors file), or reinstall vqaudio"
                 )
             path = DEFAULT_MODEL_DIR
-        model_file = load_model_file(path, MODEL_FORMAT)
+        model_file = load_model_file(path, MODEL_FORMAT, expected_shapes=_release_shapes)
         where = str(model_file.path)
-        try:
-            config = from_dict(Config, model_file.meta.get("config"), where=f"{where} config")
-            model = build_model(config.model)
-        except (ConfigError, ValueError) as exc:
-            raise ModelFileError(
-                f"{where}: the saved config cannot be used ({exc}); was it written by another vqaudio "
-                "version?"
-            ) from exc
+        config = _saved_config(model_file.meta, where)
+        model = build_model(config.model)
         try:
             model.load_release_state_dict(model_file.state_dict)
         except RuntimeError as exc:
@@ -329,6 +344,84 @@ class Tokenizer:
             core=self._chunk_frames(chunk_seconds),
         )
 
+    @torch.inference_mode()
+    def encode_file(
+        self,
+        path: str | Path,
+        n_q: int | None = None,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+        block_frames: int | None = None,
+    ) -> EncodedFile:
+        """An audio file -> codes, read from disk window by window: memory is bounded by one window (and the
+        codes, 2 bytes per code), whatever the file's length.
+
+        The codes equal ``encode(load_audio(path, self.sample_rate), self.sample_rate, n_q, chunk_seconds)``
+        exactly: the same samples (soxr's streaming resampler equals its one-shot one) go through the same
+        windows.
+
+        Args:
+            path: any format libsndfile reads; other rates are resampled, multi-channel audio averaged.
+            n_q, chunk_seconds: as in ``encode``.
+            block_frames: frames read from the file at a time (None: ``AudioReader``'s default).
+        Returns:
+            EncodedFile(codes [P + n_q, F] in the token file's storage dtype, num_samples at the model's rate).
+        Raises:
+            AudioError: unreadable, empty or non-finite audio, naming the file.
+        """
+        self._check_n_q(n_q)
+        core = self._chunk_frames(chunk_seconds)
+        options = {} if block_frames is None else {"block_frames": block_frames}
+        rows = self.pitch_rows + (self.num_codebooks if n_q is None else n_q)
+        with AudioReader(path, self.sample_rate, **options) as reader:
+            # frames x rows, the token file's layout, so TokenFileWriter.add copies nothing more; sized from
+            # the header, grown if the file holds more than it says
+            codes = np.empty(
+                (self.model.num_frames(reader.header_samples), rows), storage_dtype(self.codebook_size)
+            )
+            filled = 0
+            for piece in self._encode_reader(reader, n_q, core):  # [rows, frames]
+                if filled + piece.shape[-1] > len(codes):
+                    codes = np.concatenate(
+                        [codes, np.empty_like(codes, shape=(len(codes) // 2 + piece.shape[-1], rows))]
+                    )
+                codes[filled : filled + piece.shape[-1]] = piece.T.cpu().numpy()
+                filled += piece.shape[-1]
+            assert reader.num_samples is not None  # every window read, so the end was reached
+            return EncodedFile(codes[:filled].T, reader.num_samples)
+
+    def _encode_reader(self, reader: AudioReader, n_q: int | None, core: int) -> Iterator[Tensor]:
+        """Codes of consecutive frames, window by window, from the windows ``frame_map`` would use.
+
+        The input's length is learnt when the reader reaches the end of the file, which it always does before
+        the windows near the end are placed: a window is read as far as its end before it is placed.
+        """
+        hop, context = self.hop_length, self._context_frames()
+        window = core + 2 * context
+
+        def codes_of(start: int, frames: int) -> Tensor:
+            """Codes of input frames [start, start + frames), zero-padded past the end as frame_map pads."""
+            wav = torch.from_numpy(reader.read(start * hop, (start + frames) * hop))
+            wav = F.pad(wav, (0, frames * hop - wav.shape[-1]))
+            return self.model.encode(wav[None].to(self.device), n_q)[0]  # [P + n_q, frames]
+
+        reader.read(0, window * hop + 1)
+        if reader.num_samples is not None:  # a short input: one pass, as frame_map does
+            yield codes_of(0, self.model.num_frames(reader.num_samples))
+            return
+        keep_start = 0
+        while reader.num_samples is None or keep_start < self.model.num_frames(reader.num_samples):
+            start = max(0, keep_start - context)
+            reader.read(start * hop, (start + window) * hop)
+            keep_stop = keep_start + core
+            if reader.num_samples is not None:  # the end is in reach: the last window ends at the input's end
+                num_frames = self.model.num_frames(reader.num_samples)
+                start = min(start, num_frames - window)
+                keep_stop = min(keep_stop, num_frames)
+            yield codes_of(start, window)[:, keep_start - start : keep_stop - start]
+            # the next window starts at or after keep_stop - window (its start is shifted back at most that far)
+            reader.discard((keep_stop - window) * hop)
+            keep_start = keep_stop
+
     # ----------------------------------------------------------------------------------------------
     # Decode
     # ----------------------------------------------------------------------------------------------
@@ -458,6 +551,92 @@ class Tokenizer:
             core=core * upsampling,
         )
 
+    @torch.inference_mode()
+    def decode_stream(
+        self,
+        codes: CodesLike,
+        n_q: int | None = None,
+        num_samples: int | None = None,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    ) -> Iterator[Tensor]:
+        """Codes -> consecutive pieces of audio, one window at a time (for ``save_audio_blocks``).
+
+        The pieces, concatenated, equal ``decode(codes, n_q, num_samples, chunk_seconds)``: exactly for a
+        frame-local decoder (the same windows); for one that integrates phase over frames (``integrates_phase``)
+        the running phase is carried from window to window instead of summed over the whole input: the same
+        sums in the same order, equal up to float rounding (the F0 of a harmonic excitation, computed on pieces
+        of another length, can differ in its last bits, and a harmonic comb amplifies that near its peaks).
+        Only a window of codes (converted from ``codes``, which may be a memory-mapped token file), spectra
+        and audio is held.
+
+        Args:
+            codes: [P + K', F] integer codes (no batch), numpy (e.g. a ``TokenCorpus`` row) or torch.
+            n_q, num_samples, chunk_seconds: as in ``decode``.
+        Returns:
+            an iterator of float32 [T_i] pieces on the model's device, ``num_samples`` (or F * hop_length) in
+            all.
+        """
+        if np.ndim(codes) != 2:
+            raise ValueError(f"decode_stream() expects codes [K, F], got shape {tuple(np.shape(codes))}")
+        num_frames = np.shape(codes)[-1]
+        self._select_codebooks(self._codes_tensor(codes[:, :1], "decode_stream")[0], n_q, "decode_stream")
+        max_samples = num_frames * self.hop_length
+        if num_samples is not None and not 1 <= num_samples <= max_samples:
+            raise ValueError(
+                f"decode_stream() num_samples must be between 1 and F * hop_length = {max_samples}, "
+                f"got {num_samples}"
+            )
+        self._chunk_frames(chunk_seconds)  # validated before the first piece is asked for
+        return self._decode_pieces(
+            codes, n_q, max_samples if num_samples is None else num_samples, chunk_seconds
+        )
+
+    @torch.inference_mode()
+    def _decode_pieces(
+        self, codes: CodesLike, n_q: int | None, num_samples: int, chunk_seconds: float
+    ) -> Iterator[Tensor]:
+        """``_decode_rows`` of one input, as ``stream_windows`` stages: codes read a chunk at a time, audio
+        yielded as it is made (for a phase-integrating head: spectra, their running phase carried from piece
+        to piece, then overlap-add)."""
+        core, context = self._chunk_frames(chunk_seconds), self._context_frames()
+        num_frames = np.shape(codes)[-1]
+
+        def code_pieces() -> Iterator[Tensor]:
+            for start in range(0, num_frames, core):
+                tensor = self._codes_tensor(codes[:, start : start + core], "decode_stream")[0]
+                yield self._select_codebooks(tensor, n_q, "decode_stream")[0]  # [P + n_q, frames]
+
+        def decode(step: Callable[[Tensor], Tensor], out_unit: int) -> Iterator[Tensor]:
+            return stream_windows(code_pieces(), num_frames, step, 1, out_unit, context, core)
+
+        if not self.model.integrates_phase:
+            audio = decode(self.model.decode, self.hop_length)  # [1, K', P] -> [1, P * hop]
+        else:
+            head = self.model.decoder.head
+            assert isinstance(head, ISTFTHead)
+            upsampling = self.hop_length // head.hop_length  # iSTFT frames per token frame
+
+            def spectra() -> Iterator[Tensor]:
+                state = None
+                for prediction in decode(self.model.decode_spectrum, upsampling):  # [C, frames]
+                    spectrum, state = head.resolve_phase_from(prediction[None], state)
+                    yield spectrum[0]
+
+            audio = stream_windows(
+                spectra(),
+                num_frames * upsampling,
+                head.overlap_add,  # [1, 2 * bins, P] -> [1, P * istft_hop]
+                1,
+                head.hop_length,
+                head.context_frames,
+                core * upsampling,
+            )
+        done = 0
+        for piece in audio:
+            if done < num_samples:
+                yield piece[: num_samples - done]
+            done += piece.shape[-1]
+
     # ----------------------------------------------------------------------------------------------
     # Input checks
     # ----------------------------------------------------------------------------------------------
@@ -484,6 +663,7 @@ class Tokenizer:
             or not chunk_seconds > 0
         ):
             raise ValueError(f"chunk_seconds must be a positive number of seconds, got {chunk_seconds!r}")
+        check_value("chunk_seconds", chunk_seconds, CHUNK_SECONDS)
         return max(1, round(chunk_seconds * self.frame_rate))
 
     def _audio_rows(self, wav: AudioLike, sample_rate: int, caller: str) -> tuple[list[Tensor], bool]:
@@ -571,3 +751,26 @@ class Tokenizer:
         if n_q > held:
             raise ValueError(f"{caller}() n_q={n_q} but the codes hold only {held} codebooks")
         return codes[:, : self.pitch_rows + n_q]
+
+
+def _saved_config(meta: dict[str, Any], where: str) -> Config:
+    """The Config of a model description, checked (types, ranges, fit) before anything is built from it."""
+    try:
+        config = from_dict(Config, meta.get("config"), where=f"{where} config")
+        config.model.validate()
+    except ValueError as exc:  # ConfigError included
+        raise ModelFileError(
+            f"{where}: the saved config cannot be used ({exc}); was it written by another vqaudio version?"
+        ) from exc
+    return config
+
+
+def _release_shapes(meta: dict[str, Any], weights: Path) -> ExpectedTensors:
+    """The tensors (name -> shape) the description's config makes, from a model built on the meta device
+    (no memory), to check against the weights file's header before the real model is built. Files of earlier
+    versions may also hold the quantizers' training statistics."""
+    config = _saved_config(meta, str(weights))
+    with torch.device("meta"):
+        model = build_model(config.model)
+    shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    return ExpectedTensors(shapes, frozenset(shapes) - set(model.release_state_dict()))

@@ -157,6 +157,7 @@ def train_tokenizer(
     device: str | torch.device = "cpu",
     context: DistributedContext = SINGLE_PROCESS,
     progress: bool = True,
+    skip_bad: bool = False,
 ) -> TrainResult:
     """Train a tokenizer in ``out`` (see the module docstring for the files), or resume the run there.
 
@@ -177,6 +178,7 @@ def train_tokenizer(
         device: where to train (under DDP with CUDA: this process's GPU).
         context: this process's place under ``torchrun`` (``vqaudio.training.distributed.init_distributed``).
         progress: show a progress bar (rank 0 only).
+        skip_bad: skip audio files that fail to decode (``RandomCrops``, ``ValidationSet``) instead of stopping.
     Returns:
         TrainResult.
     Raises:
@@ -197,6 +199,7 @@ def train_tokenizer(
         device=device,
         context=context,
         progress=progress,
+        skip_bad=skip_bad,
     )
     try:
         return trainer.fit(until_step)
@@ -221,8 +224,10 @@ class Trainer:
         device: str | torch.device = "cpu",
         context: DistributedContext = SINGLE_PROCESS,
         progress: bool = True,
+        skip_bad: bool = False,
     ) -> None:
         self.out = Path(out)
+        self.skip_bad = skip_bad
         self.context = context
         self.device = torch.device(device)
         self.progress = progress and context.is_main
@@ -334,12 +339,14 @@ class Trainer:
             cache=cache,
             progress=self.progress,
             augmentation=Augmentation(train.speed_perturbation, train.gain_perturbation_db),
+            skip_bad=self.skip_bad,
         )
         self.validation_set = ValidationSet(
             valid_utterances,
             sample_rate,
             max_batch_size=train.batch_size,
             max_batch_samples=VALIDATION_BATCH_FACTOR * train.batch_size * self.segment_samples,
+            skip_bad=self.skip_bad,
         )
         self.run.update(
             world_size=self.context.world_size,

@@ -10,6 +10,7 @@ the sums are all-reduced, so all ranks get the same numbers.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -21,9 +22,12 @@ from vqaudio.codec.losses import ReconstructionLoss, mel_distance
 from vqaudio.codec.vqvae import VQVAE
 from vqaudio.data.batching import batch_by_length
 from vqaudio.data.utterance import Utterance
+from vqaudio.errors import AudioError
 from vqaudio.evaluation.codebook_stats import CodebookUsage
 from vqaudio.io.audio import load_audio
 from vqaudio.training.distributed import SINGLE_PROCESS, DistributedContext, all_reduce_sum
+
+log = logging.getLogger(__name__)
 
 # Validation batches hold up to this many times the samples of a training batch: no gradients are kept.
 VALIDATION_BATCH_FACTOR = 4
@@ -57,13 +61,27 @@ class ValidationSet:
         sample_rate: the model's rate (files are resampled to it).
         max_batch_size: utterances per batch.
         max_batch_samples: padded samples per batch (a longer utterance gets a batch of its own).
+        skip_bad: leave out files that fail to decode (with a warning each) instead of raising AudioError.
     """
 
     def __init__(
-        self, utterances: Sequence[Utterance], sample_rate: int, max_batch_size: int, max_batch_samples: int
+        self,
+        utterances: Sequence[Utterance],
+        sample_rate: int,
+        max_batch_size: int,
+        max_batch_samples: int,
+        skip_bad: bool = False,
     ) -> None:
-        self.utterances = list(utterances)
-        self.audio = [load_audio(utt.path, sample_rate) for utt in self.utterances]
+        self.utterances, self.audio = [], []
+        for utt in utterances:
+            try:
+                self.audio.append(load_audio(utt.path, sample_rate))
+            except AudioError as error:
+                if not skip_bad:
+                    raise
+                log.warning("skipping validation file %s (--skip-bad)", error.reason)
+                continue
+            self.utterances.append(utt)
         self.sample_rate = sample_rate
         self.batches = batch_by_length(
             [len(audio) for audio in self.audio], max_batch_size, max_batch_samples

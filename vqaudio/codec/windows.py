@@ -20,7 +20,7 @@ chunking, up to float rounding (a latent almost equidistant from two codes may p
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -143,3 +143,54 @@ def long_windows(item: int, num_frames: int, core: int, context: int) -> list[Wi
         start = min(max(0, keep_start - context), num_frames - window)
         windows.append(Window(item, start, window, keep_start, keep_stop))
     return windows
+
+
+def stream_windows(
+    pieces: Iterable[Tensor],
+    num_frames: int,
+    step: Callable[[Tensor], Tensor],
+    in_unit: int,
+    out_unit: int,
+    context: int,
+    core: int,
+) -> Iterator[Tensor]:
+    """``frame_map`` of one input that arrives in consecutive pieces, its output yielded as it is made.
+
+    The windows are ``frame_map``'s for an input of ``num_frames`` frames alone (one pass when it is no longer
+    than a window), so the output pieces, concatenated, equal ``frame_map([input], ...)[0]``. Only the input
+    from the current window's start to the end of the last piece read is held: a window and a piece.
+
+    Args:
+        pieces: [..., n_i] tensors whose concatenation is the input [..., L], L <= num_frames * in_unit.
+        num_frames, step, in_unit, out_unit, context, core: as for ``frame_map``.
+    Returns:
+        an iterator of [..., m_j * out_unit] outputs of consecutive frames, num_frames * out_unit in all.
+    """
+    source = iter(pieces)
+    held: list[Tensor] = []  # input from position `offset` on
+    offset = 0
+    held_length = 0
+
+    def window_input(start: int, frames: int) -> Tensor:
+        """Input frames [start, start + frames), zero-padded past its end; forgets the input before them."""
+        nonlocal offset, held_length
+        first, stop = start * in_unit, (start + frames) * in_unit
+        while offset + held_length < stop:
+            piece = next(source, None)
+            if piece is None:
+                break
+            held.append(piece)
+            held_length += piece.shape[-1]
+        joined = torch.cat(held, dim=-1)[..., first - offset :]
+        held[:], offset, held_length = [joined], first, joined.shape[-1]
+        piece = joined[..., : stop - first]
+        return F.pad(piece, (0, stop - first - piece.shape[-1]))
+
+    window = core + 2 * context
+    if num_frames <= window:
+        yield step(window_input(0, num_frames)[None])[0]
+        return
+    for item_window in long_windows(0, num_frames, core, context):
+        result = step(window_input(item_window.start, item_window.frames)[None])[0]
+        first = (item_window.keep_start - item_window.start) * out_unit
+        yield result[..., first : (item_window.keep_stop - item_window.start) * out_unit]

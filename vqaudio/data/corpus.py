@@ -24,9 +24,10 @@ from pathlib import Path
 
 from vqaudio.data.librispeech import is_librispeech_tree, read_librispeech
 from vqaudio.data.manifest import read_manifest
-from vqaudio.data.utterance import Utterance, find_audio_files, sort_and_check
+from vqaudio.data.utterance import Utterance, find_audio_files, id_from_path, sort_and_check
 from vqaudio.errors import AudioError, DataError
-from vqaudio.io.audio import AUDIO_EXTENSIONS, audio_info
+from vqaudio.io.audio import AUDIO_EXTENSIONS, audio_info, check_audio_header
+from vqaudio.io.inputs import read_text, regular_file_problem
 from vqaudio.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,10 @@ def load_corpus(source: str | Path, *, read_headers: bool = False) -> list[Utter
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source}: no such file or folder; pass a manifest .tsv, list file or audio folder")
+    if not source.is_file() and not source.is_dir():
+        raise DataError(
+            f"{source}: {regular_file_problem(source)}; pass a manifest .tsv, list file, audio file or folder"
+        )
     if source.is_file():
         suffix = source.suffix.lower()
         if suffix in MANIFEST_EXTENSIONS:
@@ -58,7 +63,8 @@ def load_corpus(source: str | Path, *, read_headers: bool = False) -> list[Utter
         elif suffix in LIST_EXTENSIONS:
             utterances = read_list_file(source)
         elif suffix in AUDIO_EXTENSIONS:
-            utterances = [Utterance(id=source.stem, path=source, num_samples=None, sample_rate=None)]
+            utterance = Utterance(id=source.stem, path=source, num_samples=None, sample_rate=None)
+            utterances = sort_and_check([utterance], where=str(source))
         else:
             raise DataError(
                 f"{source}: not a manifest (.tsv), list file ({', '.join(LIST_EXTENSIONS)}) or audio file "
@@ -88,7 +94,7 @@ def read_audio_folder(folder: str | Path) -> list[Utterance]:
             "point at the folder that holds the audio"
         )
     utterances = [
-        Utterance(id=_id_from_relative(path, folder), path=path, num_samples=None, sample_rate=None)
+        Utterance(id=id_from_path(path.relative_to(folder)), path=path, num_samples=None, sample_rate=None)
         for path in paths
     ]
     return sort_and_check(utterances, where=str(folder))
@@ -109,7 +115,7 @@ def read_list_file(list_file: str | Path) -> list[Utterance]:
     base = list_file.parent
     with_ids = list_file.suffix.lower() == ".scp"
     entries: list[tuple[str | None, Path, int]] = []
-    for line_number, raw in enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_number, raw in enumerate(read_text(list_file, DataError, "list file").split("\n"), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -127,17 +133,17 @@ def read_list_file(list_file: str | Path) -> list[Utterance]:
         entries.append((utterance_id, path if path.is_absolute() else base / path, line_number))
     if not entries:
         raise DataError(f"{list_file}: the list is empty; add one audio path per line")
-    missing = [(path, number) for _, path, number in entries if not path.is_file()]
+    missing = [(path, number) for _, path, number in entries if regular_file_problem(path) is not None]
     if missing:
         path, number = missing[0]
         raise DataError(
-            f"{list_file}:{number}: {path} does not exist ({len(missing)} of {len(entries)} listed files "
-            "missing); relative paths are read from the list file's folder"
+            f"{list_file}:{number}: {path} {regular_file_problem(path)} ({len(missing)} of {len(entries)} "
+            "listed files missing or not regular files); relative paths are read from the list file's folder"
         )
     common = Path(os.path.commonpath([str(path.resolve().parent) for _, path, _ in entries]))
     utterances = [
         Utterance(
-            id=utterance_id if utterance_id is not None else _id_from_relative(path.resolve(), common),
+            id=utterance_id if utterance_id is not None else id_from_path(path.resolve().relative_to(common)),
             path=path,
             num_samples=None,
             sample_rate=None,
@@ -150,11 +156,13 @@ def read_list_file(list_file: str | Path) -> list[Utterance]:
 def fill_headers(
     utterances: Sequence[Utterance], *, skip_bad: bool = False, progress: bool = True
 ) -> list[Utterance]:
-    """Fill ``num_samples``/``sample_rate`` from file headers (no decoding) where they are unknown.
+    """Fill ``num_samples``/``sample_rate`` from file headers (no decoding) where they are unknown, and check
+    every rate (read or given, e.g. by a manifest) with ``vqaudio.io.audio.check_audio_header``.
 
     Args:
         utterances: any corpus.
-        skip_bad: drop unreadable or empty files (their count and names are logged) instead of raising.
+        skip_bad: drop unreadable or empty files, or files with implausible rates (their count and names are
+            logged) instead of raising.
         progress: show a tqdm bar (only when there are many files to read).
     Returns:
         the utterances with headers filled, unreadable ones removed when ``skip_bad``.
@@ -162,33 +170,31 @@ def fill_headers(
         AudioError: an unreadable or empty file (without ``skip_bad``): the message names it and the count.
     """
     result = list(utterances)
-    todo = [index for index, utt in enumerate(result) if utt.num_samples is None or utt.sample_rate is None]
-    bad: list[tuple[Utterance, str]] = []
+    todo = {index for index, utt in enumerate(result) if utt.num_samples is None or utt.sample_rate is None}
+    bad: list[tuple[Utterance, AudioError]] = []
     quiet = not progress or len(todo) < 200
-    bar = progress_bar(todo, desc="reading headers", unit="file", disable=quiet, leave=False)
+    bar = progress_bar(range(len(result)), desc="reading headers", unit="file", disable=quiet, leave=False)
     for index in bar:
         utt = result[index]
         try:
-            info = audio_info(utt.path)
+            if index in todo:
+                info = audio_info(utt.path)
+                utt = replace(utt, num_samples=info.num_samples, sample_rate=info.sample_rate)
+            assert utt.sample_rate is not None and utt.num_samples is not None
+            check_audio_header(utt.path, utt.sample_rate)
+            if utt.num_samples == 0:
+                raise AudioError(f"{utt.path}: audio is empty (0 samples)", fix="remove it")
         except AudioError as exc:
-            bad.append((utt, str(exc)))
+            bad.append((utt, exc))
             continue
-        if info.num_samples == 0:
-            bad.append((utt, f"{utt.path}: audio is empty (0 samples); remove it or pass --skip-bad"))
-            continue
-        result[index] = replace(utt, num_samples=info.num_samples, sample_rate=info.sample_rate)
+        result[index] = utt
     if bad:
         if not skip_bad:
-            more = f" (and {len(bad) - 1} more unreadable files)" if len(bad) > 1 else ""
+            more = f" (and {len(bad) - 1} more unreadable or unusable files)" if len(bad) > 1 else ""
             raise AudioError(f"{bad[0][1]}{more}")
         bad_ids = {utt.id for utt, _ in bad}
-        log.warning("skipped %d unreadable or empty file(s) (--skip-bad):", len(bad))
-        for _, message in bad:
-            log.warning("  %s", message)
+        log.warning("skipped %d unreadable, empty or implausible file(s) (--skip-bad):", len(bad))
+        for _, error in bad:
+            log.warning("  %s", error.reason)
         result = [utt for utt in result if utt.id not in bad_ids]
     return result
-
-
-def _id_from_relative(path: Path, root: Path) -> str:
-    relative = path.relative_to(root)
-    return relative.with_suffix("").as_posix()

@@ -16,6 +16,11 @@ Decoding: with a cache, the corpus is decoded once into memory as int16 at the m
 decoding on every step can cost more than the model on a small CPU); otherwise each crop decodes only its
 window of the file (``vqaudio.io.audio.load_audio`` with ``start``/``num_samples``), resampled when the file
 rate differs from the model rate.
+
+Files that cannot be used (``AudioError``: unreadable, NaN/Inf samples, 0 samples after resampling) stop
+training, or with ``skip_bad`` are skipped with one warning per file: dropped from the cache when it is filled,
+and otherwise each crop that fails to decode is taken from the next utterance that decodes, at the same start
+(clipped to its length), so the crops still depend on the step alone.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from torch.utils.data import Dataset
 
 from vqaudio.data.augment import Augmentation, perturb, source_samples
 from vqaudio.data.utterance import Utterance
-from vqaudio.errors import DataError
+from vqaudio.errors import AudioError, DataError
 from vqaudio.io.audio import load_audio
 from vqaudio.progress import progress_bar
 
@@ -69,6 +74,7 @@ class RandomCrops(Dataset[torch.Tensor]):
         cache: decode the whole corpus into memory now (int16) instead of decoding a window per crop.
         progress: show a progress bar while filling the cache.
         augmentation: random speed and gain per crop; None: none.
+        skip_bad: skip files that fail to decode (see the module docstring) instead of raising AudioError.
     """
 
     def __init__(
@@ -82,6 +88,7 @@ class RandomCrops(Dataset[torch.Tensor]):
         cache: bool = False,
         progress: bool = False,
         augmentation: Augmentation | None = None,
+        skip_bad: bool = False,
     ) -> None:
         if not utterances:
             raise DataError("no training utterances; pass a --data corpus with at least one audio file")
@@ -89,29 +96,40 @@ class RandomCrops(Dataset[torch.Tensor]):
             raise ValueError(
                 f"segment_samples and batch_size must be at least 1, got {segment_samples} and {batch_size}"
             )
-        self.utterances = list(utterances)
+        self.skip_bad = skip_bad
+        self._warned: set[str] = set()
         self.sample_rate = sample_rate
         self.segment_samples = segment_samples
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank
         self.augmentation = augmentation if augmentation is not None and augmentation.enabled else None
-        self.lengths = np.array(
-            [model_rate_length(utt, sample_rate) for utt in self.utterances], dtype=np.int64
-        )
+        self.utterances = list(utterances)
+        self.cache: list[np.ndarray] | None = None
+        if cache:
+            kept, self.cache = [], []
+            for utt in progress_bar(
+                self.utterances, desc="decoding into memory", unit="file", disable=not progress
+            ):
+                try:
+                    self.cache.append(_to_int16(load_audio(utt.path, sample_rate).numpy()))
+                    kept.append(utt)
+                except AudioError as error:
+                    self._reject(utt, error)
+            if not kept:
+                raise DataError(
+                    f"none of the {len(self.utterances)} training files could be decoded (--skip-bad)"
+                )
+            self.utterances = kept
+            # The header length can differ from the decoded one by a sample or two after resampling.
+            self.lengths = np.array([len(audio) for audio in self.cache], dtype=np.int64)
+        else:
+            self.lengths = np.array(
+                [model_rate_length(utt, sample_rate) for utt in self.utterances], dtype=np.int64
+            )
         # Probability proportional to the samples a crop can come from (short files count as one crop).
         weights = np.maximum(self.lengths, segment_samples).astype(np.float64)
         self.probabilities = weights / weights.sum()
-        self.cache: list[np.ndarray] | None = None
-        if cache:
-            self.cache = [
-                _to_int16(load_audio(utt.path, sample_rate).numpy())
-                for utt in progress_bar(
-                    self.utterances, desc="decoding into memory", unit="file", disable=not progress
-                )
-            ]
-            # The header length can differ from the decoded one by a sample or two after resampling.
-            self.lengths = np.array([len(audio) for audio in self.cache], dtype=np.int64)
 
     @property
     def num_short(self) -> int:
@@ -172,10 +190,30 @@ class RandomCrops(Dataset[torch.Tensor]):
         return batch
 
     def _read(self, index: int, start: int, count: int) -> torch.Tensor:
-        """[<= count] samples of utterance ``index`` from ``start`` (model rate)."""
+        """[<= count] samples of utterance ``index`` from ``start`` (model rate); with ``skip_bad``, of the
+        next utterance that decodes when this one fails."""
         if self.cache is not None:
             window = self.cache[index][start : start + count]
             return torch.from_numpy(window.astype(np.float32) / 32768.0)
+        for offset in range(len(self.utterances)):
+            other = (index + offset) % len(self.utterances)
+            other_start = start if offset == 0 else min(start, max(0, int(self.lengths[other]) - count))
+            try:
+                return self._decode(other, other_start, count)
+            except AudioError as error:
+                self._reject(self.utterances[other], error)
+        raise DataError(f"none of the {len(self.utterances)} training files could be decoded (--skip-bad)")
+
+    def _reject(self, utterance: Utterance, error: AudioError) -> None:
+        """Raise ``error``, or with ``skip_bad`` warn (once per file) that the file is skipped."""
+        if not self.skip_bad:
+            raise error
+        if str(utterance.path) not in self._warned:
+            self._warned.add(str(utterance.path))
+            log.warning("skipping %s (--skip-bad)", error.reason)
+
+    def _decode(self, index: int, start: int, count: int) -> torch.Tensor:
+        """[<= count] samples of utterance ``index`` from ``start`` (model rate), decoded from the file."""
         utt = self.utterances[index]
         file_rate = int(utt.sample_rate or self.sample_rate)
         if file_rate == self.sample_rate:

@@ -19,6 +19,7 @@ from vqaudio.data.utterance import Utterance, find_audio_files, sort_and_check
 from vqaudio.errors import DataError
 from vqaudio.io.atomic import atomic_path
 from vqaudio.io.audio import save_audio
+from vqaudio.io.inputs import read_text, regular_file_problem
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ def read_transcripts(transcript_file: str | Path) -> dict[str, str]:
     """
     transcript_file = Path(transcript_file)
     texts: dict[str, str] = {}
-    for line_number, raw in enumerate(transcript_file.read_text(encoding="utf-8").splitlines(), start=1):
+    content = read_text(transcript_file, DataError, "transcript file")
+    for line_number, raw in enumerate(content.split("\n"), start=1):
         line = raw.strip()
         if not line:
             continue
@@ -110,7 +112,9 @@ def read_librispeech(root: str | Path) -> list[Utterance]:
     utterances: list[Utterance] = []
     orphan_lines = 0
     for folder in sorted(by_folder):
-        transcript_files = sorted(folder.glob(f"*{TRANSCRIPT_SUFFIX}"))
+        transcript_files = sorted(
+            path for path in folder.glob(f"*{TRANSCRIPT_SUFFIX}") if regular_file_problem(path) is None
+        )
         if not transcript_files:
             raise DataError(
                 f"{folder}: {len(by_folder[folder])} audio files but no <spk>-<chapter>{TRANSCRIPT_SUFFIX}; "

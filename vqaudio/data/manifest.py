@@ -9,7 +9,8 @@ Format (UTF-8, tab-separated)::
 * Root line: a first line without a tab that is not an audio path. Relative paths are under it; a relative
   root is relative to the manifest's folder. Without a root line, paths are relative to the manifest's folder.
 * Header line: names the columns (any order; ``path`` is required; known: id, path, samples, sample_rate,
-  speaker, text). Without a header the columns are positional: ``path samples speaker text``, trailing ones
+  speaker, text). A first line that looks like a header but has no ``path`` column (``id  file  samples``)
+  is an error, not a data row. Without a header the columns are positional: ``path samples speaker text``, trailing ones
   optional, so a fairseq manifest (root line + ``path<TAB>frames``) reads as is.
 * Empty fields mean unknown. ``samples`` is at the file's own rate. Without an ``id`` column the id is the
   path relative to the root, without extension.
@@ -21,13 +22,20 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from vqaudio.data.utterance import Utterance, sort_and_check
+from vqaudio.data.utterance import Utterance, id_from_path, sort_and_check
 from vqaudio.errors import DataError
 from vqaudio.io.atomic import atomic_path
 from vqaudio.io.audio import AUDIO_EXTENSIONS
+from vqaudio.io.inputs import read_text, regular_file_problem, tsv_field_problem, utterance_id_problem
 
 COLUMNS = ("id", "path", "samples", "sample_rate", "speaker", "text")
 POSITIONAL_COLUMNS = ("path", "samples", "speaker", "text")
+# names that other tools give columns: a first line made of them is a header, even without ``path``
+HEADER_WORDS = frozenset(
+    COLUMNS
+    + ("utt", "utt_id", "utterance", "file", "filename", "file_name", "wav", "audio", "audio_path")
+    + ("frames", "num_samples", "n_samples", "duration", "length", "rate", "sr", "transcript", "spk")
+)
 
 
 def read_manifest(manifest: str | Path, check_paths: bool = True) -> list[Utterance]:
@@ -41,15 +49,16 @@ def read_manifest(manifest: str | Path, check_paths: bool = True) -> list[Uttera
             too many fields (named by file and line), duplicate ids, listed files that do not exist.
     """
     manifest = Path(manifest)
-    try:
-        lines = manifest.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{manifest}: cannot read the manifest ({exc})") from exc
+    # split on newlines only: str.splitlines would also split on \f, \x1c, U+2028, ...
+    lines = read_text(manifest, DataError, "manifest").split("\n")
     numbered = [(number, line.rstrip("\r")) for number, line in enumerate(lines, start=1) if line.strip()]
     root = manifest.parent
     if numbered and "\t" not in numbered[0][1] and not _looks_like_audio(numbered[0][1]):
         number, line = numbered.pop(0)
-        if line.strip() not in ("path", "id"):  # a one-column header is not a root
+        word = line.strip()
+        # a one-column header is not a root (a column name is, when such a folder exists)
+        header = word in ("path", "id") or (word.lower() in HEADER_WORDS and not (root / word).is_dir())
+        if not header:
             root = manifest.parent / line.strip()
             if not root.is_dir():
                 raise DataError(
@@ -59,7 +68,7 @@ def read_manifest(manifest: str | Path, check_paths: bool = True) -> list[Uttera
         else:
             numbered.insert(0, (number, line))
     columns: tuple[str, ...] = POSITIONAL_COLUMNS
-    if numbered and "path" in numbered[0][1].split("\t"):
+    if numbered and "path" in [field.strip() for field in numbered[0][1].split("\t")]:
         number, line = numbered.pop(0)
         columns = tuple(name.strip() for name in line.split("\t"))
         unknown = sorted(set(columns) - set(COLUMNS))
@@ -67,16 +76,24 @@ def read_manifest(manifest: str | Path, check_paths: bool = True) -> list[Uttera
             raise DataError(
                 f"{manifest}:{number}: bad header {columns}; expected distinct column names from {COLUMNS}"
             )
+    elif numbered and _looks_like_header(numbered[0][1]):
+        number, line = numbered[0]
+        fields = tuple(line.split("\t"))
+        raise DataError(
+            f"{manifest}:{number}: the header {fields} has no 'path' column; name the "
+            f"audio file column 'path' (known columns: {', '.join(COLUMNS)})"
+        )
     if not numbered:
         raise DataError(f"{manifest}: the manifest lists no utterances (an empty split?); regenerate it")
 
     utterances = [_parse_row(manifest, number, line, columns, root) for number, line in numbered]
     if check_paths:
-        missing = [utt for utt in utterances if not utt.path.is_file()]
+        missing = [utt for utt in utterances if regular_file_problem(utt.path) is not None]
         if missing:
             raise DataError(
-                f"{manifest}: {missing[0].path} does not exist ({len(missing)} of {len(utterances)} listed "
-                "files missing); fix the root line / paths or regenerate the manifest with vqaudio prepare"
+                f"{manifest}: {missing[0].path} {regular_file_problem(missing[0].path)} ({len(missing)} of "
+                f"{len(utterances)} listed files missing or not regular files); fix the root line / paths or "
+                "regenerate the manifest with vqaudio prepare"
             )
     return sort_and_check(utterances, where=str(manifest))
 
@@ -93,10 +110,16 @@ def write_manifest(
             deepest folder holding every file.
     Returns:
         the manifest path.
+    Raises:
+        DataError: no utterances, or an id or path that a manifest cannot hold (``vqaudio.io.inputs``).
     """
     manifest = Path(manifest)
     if not utterances:
         raise DataError(f"{manifest}: refusing to write an empty manifest (no utterances in this split)")
+    for utt in utterances:
+        problem = utterance_id_problem(utt.id) or tsv_field_problem(str(utt.path))
+        if problem is not None:
+            raise DataError(f"{manifest}: utterance {utt.id!r} ({utt.path}): the id or path {problem}")
     paths = [utt.path.resolve() for utt in utterances]
     common = Path(os.path.commonpath([path.parent for path in paths]))
     root_path = Path(root).resolve() if root is not None else common
@@ -135,7 +158,7 @@ def _parse_row(manifest: Path, number: int, line: str, columns: Sequence[str], r
     path = raw_path if raw_path.is_absolute() else root / raw_path
     utterance_id = values.get("id")
     if utterance_id is None:
-        utterance_id = raw_path.with_suffix("").as_posix().lstrip("/")
+        utterance_id = id_from_path(raw_path)
     return Utterance(
         id=utterance_id,
         path=path,
@@ -160,6 +183,14 @@ def _integer(manifest: Path, number: int, name: str, value: str | None, minimum:
 
 def _looks_like_audio(line: str) -> bool:
     return Path(line.strip()).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def _looks_like_header(line: str) -> bool:
+    """No field is an audio path and one is a column name (``id  file  samples``)."""
+    fields = [field.strip() for field in line.split("\t")]
+    return not any(_looks_like_audio(field) for field in fields) and any(
+        field.lower() in HEADER_WORDS for field in fields
+    )
 
 
 def _clean(value: str | None) -> str:

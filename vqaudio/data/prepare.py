@@ -18,6 +18,7 @@ from typing import NamedTuple
 from vqaudio.data.corpus import Utterance, fill_headers, load_corpus, sort_and_check
 from vqaudio.data.manifest import write_manifest
 from vqaudio.errors import DataError
+from vqaudio.io.atomic import OutputFiles, check_output
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ def prepare_manifests(
     seed: int = 0,
     skip_bad: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> PrepareResult:
     """Write ``manifest`` (every utterance) and, when ``dev``/``test`` > 0, ``<stem>.train/.dev/.test.tsv``.
 
@@ -143,14 +145,21 @@ def prepare_manifests(
         seed: the speaker order of the split.
         skip_bad: drop unreadable or empty files (counted and listed in the log) instead of failing.
         progress: show a progress bar while reading headers.
+        overwrite: replace an existing manifest and its splits (all together; a split this run does not
+            write is removed, so no sibling of an earlier run is left beside the new manifest).
     Returns:
         PrepareResult with the manifest paths and their sizes.
     Raises:
         DataError / AudioError: see ``load_corpus``, ``fill_headers``, ``split_by_speaker``.
+        FileExistsError: the manifest or one of its splits exists and ``overwrite`` is False (checked
+            before reading any audio); OutputError: the folder cannot be written.
     """
     manifest = Path(manifest)
     if manifest.suffix.lower() != ".tsv":
         raise DataError(f"{manifest}: a manifest must end in .tsv (that is how vqaudio recognises it)")
+    siblings = [split_manifest_path(manifest, name) for name in ("train", "dev", "test")]
+    for output in (manifest, *siblings):
+        check_output(output, overwrite=overwrite)
     sources = [Path(source)] if isinstance(source, (str, Path)) else [Path(item) for item in source]
     if not sources:
         raise DataError("prepare needs at least one corpus source")
@@ -167,11 +176,14 @@ def prepare_manifests(
     if dev > 0 or test > 0:
         splits = split_by_speaker(utterances, dev=dev, test=test, seed=seed)
         outputs.update({name: part for name, part in splits._asdict().items() if part})
-    manifests: dict[str, Path] = {}
+    manifests = {name: manifest if name == "all" else split_manifest_path(manifest, name) for name in outputs}
+    stale = [path for path in siblings if path not in manifests.values()]
     stats: dict[str, SplitStats] = {}
+    # all manifests are replaced together, or none (vqaudio.io.atomic.OutputFiles)
+    with OutputFiles(list(manifests.values()), overwrite=overwrite, remove=stale) as files:
+        for name, part in outputs.items():
+            write_manifest(part, files.stage(manifests[name]), root=root)
     for name, part in outputs.items():
-        path = manifest if name == "all" else split_manifest_path(manifest, name)
-        manifests[name] = write_manifest(part, path, root=root)
         stats[name] = SplitStats(
             utterances=len(part),
             speakers=len({utt.speaker for utt in part if utt.speaker is not None}),

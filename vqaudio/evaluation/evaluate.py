@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from vqaudio._version import __version__
+from vqaudio.config import THREADS, check_value
 from vqaudio.data import load_corpus
 from vqaudio.errors import AudioError, DataError
 from vqaudio.evaluation.alignment import align_to_reference
@@ -51,7 +52,7 @@ from vqaudio.evaluation.results import (
     SystemSpec,
 )
 from vqaudio.evaluation.voice import DNSMOS_METRICS, PRAAT_METRICS, WER_METRIC, VoiceAnalysis
-from vqaudio.io.atomic import atomic_folder
+from vqaudio.io.atomic import atomic_folder, check_output
 from vqaudio.io.audio import load_audio
 from vqaudio.progress import progress_bar
 
@@ -200,8 +201,8 @@ def evaluate(
             except AudioError as exc:
                 if not options.skip_bad:
                     raise
-                log.warning("skipping an unreadable file (--skip-bad): %s", exc)
-                skipped.append((str(utterance.path), str(exc)))
+                log.warning("skipping an unusable file (--skip-bad): %s", exc.reason)
+                skipped.append((str(utterance.path), exc.reason))
                 continue
             seconds = reference.shape[0] / sample_rate
             # silent clips make useless examples
@@ -275,9 +276,8 @@ def run_evaluation(
     out = Path(out)
     _check_out(out, overwrite)
     result = evaluate(source, tokenizer, options, model_path)
-    with atomic_folder(out) as staging:
+    with atomic_folder(out, overwrite=overwrite) as staging:  # refuses one created meanwhile
         write_report(result, staging)
-        _check_out(out, overwrite)  # someone may have created it during the run
     return result
 
 
@@ -449,12 +449,9 @@ def _check_options(options: EvalOptions) -> None:
         raise ValueError(f"--max-seconds must be positive, got {options.max_seconds}")
     if options.num_examples < 0:
         raise ValueError(f"num_examples must be >= 0, got {options.num_examples}")
-    if options.threads < 0:
-        raise ValueError(f"--threads must be >= 0 (0: torch's default), got {options.threads}")
+    check_value("--threads", options.threads, THREADS)  # 0: torch's default
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it or choose another --out")
+    """Before the work: a folder (or nothing) at ``out``, writable, replaced only with ``overwrite``."""
+    check_output(out, overwrite=overwrite, folder=True, what="`vqaudio eval`")

@@ -262,6 +262,7 @@ def stoi(
         raise MetricUnavailable(f"STOI needs the 'pystoi' package ({INSTALL_HINT})") from exc
     est, ref = clip_pair(estimate, reference, "stoi")
     check_not_silent(ref, "STOI")
+    _check_stoi_length(ref, sample_rate)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         value = float(
@@ -301,6 +302,7 @@ def stoi_bands(
     except ImportError as exc:
         raise MetricUnavailable(f"STOI needs the 'pystoi' package ({INSTALL_HINT})") from exc
     est, ref = clip_pair(estimate, reference, "stoi_bands")
+    _check_stoi_length(ref, sample_rate)
     check_not_silent(ref, "STOI")
     frame, segment = pystoi_stoi.N_FRAME, pystoi_stoi.N
     x = utils.resample_oct(ref.astype(np.float64), pystoi_stoi.FS, sample_rate)
@@ -327,6 +329,16 @@ def stoi_bands(
         pystoi_stoi.FS, pystoi_stoi.NFFT, pystoi_stoi.NUMBAND, pystoi_stoi.MINFREQ
     )
     return np.asarray(centres, dtype=np.float64), (clipped * clean).sum(axis=2).mean(axis=0)
+
+
+def _check_stoi_length(reference: np.ndarray, sample_rate: int) -> None:
+    """pystoi fails inside (an IndexError, not a warning) on a clip shorter than one of its frames."""
+    pystoi_stoi = importlib.import_module("pystoi.stoi")  # the module, for its constants
+    frame_samples = math.ceil(pystoi_stoi.N_FRAME * sample_rate / pystoi_stoi.FS)
+    if reference.shape[0] < 2 * frame_samples:
+        raise MetricError(
+            f"the clip is too short for STOI ({reference.shape[0]} samples, needs about 0.4 s of speech)"
+        )
 
 
 def score_clip(

@@ -16,11 +16,12 @@ into the memory map, after checking that the three files agree.
 from __future__ import annotations
 
 import bisect
+import errno
 import glob
+import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +32,10 @@ import numpy as np
 import torch
 
 from vqaudio._version import __version__
+from vqaudio.config import ConfigError, check_token_meta
 from vqaudio.errors import TokenFileError
+from vqaudio.io.atomic import OutputFiles, check_output, writing_to
+from vqaudio.io.inputs import read_text, tsv_field_problem, utterance_id_problem
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ REQUIRED_META = (
 )
 _REWRITE = "re-run `vqaudio tokenize` to rewrite it"
 _SCAN_ROWS = 1 << 20  # rows per block when scanning the array for out-of-range codes
+MAX_META_BYTES = 256 * 2**20  # out.meta.json: a few KB, plus one line per skipped file
 
 
 class IndexEntry(NamedTuple):
@@ -86,14 +91,14 @@ def storage_dtype(codebook_size: int) -> np.dtype:
 
 
 def check_can_write(path: str | Path, overwrite: bool) -> TokenPaths:
-    """Raise FileExistsError if any of the three files exists and ``overwrite`` is False."""
+    """Check before the work that the token file can be written (``vqaudio.io.atomic.check_output`` for each
+    of its three files): FileExistsError if one exists and ``overwrite`` is False, OutputError if one is a
+    folder or the folder cannot be written. Temporaries a killed run left beside them are removed."""
     paths = token_paths(path)
     if Path(path).suffix != ".npy":
         raise ValueError(f"{path}: a token file name must end in .npy (e.g. tokens/train.npy)")
-    if not overwrite:
-        for existing in paths:
-            if existing.exists():
-                raise FileExistsError(f"{existing} already exists; pass --overwrite to replace it")
+    for output in paths:
+        check_output(output, overwrite=overwrite)
     return paths
 
 
@@ -153,12 +158,10 @@ class TokenFileWriter:
             "dtype": self.dtype.name,
             **dict(extra_meta or {}),
         }
-        self.paths.array_path.parent.mkdir(parents=True, exist_ok=True)
-        handle, raw = tempfile.mkstemp(
-            prefix=f".{self.paths.array_path.name}.", suffix=".raw", dir=self.paths.array_path.parent
-        )
-        self._raw_path = Path(raw)
-        self._raw = os.fdopen(handle, "wb")
+        # metadata last: a reader that finds it finds the other two complete
+        self._files = OutputFiles(self.paths, overwrite=overwrite)
+        self._raw_path = self._files.scratch(self.paths.array_path, ".raw")
+        self._raw = open(self._raw_path, "wb")  # noqa: SIM115 (closed by commit or abort)
         self._records: dict[str, tuple[str, int, int, int]] = {}  # id -> (path, raw row, frames, samples)
         self._rows = 0
         self._skipped: list[dict[str, str]] = []
@@ -170,7 +173,7 @@ class TokenFileWriter:
         """Append one utterance.
 
         Args:
-            utt_id: unique id (no tabs or newlines).
+            utt_id: unique id that resynth can write as ``<out>/<utt_id>.wav`` (``utterance_id_problem``).
             source_path: the audio file it came from.
             codes: [n_q, frames] integer codes in ``[0, codebook_size)``.
             num_samples: the audio length at the model's sample rate.
@@ -189,16 +192,20 @@ class TokenFileWriter:
             raise ValueError(
                 f"{utt_id}: codes in [{codes.min()}, {codes.max()}] outside [0, {self.codebook_size})"
             )
-        for name, text in (("utterance id", utt_id), ("path", str(source_path))):
-            if not text or any(character in text for character in "\t\n\r"):
-                raise ValueError(
-                    f"{name} {text!r} is empty or holds a tab/newline, which the TSV index cannot store"
-                )
+        problem = utterance_id_problem(utt_id)
+        if problem is not None:
+            raise ValueError(f"utterance id {utt_id!r} ({source_path}) {problem}")
+        problem = tsv_field_problem(str(source_path)) if str(source_path) else "is empty"
+        if problem is not None:
+            raise ValueError(
+                f"{utt_id}: the path {str(source_path)!r} {problem}; the TSV index cannot store it"
+            )
         if utt_id in self._records:
             raise ValueError(
                 f"duplicate utterance id {utt_id!r} ({self._records[utt_id][0]} and {source_path})"
             )
-        self._raw.write(np.ascontiguousarray(codes.T, dtype=self.dtype).tobytes())  # [frames, n_q] rows
+        with writing_to(self.paths.array_path):
+            self._raw.write(np.ascontiguousarray(codes.T, dtype=self.dtype).tobytes())  # [frames, n_q] rows
         self._records[utt_id] = (str(source_path), self._rows, codes.shape[1], int(num_samples))
         self._rows += codes.shape[1]
 
@@ -212,72 +219,82 @@ class TokenFileWriter:
         return len(self._records)
 
     def commit(self) -> TokenPaths:
-        """Write ``out.npy`` (sorted by id), the index and the metadata, then rename them into place."""
+        """Write ``out.npy`` (sorted by id), the index and the metadata, then rename them into place together.
+
+        The previous token file, if any, stays until the three new files are complete; if a rename fails
+        it is restored (``OutputFiles``). A full disk or read-only folder raises OutputError and leaves no
+        temporary behind.
+        """
         self._check_open()
-        self._raw.close()
-        temporaries: list[Path] = [self._raw_path]
+        self._open = False
         try:
+            with writing_to(self.paths.array_path):
+                self._raw.close()
             if not self._records:
                 raise TokenFileError(f"{self.paths.array_path}: no utterance was tokenized, nothing to write")
-            order = sorted(self._records)
-            total = self._rows
-            array_tmp = self._temporary(self.paths.array_path, ".npy", temporaries)
-            source = np.memmap(self._raw_path, dtype=self.dtype, mode="r", shape=(total, self.num_codebooks))
-            target = np.lib.format.open_memmap(
-                array_tmp, mode="w+", dtype=self.dtype, shape=(total, self.num_codebooks)
-            )
-            entries: list[IndexEntry] = []
-            offset = 0
-            for utt_id in order:  # copy utterance by utterance: memory stays at one utterance
-                path, row, frames, samples = self._records[utt_id]
-                target[offset : offset + frames] = source[row : row + frames]
-                entries.append(IndexEntry(utt_id, path, offset, frames, samples))
-                offset += frames
-            target.flush()
-            del source, target
-            index_tmp = self._temporary(self.paths.index_path, ".tsv", temporaries)
-            index_tmp.write_text(_format_index(entries), encoding="utf-8")
+            entries = self._write_array(self._files.stage(self.paths.array_path, ".npy"))
             num_samples = sum(entry.num_samples for entry in entries)
             meta = {
                 **self.meta,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "num_utterances": len(entries),
-                "num_frames": total,
+                "num_frames": self._rows,
                 "num_samples": num_samples,
                 "seconds": num_samples / self.meta["sample_rate"],
                 "skipped": self._skipped,
             }
-            meta_tmp = self._temporary(self.paths.meta_path, ".json", temporaries)
-            meta_tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-            if not self.overwrite:  # another process may have written it since we started
-                check_can_write(self.paths.array_path, overwrite=False)
-            # metadata last: a reader that finds it finds the other two complete. A failure between the
-            # renames removes what was already placed, so no mixed set of files is left behind.
-            placed: list[Path] = []
-            try:
-                for temporary, final in (
-                    (array_tmp, self.paths.array_path),
-                    (index_tmp, self.paths.index_path),
-                ):
-                    os.replace(temporary, final)
-                    placed.append(final)
-                os.replace(meta_tmp, self.paths.meta_path)
-            except BaseException:
-                for final in placed:
-                    final.unlink(missing_ok=True)
-                raise
+            with writing_to(self.paths.index_path):
+                self._files.stage(self.paths.index_path, ".tsv").write_text(
+                    _format_index(entries), encoding="utf-8"
+                )
+            with writing_to(self.paths.meta_path):
+                self._files.stage(self.paths.meta_path, ".json").write_text(
+                    json.dumps(meta, indent=2) + "\n", encoding="utf-8"
+                )
+            self._files.commit()
         finally:
-            self._open = False
-            for temporary in temporaries:
-                temporary.unlink(missing_ok=True)
+            self._files.discard()
         return self.paths
+
+    def _write_array(self, target_path: Path) -> list[IndexEntry]:
+        """Copy the streamed rows to ``target_path`` as an .npy in id order; the index entries.
+
+        The space is reserved first (a full disk fails here, with ENOSPC, not later) and the rows are
+        written with ordinary writes: a memory map of a sparse file would die of SIGBUS on a full disk.
+        """
+        order = sorted(self._records)
+        total = self._rows
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header,
+            {
+                "descr": np.lib.format.dtype_to_descr(self.dtype),
+                "fortran_order": False,
+                "shape": (total, self.num_codebooks),
+            },
+        )
+        size = len(header.getvalue()) + total * self.num_codebooks * self.dtype.itemsize
+        source = np.memmap(self._raw_path, dtype=self.dtype, mode="r", shape=(total, self.num_codebooks))
+        entries: list[IndexEntry] = []
+        with writing_to(self.paths.array_path), open(target_path, "r+b") as target:
+            _reserve(target.fileno(), size)
+            target.write(header.getvalue())
+            offset = 0
+            for utt_id in order:  # copy utterance by utterance: memory stays at one utterance
+                path, row, frames, samples = self._records[utt_id]
+                target.write(np.ascontiguousarray(source[row : row + frames]).tobytes())
+                entries.append(IndexEntry(utt_id, path, offset, frames, samples))
+                offset += frames
+            target.truncate(size)
+        del source
+        return entries
 
     def abort(self) -> None:
         """Discard everything written so far."""
         if self._open:
             self._open = False
             self._raw.close()
-            self._raw_path.unlink(missing_ok=True)
+            self._files.discard()
 
     def __enter__(self) -> TokenFileWriter:
         return self
@@ -297,12 +314,16 @@ class TokenFileWriter:
         if not self._open:
             raise RuntimeError("this TokenFileWriter is already committed or aborted")
 
-    @staticmethod
-    def _temporary(final: Path, suffix: str, registry: list[Path]) -> Path:
-        handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
-        os.close(handle)
-        registry.append(Path(name))
-        return Path(name)
+
+def _reserve(handle: int, size: int) -> None:
+    """Allocate ``size`` bytes of the open file ``handle`` on disk now (ENOSPC here rather than mid-write)."""
+    try:
+        os.posix_fallocate(handle, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # not supported: write anyway
+            raise
+    except AttributeError:  # no posix_fallocate on this platform
+        pass
 
 
 def _format_index(entries: Sequence[IndexEntry]) -> str:
@@ -538,37 +559,49 @@ def _read_shard(paths: TokenPaths) -> _Shard:
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
+    """``out.meta.json``, its geometry checked against the model limits (vqaudio.config.TOKEN_META_RANGES)."""
+    if path.stat().st_size > MAX_META_BYTES:
+        raise TokenFileError(
+            f"{path}: {path.stat().st_size} bytes, more than a token file description's {MAX_META_BYTES}; "
+            f"{_REWRITE}"
+        )
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TokenFileError(f"{path}: not valid JSON ({exc}); {_REWRITE}") from exc
+    except RecursionError as exc:
+        raise TokenFileError(
+            f"{path}: JSON nested too deeply to be a token file description; {_REWRITE}"
+        ) from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise TokenFileError(f"{path}: not a vqaudio token file description (format {found!r}); {_REWRITE}")
     missing = [key for key in REQUIRED_META if key not in meta]
     if missing:
         raise TokenFileError(f"{path}: missing field(s) {missing}; {_REWRITE}")
-    if int(meta.get("format_version", 1)) > FORMAT_VERSION:
+    version = meta.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TokenFileError(f"{path}: format_version must be an integer, got {version!r}; {_REWRITE}")
+    if version > FORMAT_VERSION:
         raise TokenFileError(
             f"{path}: token format version {meta['format_version']} is newer than this vqaudio "
             f"({__version__}) reads; upgrade vqaudio"
         )
-    for key in (
-        "sample_rate",
-        "hop_length",
-        "num_codebooks",
-        "codebook_size",
-        "num_utterances",
-        "num_frames",
-    ):
-        if isinstance(meta[key], bool) or not isinstance(meta[key], int) or meta[key] < 0:
-            raise TokenFileError(f"{path}: field {key!r} must be a non-negative integer, got {meta[key]!r}")
+    try:
+        check_token_meta(meta, str(path))
+    except ConfigError as exc:
+        raise TokenFileError(f"{exc}; {_REWRITE}") from exc
     return meta
 
 
 def _read_index(path: Path, hop_length: int) -> list[IndexEntry]:
     """Parse and check the index: header, 5 columns, ids strictly sorted, offsets contiguous from 0."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    # split on newlines only: str.splitlines would also split on \f, \x1c, U+2028, ...
+    lines = [
+        line.rstrip("\r") for line in read_text(path, TokenFileError, "token index", _REWRITE).split("\n")
+    ]
+    if lines and not lines[-1]:
+        lines.pop()
     if not lines or tuple(lines[0].split("\t")) != INDEX_HEADER:
         header = "\\t".join(INDEX_HEADER)
         raise TokenFileError(f"{path}: the first line must be the header '{header}'; {_REWRITE}")

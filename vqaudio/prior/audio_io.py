@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -18,12 +19,15 @@ import torch
 from torch import Tensor
 
 from vqaudio.codec.tokenizer import Tokenizer
+from vqaudio.config import SAMPLE_SECONDS, check_value
 from vqaudio.errors import AudioError, ModelFileError
-from vqaudio.io.atomic import atomic_path
-from vqaudio.io.audio import load_audio, save_audio
+from vqaudio.io.atomic import atomic_folder, atomic_path, check_output
+from vqaudio.io.audio import load_one_file, save_audio
 from vqaudio.prior.prior import Prior
 
 log = logging.getLogger(__name__)
+
+SAMPLES_INFO = "samples.json"
 
 
 def find_tokenizer(prior: Prior, override: str | Path | None = None, force: bool = False) -> Any:
@@ -78,8 +82,9 @@ def encode_prompt(tokenizer: Any, path: str | Path, prior: Prior, seconds: float
     Raises:
         AudioError: unreadable audio, or shorter than ``seconds``; ValueError: fewer codebooks than the prior.
     """
-    wav = load_audio(path, tokenizer.sample_rate)
+    wav = load_one_file(path, tokenizer.sample_rate)
     if seconds is not None:
+        check_value("--prompt-seconds", seconds, SAMPLE_SECONDS)
         wanted = round(seconds * tokenizer.sample_rate)
         if wanted < 1:
             raise ValueError(f"--prompt-seconds must be positive, got {seconds}")
@@ -111,50 +116,66 @@ def write_samples(
     tokenizer: Any | None,
     settings: dict[str, Any],
     prefix: str = "sample",
+    overwrite: bool = False,
 ) -> SampleFiles:
     """Write each sample's tokens (``.npy`` [n_q, frames]) and, with a tokenizer, its decoded WAV.
 
+    The folder is built under a temporary name and replaces ``out`` when complete, so no file of an earlier
+    run stays beside a ``samples.json`` that does not list it.
+
     Args:
-        out: the output folder (created).
+        out: the output folder.
         codes: [N, n_q, frames] sampled codes.
         prior: the prior that sampled them (recorded in samples.json).
         tokenizer: decodes the codes; None writes tokens only.
         settings: sampling settings to record (seed, temperature, ...).
+        overwrite: replace an existing, non-empty ``out`` (only if it holds nothing but samples).
+    Raises:
+        FileExistsError: ``out`` is not empty and ``overwrite`` is False; OutputError: see ``check_output``.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_samples_folder(out, overwrite)
     dtype = np.int16 if prior.codebook_size <= 32767 else np.int32
     token_files: list[Path] = []
     audio_files: list[Path] = []
-    for index, sample in enumerate(codes):
-        stem = out / f"{prefix}_{index:03d}"
-        with atomic_path(stem.with_suffix(".npy")) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, sample.cpu().numpy().astype(dtype))
-        token_files.append(stem.with_suffix(".npy"))
-        if tokenizer is not None:
-            with torch.inference_mode():
-                wav = tokenizer.decode(sample)
-            save_audio(stem.with_suffix(".wav"), wav, tokenizer.sample_rate)
-            audio_files.append(stem.with_suffix(".wav"))
-    info = out / "samples.json"
-    record = {
-        "prior": str(prior.path) if prior.path else None,
-        "tokenizer_hash": prior.tokenizer_hash,
-        "frame_rate": prior.frame_rate,
-        "num_codebooks": prior.num_codebooks,
-        **settings,
-        "tokens": [path.name for path in token_files],
-        "audio": [path.name for path in audio_files],
-    }
-    with atomic_path(info) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-    return SampleFiles(token_files, audio_files, info)
+    with atomic_folder(out, overwrite=overwrite) as staging:
+        for index, sample in enumerate(codes):
+            name = f"{prefix}_{index:03d}"
+            with atomic_path(staging / f"{name}.npy") as tmp, open(tmp, "wb") as handle:
+                np.save(handle, sample.cpu().numpy().astype(dtype))
+            token_files.append(out / f"{name}.npy")
+            if tokenizer is not None:
+                with torch.inference_mode():
+                    wav = tokenizer.decode(sample)
+                save_audio(staging / f"{name}.wav", wav, tokenizer.sample_rate)
+                audio_files.append(out / f"{name}.wav")
+        record = {
+            "prior": str(prior.path) if prior.path else None,
+            "tokenizer_hash": prior.tokenizer_hash,
+            "frame_rate": prior.frame_rate,
+            "num_codebooks": prior.num_codebooks,
+            **settings,
+            "tokens": [path.name for path in token_files],
+            "audio": [path.name for path in audio_files],
+        }
+        with atomic_path(staging / SAMPLES_INFO) as tmp:
+            tmp.write_text(json.dumps(record, indent=2) + "\n")
+    return SampleFiles(token_files, audio_files, out / SAMPLES_INFO)
+
+
+def check_samples_folder(out: str | Path, overwrite: bool) -> Path:
+    """Check before sampling that ``out`` can take the samples (see ``vqaudio.io.atomic.check_output``)."""
+    return check_output(
+        out, overwrite=overwrite, folder=True, replaceable=_sample_file, what="`vqaudio prior sample`"
+    )
+
+
+def _sample_file(relative: Path) -> bool:
+    return relative.name == SAMPLES_INFO or re.fullmatch(r"[^/]+_\d+\.(npy|wav)", str(relative)) is not None
 
 
 def frames_for(seconds: float, frame_rate: float) -> int:
-    """Seconds -> a whole number of token frames (at least 1)."""
-    if not seconds > 0:
-        raise ValueError(f"--seconds must be positive, got {seconds}")
+    """Seconds -> a whole number of token frames (at least 1); seconds in ``vqaudio.config.SAMPLE_SECONDS``."""
+    check_value("--seconds", seconds, SAMPLE_SECONDS)
     return max(1, round(seconds * frame_rate))
 
 

@@ -25,11 +25,28 @@ import torch
 from torch import Tensor
 
 from vqaudio._version import __version__
-from vqaudio.config import ConfigError, PriorConfig, PriorRunConfig, from_dict, to_dict
+from vqaudio.config import (
+    NUM_SAMPLES,
+    SAMPLE_SECONDS,
+    ConfigError,
+    PriorConfig,
+    PriorRunConfig,
+    Range,
+    check_token_meta,
+    check_value,
+    from_dict,
+    to_dict,
+)
 from vqaudio.errors import ModelFileError, TokenFileError
-from vqaudio.io.model_file import WEIGHTS_FILE, load_model_file, one_line, save_model_file
+from vqaudio.io.model_file import (
+    WEIGHTS_FILE,
+    ExpectedTensors,
+    load_model_file,
+    one_line,
+    save_model_file,
+)
 from vqaudio.prior.generation import generate_codes
-from vqaudio.prior.wavenet import WaveNetPrior, dilations, receptive_field
+from vqaudio.prior.wavenet import WaveNetPrior, dilations, receptive_field, validate_config
 
 FORMAT = "vqaudio-prior"
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "prior"
@@ -148,23 +165,11 @@ class Prior:
                     "pass --prior PATH (a prior trained with `vqaudio prior train`), or reinstall vqaudio"
                 )
             path = PRETRAINED_DIR
-        loaded = load_model_file(path, FORMAT)
+        loaded = load_model_file(path, FORMAT, expected_shapes=_prior_shapes)
         meta = loaded.meta
         state_dict = _as_float32(loaded.state_dict, meta.get("weights_dtype", "float32"), loaded.path)
-        try:
-            run_config = from_dict(PriorRunConfig, meta.get("config"), where=f"{loaded.path}:config")
-        except ConfigError as exc:
-            raise ModelFileError(
-                f"{exc}; the prior was written by another vqaudio version, retrain it"
-            ) from exc
-        if not isinstance(meta.get("tokens"), Mapping):
-            raise ModelFileError(
-                f"{loaded.path}: no 'tokens' record in the model description; retrain the prior"
-            )
-        try:
-            model = WaveNetPrior(run_config.prior)
-        except ValueError as exc:
-            raise ModelFileError(f"{loaded.path}: {exc}") from exc
+        run_config = _saved_config(meta, loaded.path)
+        model = WaveNetPrior(run_config.prior)
         try:
             model.load_state_dict(state_dict, strict=True)
         except RuntimeError as exc:
@@ -295,12 +300,20 @@ class Prior:
         """
         if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames < 0:
             raise ValueError(f"n_frames must be a non-negative integer, got {n_frames!r}")
+        most = round(SAMPLE_SECONDS.high * self.frame_rate)
+        if n_frames > most:
+            raise ValueError(
+                f"n_frames={n_frames} is more than the {most} frames ({SAMPLE_SECONDS.high:g} s at "
+                f"{self.frame_rate:g} Hz) allowed; generate in parts, continuing each as a prompt"
+            )
+        if num_samples is not None:
+            check_value("num_samples", num_samples, NUM_SAMPLES)
+        if seed is not None:
+            check_value("seed", seed, Range(-(2**63), 2**63 - 1))  # a torch generator's seed is 64-bit
         if not (temperature >= 0 and math.isfinite(temperature)):
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be at least 1 (or None for no truncation), got {top_k}")
-        if num_samples is not None and num_samples < 1:
-            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
         batched = num_samples is not None
         if prompt is None:
             batch = torch.zeros(num_samples or 1, self.num_codebooks, 0, dtype=torch.long, device=self.device)
@@ -397,6 +410,40 @@ def _as_float32(state_dict: Mapping[str, Tensor], weights_dtype: Any, where: Pat
     return {
         key: tensor.float() if tensor.is_floating_point() else tensor for key, tensor in state_dict.items()
     }
+
+
+def _saved_config(meta: Mapping[str, Any], where: Path) -> PriorRunConfig:
+    """A prior description's config and ``tokens`` record, checked (types, ranges, agreement) before anything
+    is built from them."""
+    try:
+        run_config = from_dict(PriorRunConfig, meta.get("config"), where=f"{where}:config")
+    except ConfigError as exc:
+        raise ModelFileError(f"{exc}; the prior was written by another vqaudio version, retrain it") from exc
+    tokens = meta.get("tokens")
+    if not isinstance(tokens, Mapping):
+        raise ModelFileError(f"{where}: no 'tokens' record in the model description; retrain the prior")
+    try:
+        check_token_meta(tokens, f"{where}:tokens")
+        validate_config(run_config.prior)
+    except ValueError as exc:  # ConfigError included
+        raise ModelFileError(f"{exc}; retrain or re-export the prior") from exc
+    recorded = (tokens.get("num_codebooks"), tokens.get("codebook_size"))
+    if recorded != (run_config.prior.num_codebooks, run_config.prior.codebook_size):
+        raise ModelFileError(
+            f"{where}: the tokens record says {recorded[0]} codebooks x {recorded[1]} codes, the config "
+            f"{run_config.prior.num_codebooks} x {run_config.prior.codebook_size}; retrain or re-export the prior"
+        )
+    if not isinstance(tokens.get("frame_rate"), (int, float)) or isinstance(tokens.get("frame_rate"), bool):
+        raise ModelFileError(f"{where}:tokens: no frame_rate; retrain or re-export the prior")
+    return run_config
+
+
+def _prior_shapes(meta: dict[str, Any], weights: Path) -> ExpectedTensors:
+    """The tensors (name -> shape) the description's config makes, from a network built on the meta device."""
+    run_config = _saved_config(meta, weights)
+    with torch.device("meta"):
+        model = WaveNetPrior(run_config.prior)
+    return ExpectedTensors({name: tuple(tensor.shape) for name, tensor in model.state_dict().items()})
 
 
 def describe(meta: Mapping[str, Any]) -> str:

@@ -50,29 +50,13 @@ def receptive_field(config: PriorConfig) -> int:
 
 
 def validate_config(config: PriorConfig) -> None:
-    """Raise ValueError when the architecture is incomplete or inconsistent."""
+    """Raise ValueError when the architecture is incomplete (every size's range is checked when a PriorConfig
+    is made: vqaudio.config)."""
     if config.num_codebooks is None or config.codebook_size is None:
         raise ValueError(
             "PriorConfig.num_codebooks and codebook_size must be set before building the network "
             f"(got {config.num_codebooks} and {config.codebook_size}); training reads them from the tokens"
         )
-    checks = {
-        "num_codebooks": (config.num_codebooks, 1),
-        "codebook_size": (config.codebook_size, 2),
-        "residual_channels": (config.residual_channels, 1),
-        "skip_channels": (config.skip_channels, 1),
-        "head_channels": (config.head_channels, 1),
-        "kernel_size": (config.kernel_size, 2),
-        "layers_per_cycle": (config.layers_per_cycle, 1),
-        "num_cycles": (config.num_cycles, 1),
-        "num_conditions": (config.num_conditions, 0),
-        "condition_dim": (config.condition_dim, 1),
-    }
-    for name, (value, minimum) in checks.items():
-        if value < minimum:
-            raise ValueError(f"PriorConfig.{name} must be at least {minimum}, got {value}")
-    if not 0.0 <= config.dropout < 1.0:
-        raise ValueError(f"PriorConfig.dropout must be in [0, 1), got {config.dropout}")
 
 
 class LayerOutput(NamedTuple):

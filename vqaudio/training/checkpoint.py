@@ -110,8 +110,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         )
     full = {"format": FORMAT, "format_version": FORMAT_VERSION, "vqaudio_version": __version__, **state}
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(full, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(
+            full, handle
+        )  # through a Python file: a full disk raises OSError (ENOSPC), not a C++ error
     return path
 
 

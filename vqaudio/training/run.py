@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vqaudio.io.atomic import check_writable, remove_stale_temporaries
 from vqaudio.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from vqaudio.training.distributed import SINGLE_PROCESS, DistributedContext, all_reduce_sum, barrier
 from vqaudio.training.signals import StopRequest, stop_on_signals
@@ -79,7 +80,12 @@ class RunFolder:
             context: under DDP every rank decides, then rank 0 removes the old files.
         Raises:
             FileExistsError: the folder holds a run that would be replaced and ``overwrite`` is False.
+            OutputError: the folder cannot be written (read-only disk, no permission), before any work.
         """
+        check_writable(self.out)
+        if context.is_main:  # temporaries of a killed run (a checkpoint half written by kill -9)
+            for name in self.files:
+                remove_stale_temporaries(self.out / name)
         if resume and self.checkpoint_path.is_file():
             checkpoint = load_checkpoint(self.checkpoint_path)
             if resumable is None or resumable(checkpoint):
