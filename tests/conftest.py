@@ -24,6 +24,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from vqaudio.cli.main import main
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.codec.vqvae import build_model
 from vqaudio.config import Config, DecoderConfig, EncoderConfig, ModelConfig, QuantizerConfig
@@ -157,3 +158,30 @@ def audio_folder(tmp_path: Path) -> Path:
     _write_audio(root / "sub" / "e.flac", speech_like(3200, seed=6))
     _write_audio(root / "sub" / "deeper" / "f.wav", speech_like(1234, seed=7))
     return root
+
+
+RunResult = tuple[int, str, str]  # exit code, stdout, stderr
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., RunResult]:
+    """``run("tokenize", ...) -> (exit code, stdout, stderr)`` through ``vqaudio.cli.main.main``."""
+
+    def invoke(*args: object) -> RunResult:
+        capsys.readouterr()
+        code = main([str(arg) for arg in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke
+
+
+def one_line_error(result: RunResult, *needles: str, code: int = 1) -> str:
+    """Assert that a CLI run failed with exit ``code`` and one stderr line holding every needle; return it."""
+    status, _, err = result
+    assert status == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and (code != 1 or lines[0].startswith("error: ")), err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]

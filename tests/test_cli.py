@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import speech_like
+from conftest import RunResult, one_line_error, speech_like
 
 from vqaudio.cli.main import main
 from vqaudio.codec.corpus_coding import resynthesize_tokens
@@ -22,34 +22,10 @@ from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.io.audio import load_audio
 from vqaudio.io.token_file import load_tokens, token_paths
 
-RunResult = tuple[int, str, str]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., RunResult]:
-    """``run("tokenize", ...) -> (exit code, stdout, stderr)`` through ``vqaudio.cli.main.main``."""
-
-    def invoke(*args: object) -> RunResult:
-        capsys.readouterr()
-        code = main([str(arg) for arg in args])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
-
 
 def files_below(folder: Path) -> list[str]:
     """Every file and folder below ``folder`` (hidden temporaries included)."""
     return sorted(str(path.relative_to(folder)) for path in folder.rglob("*")) if folder.exists() else []
-
-
-def assert_one_line_error(result: RunResult, *needles: str) -> None:
-    code, _, err = result
-    assert code == 1, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 @pytest.fixture
@@ -198,7 +174,7 @@ def test_audio_round_trip(
     audio, rate = sf.read(out)
     assert rate == 16000 and len(audio) == len(load_audio(source, 16000))
     assert "2 codebooks" in stdout
-    assert_one_line_error(run("resynth", source, out, "--model", tiny_model_dir), "rt.wav", "--overwrite")
+    one_line_error(run("resynth", source, out, "--model", tiny_model_dir), "rt.wav", "--overwrite")
     assert run("resynth", source, out, "--model", tiny_model_dir, "--overwrite")[0] == 0
 
 
@@ -237,8 +213,8 @@ def test_info_on_model_and_token_file(
         assert stats["perplexity"] == pytest.approx(2 ** -(seen * np.log2(seen)).sum())
     code, stdout, _ = run("info", tokenized, "--usage")
     assert code == 0 and "perplexity" in stdout and len(stdout.splitlines()) == 5 + 1 + 3
-    assert_one_line_error(run("info", tiny_model_dir, "--usage"), "--usage")
-    assert_one_line_error(run("info", tokenized.parent / "nothing"), "nothing")
+    one_line_error(run("info", tiny_model_dir, "--usage"), "--usage")
+    one_line_error(run("info", tokenized.parent / "nothing"), "nothing")
 
 
 def test_console_script(audio_folder: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -319,7 +295,7 @@ def test_bad_tokenize_input_fails_cleanly(
 ) -> None:
     source, culprit = make_input(tmp_path)
     out_dir = tmp_path / "out"
-    assert_one_line_error(run("tokenize", source, out_dir / "out.npy", "--model", tiny_model_dir), culprit)
+    one_line_error(run("tokenize", source, out_dir / "out.npy", "--model", tiny_model_dir), culprit)
     assert files_below(out_dir) == []
 
 
@@ -341,7 +317,7 @@ def test_skip_bad_skips_counts_and_lists(
     assert list(load_tokens(out)) == ["good"]
     # nothing readable at all: an error, even with --skip-bad
     (source / "good.wav").unlink()
-    assert_one_line_error(
+    one_line_error(
         run("tokenize", source, tmp_path / "none.npy", "--model", tiny_model_dir, "--skip-bad"),
         "none of the 3",
     )
@@ -352,7 +328,7 @@ def test_existing_token_file_needs_overwrite(
     run: Callable[..., RunResult], audio_folder: Path, tiny_model_dir: Path, tokenized: Path
 ) -> None:
     before = tokenized.read_bytes()
-    assert_one_line_error(
+    one_line_error(
         run("tokenize", audio_folder, tokenized, "--model", tiny_model_dir), "out.npy", "--overwrite"
     )
     assert tokenized.read_bytes() == before
@@ -432,7 +408,7 @@ def test_bad_token_file_fails_resynth_cleanly(
 ) -> None:
     culprit = damage(tokenized)
     decoded = tmp_path / "decoded"
-    assert_one_line_error(run("resynth", tokenized, decoded, "--model", tiny_model_dir), culprit)
+    one_line_error(run("resynth", tokenized, decoded, "--model", tiny_model_dir), culprit)
     assert not decoded.exists() and [p for p in files_below(tmp_path) if p.startswith(".decoded")] == []
 
 
@@ -440,9 +416,7 @@ def test_resynth_refuses_another_models_tokens_unless_forced(
     run: Callable[..., RunResult], other_model_dir: Path, tmp_path: Path, tokenized: Path
 ) -> None:
     decoded = tmp_path / "decoded"
-    assert_one_line_error(
-        run("resynth", tokenized, decoded, "--model", other_model_dir), "out.npy", "--force"
-    )
+    one_line_error(run("resynth", tokenized, decoded, "--model", other_model_dir), "out.npy", "--force")
     assert not decoded.exists()
     code, _, err = run("resynth", tokenized, decoded, "--model", other_model_dir, "--force")
     assert code == 0, err
@@ -455,9 +429,7 @@ def test_resynth_into_an_existing_folder_needs_overwrite(
     decoded = tmp_path / "decoded"
     (decoded / "sub").mkdir(parents=True)
     (decoded / "sub" / "e.wav").write_bytes(b"old")
-    assert_one_line_error(
-        run("resynth", tokenized, decoded, "--model", tiny_model_dir), "e.wav", "--overwrite"
-    )
+    one_line_error(run("resynth", tokenized, decoded, "--model", tiny_model_dir), "e.wav", "--overwrite")
     assert files_below(decoded) == ["sub", "sub/e.wav"]
     code, _, err = run("resynth", tokenized, decoded, "--model", tiny_model_dir, "--overwrite")
     assert code == 0, err

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import RunResult, one_line_error
 
-from vqaudio.cli.main import main
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.config import (
     Config,
@@ -34,37 +34,12 @@ from vqaudio.prior import Prior
 from vqaudio.prior.prior import token_stream
 from vqaudio.prior.wavenet import WaveNetPrior
 
-RunResult = tuple[int, str, str]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., RunResult]:
-    """``run("info", ...) -> (exit code, stdout, stderr)`` through ``vqaudio.cli.main.main``."""
-
-    def invoke(*args: object) -> RunResult:
-        capsys.readouterr()
-        code = main([str(arg) for arg in args])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
-
 
 @pytest.fixture(autouse=True)
 def keep_threads() -> Iterator[None]:
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-
-
-def one_line_error(result: RunResult, *needles: str) -> str:
-    code, _, err = result
-    assert code == 1, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def edit_json(path: Path, change: Callable[[Any], Any]) -> None:

@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import speech_like
+from conftest import RunResult, speech_like
 
-from vqaudio.cli.main import main
 from vqaudio.codec.corpus_coding import resynthesize_tokens, tokenize_corpus
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.data.corpus import fill_headers, load_corpus
@@ -33,20 +32,6 @@ from vqaudio.io.audio import audio_info, load_audio, save_audio, to_model_input
 from vqaudio.io.token_file import TokenFileWriter, load_tokens, token_paths
 
 RATE = 16000
-RunResult = tuple[int, str, str]
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., RunResult]:
-    """``run("tokenize", ...) -> (exit code, stdout, stderr)`` through ``vqaudio.cli.main.main``."""
-
-    def invoke(*args: object) -> RunResult:
-        capsys.readouterr()
-        code = main([str(arg) for arg in args])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
 
 
 def wav(path: Path, samples: int = 1600, rate: int = RATE, seed: int = 0, subtype: str = "PCM_16") -> Path:

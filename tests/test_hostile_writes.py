@@ -17,7 +17,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,30 +26,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import speech_like
+from conftest import one_line_error, speech_like
 
 import vqaudio.io.atomic as atomic
-from vqaudio.cli.main import main
 from vqaudio.errors import OutputError
 from vqaudio.io.atomic import OutputFiles, atomic_folder, atomic_path, check_output, check_writable
 from vqaudio.io.token_file import TokenFileWriter, load_tokens, token_paths
 
-RunResult = tuple[int, str, str]
 HOP = 320
 REAL_REPLACE = os.replace
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., RunResult]:
-    """``run("tokenize", ...) -> (exit code, stdout, stderr)`` through ``vqaudio.cli.main.main``."""
-
-    def invoke(*args: object) -> RunResult:
-        capsys.readouterr()
-        code = main([str(arg) for arg in args])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
 
 
 @pytest.fixture
@@ -57,16 +42,6 @@ def umask_022() -> Iterator[None]:
     previous = os.umask(0o022)
     yield
     os.umask(previous)
-
-
-def one_line_error(result: RunResult, *needles: str, code: int = 1) -> str:
-    rc, _, err = result
-    assert rc == code, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -255,7 +230,7 @@ def interrupt_on_call(monkeypatch: pytest.MonkeyPatch, target: str, signum: int,
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         calls[0] += 1
         if calls[0] == after:
-            os.kill(os.getpid(), signum)
+            signal.raise_signal(signum)  # in this thread, now
             time.sleep(1)  # the handler raises here
         return original(*args, **kwargs)
 
@@ -488,11 +463,11 @@ def test_cr9_concurrent_resynth_loser_gets_one_line(
     decoded = tmp_path / "decoded"
     original = corpus_coding.save_audio
 
-    def other_run_finishes_first(path: Path, *args: Any) -> None:
+    def other_run_finishes_first(path: Path, *args: Any, **kwargs: Any) -> None:
         if not decoded.exists():
             decoded.mkdir()
             (decoded / "a.wav").write_bytes(b"the other run's")
-        original(path, *args)
+        original(path, *args, **kwargs)
 
     monkeypatch.setattr(corpus_coding, "save_audio", other_run_finishes_first)
     one_line_error(
@@ -585,7 +560,7 @@ def test_sw6_commit_is_not_cut_by_a_signal(tmp_path: Path, monkeypatch: pytest.M
     def replace(source: Any, target: Any) -> None:
         calls[0] += 1
         if calls[0] == 1:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # in this thread, now (os.kill may land in a torch thread)
         REAL_REPLACE(source, target)
 
     monkeypatch.setattr(atomic.os, "replace", replace)
@@ -601,7 +576,7 @@ def test_sw6_um8_a_signal_during_the_commit_reports_the_complete_output(
 
     def replace(source: Any, target: Any) -> None:
         if Path(target) == out:
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)  # in this thread, now
         REAL_REPLACE(source, target)
 
     monkeypatch.setattr(atomic.os, "replace", replace)

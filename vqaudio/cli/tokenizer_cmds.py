@@ -129,6 +129,7 @@ def resynth(
 ) -> None:
     """Tokens or audio -> audio (help: RESYNTH_HELP)."""
     from vqaudio.codec.corpus_coding import resynthesize_tokens
+    from vqaudio.errors import AudioError
     from vqaudio.io.atomic import check_output
     from vqaudio.io.audio import AUDIO_EXTENSIONS
     from vqaudio.io.audio_stream import save_audio_blocks
@@ -161,7 +162,10 @@ def resynth(
     check_output(output, overwrite=overwrite)  # before any work
     tokenizer = _load_tokenizer(model, threads)
     # read and written window by window: memory does not grow with the file's length
-    coded = tokenizer.encode_file(input, n_q=n_q, chunk_seconds=chunk_seconds)
+    try:
+        coded = tokenizer.encode_file(input, n_q=n_q, chunk_seconds=chunk_seconds)
+    except AudioError as error:
+        raise error.without_skip_hint() from error  # one file: no --skip-bad to suggest
     pieces = tokenizer.decode_stream(coded.codes, num_samples=coded.num_samples, chunk_seconds=chunk_seconds)
     save_audio_blocks(output, pieces, tokenizer.sample_rate)
     codes = coded.codes

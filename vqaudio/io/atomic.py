@@ -107,6 +107,23 @@ def output_error(path: str | Path, exc: BaseException) -> OutputError:
     return error
 
 
+def concerns_output(exc: BaseException, *outputs: Path) -> bool:
+    """Whether an OS error is about one of ``outputs`` (a file or folder, its contents, its temporaries) rather
+    than another file, such as an input the block was reading. An error naming no file counts: a full disk or a
+    writer library's failure does not name one."""
+    names = [getattr(exc, "filename", None), getattr(exc, "filename2", None)]
+    named = [Path(os.fsdecode(name)) for name in names if isinstance(name, (str, bytes, os.PathLike))]
+    if not named:
+        return True
+    for name in named:
+        for output in outputs:
+            if name == output or output in name.parents:
+                return True
+            if name.parent == output.parent and name.name.startswith(f".{output.name}.{TEMP_TAG}-"):
+                return True
+    return False
+
+
 @contextmanager
 def writing_to(path: str | Path) -> Iterator[None]:
     """Within the block, OS errors become an OutputError naming ``path`` (the output, not a temporary)."""
@@ -438,6 +455,8 @@ class OutputFiles:
         """An error of the block: an OS error, or a writer library's error on a full disk, while writing."""
         final = self.finals[0]
         if isinstance(exc, OSError):
+            if not concerns_output(exc, *self.finals, *self._staged.values(), *self._scratch):
+                return None  # about an input the block read: its own error names it
             return output_error(final, exc)
         if isinstance(exc, RuntimeError) and _free_bytes(final.parent) < _LOW_SPACE:
             return output_error(final, exc)  # torch, libsndfile and safetensors on a full disk
@@ -535,6 +554,8 @@ def atomic_folder(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]
             text = str(exc).replace(str(staging), str(path))
             raise OutputError(exc.errno or 0, text) from exc
         except OSError as exc:
+            if not concerns_output(exc, path, staging):
+                raise  # about an input the block read: its own error names it
             raise output_error(path, exc) from exc
         with writing_to(path):
             _default_permissions(staging)
