@@ -564,8 +564,13 @@ def test_sw6_commit_is_not_cut_by_a_signal(tmp_path: Path, monkeypatch: pytest.M
         REAL_REPLACE(source, target)
 
     monkeypatch.setattr(atomic.os, "replace", replace)
-    with pytest.raises(KeyboardInterrupt):
-        write_tokens(out, seed=2, overwrite=True, count=4)
+    # Python's own Ctrl-C handler, whatever an earlier test or library in this process left installed
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            write_tokens(out, seed=2, overwrite=True, count=4)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(load_tokens(out)) == 4 and temporaries(tmp_path) == []  # complete and consistent
 
 
