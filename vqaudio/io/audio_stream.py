@@ -24,7 +24,7 @@ import torch
 
 from vqaudio.errors import AudioError
 from vqaudio.io.atomic import atomic_path
-from vqaudio.io.audio import _say_once, _short, audio_info
+from vqaudio.io.audio import _say_once, _short, audio_info, check_samples
 
 BLOCK_FRAMES = 1 << 16  # frames at the file's rate per read: 4 s at 16 kHz, 1.4 s at 48 kHz
 
@@ -62,9 +62,7 @@ class AudioReader:
         try:
             self._file = sf.SoundFile(str(self.path))
         except Exception as exc:  # soundfile raises several types for corrupt files
-            raise AudioError(
-                f"{self.path}: cannot read audio ({_short(exc)}); check the file or pass --skip-bad"
-            ) from exc
+            raise AudioError(f"{self.path}: cannot read audio ({_short(exc)})", fix="check the file") from exc
         self._resampler = None
         if self.file_rate != sample_rate:
             _say_once(
@@ -100,14 +98,12 @@ class AudioReader:
         try:
             data = self._file.read(self.block_frames, dtype="float32", always_2d=True)  # [frames, channels]
         except Exception as exc:
-            raise AudioError(
-                f"{self.path}: cannot read audio ({_short(exc)}); check the file or pass --skip-bad"
-            ) from exc
+            raise AudioError(f"{self.path}: cannot read audio ({_short(exc)})", fix="check the file") from exc
         last = len(data) == 0
-        if not np.isfinite(data).all():
-            raise AudioError(
-                f"{self.path}: audio holds NaN or Inf samples; fix or remove the file, or pass --skip-bad"
-            )
+        if not last:
+            check_samples(
+                data, self.path
+            )  # the in-memory path's gate, block by block (NaN/Inf, peak warning)
         if data.shape[1] > 1:
             _say_once("downmix", "multi-channel audio is averaged to mono")
             data = data.mean(axis=1, keepdims=True)
@@ -120,7 +116,7 @@ class AudioReader:
         if last:
             self.num_samples = self._offset + len(self._buffer)
             if self.num_samples == 0:
-                raise AudioError(f"{self.path}: audio is empty (0 samples); remove it or pass --skip-bad")
+                check_samples(self._buffer, self.path)  # empty: the gate's own error
 
     def close(self) -> None:
         self._file.close()
