@@ -16,7 +16,7 @@ from vqaudio.codec.istft import ISTFTHead
 from vqaudio.codec.losses import ReconstructionLoss, mel_distance
 from vqaudio.codec.vqvae import VQVAE, build_model
 from vqaudio.config import DecoderConfig, EncoderConfig, LossConfig, ModelConfig, QuantizerConfig, load_yaml
-from vqaudio.features import LogMel
+from vqaudio.features import LogMel, _mel_filterbank, hz_to_mel, mel_to_hz
 
 # tokenizer recipes; prior_*.yaml hold PriorRunConfig and are tested in test_prior.py
 RECIPES = sorted(
@@ -122,6 +122,60 @@ def test_log_mel_frames_and_buffers() -> None:
     assert log_mel.state_dict() == {}  # the filterbank and window are derived: not in checkpoints
     silence = log_mel(torch.zeros(1, 1600))
     assert torch.allclose(silence, torch.full_like(silence, math.log(1e-5)))
+
+
+@pytest.mark.parametrize(
+    "sample_rate, n_fft, n_mels, f_min, f_max",
+    [
+        (16000, 1024, 80, 0.0, None),
+        (16000, 640, 40, 0.0, 8000.0),
+        (24000, 2048, 128, 30.0, 11000.0),
+        (16000, 400, 80, 0.0, None),
+    ],
+)
+def test_mel_filterbank_is_librosas_bit_for_bit(
+    sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float | None
+) -> None:
+    """The embedded model was trained with librosa's filterbank: the in-house one must give the same bits."""
+    librosa = pytest.importorskip("librosa")  # in the dev extra; the package itself no longer needs it
+    expected = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
+    actual = _mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max).numpy()
+    assert actual.dtype == expected.dtype and np.array_equal(actual, expected)
+
+
+def test_mel_filterbank_shape_and_slaney_areas() -> None:
+    bank = _mel_filterbank(16000, 1024, 80, 0.0, None).double()
+    assert bank.shape == (80, 513) and bool((bank >= 0).all())
+    bin_hz = 16000 / 1024
+    # Slaney normalisation: each triangle (height 2 / width) has unit area in Hz, up to the binning.
+    areas = bank.sum(dim=1) * bin_hz
+    assert torch.allclose(areas, torch.ones(80, dtype=torch.float64), atol=0.05)
+    assert float(hz_to_mel(1000.0)) == pytest.approx(15.0) and float(
+        mel_to_hz(hz_to_mel(4321.0))
+    ) == pytest.approx(4321.0)
+
+
+@pytest.mark.parametrize("design", ["mel", "waveform"])
+def test_a_model_built_on_the_meta_device_has_the_real_models_tensors(design: str) -> None:
+    """Tokenizer.load checks a file's header against a meta-device build: names and shapes must match."""
+    with torch.device("meta"):
+        on_meta = build_model(tiny_config(design))
+    real = build_model(tiny_config(design))
+    shapes = {name: tuple(tensor.shape) for name, tensor in real.state_dict().items()}
+    assert {name: tuple(tensor.shape) for name, tensor in on_meta.state_dict().items()} == shapes
+
+
+def test_loading_the_embedded_model_imports_neither_librosa_nor_dynamo() -> None:
+    """librosa (a mel filterbank) and torch._dynamo (weight norm on meta) cost ~230 MB and ~4 s of start-up."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from vqaudio.codec.tokenizer import Tokenizer; Tokenizer.load(); "
+        "print(sorted({'librosa', 'torch._dynamo', 'matplotlib'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 # --------------------------------------------------------------------------------------------------

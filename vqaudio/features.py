@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 
-import librosa
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -38,11 +37,49 @@ def frame_signal(wav: Tensor, frame_length: int, hop_length: int, padding_left: 
     return F.pad(wav, (padding_left, padding_right)).unfold(-1, frame_length, hop_length)
 
 
+_MEL_HZ_PER_MEL = 200.0 / 3
+_MEL_BREAK_HZ = 1000.0
+_MEL_BREAK_MEL = _MEL_BREAK_HZ / _MEL_HZ_PER_MEL
+_MEL_LOG_STEP = np.log(6.4) / 27.0
+
+
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+    """Slaney's mel scale (Auditory Toolbox, as librosa's default): linear below 1 kHz, 200/3 Hz a mel;
+    logarithmic above, 27 mels per factor of 6.4."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz / _MEL_HZ_PER_MEL
+    logarithmic = _MEL_BREAK_MEL + np.log(np.maximum(hz, _MEL_BREAK_HZ) / _MEL_BREAK_HZ) / _MEL_LOG_STEP
+    return np.where(hz >= _MEL_BREAK_HZ, logarithmic, linear)
+
+
+def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`."""
+    mel = np.asarray(mel, dtype=np.float64)
+    linear = mel * _MEL_HZ_PER_MEL
+    logarithmic = _MEL_BREAK_HZ * np.exp(_MEL_LOG_STEP * (mel - _MEL_BREAK_MEL))
+    return np.where(mel >= _MEL_BREAK_MEL, logarithmic, linear)
+
+
 @functools.lru_cache(maxsize=16)
 def _mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float | None) -> Tensor:
-    """[n_mels, n_fft // 2 + 1] Slaney-normalised mel filterbank (cached: librosa takes milliseconds)."""
-    bank = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max)
-    return torch.from_numpy(np.ascontiguousarray(bank, dtype=np.float32))
+    """[n_mels, n_fft // 2 + 1] Slaney-normalised mel filterbank: triangles between equally spaced mel
+    edges, each scaled by 2 / (its width in Hz) so every band has the same area.
+
+    Computed here in numpy (bit-identical to ``librosa.filters.mel`` with its defaults, which the
+    embedded model was trained with; the test suite checks that) so that neither the CLI nor the API
+    pays librosa's and numba's import time and ~150 MB of memory for one small matrix.
+    """
+    f_max = sample_rate / 2 if f_max is None else f_max
+    bin_hz = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    edges_hz = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))
+    widths_hz = np.diff(edges_hz)
+    distance = edges_hz[:, None] - bin_hz[None, :]  # [n_mels + 2, n_bins]
+    rising = -distance[:-2] / widths_hz[:-1, None]
+    falling = distance[2:] / widths_hz[1:, None]
+    # float32 before the area normalisation, in float32, as librosa does: the same bits, hence the same model.
+    bank = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+    bank *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
+    return torch.from_numpy(np.ascontiguousarray(bank))
 
 
 class LogMel(nn.Module):
@@ -86,11 +123,13 @@ class LogMel(nn.Module):
         padding = n_fft - hop_length
         self.padding_left = padding if causal else padding - padding // 2
         self.padding_right = padding - self.padding_left
-        # Derived from the arguments, so kept out of checkpoints (persistent=False).
+        # Derived from the arguments, so kept out of checkpoints (persistent=False). Made on the CPU like the
+        # filterbank, whatever device context is active, and moved with the module: a hann window built on the
+        # meta device (Tokenizer.load's shape check) would import torch._dynamo, ~80 MB and 1 s.
         fmax = None if f_max is None else float(f_max)
         bank = _mel_filterbank(sample_rate, n_fft, n_mels, float(f_min), fmax).clone()
         self.register_buffer("filterbank", bank, persistent=False)
-        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("window", torch.hann_window(n_fft, device="cpu"), persistent=False)
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for ``num_samples`` samples: ``ceil(num_samples / hop_length)``."""
