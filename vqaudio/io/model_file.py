@@ -72,7 +72,7 @@ def weights_hash(state_dict: dict[str, torch.Tensor]) -> str:
         digest.update(name.encode())
         digest.update(str(tensor.dtype).encode())
         digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(memoryview(tensor.view(torch.uint8).numpy()) if tensor.numel() else b"")  # a view: no copy
+        digest.update(tensor.view(torch.uint8).numpy().data if tensor.numel() else b"")  # a view: no copy
     return digest.hexdigest()
 
 
