@@ -218,7 +218,7 @@ def test_envelope_loss_reads_like_stoi_on_real_speech() -> None:
     from vqaudio.evaluation.metrics import stoi
     from vqaudio.io.audio import load_audio
 
-    clip = sorted((Path(__file__).parents[1] / "examples").glob("*.flac"))[0]
+    clip = sorted((Path(__file__).parents[1] / "vqaudio" / "examples").glob("*.flac"))[0]
     target = load_audio(clip, SAMPLE_RATE).float()
     noise = target.std() * torch.randn(target.shape, generator=torch.Generator().manual_seed(4))
     loss = EnvelopeCorrelationLoss(SAMPLE_RATE)

@@ -24,7 +24,7 @@ from vqaudio.io.token_file import TokenFileWriter
 from vqaudio.prior import Prior
 from vqaudio.prior.prior import PRETRAINED_DIR
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "vqaudio" / "examples"
 CLIP = EXAMPLES / "sense_and_sensibility_01_austen_64kb-0880.flac"
 
 # Measured on CLIP with the shipped model (cc9518764702): mel distance 0.751 with the pitch row and 1 codebook,

@@ -18,9 +18,9 @@ from vqaudio.evaluation import metrics, voice
 from vqaudio.evaluation.evaluate import EvalOptions, run_evaluation
 
 SAMPLE_RATE = 16000
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "vqaudio" / "examples"
 CLIP = EXAMPLES / "sense_and_sensibility_01_austen_64kb-0880.flac"
-CLIP_TEXT = "he was not an ill disposed young man"  # examples/README.md
+CLIP_TEXT = "he was not an ill disposed young man"  # vqaudio/examples/README.md
 
 HAVE_PRAAT = importlib.util.find_spec("parselmouth") is not None
 UNAVAILABLE = metrics.unavailable_metrics()

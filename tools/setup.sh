@@ -32,7 +32,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   log "installing torch==2.13.0 (CPU build)"
   .venv/bin/python -m pip install -q torch==2.13.0
 fi
-extras=metrics
+extras=metrics,plots,train
 [ "$dev" = 1 ] && extras=dev
 log "installing vqaudio[$extras]"
 .venv/bin/python -m pip install -q -e ".[$extras]"

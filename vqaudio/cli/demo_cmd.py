@@ -1,6 +1,6 @@
 """``vqaudio demo``: the main job on the embedded model, end to end, in one command.
 
-Tokenizes the example clips (``examples/``) to a token file and resynthesizes them, printing the bitrate,
+Tokenizes the example clips shipped in the package (``vqaudio/examples/``) to a token file and resynthesizes them, printing the bitrate,
 the token count and where the WAVs are.
 """
 
@@ -10,12 +10,13 @@ from pathlib import Path
 
 import typer
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"  # package data: works from a wheel
 
 
 def demo_command(
     input: Path | None = typer.Argument(
-        None, help="Audio to tokenize: folder, file, list or manifest (default: the bundled examples/)."
+        None,
+        help="Audio to tokenize: folder, file, list or manifest (default: the five clips shipped in vqaudio/examples/).",
     ),
     out: Path = typer.Option(
         Path("demo_out"), "--out", help="Folder for tokens.npy and the resynthesized WAVs."

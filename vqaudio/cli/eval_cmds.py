@@ -72,6 +72,9 @@ def eval_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Tokenizer + baselines on DATA -> report folder OUT (help: EVAL_HELP)."""
+    from vqaudio.optional import require
+
+    require("matplotlib", "plots", "vqaudio eval (its plots)")  # before any work
     from vqaudio.codec.tokenizer import Tokenizer
     from vqaudio.evaluation.evaluate import EvalOptions, check_n_q, is_english, run_evaluation
     from vqaudio.evaluation.report import markdown_summary

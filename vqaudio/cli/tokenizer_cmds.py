@@ -273,6 +273,7 @@ def _tokenizer_info(path: Path) -> tuple[dict[str, Any], str]:
         "pitch": dataclasses.asdict(config.pitch) if tokenizer.pitch_rows else None,
         "receptive_field_seconds": tokenizer.model.receptive_field / tokenizer.sample_rate,
         "training": training,
+        "license": tokenizer.license,
     }
     rates = ", ".join(f"{n_q}: {bps / 1000:.2f}" for n_q, bps in bitrates.items())
     training_text = "".join(f"\n    {key}: {one_line(value)}" for key, value in training.items())
@@ -295,6 +296,7 @@ def _tokenizer_info(path: Path) -> tuple[dict[str, Any], str]:
         f"  parameters {tokenizer.num_parameters:,}",
         f"  training:{training_text or ' not recorded'}",
         f"  weights sha256 {tokenizer.hash}",
+        f"  weights licence: {tokenizer.license or 'not recorded (ask whoever trained the model)'}",
     ]
     return facts, "\n".join(lines)
 

@@ -115,6 +115,7 @@ class Tokenizer:
         self.name = name
         self.training: dict[str, Any] = dict(training or {})
         self.path: Path | None = None  # the model file it was loaded from or saved to
+        self.license: str | None = None  # the weights' licence, when their description states one
         self._hash: str | None = None  # recorded at load/save; computed on demand otherwise
 
     # ----------------------------------------------------------------------------------------------
@@ -163,17 +164,21 @@ class Tokenizer:
         )
         tokenizer._hash = str(model_file.meta["weights_sha256"])
         tokenizer.path = model_file.path
+        license_text = model_file.meta.get("license")
+        tokenizer.license = str(license_text) if license_text else None
         return tokenizer
 
     def save(self, folder: str | Path) -> Path:
         """Write ``folder/model.safetensors`` and ``folder/config.json`` (atomically); returns the folder.
 
         The JSON holds ``{"format": "vqaudio-tokenizer", "name", "config", "training", "weights_sha256"}``
-        (and versions), and is also stored in the safetensors header, so the weights file alone loads too.
+        (and versions, and ``license`` when known), and is also stored in the safetensors header, so the weights
+        file alone loads too. A copy of the embedded model keeps its licence.
         """
         meta = {
             "format": MODEL_FORMAT,
             "name": self.name,
+            **({"license": self.license} if self.license else {}),
             "config": to_dict(self.config),
             "training": self.training,
         }

@@ -468,6 +468,7 @@ def describe(meta: Mapping[str, Any]) -> str:
         "predicted in order from the past frames and the frame's earlier codebooks"
         + (" (each head also reads its codebook's previous code)" if config.previous_code_in_head else ""),
         f"tokenizer: {tokens.get('tokenizer_name')} (hash {str(tokens.get('tokenizer_hash'))[:12]})",
+        f"weights licence: {meta.get('license') or 'not recorded (ask whoever trained the model)'}",
     ]
     if config.num_conditions:
         speakers = meta.get("speakers") or []

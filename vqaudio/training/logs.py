@@ -10,6 +10,7 @@ checkpoint, and about to be redone) are dropped, so the logs read like one unint
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,9 +21,12 @@ from torch import Tensor
 
 from vqaudio.features import LogMel
 from vqaudio.io.atomic import atomic_path
+from vqaudio.optional import is_installed
 
 if TYPE_CHECKING:
     from vqaudio.codec.validation import ValidationExample
+
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -49,13 +53,20 @@ class RunLog:
         self.out.mkdir(parents=True, exist_ok=True)
         _drop_rows_after(self.metrics_path, start_step)
         self.writer: Any = None
-        if tensorboard:
+        if tensorboard and not is_installed("tensorboard"):
+            log.warning(
+                "TensorBoard is not installed: metrics go to %s only (pip install 'vqaudio[train]', or set "
+                "train.tensorboard: false to silence this)",
+                self.metrics_path,
+            )
+        elif tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when used
 
             # purge_step hides the events after the checkpoint that an interrupted run had already written
             self.writer = SummaryWriter(
                 str(self.tensorboard_path), purge_step=start_step + 1 if start_step else None
             )
+        self._images = is_installed("matplotlib")  # log-mel images of the validation examples
         self._references_written: set[str] = set()
         self._log_mel = None if sample_rate is None else LogMel(sample_rate, 1024, 256, 80)
 
@@ -96,8 +107,9 @@ class RunLog:
                 reference = example.reference.float().clamp(-1, 1)
                 self.writer.add_audio(f"{tag}/reference", reference[None], step, self.sample_rate)
                 self._references_written.add(example.utterance_id)
-            image = self._spectrogram_image(example)
-            self.writer.add_image(f"{tag}/log_mel", image, step, dataformats="HWC")
+            if self._images:
+                image = self._spectrogram_image(example)
+                self.writer.add_image(f"{tag}/log_mel", image, step, dataformats="HWC")
         self.writer.flush()
 
     def flush(self) -> None:
