@@ -122,6 +122,8 @@ BATCH = Range(1, 65536)
 # Run-time options, checked by the CLI and the API functions that take them
 THREADS = Range(0, 1024)  # torch intra-op threads (0: torch's default)
 CHUNK_SECONDS = Range(0.01, 3600)  # windows of long inputs (tokenize, resynth, Tokenizer.encode/decode)
+# 10 s windows: peak memory ~90 MB below 30 s windows, at the same speed; the codes do not depend on it
+DEFAULT_CHUNK_SECONDS = 10.0
 SAMPLE_SECONDS = Range(0, 3600, low_open=True)  # prior sample --seconds and --prompt-seconds; Prior.generate
 NUM_SAMPLES = Range(1, 1024)  # prior sample -n
 MAX_HOP_LENGTH = HOP.high  # the encoder's whole hop (mel hop x strides)

@@ -73,7 +73,7 @@ def tokenize(
     n_q: int | None = typer.Option(None, "--n-q", min=1, help="Codebooks to keep (default: all)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Utterances per forward pass."),
     chunk_seconds: float = typer.Option(
-        30.0, "--chunk-seconds", min=0.01, help="Long files are encoded in windows of this length."
+        10.0, "--chunk-seconds", min=0.01, help="Long files are encoded in windows of this length."
     ),
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help="Skip unreadable, empty or NaN files (listed in OUT.meta.json)."
@@ -122,7 +122,7 @@ def resynth(
         False, "--overwrite", help="Replace an existing output (a folder of WAVs as a whole)."
     ),
     chunk_seconds: float = typer.Option(
-        30.0, "--chunk-seconds", min=0.01, help="Long inputs are processed in windows of this length."
+        10.0, "--chunk-seconds", min=0.01, help="Long inputs are processed in windows of this length."
     ),
     threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0: torch's default)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),

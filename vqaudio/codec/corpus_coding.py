@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from vqaudio.config import CHUNK_SECONDS, check_value
+from vqaudio.config import CHUNK_SECONDS, DEFAULT_CHUNK_SECONDS, check_value
 from vqaudio.data.batching import batch_by_length
 from vqaudio.data.corpus import load_corpus
 from vqaudio.data.utterance import Utterance
@@ -61,7 +61,7 @@ def tokenize_corpus(
     *,
     n_q: int | None = None,
     batch_size: int = 16,
-    chunk_seconds: float = 30.0,
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     skip_bad: bool = False,
     overwrite: bool = False,
     shard: tuple[int, int] | None = None,
@@ -262,7 +262,7 @@ def resynthesize_tokens(
     force: bool = False,
     overwrite: bool = False,
     batch_size: int = 16,
-    chunk_seconds: float = 30.0,
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     progress: bool = True,
 ) -> list[Path]:
     """Decode a token file to one WAV per utterance: ``out_dir/<utt_id>.wav`` (ids with '/' make folders).

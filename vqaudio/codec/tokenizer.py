@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from vqaudio.codec.istft import ISTFTHead
 from vqaudio.codec.vqvae import VQVAE, build_model
 from vqaudio.codec.windows import frame_map, stream_windows
-from vqaudio.config import CHUNK_SECONDS, Config, check_value, from_dict, to_dict
+from vqaudio.config import CHUNK_SECONDS, DEFAULT_CHUNK_SECONDS, Config, check_value, from_dict, to_dict
 from vqaudio.errors import AudioError, ModelFileError
 from vqaudio.io.audio import to_model_input
 from vqaudio.io.audio_stream import AudioReader
@@ -52,7 +52,6 @@ from vqaudio.io.token_file import storage_dtype
 
 MODEL_FORMAT = "vqaudio-tokenizer"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "default"
-DEFAULT_CHUNK_SECONDS = 30.0
 
 AudioLike = Tensor | np.ndarray
 CodesLike = Tensor | np.ndarray
