@@ -327,7 +327,7 @@ def write_jsonl(
 
     Args:
         corpus, selection, overwrite, progress: as ``write_units``.
-        labels: transcripts and speakers by utterance id (``vqaudio.data.corpus.read_labels``); a field is
+        labels: transcripts and speakers by utterance id (``vqaudio.data.corpus.labels_for_tokens``); a field is
             written when any utterance has it (null for the others).
     """
     (out,) = check_can_export(out, "jsonl", overwrite)
