@@ -131,8 +131,9 @@ def test_dl1_token_file_that_cannot_even_be_linked_is_left_alone(
 # DL2: prior sample needs --overwrite and replaces the folder as a whole
 # --------------------------------------------------------------------------------------------------
 def fake_prior() -> Any:
+    tokens = {"tokenizer_name": "tiny", "sample_rate": 16000, "hop_length": 320, "pitch_rows": 0}
     return SimpleNamespace(
-        codebook_size=16, path=None, tokenizer_hash="abc", frame_rate=50.0, num_codebooks=2
+        codebook_size=16, path=None, tokenizer_hash="abc", frame_rate=50.0, num_codebooks=2, tokens=tokens
     )
 
 
@@ -152,8 +153,10 @@ def test_dl2_prior_samples_need_overwrite_and_leave_no_stale_file(tmp_path: Path
     assert snapshot(out) == before
 
     write_samples(out, torch.ones(1, 2, 5, dtype=torch.long), fake_prior(), None, {"seed": 2}, overwrite=True)
-    assert sorted(snapshot(out)) == ["sample_000.npy", "samples.json"]  # sample_001/002 of the old run gone
-    assert json.loads((out / "samples.json").read_text())["tokens"] == ["sample_000.npy"]
+    # one token file of one sample: sample_001/002 of the old run are gone
+    assert sorted(snapshot(out)) == ["samples.index.tsv", "samples.json", "samples.meta.json", "samples.npy"]
+    assert json.loads((out / "samples.json").read_text())["ids"] == ["sample_000"]
+    assert list(load_tokens(out / "samples.npy")) == ["sample_000"]
 
 
 def test_dl2_a_folder_with_other_files_is_never_replaced(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from vqaudio.codec.losses import mel_distance
 from vqaudio.codec.tokenizer import DEFAULT_MODEL_DIR, Tokenizer
 from vqaudio.errors import ModelFileError
 from vqaudio.io.model_file import read_meta
-from vqaudio.io.token_file import TokenFileWriter
+from vqaudio.io.token_file import TokenFileWriter, load_tokens
 from vqaudio.prior import Prior
 from vqaudio.prior.prior import PRETRAINED_DIR
 
@@ -198,8 +198,10 @@ def test_prior_commands_default_to_the_embedded_prior(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["prior", "sample", str(tmp_path / "samples"), "--seconds", "1", "--seed", "0"]) == 0
-    codes = np.load(tmp_path / "samples" / "sample_000.npy")
+    sampled = load_tokens(tmp_path / "samples" / "samples.npy")
+    codes = sampled["sample_000"]
     assert codes.shape == (9, 50)  # the pitch row and 8 codebooks
+    assert sampled.meta["pitch_rows"] == 1 and sampled.meta["n_q"] == 8  # found by the prior's tokenizer hash
     audio, rate = sf.read(tmp_path / "samples" / "sample_000.wav")
     assert rate == 16000 and audio.shape == (16000,) and np.abs(audio).max() > 0
 

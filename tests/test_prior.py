@@ -31,8 +31,9 @@ from vqaudio.config import (
     load_yaml,
 )
 from vqaudio.errors import DataError, ModelFileError, TokenFileError
+from vqaudio.io.export import read_units
 from vqaudio.io.model_file import read_meta
-from vqaudio.io.token_file import TokenFileWriter
+from vqaudio.io.token_file import TokenFileWriter, load_tokens
 from vqaudio.prior import Prior, describe
 from vqaudio.prior.data import Utterances, WindowSampler, split_holdout
 from vqaudio.prior.ngram import count_ngrams, cross_entropy_bits, empirical_entropy_bits
@@ -648,10 +649,38 @@ def test_cli_train_eval_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str
         )
         == 0
     )
-    codes = np.load(samples / "sample_001.npy")
+    sampled = load_tokens(samples / "samples.npy")  # an ordinary token file, one utterance per sample
+    assert list(sampled) == ["sample_000", "sample_001"]
+    codes = np.asarray(sampled["sample_001"])
     assert codes.shape == (3, 20) and codes.min() >= 0 and codes.max() < 16
+    assert sampled.meta["model_hash"] == tokenizer.hash and sampled.meta["pitch_rows"] == 0  # type: ignore[attr-defined]
     audio, rate = sf.read(samples / "sample_001.wav")
     assert rate == 16000 and audio.shape == (20 * 320,)
+    info = json.loads((samples / "samples.json").read_text())
+    assert info["tokens"] == "samples.npy" and info["ids"] == list(sampled) and info["seed"] == 0
+    # every command that reads token files takes it: resynth (the same audio), info, prior eval, export
+    assert (
+        main(
+            [
+                "resynth",
+                str(samples / "samples.npy"),
+                str(tmp_path / "resynth"),
+                "--model",
+                str(tmp_path / "tok"),
+            ]
+        )
+        == 0
+    )
+    np.testing.assert_allclose(sf.read(tmp_path / "resynth" / "sample_001.wav")[0], audio, atol=1e-4)
+    capsys.readouterr()
+    assert main(["info", str(samples / "samples.npy"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_utterances"] == 2
+    assert main(["prior", "eval", str(samples / "samples.npy"), "--prior", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bits_per_token"] > 0
+    units = tmp_path / "samples.units"
+    assert main(["export", str(samples / "samples.npy"), str(units), "--n-q", "3", "--no-progress"]) == 0
+    assert np.array_equal(read_units(units).codes["sample_001"], codes)
+    capsys.readouterr()
 
     prompt = tmp_path / "prompt.wav"
     t = np.arange(int(0.3 * 8000)) / 8000
@@ -678,7 +707,7 @@ def test_cli_train_eval_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str
     from vqaudio.io.audio import load_audio
 
     expected = tokenizer.encode(load_audio(prompt, 16000), 16000)  # type: ignore[attr-defined]
-    result = np.load(continued / "sample_000.npy")
+    result = np.asarray(load_tokens(continued / "samples.npy")["sample_000"])
     assert result.shape == (3, expected.shape[1] + 10)
     assert np.array_equal(result[:, : expected.shape[1]], expected.numpy()), "the prompt's tokens must stay"
     assert (
@@ -699,6 +728,32 @@ def test_cli_train_eval_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str
         == 1
     )
     assert "shorter than" in capsys.readouterr().err
+
+
+def test_tokens_only_samples_are_a_token_file_with_the_recorded_rows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from vqaudio.prior.audio_io import write_samples
+    from vqaudio.prior.prior import token_stream
+
+    config = tiny_config(num_codebooks=3)
+    base = tiny_prior(config)
+    stream = token_stream({**token_meta(), "pitch_rows": 1, "pitch_levels": 8})  # a prior of pitch-row tokens
+    assert stream["pitch_rows"] == 1 and stream["pitch_levels"] == 8
+    prior = Prior(base.model, base.run_config, stream)
+    codes = prior.generate(7, seed=0, num_samples=2)
+    files = write_samples(tmp_path / "samples", codes, prior, None, {"seed": 0})
+    corpus = load_tokens(files.tokens)
+    assert list(corpus) == files.ids == ["sample_000", "sample_001"] and files.audio == []
+    assert (corpus.meta["pitch_rows"], corpus.meta["pitch_levels"], corpus.meta["n_q"]) == (1, 8, 2)
+    assert corpus.entry("sample_001").num_samples == 7 * 320
+    assert np.array_equal(np.asarray(corpus["sample_001"]), codes[1].numpy())
+    prior.check_tokens(corpus.meta)  # prior eval takes them: same tokenizer hash and geometry
+
+    # a prior that does not record its rows, whose tokenizer is nowhere: no pitch row, and a warning says so
+    files = write_samples(tmp_path / "bare", codes, tiny_prior(config), None, {})
+    assert load_tokens(files.tokens).meta["pitch_rows"] == 0
+    assert "was not found" in caplog.text
 
 
 def test_recipes_load_and_build() -> None:

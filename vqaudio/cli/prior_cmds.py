@@ -35,7 +35,9 @@ SAMPLE_HELP = (
     "Sample token sequences from the prior and decode them to WAVs with the tokenizer the prior names "
     "(found by hash: the recorded path, then the embedded default; --tokenizer overrides).\n\n"
     "With --prompt, each sample continues the prompt audio's tokens (kept unchanged; the WAV holds prompt + "
-    "continuation). Writes OUT/sample_NNN.npy ([n_q, frames] codes), OUT/sample_NNN.wav and OUT/samples.json. "
+    "continuation). Writes the codes as one ordinary token file, OUT/samples.npy + samples.index.tsv + "
+    "samples.meta.json (utterances sample_000, sample_001, ...: `vqaudio resynth`, `info`, `export` and "
+    "`prior eval` read it), each sample's audio as OUT/sample_NNN.wav, and the settings in OUT/samples.json. "
     "An existing OUT that is not empty is replaced as a whole, and only with --overwrite."
 )
 INFO_HELP = (
@@ -286,9 +288,10 @@ def sample_command(
         elapsed,
         num_samples * num_frames / max(elapsed, 1e-9),
     )
-    for index, token_file in enumerate(files.tokens):
+    for index, utt_id in enumerate(files.ids):
         audio = f"  {files.audio[index]}" if files.audio else ""
-        typer.echo(f"{token_file}{audio}")
+        typer.echo(f"{utt_id}{audio}")
+    typer.echo(f"tokens: {files.tokens}")
 
 
 @prior_app.command("info", help=INFO_HELP)

@@ -10,7 +10,8 @@ Accepted sources, tried in this order:
   speakers and transcripts (see :mod:`vqaudio.data.librispeech`),
 * any other folder: every audio file below it, recursively.
 
-Enumerating never decodes audio. Headers are not read either unless ``read_headers=True`` (plain folders
+``read_labels`` / ``labels_for_tokens`` give the transcripts and speakers of a manifest or LibriSpeech tree by
+utterance id (for exports of token files). Enumerating never decodes audio. Headers are not read either unless ``read_headers=True`` (plain folders
 then have ``num_samples=None``); manifests carry the lengths, so large corpora load in milliseconds.
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -198,3 +199,82 @@ def fill_headers(
             log.warning("  %s", error.reason)
         result = [utt for utt in result if utt.id not in bad_ids]
     return result
+
+
+def read_labels(source: str | Path) -> dict[str, dict[str, str | None]]:
+    """Transcripts and speakers by utterance id, from a manifest ``.tsv`` (its ``text`` and ``speaker``
+    columns) or a LibriSpeech-layout tree; the audio files need not exist.
+
+    Returns:
+        ``utt_id -> {"transcript": text or None, "speaker": speaker or None}``.
+    Raises:
+        DataError: ``source`` is neither (other corpora carry no labels), or a malformed manifest.
+    """
+    source = Path(source)
+    if source.is_file() and source.suffix.lower() in MANIFEST_EXTENSIONS:
+        utterances = read_manifest(source, check_paths=False)
+    elif source.is_dir() and is_librispeech_tree(source):
+        utterances = read_librispeech(source)
+    elif not source.exists():
+        raise DataError(f"{source}: no such manifest; pass the manifest .tsv the tokens were made from")
+    else:
+        raise DataError(
+            f"{source}: not a manifest (.tsv) or LibriSpeech tree, so it names no transcripts or speakers; "
+            "pass a manifest with text / speaker columns (vqaudio prepare writes one)"
+        )
+    return {utt.id: {"transcript": utt.text, "speaker": utt.speaker} for utt in utterances}
+
+
+def labels_for_tokens(
+    meta: Mapping[str, object], ids: Collection[str], manifest: str | Path | None = None
+) -> dict[str, dict[str, str | None]] | None:
+    """The labels (``read_labels``) of a token file's utterances: from ``manifest`` when given, else from the
+    corpus the tokens were made from (``source`` in their meta) when it is a manifest or LibriSpeech tree that
+    is still there.
+
+    Args:
+        meta: the token file's meta (``TokenCorpus.meta``).
+        ids: its utterance ids.
+        manifest: the manifest to join by utterance id.
+    Returns:
+        the labels, or None when there is no label source.
+    Raises:
+        DataError: ``manifest`` cannot be read, or names none of ``ids``.
+    """
+    if manifest is None:
+        source = meta.get("source")
+        if not isinstance(source, str) or not source:
+            return None
+        path = Path(source)
+        usable = (path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS) or (
+            path.is_dir() and is_librispeech_tree(path)
+        )
+        if not usable:
+            return None
+        try:
+            labels = read_labels(path)
+        except DataError as exc:
+            log.warning(
+                "no transcripts or speakers: the corpus the tokens were made from is unreadable (%s)", exc
+            )
+            return None
+        where = f"{path} (the corpus the tokens were made from)"
+    else:
+        labels = read_labels(manifest)
+        where = str(manifest)
+    found = sum(utt_id in labels for utt_id in ids)
+    if found == 0 and manifest is not None:
+        example = next(iter(ids), "")
+        raise DataError(
+            f"{manifest}: names none of the {len(ids)} utterances of the token file (e.g. {example!r}); pass "
+            "the manifest the tokens were made from"
+        )
+    if found < len(ids):
+        log.warning(
+            "%s: %d of %d utterances have no line; their transcript and speaker are unknown",
+            where,
+            len(ids) - found,
+            len(ids),
+        )
+    log.info("transcripts and speakers from %s", where)
+    return {utt_id: labels[utt_id] for utt_id in ids if utt_id in labels}

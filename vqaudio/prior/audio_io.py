@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,6 +22,7 @@ from vqaudio.config import SAMPLE_SECONDS, check_value
 from vqaudio.errors import AudioError, ModelFileError
 from vqaudio.io.atomic import atomic_folder, atomic_path, check_output
 from vqaudio.io.audio import load_one_file, save_audio
+from vqaudio.io.token_file import TokenFileWriter, token_paths
 from vqaudio.prior.prior import Prior
 
 log = logging.getLogger(__name__)
@@ -103,10 +103,70 @@ def encode_prompt(tokenizer: Any, path: str | Path, prior: Prior, seconds: float
     return torch.as_tensor(codes).long().cpu()
 
 
+SAMPLES_TOKENS = "samples.npy"  # + samples.index.tsv + samples.meta.json: an ordinary token file
+
+
 class SampleFiles(NamedTuple):
-    tokens: list[Path]  # one [n_q, frames] .npy per sample
-    audio: list[Path]  # one .wav per sample (empty when no tokenizer decoded them)
+    tokens: Path  # samples.npy: a token file (with its index and meta), one utterance per sample
+    ids: list[str]  # the samples' utterance ids in it: sample_000, sample_001, ...
+    audio: list[Path]  # one .wav per sample, <id>.wav (empty when no tokenizer decoded them)
     info: Path  # samples.json: the settings and files
+
+
+class TokenLayout(NamedTuple):
+    """What a token file says about the tokenizer of the codes a prior samples."""
+
+    sample_rate: int
+    hop_length: int
+    pitch_rows: int  # 1: row 0 is the pitch row
+    pitch_levels: int | None
+    model_path: str | None
+    model_num_codebooks: int | None
+
+
+def token_layout(prior: Prior, tokenizer: Any | None) -> TokenLayout:
+    """The token-file facts of a prior's samples: from ``tokenizer`` when given, else from the prior's record of
+    its training tokens; a prior trained before that record held the pitch row asks its tokenizer (found by
+    hash, as ``find_tokenizer``), and without one the samples are written as having no pitch row (a warning
+    says so).
+
+    Raises:
+        ValueError: the prior records no sample rate or hop length and no tokenizer is given.
+    """
+    if tokenizer is not None:
+        pitch_rows = int(tokenizer.pitch_rows)
+        return TokenLayout(
+            int(tokenizer.sample_rate),
+            int(tokenizer.hop_length),
+            pitch_rows,
+            int(tokenizer.config.model.pitch.levels) if pitch_rows else None,
+            None if tokenizer.path is None else str(tokenizer.path),
+            int(tokenizer.num_codebooks),
+        )
+    tokens = prior.tokens
+    if not tokens.get("sample_rate") or not tokens.get("hop_length"):
+        raise ValueError(
+            "this prior does not record its tokenizer's sample rate and hop length, which a token file needs; "
+            "pass --tokenizer (and drop --tokens-only)"
+        )
+    if "pitch_rows" not in tokens:
+        try:
+            return token_layout(prior, find_tokenizer(prior))
+        except ModelFileError:
+            log.warning(
+                "the prior's tokenizer (hash %s) was not found: the samples' token file says they have no pitch "
+                "row; pass --tokenizer to record what they hold",
+                str(prior.tokenizer_hash)[:12],
+            )
+    pitch_rows = int(tokens.get("pitch_rows") or 0)
+    return TokenLayout(
+        int(tokens["sample_rate"]),
+        int(tokens["hop_length"]),
+        pitch_rows,
+        tokens.get("pitch_levels") if pitch_rows else None,
+        tokens.get("tokenizer_path"),
+        None,
+    )
 
 
 def write_samples(
@@ -118,7 +178,10 @@ def write_samples(
     prefix: str = "sample",
     overwrite: bool = False,
 ) -> SampleFiles:
-    """Write each sample's tokens (``.npy`` [n_q, frames]) and, with a tokenizer, its decoded WAV.
+    """Write the samples as one token file, ``out/samples.npy`` (+ ``.index.tsv`` + ``.meta.json``, as
+    ``vqaudio tokenize`` writes: resynth, info, export and prior eval read it), one utterance ``sample_NNN`` per
+    sample, and, with a tokenizer, each sample decoded to ``out/sample_NNN.wav``; ``samples.json`` records the
+    settings.
 
     The folder is built under a temporary name and replaces ``out`` when complete, so no file of an earlier
     run stays beside a ``samples.json`` that does not list it.
@@ -126,40 +189,63 @@ def write_samples(
     Args:
         out: the output folder.
         codes: [N, n_q, frames] sampled codes.
-        prior: the prior that sampled them (recorded in samples.json).
-        tokenizer: decodes the codes; None writes tokens only.
+        prior: the prior that sampled them (recorded in samples.json and the token file's meta).
+        tokenizer: decodes the codes; None writes tokens only (the token file's facts then come from the
+            prior's record, ``token_layout``).
         settings: sampling settings to record (seed, temperature, ...).
         overwrite: replace an existing, non-empty ``out`` (only if it holds nothing but samples).
     Raises:
         FileExistsError: ``out`` is not empty and ``overwrite`` is False; OutputError: see ``check_output``.
     """
     out = check_samples_folder(out, overwrite)
-    dtype = np.int16 if prior.codebook_size <= 32767 else np.int32
-    token_files: list[Path] = []
+    layout = token_layout(prior, tokenizer)
+    width = max(3, len(str(len(codes) - 1)))  # ids sort in sample order
+    ids = [f"{prefix}_{index:0{width}d}" for index in range(len(codes))]
     audio_files: list[Path] = []
+    num_rows = int(codes.shape[1])
+    extra_meta = {
+        "model_path": layout.model_path,
+        "model_num_codebooks": layout.model_num_codebooks,
+        "n_q": num_rows - layout.pitch_rows,
+        "pitch_rows": layout.pitch_rows,
+        "pitch_levels": layout.pitch_levels,
+        "source": "vqaudio prior sample",
+        "prior": str(prior.path) if prior.path else None,
+    }
     with atomic_folder(out, overwrite=overwrite) as staging:
-        for index, sample in enumerate(codes):
-            name = f"{prefix}_{index:03d}"
-            with atomic_path(staging / f"{name}.npy") as tmp, open(tmp, "wb") as handle:
-                np.save(handle, sample.cpu().numpy().astype(dtype))
-            token_files.append(out / f"{name}.npy")
-            if tokenizer is not None:
+        with TokenFileWriter(
+            staging / SAMPLES_TOKENS,
+            num_codebooks=num_rows,
+            codebook_size=prior.codebook_size,
+            sample_rate=layout.sample_rate,
+            hop_length=layout.hop_length,
+            model_name=str(prior.tokens.get("tokenizer_name") or ""),
+            model_hash=str(prior.tokenizer_hash),
+            extra_meta=extra_meta,
+        ) as writer:
+            for utt_id, sample in zip(ids, codes, strict=True):
+                wav_path = out / f"{utt_id}.wav"
+                source = str(wav_path) if tokenizer is not None else "(tokens only)"
+                writer.add(utt_id, source, sample, int(sample.shape[1]) * layout.hop_length)
+        if tokenizer is not None:
+            for utt_id, sample in zip(ids, codes, strict=True):
                 with torch.inference_mode():
                     wav = tokenizer.decode(sample)
-                save_audio(staging / f"{name}.wav", wav, tokenizer.sample_rate)
-                audio_files.append(out / f"{name}.wav")
+                save_audio(staging / f"{utt_id}.wav", wav, tokenizer.sample_rate)
+                audio_files.append(out / f"{utt_id}.wav")
         record = {
             "prior": str(prior.path) if prior.path else None,
             "tokenizer_hash": prior.tokenizer_hash,
             "frame_rate": prior.frame_rate,
             "num_codebooks": prior.num_codebooks,
             **settings,
-            "tokens": [path.name for path in token_files],
+            "tokens": SAMPLES_TOKENS,
+            "ids": ids,
             "audio": [path.name for path in audio_files],
         }
         with atomic_path(staging / SAMPLES_INFO) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n")
-    return SampleFiles(token_files, audio_files, out / SAMPLES_INFO)
+    return SampleFiles(out / SAMPLES_TOKENS, ids, audio_files, out / SAMPLES_INFO)
 
 
 def check_samples_folder(out: str | Path, overwrite: bool) -> Path:
@@ -170,7 +256,11 @@ def check_samples_folder(out: str | Path, overwrite: bool) -> Path:
 
 
 def _sample_file(relative: Path) -> bool:
-    return relative.name == SAMPLES_INFO or re.fullmatch(r"[^/]+_\d+\.(npy|wav)", str(relative)) is not None
+    """What ``prior sample`` writes (``sample_NNN.npy``: the per-sample codes of vqaudio 0.2.0)."""
+    name = str(relative)
+    return name in (SAMPLES_INFO, *(path.name for path in token_paths(SAMPLES_TOKENS))) or (
+        re.fullmatch(r"[^/]+_\d+\.(npy|wav)", name) is not None
+    )
 
 
 def frames_for(seconds: float, frame_rate: float) -> int:

@@ -61,7 +61,8 @@ def token_stream(meta: Mapping[str, Any], tokenizer_path: str | None = None) -> 
 
     Args:
         meta: ``TokenCorpus.meta`` (``model_hash``, ``model_name``, ``num_codebooks`` (or ``n_q``),
-            ``codebook_size``, ``sample_rate``, ``hop_length``, ``frame_rate``).
+            ``codebook_size``, ``sample_rate``, ``hop_length``, ``frame_rate``; ``pitch_rows`` and
+            ``pitch_levels`` are recorded when present).
         tokenizer_path: where the tokenizer lives, recorded so ``sample`` finds it (default: ``model_path``
             from the metadata, if any).
     """
@@ -83,7 +84,7 @@ def token_stream(meta: Mapping[str, Any], tokenizer_path: str | None = None) -> 
         raise TokenFileError(
             f"token metadata lacks {missing}; expected the out.meta.json written by `vqaudio tokenize`"
         )
-    return {
+    stream = {
         "tokenizer_hash": str(meta["model_hash"]),
         "tokenizer_name": meta.get("model_name"),
         "tokenizer_path": tokenizer_path or meta.get("model_path"),
@@ -93,6 +94,10 @@ def token_stream(meta: Mapping[str, Any], tokenizer_path: str | None = None) -> 
         "num_codebooks": int(num_codebooks),  # type: ignore[arg-type]
         "codebook_size": int(meta["codebook_size"]),
     }
+    if "pitch_rows" in meta:  # so that `prior sample --tokens-only` can describe its samples' rows
+        stream["pitch_rows"] = int(meta["pitch_rows"] or 0)
+        stream["pitch_levels"] = meta.get("pitch_levels")
+    return stream
 
 
 class Prior:
