@@ -135,7 +135,10 @@ def test_encode_batch_equals_encoding_each_alone(tiny_tokenizer: Tokenizer) -> N
         frames = int(batch.lengths[index])
         differ += frames_that_differ(batch.codes[index, :, :frames], whole_file_codes(tiny_tokenizer, wav))
         total += frames
-        assert (batch.codes[index, :, frames:] == 0).all()  # padding
+        assert (batch.codes[index, :, frames:] == tokenizer_module.PAD_CODE).all()  # padding, never a code
+    assert batch.padding_mask.tolist() == [
+        [1] * int(length) + [0] * (batch.codes.shape[-1] - int(length)) for length in batch.lengths
+    ]
     assert total > 1000
     assert differ <= TIE_TOLERANCE * total
 
@@ -229,8 +232,8 @@ def test_bad_audio_inputs_are_rejected_with_a_fix(tiny_tokenizer: Tokenizer) -> 
     tok = tiny_tokenizer
     with pytest.raises(ValueError, match=r"looks like \[T, channels\].*mean\(axis=1\)"):
         tok.encode(np.zeros((16000, 2), np.float32), 16000)
-    with pytest.raises(ValueError, match=r"mono audio \[T\] or a batch \[B, T\]"):
-        tok.encode(np.zeros((2, 2, 100), np.float32), 16000)
+    with pytest.raises(ValueError, match=r"mono audio \[T\], a batch \[B, T\] or \[B, C, T\]"):
+        tok.encode(np.zeros((2, 1, 2, 100), np.float32), 16000)
     with pytest.raises(TypeError, match="32768"):
         tok.encode(np.zeros(1600, np.int16), 16000)
     with pytest.raises(AudioError, match="NaN"):

@@ -20,6 +20,8 @@ Zero padding (not reflection) keeps this true at both ends and lets a 1-sample i
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -82,7 +84,25 @@ def _mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_m
     return torch.from_numpy(np.ascontiguousarray(bank))
 
 
-class LogMel(nn.Module):
+class Float32Constants(nn.Module):
+    """A module whose signal-processing constants (windows, filterbanks: the buffers named in
+    ``FLOAT32_BUFFERS``) stay float32, exactly, when the module is cast to another dtype (``.to(torch.bfloat16)``,
+    ``.half()``): its FFTs run in float32 (CPU FFTs take no bfloat16 or float16, and half-precision windows
+    would shift the features), while its learned weights, if any, take the cast. Device moves apply as usual."""
+
+    FLOAT32_BUFFERS: ClassVar[tuple[str, ...]] = ()
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Float32Constants:
+        kept = {name: self._buffers[name] for name in self.FLOAT32_BUFFERS}
+        super()._apply(fn, recurse)
+        for name, original in kept.items():
+            moved = self._buffers[name]
+            if original is not None and moved is not None and moved.dtype != original.dtype:
+                self._buffers[name] = original.to(moved.device)  # the float32 values, where fn put them
+        return self
+
+
+class LogMel(Float32Constants):
     """Waveform [B, T] -> log-mel spectrogram [B, n_mels, ceil(T / hop_length)].
 
     Args:
@@ -97,6 +117,7 @@ class LogMel(nn.Module):
 
     filterbank: Tensor  # [n_mels, n_fft // 2 + 1]
     window: Tensor  # [n_fft]
+    FLOAT32_BUFFERS = ("filterbank", "window")
 
     def __init__(
         self,
@@ -138,15 +159,16 @@ class LogMel(nn.Module):
     def forward(self, wav: Tensor) -> Tensor:
         """
         Args:
-            wav: [B, T] or [T] float waveform.
+            wav: [B, T] or [T] float waveform (computed in float32 whatever its dtype).
         Returns:
-            [B, n_mels, ceil(T / hop_length)] natural-log mel magnitudes ([n_mels, frames] for a [T] input).
+            [B, n_mels, ceil(T / hop_length)] float32 natural-log mel magnitudes ([n_mels, frames] for a [T]
+            input).
         """
         if wav.dim() not in (1, 2) or wav.shape[-1] < 1:
             raise ValueError(f"LogMel expects audio [B, T] or [T] with T >= 1, got shape {tuple(wav.shape)}")
         num_samples = wav.shape[-1]
         extra = self.num_frames(num_samples) * self.hop_length - num_samples
-        padded = F.pad(wav, (self.padding_left, self.padding_right + extra))
+        padded = F.pad(wav.float(), (self.padding_left, self.padding_right + extra))
         spec = torch.stft(
             padded,
             n_fft=self.n_fft,

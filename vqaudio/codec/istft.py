@@ -55,7 +55,7 @@ from torch.nn import functional as F
 
 from vqaudio.codec.conv import Conv1d, ConvGeometry
 from vqaudio.codec.pitch import MAX_F0_HZ, MIN_F0_HZ
-from vqaudio.features import frame_signal
+from vqaudio.features import Float32Constants, frame_signal
 
 ENVELOPE_FLOOR = 0.01  # relative to the steady-state envelope; only the causal fade-in reaches it
 PHASE_MODES = ("direct", "integrated")
@@ -78,7 +78,7 @@ class PhaseState(NamedTuple):
     centre_phase: Tensor | None
 
 
-class ISTFTHead(nn.Module):
+class ISTFTHead(Float32Constants):
     """[B, channels, F] features -> [B, F * hop_length] waveform.
 
     Args:
@@ -95,7 +95,8 @@ class ISTFTHead(nn.Module):
             tokens' pitch row) instead of predicting F0.
     """
 
-    window: Tensor  # [n_fft] Hann
+    window: Tensor  # [n_fft] Hann; float32 even when the head's convolutions are cast to bfloat16/float16
+    FLOAT32_BUFFERS = ("window",)
 
     def __init__(
         self,

@@ -5,6 +5,17 @@ speech <-> token converter, with model files, resampling, batching and long-file
     codes = tok.encode(wav, sample_rate)      # [T] -> [n_q, F];  [B, T] -> [B, n_q, F]
     wav = tok.decode(codes)                   # [n_q, F] -> [F * hop_length] at tok.sample_rate
 
+Batches in the layout Hugging Face codecs use (``EncodecModel.encode(input_values, padding_mask)``): right-padded
+audio [B, T] (or [B, 1, T]) with a sample mask (1 = real sample) gives padded codes and a frame mask; padded
+frames hold ``PAD_CODE`` (-1), never a real code, so an embedding lookup on them fails instead of reading code 0:
+
+    batch = tok.encode(input_values, 16000, padding_mask=mask)   # TokenBatch: codes [B, P + n_q, F], lengths, ...
+    batch.padding_mask                                           # [B, F] 1 on real frames, 0 on PAD frames
+    audio = tok.decode(batch.codes, padding_mask=batch.padding_mask)   # [B, F * hop], zeros past each item
+
+The network can run in bfloat16 or float16 (``Tokenizer.load(path, device=..., dtype=...)``, ``tok.to(...)``); the
+STFTs, the mel filterbank, the pitch tracker and the iSTFT stay float32 (``vqaudio.features.Float32Constants``).
+
 Long inputs are processed in exact, overlapping windows (``vqaudio.codec.windows``), so memory stays
 bounded and tokens never depend on batching or chunking. Files of any length stream from and to disk:
 
@@ -23,9 +34,10 @@ window instead (``ISTFTHead.resolve_phase_from``), so its memory stays at a wind
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 import torch
@@ -52,22 +64,42 @@ from vqaudio.io.token_file import storage_dtype
 
 MODEL_FORMAT = "vqaudio-tokenizer"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "default"
+PAD_CODE = -1  # the code of padded frames in a TokenBatch: no codebook index, so a lookup on it fails loudly
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DOWNMIX = ("mean",)
 
 AudioLike = Tensor | np.ndarray
 CodesLike = Tensor | np.ndarray
+MaskLike = Tensor | np.ndarray
 
 
 class TokenBatch(NamedTuple):
-    """Codes of inputs of unequal lengths, padded to the longest.
+    """Codes of inputs of unequal lengths, padded to the longest (``encode_batch``, or ``encode`` with a
+    ``padding_mask``); each item's codes equal ``encode`` of that item alone.
 
-    codes: [B, n_q, F_max] int64; frames at and after ``lengths[i]`` are 0 (padding).
-    lengths: [B] int64 frames of each input, ``ceil(num_samples / hop_length)``.
-    num_samples: [B] int64 samples of each input at the model's sample rate (for ``decode`` to crop).
+    codes: [B, P + n_q, F_max] int64 on the model's device; frames at and after ``lengths[i]`` hold
+        ``PAD_CODE`` (-1) in every row, which is never a code (``padding_mask`` says which frames are real):
+        ``nn.Embedding`` raises on it, but plain indexing (``table[codes]``) wraps -1 to the last row, so mask
+        first.
+    lengths: [B] int64 (CPU) frames of each input, ``ceil(num_samples / hop_length)``.
+    num_samples: [B] int64 (CPU) samples of each input at the model's sample rate (for ``decode`` to crop).
     """
 
     codes: Tensor
     lengths: Tensor
     num_samples: Tensor
+
+    @property
+    def padding_mask(self) -> Tensor:
+        """[B, F_max] int64 frame mask on the codes' device: 1 on real frames, 0 on padding (Hugging Face's
+        convention, usable as an LM's ``attention_mask``; ``.bool()`` to index)."""
+        frames = torch.arange(self.codes.shape[-1], device=self.codes.device)
+        return (frames[None, :] < self.lengths.to(self.codes.device)[:, None]).long()
+
+    @property
+    def audio_codes(self) -> Tensor:
+        """``codes``, by the name Hugging Face codecs give them."""
+        return self.codes
 
 
 class EncodedFile(NamedTuple):
@@ -121,19 +153,28 @@ class Tokenizer:
     # Files
     # ----------------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str | torch.device = "cpu") -> Tokenizer:
+    def load(
+        cls,
+        path: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | str = torch.float32,
+    ) -> Tokenizer:
         """Load a model written by ``save`` (or by ``vqaudio train``).
 
         Args:
             path: a model folder (``model.safetensors`` + ``config.json``), a training run folder holding one,
                 or a single ``.safetensors`` file (its header holds the config). None: the model embedded in
-                the package (``vqaudio/pretrained/default/``).
+                the package (``vqaudio/pretrained/default/``). Nothing is ever downloaded: a Hugging Face Hub
+                id (``org/name``) that is no local path is refused.
             device: where the model runs.
+            dtype: the weights' dtype (see ``to``): float32 (as trained and saved), bfloat16 or float16.
         Returns:
             the Tokenizer, in eval mode; its weights were loaded with ``strict=True`` and their hash checked.
         Raises:
             ModelFileError: missing, corrupt or modified files, or a config this version cannot read.
+            ValueError: a dtype other than those three, or one the device's kernels lack.
         """
+        resolved = _resolve_dtype(dtype, torch.device(device))  # before any file is read
         if path is None:
             if not (DEFAULT_MODEL_DIR / WEIGHTS_FILE).is_file():
                 raise ModelFileError(
@@ -141,6 +182,7 @@ class Tokenizer:
                     "pass --model PATH (a model folder or .safetensors file), or reinstall vqaudio"
                 )
             path = DEFAULT_MODEL_DIR
+        _refuse_hub_id(path)
         model_file = load_model_file(path, MODEL_FORMAT, expected_shapes=_release_shapes)
         where = str(model_file.path)
         config = _saved_config(model_file.meta, where)
@@ -156,7 +198,7 @@ class Tokenizer:
             model_file.path.parent.name if model_file.path.name == WEIGHTS_FILE else model_file.path.stem
         )
         tokenizer = cls(
-            model.to(device),
+            model.to(device=device, dtype=resolved),
             config,
             name=str(model_file.meta.get("name") or default_name),
             training=model_file.meta.get("training") or {},
@@ -167,13 +209,42 @@ class Tokenizer:
         tokenizer.license = str(license_text) if license_text else None
         return tokenizer
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | str = torch.float32,
+    ) -> Tokenizer:
+        """``load``, by the name Hugging Face users look for, reading local files only.
+
+        Args:
+            path: a local folder with ``config.json`` + ``model.safetensors`` (what ``save`` writes, the layout of
+                a Hugging Face model folder), a training run folder holding one, or a single ``.safetensors``
+                file; None or ``"default"``: the embedded model (pass ``"./default"`` for a folder of that name).
+                A Hub id (``"org/name"``) that is no local path raises ModelFileError: nothing is downloaded,
+                fetch the folder first (e.g. ``huggingface-cli download org/name --local-dir DIR``).
+            device, dtype: as in ``load``.
+        """
+        if isinstance(path, str) and path == "default":
+            path = None
+        return cls.load(path, device=device, dtype=dtype)
+
     def save(self, folder: str | Path) -> Path:
         """Write ``folder/model.safetensors`` and ``folder/config.json`` (atomically); returns the folder.
 
         The JSON holds ``{"format": "vqaudio-tokenizer", "name", "config", "training", "weights_sha256"}``
         (and versions, and ``license`` when known), and is also stored in the safetensors header, so the weights
-        file alone loads too. A copy of the embedded model keeps its licence.
+        file alone loads too. A copy of the embedded model keeps its licence. Only float32 weights are saved
+        (``to`` a lower precision is for running a model, not for releasing it).
         """
+        if self.dtype != torch.float32:
+            raise ValueError(
+                f"save() writes float32 models, this tokenizer runs in {_dtype_name(self.dtype)}; save the "
+                "float32 model it was loaded from, or call .to(dtype=torch.float32) first (the weights then keep "
+                "the rounding of the lower precision)"
+            )
         meta = {
             "format": MODEL_FORMAT,
             "name": self.name,
@@ -186,9 +257,32 @@ class Tokenizer:
         self.path = folder / WEIGHTS_FILE
         return folder
 
-    def to(self, device: str | torch.device) -> Tokenizer:
-        """Move the model to ``device``; returns self."""
-        self.model.to(device)
+    def to(
+        self, device: str | torch.device | torch.dtype | None = None, dtype: torch.dtype | str | None = None
+    ) -> Tokenizer:
+        """Move the model to ``device`` and/or cast its weights to ``dtype``; returns self.
+
+        ``tok.to(torch.bfloat16)`` casts only, as ``nn.Module.to`` does. bfloat16 and float16 apply to the
+        network's weights and activations, codebooks included; the STFT, mel filterbank, pitch tracker and iSTFT
+        run in float32 whatever the dtype, and audio comes out as float32. Codes then differ from float32's on a
+        share of frames, mostly in the later codebooks: the embedded model keeps 68-74% of its codes in bfloat16
+        and 95-97% in float16 (the pitch row all, the first codebook 93-97% / 99%), with the same mel distance
+        to the input (+0.004 at most), on the example clips. On CPU both are for memory, not speed: torch's CPU
+        kernels ran them about 12x slower than float32 here. ``hash`` stays the model file's.
+
+        Args:
+            device: where the model runs (None: where it is).
+            dtype: torch.float32, torch.bfloat16 or torch.float16, or their names (None: unchanged).
+        Raises:
+            ValueError: another dtype, or one the device's kernels lack (e.g. float16 on an old torch's CPU).
+        """
+        if isinstance(device, torch.dtype):
+            if dtype is not None:
+                raise TypeError("to() got two dtypes; pass to(device, dtype) or to(dtype)")
+            device, dtype = None, device
+        target = self.device if device is None else torch.device(device)
+        resolved = None if dtype is None else _resolve_dtype(dtype, target)
+        self.model.to(device=device, dtype=resolved)
         return self
 
     # ----------------------------------------------------------------------------------------------
@@ -249,6 +343,24 @@ class Tokenizer:
         return next(self.model.parameters()).device
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the network's weights (``load``/``to``); audio in and out is float32 whatever it is."""
+        return self.model.weights_dtype
+
+    @property
+    def codebooks(self) -> Tensor:
+        """[num_codebooks, codebook_size, latent_dim] the code vectors in the latent space the decoder reads.
+
+        The quantized latent of a frame is the sum of its codes' vectors, ``codebooks[k, codes[P + k]]`` summed
+        over k (P = ``pitch_rows``: the pitch row is no codebook; it enters the decoder through its own layer).
+        For factorised codebooks (``codebook_dim`` < ``latent_dim``) these are the looked-up unit vectors
+        projected out (``project_out``, bias included), not the small lookup vectors; for group VQ each
+        group's vectors fill its own slice of the channels and are 0 elsewhere. A copy in the weights' dtype
+        on the model's device, e.g. to initialise an LM's token embeddings.
+        """
+        return self.model.quantizer.latent_codebooks()
+
+    @property
     def num_parameters(self) -> int:
         return sum(parameter.numel() for parameter in self.model.parameters())
 
@@ -262,6 +374,30 @@ class Tokenizer:
     # ----------------------------------------------------------------------------------------------
     # Encode
     # ----------------------------------------------------------------------------------------------
+    @overload
+    def encode(
+        self,
+        wav: AudioLike,
+        sample_rate: int,
+        n_q: int | None = None,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+        *,
+        padding_mask: None = None,
+        downmix: str | None = None,
+    ) -> Tensor: ...
+
+    @overload
+    def encode(
+        self,
+        wav: AudioLike,
+        sample_rate: int,
+        n_q: int | None = None,
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+        *,
+        padding_mask: MaskLike,
+        downmix: str | None = None,
+    ) -> TokenBatch: ...
+
     @torch.inference_mode()
     def encode(
         self,
@@ -269,23 +405,40 @@ class Tokenizer:
         sample_rate: int,
         n_q: int | None = None,
         chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
-    ) -> Tensor:
+        *,
+        padding_mask: MaskLike | None = None,
+        downmix: str | None = None,
+    ) -> Tensor | TokenBatch:
         """Audio -> codes.
 
         Args:
-            wav: mono float audio, numpy or torch: [T], or a batch [B, T] of equal lengths. A [C, T]
-                multi-channel array cannot be told from a batch: downmix it first (``wav.mean(0)``).
-            sample_rate: the rate of ``wav``; other rates than ``self.sample_rate`` are resampled (soxr).
+            wav: float audio, numpy or torch: mono [T]; a batch [B, T] (a 2-D array is always a batch: a
+                [C, T] multi-channel clip would be taken as C clips, so pass it as [1, C, T] with ``downmix``);
+                or [B, C, T] (Hugging Face's ``input_values`` layout), where C = 1 is mono and C > 1 needs
+                ``downmix``. Without ``padding_mask`` the rows of a batch are whole clips of equal length.
+            sample_rate: the rate of ``wav``, always given (also as ``sample_rate=``; for audio already at the
+                model's rate pass ``tok.sample_rate``); other rates are resampled (soxr), item by item.
             n_q: codebooks to keep (residual VQ: the first n_q); None: all.
             chunk_seconds: inputs longer than this are encoded in overlapping windows (bounded memory,
                 same codes as encoding at once).
+            padding_mask: [B, T] sample mask of a right-padded batch (Hugging Face's convention: 1 or True on
+                real samples, then 0 or False on padding), bool, integer or float 0/1; each row needs a real
+                sample. Item i is ``wav[i, ..., :padding_mask[i].sum()]``; whatever the padding holds is ignored.
+            downmix: how [B, C, T] input with C > 1 becomes mono: ``"mean"`` averages the channels. None
+                (default): such input is an error.
         Returns:
-            int64 codes on the model's device, [P + n_q, F] for [T] input or [B, P + n_q, F] for [B, T]
-            input (P = ``pitch_rows``: the pitch row first), F = ceil(T' / hop_length) where T' is the length
-            at ``self.sample_rate``.
+            without ``padding_mask``: int64 codes on the model's device, [P + n_q, F] for [T] input or
+            [B, P + n_q, F] for a batch (P = ``pitch_rows``: the pitch row first), F = ceil(T' / hop_length)
+            where T' is the length at ``self.sample_rate``.
+            with ``padding_mask``: a TokenBatch: codes [B, P + n_q, F_max] padded with ``PAD_CODE`` (-1) to the
+            longest item (F_max = its frames, not the padded input's), ``padding_mask`` [B, F_max] frame mask,
+            ``lengths`` frames and ``num_samples`` at the model's rate of each item. Each item's codes equal
+            ``encode`` of that item alone.
         """
-        rows, batched = self._audio_rows(wav, sample_rate, "encode")
+        rows, batched = self._audio_rows(wav, sample_rate, "encode", downmix, padding_mask)
         codes = self._encode_rows(rows, n_q, chunk_seconds)
+        if padding_mask is not None:
+            return self._pad_codes(codes, rows)
         stacked = torch.stack(codes)  # equal lengths in, equal lengths out: [B, n_q, F]
         return stacked if batched else stacked[0]
 
@@ -303,7 +456,8 @@ class Tokenizer:
             wavs: B mono [T_i] waveforms (numpy or torch) at ``sample_rate``.
             sample_rate, n_q, chunk_seconds: as in ``encode``.
         Returns:
-            TokenBatch(codes [B, n_q, F_max], lengths [B] frames, num_samples [B] at ``self.sample_rate``).
+            TokenBatch(codes [B, P + n_q, F_max] padded with ``PAD_CODE``, lengths [B] frames, num_samples [B] at
+            ``self.sample_rate``); ``padding_mask`` gives the frame mask.
         """
         if isinstance(wavs, (Tensor, np.ndarray)) and wavs.ndim == 1:
             raise ValueError(
@@ -320,10 +474,14 @@ class Tokenizer:
             rows.extend(item)
         if not rows:
             raise ValueError("encode_batch() got no waveforms; pass a non-empty list")
-        codes = self._encode_rows(rows, n_q, chunk_seconds)
+        return self._pad_codes(self._encode_rows(rows, n_q, chunk_seconds), rows)
+
+    @staticmethod
+    def _pad_codes(codes: list[Tensor], rows: list[Tensor]) -> TokenBatch:
+        """Per-item codes [P + n_q, F_i] of the audio ``rows`` -> a TokenBatch padded with ``PAD_CODE``."""
         lengths = [item_codes.shape[-1] for item_codes in codes]
-        padded = torch.zeros(
-            len(codes), codes[0].shape[0], max(lengths), dtype=torch.long, device=codes[0].device
+        padded = torch.full(
+            (len(codes), codes[0].shape[0], max(lengths)), PAD_CODE, dtype=torch.long, device=codes[0].device
         )
         for index, item_codes in enumerate(codes):
             padded[index, :, : item_codes.shape[-1]] = item_codes
@@ -434,8 +592,10 @@ class Tokenizer:
         self,
         codes: CodesLike,
         n_q: int | None = None,
-        num_samples: int | None = None,
+        num_samples: int | Sequence[int] | Tensor | None = None,
         chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+        *,
+        padding_mask: MaskLike | None = None,
     ) -> Tensor:
         """Codes -> audio at ``self.sample_rate``.
 
@@ -444,11 +604,28 @@ class Tokenizer:
                 K' <= num_codebooks (residual VQ: the first K' codebooks give a coarser reconstruction).
             n_q: decode only the first n_q codebooks of ``codes`` (and the pitch row); None: all rows.
             num_samples: crop the audio to this many samples (e.g. the original length); None:
-                F * hop_length.
+                F * hop_length. With ``padding_mask``: None or one length per item ([B], e.g. a TokenBatch's
+                ``num_samples``).
             chunk_seconds: token sequences longer than this are decoded in overlapping windows.
+            padding_mask: [B, F] frame mask of a padded batch [B, P + K', F] (a TokenBatch's ``padding_mask``:
+                1 on real frames, then 0; bool, integer or float 0/1). Item i is decoded from its first
+                ``padding_mask[i].sum()`` frames alone; what the padded frames hold (``PAD_CODE``) is ignored.
         Returns:
-            float32 audio on the model's device, [T] for [K', F] codes or [B, T] for [B, K', F].
+            float32 audio on the model's device, [T] for [K', F] codes or [B, T] for [B, K', F]. With
+            ``padding_mask``: [B, F * hop_length], or [B, max(num_samples)], each item's audio followed by zeros.
         """
+        if isinstance(n_q, (Tensor, np.ndarray)):
+            raise TypeError(
+                "decode()'s second argument is n_q (an int); pass a mask as padding_mask=mask, e.g. "
+                "decode(batch.codes, padding_mask=batch.padding_mask)"
+            )
+        if padding_mask is not None:
+            return self._decode_masked(codes, padding_mask, n_q, num_samples, chunk_seconds)
+        if num_samples is not None and not isinstance(num_samples, (int, np.integer)):
+            raise TypeError(
+                f"decode() num_samples must be an int without padding_mask, got {type(num_samples).__name__}; "
+                "for one length per item pass padding_mask too, or use decode_batch()"
+            )
         tensor, batched = self._codes_tensor(codes, "decode")
         tensor = self._select_codebooks(tensor, n_q, "decode")
         max_samples = tensor.shape[-1] * self.hop_length
@@ -461,6 +638,48 @@ class Tokenizer:
         if num_samples is not None:
             audio = audio[:, :num_samples]
         return audio if batched else audio[0]
+
+    def _decode_masked(
+        self,
+        codes: CodesLike,
+        padding_mask: MaskLike,
+        n_q: int | None,
+        num_samples: int | Sequence[int] | Tensor | None,
+        chunk_seconds: float,
+    ) -> Tensor:
+        """``decode`` of a padded batch: each item alone, then zero-padded to one length."""
+        if np.ndim(codes) != 3:
+            raise ValueError(
+                f"decode() with padding_mask expects a batch of codes [B, K, F], got shape {tuple(np.shape(codes))}"
+            )
+        batch_size, num_frames = np.shape(codes)[0], np.shape(codes)[-1]
+        lengths = _mask_lengths(padding_mask, (batch_size, num_frames), "decode", "frames")
+        items = []
+        for index, length in enumerate(lengths):
+            item, _ = self._codes_tensor(codes[index, :, :length], f"decode() item {index}")
+            items.append(self._select_codebooks(item, n_q, "decode")[0])
+        if num_samples is None:
+            crops = [length * self.hop_length for length in lengths]
+            total = num_frames * self.hop_length
+        else:
+            if isinstance(num_samples, (int, np.integer)) or np.ndim(num_samples) != 1:
+                raise TypeError(
+                    f"decode() with padding_mask takes num_samples as one length per item ([B]), got {num_samples!r}"
+                )
+            crops = [int(value) for value in num_samples]
+            if len(crops) != batch_size:
+                raise ValueError(f"decode() got {batch_size} items but {len(crops)} num_samples")
+            for index, (crop, length) in enumerate(zip(crops, lengths, strict=True)):
+                if not 1 <= crop <= length * self.hop_length:
+                    raise ValueError(
+                        f"decode() num_samples[{index}] must be between 1 and the item's frames * hop_length = "
+                        f"{length * self.hop_length}, got {crop}"
+                    )
+            total = max(crops)
+        audio = torch.zeros(batch_size, total, device=self.device)
+        for index, (wav, crop) in enumerate(zip(self._decode_rows(items, chunk_seconds), crops, strict=True)):
+            audio[index, :crop] = wav[:crop]
+        return audio
 
     @torch.inference_mode()
     def decode_batch(
@@ -670,8 +889,21 @@ class Tokenizer:
         check_value("chunk_seconds", chunk_seconds, CHUNK_SECONDS)
         return max(1, round(chunk_seconds * self.frame_rate))
 
-    def _audio_rows(self, wav: AudioLike, sample_rate: int, caller: str) -> tuple[list[Tensor], bool]:
-        """Validate and convert to float32 mono rows [T] at the model rate on the model's device."""
+    def _audio_rows(
+        self,
+        wav: AudioLike,
+        sample_rate: int,
+        caller: str,
+        downmix: str | None = None,
+        padding_mask: MaskLike | None = None,
+    ) -> tuple[list[Tensor], bool]:
+        """Validate and convert to float32 mono rows [T_i] at the model rate on the model's device: the rows of a
+        batch [B, T] or [B, C, T] (channels averaged with ``downmix``), cut to ``padding_mask``'s lengths."""
+        if isinstance(sample_rate, (Tensor, np.ndarray)):
+            raise TypeError(
+                f"{caller}()'s second argument is the sample rate (an int); pass a mask as padding_mask=mask, "
+                f"e.g. {caller}(input_values, {self.sample_rate}, padding_mask=mask)"
+            )
         if (
             isinstance(sample_rate, bool)
             or not isinstance(sample_rate, (int, np.integer))
@@ -680,6 +912,8 @@ class Tokenizer:
             raise ValueError(
                 f"{caller}() needs the sample rate of the audio as a positive integer, got {sample_rate!r}"
             )
+        if downmix is not None and downmix not in DOWNMIX:
+            raise ValueError(f"{caller}() downmix must be None or one of {DOWNMIX}, got {downmix!r}")
         if isinstance(wav, Tensor):
             is_float = wav.is_floating_point()
         elif isinstance(wav, np.ndarray):
@@ -696,15 +930,42 @@ class Tokenizer:
                 f"{caller}() expects mono audio [T] or a batch [B, T], got shape {shape}, which looks like "
                 "[T, channels]; downmix first, e.g. wav.mean(axis=1)"
             )
-        if len(shape) not in (1, 2):
+        if len(shape) not in (1, 2, 3):
             raise ValueError(
-                f"{caller}() expects mono audio [T] or a batch [B, T], got shape {shape}; "
+                f"{caller}() expects mono audio [T], a batch [B, T] or [B, C, T], got shape {shape}; "
                 "downmix multi-channel audio and pass one waveform per row"
             )
-        batched = len(shape) == 2
+        if len(shape) == 3 and shape[2] <= 16 and shape[1] > shape[2]:
+            raise ValueError(
+                f"{caller}() expects [B, C, T] (channels before time), got shape {shape}, which looks like "
+                "[B, T, channels]; pass wav.transpose(1, 2)"
+            )
+        if len(shape) == 2 and downmix is not None:
+            raise ValueError(
+                f"{caller}() got downmix={downmix!r} with 2-D input {shape}, which is a batch [B, T] of mono "
+                "clips, not channels; pass one multi-channel clip [C, T] as wav[None] ([1, C, T])"
+            )
+        if isinstance(wav, Tensor) and wav.dtype not in (torch.float32, torch.float64):
+            wav = wav.float()  # half-precision input (numpy, the resampler, have no bfloat16)
+        if len(shape) == 3:
+            if shape[1] > 1 and downmix is None:
+                raise ValueError(
+                    f"{caller}() got [B, C, T] = {shape}, {shape[1]} channels; pass downmix='mean' to average "
+                    "them, or pick one channel (wav[:, 0])"
+                )
+            wav = wav[:, 0] if shape[1] == 1 else wav.mean(1)  # [B, T]
+        batched = len(shape) > 1
         rows_in = list(wav) if batched else [wav]
         if not rows_in:
             raise ValueError(f"{caller}() got an empty batch, shape {shape}")
+        if padding_mask is not None:
+            if not batched:
+                raise ValueError(
+                    f"{caller}() with padding_mask expects a batch [B, T] or [B, C, T], got shape {shape}; "
+                    "a single clip needs no mask"
+                )
+            lengths = _mask_lengths(padding_mask, (shape[0], shape[-1]), caller, "samples")
+            rows_in = [row[:length] for row, length in zip(rows_in, lengths, strict=True)]
         rows = []
         for index, row in enumerate(rows_in):
             name = f"{caller}() input" + (f" row {index}" if batched else "")
@@ -737,6 +998,11 @@ class Tokenizer:
             raise ValueError(f"{caller}() expects codes [K, F] or [B, K, F], got shape {tuple(tensor.shape)}")
         batched = tensor.dim() == 3
         tensor = tensor if batched else tensor[None]
+        if bool((tensor == PAD_CODE).any()):
+            raise ValueError(
+                f"{caller}() got PAD codes ({PAD_CODE}: the padded frames of a TokenBatch); decode a padded batch "
+                "with its mask, decode(batch.codes, padding_mask=batch.padding_mask), or decode_batch(batch)"
+            )
         rows = (self.pitch_rows + 1, self.pitch_rows + self.num_codebooks)
         if not rows[0] <= tensor.shape[1] <= rows[1]:
             what = "rows (a pitch row, then the codebooks)" if self.pitch_rows else "codebooks"
@@ -755,6 +1021,88 @@ class Tokenizer:
         if n_q > held:
             raise ValueError(f"{caller}() n_q={n_q} but the codes hold only {held} codebooks")
         return codes[:, : self.pitch_rows + n_q]
+
+
+def _mask_lengths(mask: MaskLike, shape: tuple[int, int], caller: str, unit: str) -> list[int]:
+    """A right-padding mask [B, L] (1 on each row's first ``length`` positions, then 0) -> the B lengths.
+
+    Args:
+        mask: bool, integer or float 0/1, numpy or torch, on any device.
+        shape: (B, L) the mask must have.
+        unit: what a position is ("samples", "frames"), for the messages.
+    """
+    if not isinstance(mask, (Tensor, np.ndarray)):
+        raise TypeError(
+            f"{caller}() padding_mask must be a numpy array or torch.Tensor, got {type(mask).__name__}"
+        )
+    values = torch.as_tensor(mask.detach().cpu() if isinstance(mask, Tensor) else mask)
+    if values.is_complex():
+        raise TypeError(f"{caller}() padding_mask must be bool or 0/1 numbers, got {values.dtype}")
+    if tuple(values.shape) != shape:
+        raise ValueError(
+            f"{caller}() padding_mask must have shape [B, {unit}] = {shape}, got {tuple(values.shape)}"
+            + ("; pass the frame mask of the codes (TokenBatch.padding_mask)" if unit == "frames" else "")
+        )
+    real = values != 0
+    if not bool(((values == 0) | (values == 1)).all()):
+        raise ValueError(f"{caller}() padding_mask must hold only 0 and 1 (or False and True)")
+    lengths = real.sum(dim=1)
+    empty = (lengths == 0).nonzero()
+    if len(empty):
+        raise ValueError(f"{caller}() padding_mask row {int(empty[0])} has no real {unit}; drop empty items")
+    positions = torch.arange(shape[1])[None, :]
+    wrong = (real != (positions < lengths[:, None])).any(dim=1).nonzero()
+    if len(wrong):
+        raise ValueError(
+            f"{caller}() padding_mask row {int(wrong[0])} is not 1s then 0s; vqaudio expects right-padded "
+            "batches (Hugging Face's padding_side='right'): each item at the start of its row"
+        )
+    return [int(length) for length in lengths]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _resolve_dtype(dtype: torch.dtype | str, device: torch.device) -> torch.dtype:
+    """float32, bfloat16 or float16 (a torch.dtype or its name), checked to run on ``device``."""
+    if isinstance(dtype, str):
+        resolved = DTYPES.get(dtype.removeprefix("torch."))
+    elif isinstance(dtype, torch.dtype):
+        resolved = dtype if dtype in DTYPES.values() else None
+    else:
+        raise TypeError(f"dtype must be a torch.dtype or its name, got {type(dtype).__name__}")
+    if resolved is None:
+        raise ValueError(
+            f"dtype must be one of {', '.join(DTYPES)} (torch.float32, ...), got {dtype!r}; the model is "
+            "trained and saved in float32, bfloat16 and float16 run it at lower precision"
+        )
+    if resolved != torch.float32:
+        # the network's convolutions must exist in this dtype here (CPU float16 kernels came in late torch
+        # versions); a probe costs microseconds and turns a failure deep inside encode() into this message
+        probe = torch.zeros(1, 1, 2, dtype=resolved, device=device)
+        try:
+            F.conv1d(probe, probe[..., :1])
+        except RuntimeError as exc:
+            first_line = str(exc).strip().splitlines()[0]
+            raise ValueError(
+                f"dtype={_dtype_name(resolved)} is not supported on {device} by torch {torch.__version__} "
+                f"({first_line}); use bfloat16 on CPU, float16 on CUDA, or float32"
+            ) from exc
+    return resolved
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _refuse_hub_id(path: str | Path) -> None:
+    """One clear error for a Hugging Face Hub id (``org/name``) that is no local path: nothing is downloaded."""
+    if isinstance(path, str) and _HUB_ID.fullmatch(path) and not Path(path).exists():
+        raise ModelFileError(
+            f"{path!r} is no local model folder or file, and looks like a Hugging Face Hub id: vqaudio never "
+            f"downloads; fetch the folder first (e.g. huggingface-cli download {path} --local-dir DIR) and pass "
+            "DIR, or pass None for the embedded model"
+        )
 
 
 def _saved_config(meta: dict[str, Any], where: str) -> Config:

@@ -177,7 +177,7 @@ class VQVAE(nn.Module):
                 f"{caller}() expects float audio in [-1, 1], got {wav.dtype}; "
                 "for int16 PCM use wav.float() / 32768"
             )
-        return wav.to(next(self.encoder.parameters()).dtype)
+        return wav.float()  # the front-end and the pitch tracker run in float32 whatever the weights' dtype
 
     def _check_n_q(self, n_q: int | None) -> None:
         if n_q is not None and not 1 <= n_q <= self.num_codebooks:
@@ -191,7 +191,7 @@ class VQVAE(nn.Module):
         num_frames = self.num_frames(wav.shape[-1])
         wav = F.pad(wav, (0, num_frames * self.hop_length - wav.shape[-1]))
         features = wav[:, None, :] if self.front_end is None else self.front_end(wav)  # [B, C_in, frames]
-        latent = self.encoder(features)
+        latent = self.encoder(features.to(self.weights_dtype))
         if latent.shape[-1] != num_frames:  # a config the length arithmetic does not cover
             raise RuntimeError(f"encoder made {latent.shape[-1]} frames for {num_frames} expected")
         return latent
@@ -261,10 +261,10 @@ class VQVAE(nn.Module):
         if self.pitch_rows:
             head = self.decoder.head
             assert isinstance(head, ISTFTHead)  # validated by the config
-            prediction = self._spectrum(self.quantizer.decode(codes[:, 1:]), codes[:, 0])
+            prediction = self._spectrum(self._dequantize(codes[:, 1:]), codes[:, 0])
             audio = head.overlap_add(head.resolve_phase(prediction))
         else:
-            audio = self.decoder(self.quantizer.decode(codes))
+            audio = self.decoder(self._dequantize(codes)).float()
         return audio if num_samples is None else audio[:, :num_samples]
 
     @property
@@ -291,8 +291,18 @@ class VQVAE(nn.Module):
             raise ValueError("decode_spectrum() needs a model with decoder.output='istft'")
         codes = self.validate_codes(codes, "decode_spectrum()")
         if self.pitch_rows:
-            return self._spectrum(self.quantizer.decode(codes[:, 1:]), codes[:, 0])
-        return head.predict(self.decoder.features(self.quantizer.decode(codes)))
+            return self._spectrum(self._dequantize(codes[:, 1:]), codes[:, 0])
+        return head.predict(self.decoder.features(self._dequantize(codes)))
+
+    def _dequantize(self, codes: Tensor) -> Tensor:
+        """[B, K', F] codebook codes -> [B, D, F] quantized latent in the decoder's dtype."""
+        return self.quantizer.decode(codes).to(self.weights_dtype)
+
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        """The dtype of the network's weights (float32 unless cast); audio, its features and the pitch tracker
+        stay float32 (``vqaudio.features.Float32Constants``)."""
+        return next(self.encoder.parameters()).dtype
 
     # ----------------------------------------------------------------------------------------------
     # The pitch row
@@ -311,7 +321,7 @@ class VQVAE(nn.Module):
         centre = 0.5 * (math.log(pitch.min_f0) + math.log(pitch.max_f0))
         span = math.log(pitch.max_f0) - math.log(pitch.min_f0)
         features = torch.stack([(log_f0 - centre) / span * voiced, voiced.to(log_f0.dtype)], dim=1)
-        latent = quantized + self.pitch_embedding(features.to(quantized.dtype))
+        latent = quantized + self.pitch_embedding(features.to(quantized.dtype))  # both in the weights' dtype
         head = self.decoder.head
         assert isinstance(head, ISTFTHead)
         factor = self.hop_length // head.hop_length

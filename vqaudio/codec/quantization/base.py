@@ -54,3 +54,9 @@ class Quantizer(nn.Module):
     def codebooks(self) -> Tensor:  # pragma: no cover - abstract
         """[K, codebook_size, D_code] the code vectors as the decoder sees them (for inspection)."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def latent_codebooks(self) -> Tensor:  # pragma: no cover - abstract
+        """[K, codebook_size, D] every code's contribution to the quantized latent: ``decode(codes)[b, :, f]`` is
+        the sum over k of ``latent_codebooks()[k, codes[b, k, f]]`` (a copy, in the codebooks' dtype)."""
+        raise NotImplementedError

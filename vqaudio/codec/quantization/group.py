@@ -94,6 +94,16 @@ class GroupVQ(Quantizer):
         """[G, C, codebook_dim] every group's code vectors."""
         return torch.cat([group.codebooks() for group in self._groups()])
 
+    @torch.no_grad()
+    def latent_codebooks(self) -> Tensor:
+        """[G, C, D] every group's code vectors in its own slice of the D channels, 0 elsewhere, so that the
+        concatenation ``decode`` makes is also a sum over groups."""
+        vectors = [group.latent_codebooks()[0] for group in self._groups()]  # G x [C, D / G]
+        full = vectors[0].new_zeros(self.num_codebooks, self.codebook_size, self.dim)
+        for index, group_vectors in enumerate(vectors):
+            full[index, :, index * self.group_dim : (index + 1) * self.group_dim] = group_vectors
+        return full
+
     def _groups(self) -> list[VectorQuantizer]:
         return cast(list[VectorQuantizer], list(self.groups))
 

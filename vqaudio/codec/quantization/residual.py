@@ -141,6 +141,11 @@ class ResidualVQ(Quantizer):
         """[K, C, codebook_dim] every stage's code vectors."""
         return torch.cat([stage.codebooks() for stage in self._stages()])
 
+    @torch.no_grad()
+    def latent_codebooks(self) -> Tensor:
+        """[K, C, D] every stage's code vectors in latent space; ``decode`` sums one per stage."""
+        return torch.cat([stage.latent_codebooks() for stage in self._stages()])
+
     def _stages(self) -> list[VectorQuantizer]:
         return cast(list[VectorQuantizer], list(self.stages))
 

@@ -446,6 +446,12 @@ class VectorQuantizer(Quantizer):
         """[1, C, codebook_dim] the code vectors as looked up (unit-norm rows for factorised codes)."""
         return self._code_vectors()[None].clone()
 
+    @torch.no_grad()
+    def latent_codebooks(self) -> Tensor:
+        """[1, C, D] the code vectors in latent space (projected out for factorised codes), as ``embed`` gives."""
+        codes = torch.arange(self.codebook_size, device=self.codebook.device)[None]  # [1, C]
+        return self.embed(codes).transpose(1, 2).clone()  # [1, D, C] -> [1, C, D]
+
     # ------------------------------------------------------------------ building blocks of the families
     def quantize(
         self, z: Tensor, active: Tensor | None = None, loss_input: Tensor | None = None
