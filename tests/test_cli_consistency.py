@@ -133,6 +133,19 @@ def test_an_internal_value_error_is_reported_as_a_bug_not_as_bad_input(
     assert line == "error: n_q must be between 1 and 3, got 7"
 
 
+def test_running_out_of_memory_is_one_line_with_what_to_lower(
+    run: Callable[..., RunResult], inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vqaudio.codec.corpus_coding as corpus_coding
+
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(corpus_coding, "tokenize_corpus", exhausted)
+    line = one_line_error(run(*command_line("tokenize", inputs, tmp_path)), "out of memory", "--batch-size")
+    assert "bug" not in line and "Tried to allocate 2.00 GiB" in line
+
+
 def test_user_errors_are_their_own_type_and_still_value_errors(tiny_tokenizer: Tokenizer) -> None:
     """Python callers catching ValueError keep working; the CLI tells them apart by InputError."""
     with pytest.raises(InputError, match="n_q must be an integer between 1 and num_codebooks=3"):

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from test_prior import fast_train_config, pattern_corpus, tiny_prior, token_meta
 
 from vqaudio.devices import resolve_device
 from vqaudio.errors import InputError
+from vqaudio.prior.training import TokenSet, train_prior
 from vqaudio.training.distributed import SINGLE_PROCESS, DistributedContext, process_device
 
 
@@ -74,3 +78,19 @@ def test_each_process_under_torchrun_takes_the_gpu_of_its_local_rank() -> None:
     assert process_device(torch.device("cuda", 1), SINGLE_PROCESS) == torch.device("cuda", 1)
     with pytest.raises(InputError, match="CUDA_VISIBLE_DEVICES"):
         process_device(torch.device("cuda", 0), second)  # one GPU named for every process
+
+
+def test_the_trainers_and_the_prior_take_the_same_device_spellings(tmp_path: Path) -> None:
+    """device="cpu" and device="auto" (the CPU here) train the same prior; a bad spelling stops before work."""
+    train = TokenSet(pattern_corpus(), token_meta(num_codebooks=2), "train.npy")
+    config = fast_train_config(max_steps=3, holdout_fraction=0.0, log_every=1, num_threads=1)
+    weights = {}
+    for device in ("cpu", "auto"):
+        result = train_prior(train, config, tmp_path / device, progress=False, device=device)
+        assert result.step == 3 and result.prior.device == torch.device("cpu")
+        weights[device] = result.prior.model.state_dict()
+    assert all(torch.equal(weights["cpu"][name], weights["auto"][name]) for name in weights["cpu"])
+    with pytest.raises(InputError, match="got 'gpu'"):
+        train_prior(train, config, tmp_path / "gpu", progress=False, device="gpu")
+    assert not (tmp_path / "gpu").exists()
+    assert tiny_prior().to("auto").device == resolve_device("auto")

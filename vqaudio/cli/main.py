@@ -12,9 +12,9 @@ Exit codes, the same for every command:
          beyond vqaudio's limits or that does not fit the model or data (--n-q above the model's codebooks,
          --seconds 1e12), a full disk. One line "error: ...", naming the file or option and the fix: the
          library raises these as ``vqaudio.errors.VQAudioError`` (``InputError`` for values) or as an
-         OSError naming a file. Any other exception is a bug in vqaudio: one line "error: internal error,
-         a bug in vqaudio (...)" with the hint to rerun with --debug, which shows the traceback (as it does
-         for every error).
+         OSError naming a file; running out of memory (CPU or GPU) is one line too. Any other exception is
+         a bug in vqaudio: one line "error: internal error, a bug in vqaudio (...)" with the hint to rerun
+         with --debug, which shows the traceback (as it does for every error).
     130  interrupted by Ctrl-C (SIGINT), 143 by SIGTERM: one line says what was stopped and what was written.
 
 The global flags --debug and -q/--quiet may also follow the command (``vqaudio tokenize in/ out.npy -q``).
@@ -45,6 +45,9 @@ app = typer.Typer(
 _debug = False
 GLOBAL_FLAGS = ("--debug", "--quiet", "-q")  # the root's options, also accepted after the command
 BUG_HINT = "rerun with --debug for the traceback, and please report it"
+MEMORY_HINT = (
+    "process less at once (--batch-size, --chunk-seconds, train.batch_size), or use another --device"
+)
 
 
 @app.callback()
@@ -116,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if _debug:
             raise
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch's, CPU or GPU
+            print(f"error: out of memory ({_first_line(exc)}); {MEMORY_HINT}", file=sys.stderr)
+            return 1
         return _report_bug(exc)
     finally:
         _restore_signal_handlers(previous)
@@ -124,10 +130,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report_bug(exc: BaseException) -> int:
     """One line for an exception that is not the user's doing (exit 1); ``--debug`` shows its traceback."""
-    lines = str(exc).strip().splitlines()
-    detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    detail = f"{type(exc).__name__}: {_first_line(exc)}" if str(exc).strip() else type(exc).__name__
     print(f"error: internal error, a bug in vqaudio ({detail}); {BUG_HINT}", file=sys.stderr)
     return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def hoist_global_flags(args: list[str]) -> list[str]:

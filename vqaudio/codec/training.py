@@ -70,6 +70,7 @@ from vqaudio.config import Config, ConfigError, to_dict
 from vqaudio.data.augment import Augmentation
 from vqaudio.data.crops import RandomCrops, cache_size_bytes
 from vqaudio.data.utterance import Utterance
+from vqaudio.devices import resolve_device
 from vqaudio.errors import InputError, VQAudioError
 from vqaudio.evaluation.codebook_stats import CodebookUsage
 from vqaudio.io.model_file import CONFIG_FILE, WEIGHTS_FILE, clean_state_dict
@@ -176,7 +177,8 @@ def train_tokenizer(
         overwrite: allow replacing a run in ``out`` (another architecture, or ``resume=False``).
         until_step: stop after this many updates (default ``train.max_steps``) without changing the learning
             rate schedule, which always runs to ``max_steps``: stopping and resuming equals one run.
-        device: where to train (under DDP with CUDA: this process's GPU).
+        device: where to train: auto, cpu, cuda or cuda:N (``vqaudio.devices.resolve_device``); under DDP
+            with CUDA this process's GPU (``vqaudio.training.distributed.process_device``).
         context: this process's place under ``torchrun`` (``vqaudio.training.distributed.init_distributed``).
         progress: show a progress bar (rank 0 only).
         skip_bad: skip audio files that fail to decode (``RandomCrops``, ``ValidationSet``) instead of stopping.
@@ -230,7 +232,7 @@ class Trainer:
         self.out = Path(out)
         self.skip_bad = skip_bad
         self.context = context
-        self.device = torch.device(device)
+        self.device = resolve_device(device)  # auto, cpu, cuda, cuda:N (checked)
         self.progress = progress and context.is_main
         self.run = dict(run or {})
         self.folder = RunFolder(self.out, RUN_FILES, RUN_REFUSAL)

@@ -37,6 +37,7 @@ from vqaudio.config import (
     from_dict,
     to_dict,
 )
+from vqaudio.devices import resolve_device
 from vqaudio.errors import InputError, ModelFileError, TokenFileError
 from vqaudio.io.model_file import (
     WEIGHTS_FILE,
@@ -248,8 +249,9 @@ class Prior:
         return self.model.start.device
 
     def to(self, device: str | torch.device) -> Prior:
-        """Move the network to ``device``; returns self. Sampling draws its random numbers on the CPU."""
-        self.model.to(device)
+        """Move the network to ``device`` (auto, cpu, cuda, cuda:N: ``vqaudio.devices.resolve_device``);
+        returns self. Sampling draws its random numbers on the CPU."""
+        self.model.to(resolve_device(device))
         return self
 
     # ------------------------------------------------------------------------------------------------

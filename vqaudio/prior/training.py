@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vqaudio.config import PriorRunConfig, to_dict
+from vqaudio.devices import resolve_device
 from vqaudio.errors import DataError, TokenFileError
 from vqaudio.io.model_file import CONFIG_FILE, WEIGHTS_FILE, clean_state_dict
 from vqaudio.prior.data import (
@@ -170,7 +171,8 @@ def train_prior(
         tokenizer_path: the tokenizer the tokens came from, recorded so ``prior sample`` finds it.
         recipe, overrides: the recipe file and ``--set`` overrides ``config`` came from, recorded in the model's
             training description.
-        device: where to train (under DDP with CUDA: this process's GPU).
+        device: where to train: auto, cpu, cuda or cuda:N (``vqaudio.devices.resolve_device``); under DDP
+            with CUDA this process's GPU (``vqaudio.training.distributed.process_device``).
         context: this process's place under ``torchrun`` (``vqaudio.training.distributed.init_distributed``).
     Returns:
         the released prior, the step reached, its validation bits per token and the run folder.
@@ -273,7 +275,7 @@ class PriorTrainer:
         self.utterances, self.validation = data.utterances, data.validation
         self.out = Path(out)
         self.run = {**run, "world_size": context.world_size}
-        self.device = torch.device(device)
+        self.device = resolve_device(device)  # auto, cpu, cuda, cuda:N (checked)
         self.context = context
         self.progress = progress and context.is_main
         train = self.config.train
