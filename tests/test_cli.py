@@ -359,8 +359,25 @@ def test_crash_during_tokenize_leaves_nothing(
     monkeypatch.setattr(Tokenizer, "encode_batch", crashing)
     out_dir = tmp_path / "out"
     interruption: BaseException = RuntimeError("simulated crash")
+    # a bug, not the user's doing: one line that says so, and --debug (also after the command) re-raises it
+    one_line_error(
+        run("tokenize", audio_folder, out_dir / "out.npy", "--model", tiny_model_dir, "--batch-size", "2"),
+        "internal error, a bug in vqaudio (RuntimeError: simulated crash)",
+        "rerun with --debug",
+    )
+    assert files_below(out_dir) == []
+    calls.clear()
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run("tokenize", audio_folder, out_dir / "out.npy", "--model", tiny_model_dir, "--batch-size", "2")
+        run(
+            "tokenize",
+            audio_folder,
+            out_dir / "out.npy",
+            "--model",
+            tiny_model_dir,
+            "--batch-size",
+            "2",
+            "--debug",
+        )
     assert files_below(out_dir) == []
     calls.clear()
     interruption = KeyboardInterrupt()

@@ -444,10 +444,11 @@ def test_cli_eval_writes_a_report_and_maps_errors_to_exit_codes(
     assert main([*args, *fast, "--threads", "1"]) == 0
     assert "`vqaudio_nq1`" in capsys.readouterr().out
     assert list(strict_json(out / "report.json")["systems"]) == ["vqaudio_nq1", "vqaudio_nq3"]
-    assert main([*args, *fast]) == 2  # exists, no --overwrite
+    assert main([*args, *fast]) == 1  # exists, no --overwrite: a data error, as for every command
     assert "--overwrite" in capsys.readouterr().err
     other = ["eval", str(audio_folder), "--model", str(tiny_model_dir), "--out", str(tmp_path / "new")]
-    assert main([*other, "--n-q", "9"]) == 2
+    assert main([*other, "--n-q", "9"]) == 1  # parses, but the model has 3 codebooks
+    assert "outside 1..3" in capsys.readouterr().err
     assert main([*other, "--n-q", "one"]) == 2
     assert main([*other, "--wer", "--language", "de"]) == 2  # pocketsphinx knows English only
     assert "English" in capsys.readouterr().err

@@ -345,12 +345,17 @@ def test_cli_bad_options_are_one_line_errors(tmp_path: Path, run: Any) -> None:
     out = tmp_path / "out.units"
     jsonl = tmp_path / "out.jsonl"
     one_line_error(run("export", tokens, out, "--n-q", "4"), "--n-q", "between 1 and 3", "after a pitch row")
-    one_line_error(run("export", tokens, out, "--codebooks", "0,x"), "--codebooks", "'0,x'")
     one_line_error(run("export", tokens, out, "--codebooks", "0,3"), "no codebook 3")
-    one_line_error(run("export", tokens, out, "--n-q", "1", "--codebooks", "0"), "not both")
     one_line_error(run("export", plain, out, "--pitch"), "no pitch row", "drop --pitch")
-    one_line_error(run("export", tokens, jsonl, "--format", "jsonl", "--dedup"), "--dedup", "--format units")
-    one_line_error(run("export", tokens, out, "--manifest", tmp_path / "m.tsv"), "--manifest", "jsonl/hf")
+    # contradicting or malformed options are usage errors (exit 2), named in the usage message
+    for args, needle in [
+        (["--codebooks", "0,x"], "'0,x'"),
+        (["--n-q", "1", "--codebooks", "0"], "not both"),
+        (["--format", "jsonl", "--dedup"], "--format units"),
+        (["--manifest", tmp_path / "m.tsv"], "jsonl/hf"),
+    ]:
+        code, _, err = run("export", tokens, jsonl if "jsonl" in args else out, *args)
+        assert code == 2 and needle in err, (args, err)
     (tmp_path / "other.tsv").write_text("id\tpath\tspeaker\nzz\tzz.wav\tS9\n")
     one_line_error(
         run("export", tokens, jsonl, "--format", "jsonl", "--manifest", tmp_path / "other.tsv"),

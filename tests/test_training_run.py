@@ -2,24 +2,30 @@
 SIGINT / SIGTERM (also with SIGINT ignored, as a non-interactive shell starts background jobs), resume.
 
 The per-trainer behaviour (exact resume, metrics, release models) is tested in test_training.py (codec) and
-test_prior.py (prior); here both trainers are driven the same way, through the command line.
+test_prior.py (prior); here both trainers are driven the same way, through the command line, and the prior's
+trainer runs data-parallel like the codec's (test_training.py::test_two_process_ddp_keeps_replicas_identical).
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
 from conftest import speech_like
-from test_prior import pattern_corpus, token_meta, write_tokens
+from test_prior import fast_train_config, pattern_corpus, token_meta, write_tokens
 
 from vqaudio.cli.main import main
+from vqaudio.prior import Prior
+from vqaudio.prior.training import PriorTrainer, TokenSet, _training_data
 from vqaudio.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from vqaudio.training.logs import read_metrics
 from vqaudio.training.run import RunFolder, TrainingRun
@@ -150,3 +156,55 @@ def test_training_run_saves_once_per_step_and_not_during_an_update(tmp_path: Pat
     with pytest.raises(KeyboardInterrupt), run.stoppable(), run.updating():
         raise KeyboardInterrupt  # inside an optimizer update: the last checkpoint is kept
     assert saved == [5, 6]
+
+
+# --------------------------------------------------------------------------------------------------
+# The prior, data-parallel (gloo on the CPU, as torchrun sets it up)
+# --------------------------------------------------------------------------------------------------
+def _prior_ddp_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )
+    from vqaudio.training.distributed import init_distributed, shutdown_distributed
+
+    torch.set_num_threads(1)
+    context = init_distributed(torch.device("cpu"))
+    corpus = {f"u{index}": np.random.default_rng(index).integers(0, 16, (2, 80)) for index in range(6)}
+    config = fast_train_config(
+        max_steps=6, log_every=2, validate_every=3, checkpoint_every=3, holdout_fraction=0.2, keep_best=False
+    )
+    data = _training_data(
+        TokenSet(corpus, token_meta(num_codebooks=2), "train.npy"), config, None, None, False, None
+    )
+    trainer = PriorTrainer(data, Path(folder) / "run", {}, progress=False, device="cpu", context=context)
+    trainer.fit()
+    torch.save(trainer.model.state_dict(), Path(folder) / f"rank{rank}.pt")
+    torch.save(trainer.sampler.sample(0).codes, Path(folder) / f"batch{rank}.pt")
+    shutdown_distributed()
+
+
+@pytest.mark.slow
+def test_two_process_prior_training_keeps_replicas_identical(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torch.multiprocessing.spawn(_prior_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    replicas = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert replicas[0].keys() == replicas[1].keys()
+    assert all(torch.equal(replicas[0][name], replicas[1][name]) for name in replicas[0])
+    # each process drew its own windows: the identical weights come from gradient averaging
+    assert not torch.equal(*(torch.load(tmp_path / f"batch{rank}.pt") for rank in (0, 1)))
+    checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)  # written by rank 0 only
+    assert checkpoint["step"] == 6 and checkpoint["run"]["world_size"] == 2
+    assert all(torch.equal(checkpoint["model"][name], replicas[0][name]) for name in replicas[0])
+    released = Prior.load(tmp_path / "run")
+    assert released.training["step"] == 6 and released.training["world_size"] == 2
+    assert all(torch.equal(value, replicas[0][name]) for name, value in released.model.state_dict().items())
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")  # one writer: no row twice
+    assert [(row["split"], row["step"]) for row in rows] == [
+        ("train", 2), ("valid", 3), ("train", 4), ("train", 6), ("valid", 6)
+    ]  # fmt: skip

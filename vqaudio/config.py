@@ -18,10 +18,12 @@ from typing import Any, Literal, NamedTuple, TypeVar
 
 import yaml
 
+from vqaudio.errors import InputError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A recipe or saved config that does not match the dataclasses, or a value outside its declared range."""
 
 
@@ -258,7 +260,7 @@ class ModelConfig(_Checked):
         return self.bits_per_frame * self.frame_rate
 
     def validate(self) -> None:
-        """Raise ValueError when encoder, decoder and quantizer do not fit together (or make sizes beyond the
+        """Raise ConfigError (a ValueError) when encoder, decoder and quantizer do not fit together (or make sizes beyond the
         limits: the whole hop, the span of the dilated residual units)."""
         if not 1 <= self.hop_length <= MAX_HOP_LENGTH:
             raise ConfigError(
@@ -276,45 +278,45 @@ class ModelConfig(_Checked):
         dec = self.decoder
         dec_hop = (dec.istft_hop_length if dec.output == "istft" else 1) * math.prod(dec.strides)
         if dec_hop != self.hop_length:
-            raise ValueError(
+            raise ConfigError(
                 f"decoder upsamples by {dec_hop} samples per frame but the encoder hop is {self.hop_length}; "
                 "make prod(decoder.strides) (times istft_hop_length for the istft head) equal the encoder hop"
             )
         if dec.istft_phase != "direct" and dec.output != "istft":
-            raise ValueError(
+            raise ConfigError(
                 f"decoder.istft_phase={dec.istft_phase!r} needs decoder.output='istft' (a waveform head has no "
                 "phase); set decoder.output: istft or drop istft_phase"
             )
         if dec.istft_excitation != "none" and (dec.output != "istft" or dec.istft_phase != "direct"):
-            raise ValueError(
+            raise ConfigError(
                 f"decoder.istft_excitation={dec.istft_excitation!r} needs decoder.output='istft' with "
                 "istft_phase='direct'"
             )
         q = self.quantizer
         if q.kind == "group" and self.latent_dim % q.num_codebooks:
-            raise ValueError(
+            raise ConfigError(
                 f"group VQ splits latent_dim={self.latent_dim} into num_codebooks={q.num_codebooks} groups; "
                 "choose a latent_dim divisible by num_codebooks"
             )
         if q.codebook_size < 2:
-            raise ValueError(f"codebook_size must be at least 2, got {q.codebook_size}")
+            raise ConfigError(f"codebook_size must be at least 2, got {q.codebook_size}")
         if q.num_codebooks < 1:
-            raise ValueError(f"num_codebooks must be at least 1, got {q.num_codebooks}")
+            raise ConfigError(f"num_codebooks must be at least 1, got {q.num_codebooks}")
         if self.encoder.input == "mel" and self.encoder.mel_n_fft < self.encoder.mel_hop_length:
-            raise ValueError("encoder.mel_n_fft must be at least encoder.mel_hop_length")
+            raise ConfigError("encoder.mel_n_fft must be at least encoder.mel_hop_length")
         pitch = self.pitch
         if pitch.levels:
             if pitch.levels < 3 or pitch.levels > q.codebook_size:
-                raise ValueError(
+                raise ConfigError(
                     f"pitch.levels must be 0 (no pitch row) or between 3 and codebook_size={q.codebook_size}, "
                     f"got {pitch.levels}"
                 )
             if not 0 < pitch.min_f0 < pitch.max_f0 < self.sample_rate / 4:
-                raise ValueError(
+                raise ConfigError(
                     f"pitch needs 0 < min_f0 < max_f0 < sample_rate / 4, got {pitch.min_f0} and {pitch.max_f0}"
                 )
             if dec.output != "istft" or dec.istft_excitation != "harmonic":
-                raise ValueError(
+                raise ConfigError(
                     "a pitch row (pitch.levels > 0) drives the harmonic excitation: set decoder.output: istft and "
                     "decoder.istft_excitation: harmonic"
                 )

@@ -1,10 +1,24 @@
-"""User-facing errors: the CLI prints their message on one line and exits 1 (no traceback)."""
+"""User-facing errors: the CLI prints their message on one line and exits 1 (no traceback).
+
+Every error the user can cause and fix (a file, a recipe, a model, an option or argument value) is a
+``VQAudioError``; the CLI reports any other exception as a bug in vqaudio (``vqaudio.cli.main``).
+"""
 
 from __future__ import annotations
 
 
 class VQAudioError(Exception):
     """Base class: a problem with the user's input or files, not a bug."""
+
+
+class InputError(VQAudioError, ValueError):
+    """A value given to vqaudio that it cannot use: an option, a function or constructor argument, a recipe
+    field out of range, or one that does not fit the model or data it is used with (``n_q`` above the model's
+    codebooks, a speaker the prior does not know). The message says what was received, what was expected and
+    the fix.
+
+    Also a ValueError, so code that catches ValueError for a bad argument keeps working.
+    """
 
 
 SKIP_BAD_HINT = "or pass --skip-bad"

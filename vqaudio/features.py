@@ -28,6 +28,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from vqaudio.errors import InputError
+
 LOG_FLOOR = 1e-5  # log(1e-5) ~ -11.5: the value of digital silence
 
 
@@ -131,11 +133,11 @@ class LogMel(Float32Constants):
     ) -> None:
         super().__init__()
         if hop_length < 1 or n_fft < hop_length:
-            raise ValueError(
+            raise InputError(
                 f"LogMel needs 1 <= hop_length <= n_fft, got n_fft={n_fft}, hop_length={hop_length}"
             )
         if n_mels < 1:
-            raise ValueError(f"LogMel needs n_mels >= 1, got {n_mels}")
+            raise InputError(f"LogMel needs n_mels >= 1, got {n_mels}")
         self.sample_rate = sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length

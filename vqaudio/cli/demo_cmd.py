@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from vqaudio.cli.options import device_option, parse_device
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"  # package data: works from a wheel
 
 
@@ -28,6 +30,7 @@ def demo_command(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an earlier demo's --out folder (as a whole)."
     ),
+    device: str = device_option(),
 ) -> None:
     """Tokenize the example clips with the embedded model and resynthesize them."""
     from vqaudio.codec.corpus_coding import resynthesize_tokens, tokenize_corpus
@@ -41,7 +44,7 @@ def demo_command(
             f"{source}: no example clips here; pass a folder of audio files to `vqaudio demo`"
         )
     check_output(out, overwrite=overwrite, folder=True, replaceable=_demo_file, what="`vqaudio demo`")
-    tok = Tokenizer.load(model)
+    tok = Tokenizer.load(model, device=parse_device(device))
     data = (tok.training or {}).get("data", "unknown data")
     trained = f"{data.get('hours', 0):.2f} h of {data.get('source')}" if isinstance(data, dict) else str(data)
     typer.echo(f"model: {tok.name} ({tok.num_parameters / 1e6:.1f} M parameters, trained on {trained})")

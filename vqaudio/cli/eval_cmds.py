@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from vqaudio.cli.options import device_option, parse_device
+
 EVAL_HELP = (
     "Evaluate a tokenizer on a corpus and write a report folder: report.json (every number), report.md "
     "(tables), quality-vs-bitrate and codebook-usage plots, spectrograms and WAVs of a few clips.\n\n"
@@ -52,7 +54,7 @@ def eval_command(
     threads: int = typer.Option(
         0, "--threads", min=0, help="Torch threads (0: torch's default); RTFs use it."
     ),
-    device: str = typer.Option("cpu", "--device", help="Where the model runs (cpu, cuda, cuda:1, ...)."),
+    device: str = device_option(),
     seed: int = typer.Option(
         0, "--seed", help="Seed of the subset chosen by --max-utterances/--max-seconds."
     ),
@@ -69,7 +71,9 @@ def eval_command(
         None, "--language", help="Language of DATA, when known; 'en' turns on --wer."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Show a progress bar (on a terminal)."
+    ),
 ) -> None:
     """Tokenizer + baselines on DATA -> report folder OUT (help: EVAL_HELP)."""
     from vqaudio.optional import require
@@ -81,9 +85,7 @@ def eval_command(
 
     requested = _parse_n_q(n_q)
     if out.exists() and not overwrite:  # before loading anything: fail in a second, not after the run
-        raise typer.BadParameter(
-            f"{out} already exists; pass --overwrite or choose another --out", param_hint="--out"
-        )
+        raise FileExistsError(f"{out} already exists; pass --overwrite or choose another --out")
     if max_seconds is not None and max_seconds <= 0:
         raise typer.BadParameter(f"must be positive, got {max_seconds}", param_hint="--max-seconds")
     if wer and language is not None and not is_english(language):
@@ -91,12 +93,8 @@ def eval_command(
             f"--wer needs English speech (pocketsphinx ships a US English model), got --language {language}",
             param_hint="--wer",
         )
-    _check_device(device)
-    tokenizer = Tokenizer.load(model, device=device)
-    try:
-        check_n_q(tokenizer, requested)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--n-q") from exc
+    tokenizer = Tokenizer.load(model, device=parse_device(device))
+    check_n_q(tokenizer, requested)  # InputError (exit 1): an n_q this model does not serve
     options = EvalOptions(
         n_q=requested,
         max_utterances=max_utterances,
@@ -114,21 +112,6 @@ def eval_command(
     result = run_evaluation(data, tokenizer, out, options, overwrite=overwrite, model_path=model)
     typer.echo(markdown_summary(result))
     typer.echo(f"report: {out / 'report.md'}")
-
-
-def _check_device(device: str) -> None:
-    import torch
-
-    try:
-        parsed = torch.device(device)
-    except RuntimeError as exc:
-        raise typer.BadParameter(
-            f"expected cpu, cuda or cuda:N, got {device!r}", param_hint="--device"
-        ) from exc
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise typer.BadParameter(
-            "CUDA is not available on this machine; use --device cpu", param_hint="--device"
-        )
 
 
 def _parse_n_q(text: str | None) -> tuple[int, ...] | None:

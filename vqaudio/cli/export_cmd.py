@@ -81,6 +81,7 @@ def export(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Token file -> units / JSONL / HF dataset (help: EXPORT_HELP)."""
+    from vqaudio.errors import InputError
     from vqaudio.io.export import (
         check_can_export,
         import_datasets,
@@ -93,14 +94,23 @@ def export(
     from vqaudio.io.token_file import load_tokens
 
     units = format is Format.units
+    # options that contradict each other, or a malformed list: usage errors (exit 2), before anything is read
     if not units:
         given = [name for name, value in (("--layout", layout), ("--dedup", dedup)) if value]
         if given:
-            raise ValueError(f"{' and '.join(given)} only shape unit text; drop it or use --format units")
+            raise typer.BadParameter(
+                f"{' and '.join(given)} only shape unit text; drop it or use --format units"
+            )
     elif manifest is not None:
-        raise ValueError(
+        raise typer.BadParameter(
             "--manifest adds transcripts and speakers to jsonl/hf; unit text has no place for them"
         )
+    if n_q is not None and codebooks is not None:
+        raise typer.BadParameter("give --n-q (the first codebooks) or --codebooks (a list), not both")
+    try:
+        chosen = None if codebooks is None else parse_codebooks(codebooks)
+    except InputError as exc:
+        raise typer.BadParameter(str(exc)) from None
     if format is Format.hf:
         import_datasets()  # the missing extra, before any work
     check_can_export(out, format.value, overwrite)
@@ -108,7 +118,7 @@ def export(
     selection = select_rows(
         corpus.meta,
         n_q=1 if units and n_q is None and codebooks is None else n_q,
-        codebooks=None if codebooks is None else parse_codebooks(codebooks),
+        codebooks=chosen,
         pitch=(False if units else None) if pitch is None else pitch,
     )
     what = ("pitch row + " if selection.pitch_row else "") + f"codebooks {selection.codebooks}"

@@ -10,12 +10,16 @@ from typing import Any
 
 import typer
 
+from vqaudio.cli.options import TRAIN_DEVICE_HELP, device_option, parse_device, training_processes
+from vqaudio.errors import InputError
+
 log = logging.getLogger(__name__)
 
 prior_app = typer.Typer(
     name="prior",
     help="WaveNet prior over token sequences: train it, measure bits per token, sample speech from it.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # help text as written: "[n_q, frames]" is not markup
 )
 
 TRAIN_HELP = (
@@ -23,7 +27,9 @@ TRAIN_HELP = (
     "Random fixed-length windows of frames, AdamW with warm-up + cosine decay, validation in bits per token "
     "(on --valid, else on utterances held out of TOKENS), checkpoints in OUT that a rerun of the same "
     "command resumes exactly, metrics.jsonl and TensorBoard logs (OUT/tensorboard). OUT also receives the "
-    "release model (model.safetensors + config.json), naming the tokenizer (hash) the tokens came from."
+    "release model (model.safetensors + config.json), naming the tokenizer (hash) the tokens came from.\n\n"
+    "Several processes: torchrun --nproc_per_node N -m vqaudio.cli.main prior train ... (gloo on the CPU, "
+    "NCCL on CUDA); train.batch_size is per process."
 )
 EVAL_HELP = (
     "Bits per token, per frame and per second of audio of the prior (default: the embedded one) on (held-out) "
@@ -90,6 +96,7 @@ def train_command(
     threads: int | None = typer.Option(
         None, "--threads", min=0, help="Torch CPU threads (sets train.num_threads; 0: torch's default)."
     ),
+    device: str = device_option(TRAIN_DEVICE_HELP),
 ) -> None:
     from vqaudio.config import PriorRunConfig, load_yaml, parse_override, replace_path
     from vqaudio.prior.data import read_speakers
@@ -107,27 +114,32 @@ def train_command(
 
         tokenizer_hash = Tokenizer.load(tokenizer_path).hash
         if tokenizer_hash != train_set.meta.get("model_hash"):
-            raise ValueError(
+            raise InputError(
                 f"--tokenizer {tokenizer_path} has hash {tokenizer_hash[:12]}, but {tokens} was made by "
                 f"{str(train_set.meta.get('model_hash'))[:12]}; pass the tokenizer that wrote the tokens"
             )
-    try:
-        result = train_prior(
-            train_set,
-            run_config,
-            out,
-            valid=_load_token_set(valid) if valid is not None else None,
-            speaker_of=read_speakers(manifest) if manifest is not None else None,
-            force=force,
-            overwrite=overwrite,
-            progress=progress,
-            until_step=steps,
-            tokenizer_path=str(tokenizer_path.resolve()) if tokenizer_path is not None else None,
-            recipe=str(config) if config is not None else None,
-            overrides=overrides,
-        )
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    with training_processes(parse_device(device)) as (context, torch_device):
+        try:
+            result = train_prior(
+                train_set,
+                run_config,
+                out,
+                valid=_load_token_set(valid) if valid is not None else None,
+                speaker_of=read_speakers(manifest) if manifest is not None else None,
+                force=force,
+                overwrite=overwrite,
+                progress=progress,
+                until_step=steps,
+                tokenizer_path=str(tokenizer_path.resolve()) if tokenizer_path is not None else None,
+                recipe=str(config) if config is not None else None,
+                overrides=overrides,
+                device=torch_device,
+                context=context,
+            )
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+    if not context.is_main:
+        return
     valid_text = (
         ""
         if result.valid_bits_per_token is None
@@ -156,6 +168,7 @@ def eval_command(
     ),
     force: bool = typer.Option(False, "--force", help="Score tokens of another tokenizer anyway."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json-out file."),
+    device: str = device_option(),
 ) -> None:
     from vqaudio.io.atomic import atomic_path, check_output
     from vqaudio.prior import Prior
@@ -165,20 +178,20 @@ def eval_command(
 
     if json_out is not None:
         check_output(json_out, overwrite=overwrite)  # before any work
-    prior = Prior.load(prior_path)
+    prior = Prior.load(prior_path).to(parse_device(device))
     token_set = _load_token_set(tokens)
     prior.check_tokens(token_set.meta, force=force, where=str(tokens))
     utterances = validated_utterances(token_set.corpus, prior.num_codebooks, prior.codebook_size, str(tokens))
     if prior.speakers:
         if manifest is None:
-            raise ValueError(
+            raise InputError(
                 "this prior is speaker-conditioned; pass --manifest with the utterances' speakers"
             )
         index = {name: i for i, name in enumerate(prior.speakers)}
         speaker_of = read_speakers(manifest)
         unknown = sorted({speaker_of[u] for u in utterances.ids if u in speaker_of} - set(index))
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"speakers unknown to the prior: {unknown[:5]}; it knows {list(prior.speakers)[:10]}"
             )
         utterances = with_conditions(utterances, {u: index[s] for u, s in speaker_of.items() if s in index})
@@ -234,6 +247,7 @@ def sample_command(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an earlier run's OUT folder (as a whole)."
     ),
+    device: str = device_option(),
 ) -> None:
     from vqaudio.prior import Prior
     from vqaudio.prior.audio_io import (
@@ -246,10 +260,11 @@ def sample_command(
     )
 
     check_samples_folder(out, overwrite)  # before any work
-    prior = Prior.load(prior_path)
+    torch_device = parse_device(device)
+    prior = Prior.load(prior_path).to(torch_device)
     num_frames = frames_for(seconds, prior.frame_rate)
     conditions = speaker_list(prior, speaker, num_samples)
-    tokenizer = None if tokens_only else find_tokenizer(prior, tokenizer_path, force)
+    tokenizer = None if tokens_only else find_tokenizer(prior, tokenizer_path, force, device=torch_device)
     prompt_codes = None
     if prompt is not None:
         if tokenizer is None:

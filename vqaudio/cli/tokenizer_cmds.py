@@ -18,11 +18,13 @@ from typing import Any
 
 import typer
 
+from vqaudio.cli.options import device_option, parse_device
+
 log = logging.getLogger(__name__)
 
 MODEL_HELP = "Tokenizer model folder or .safetensors file (default: the model embedded in vqaudio)."
 TOKENIZE_HELP = (
-    "Turn a corpus into a token file: OUT.npy (frames x n_q codes) + OUT.index.tsv + OUT.meta.json.\n\n"
+    "Turn a corpus into a token file: OUT.npy ([frames, n_q] codes) + OUT.index.tsv + OUT.meta.json.\n\n"
     "INPUT is a folder (searched recursively for audio), one audio file, a list file (.txt/.lst/.scp) or a "
     "manifest (.tsv). Audio at other sample rates is resampled and multi-channel audio averaged to mono. "
     "Utterances are stored in sorted id order; np.load(OUT, mmap_mode='r') reads the array without vqaudio. "
@@ -40,7 +42,7 @@ INFO_HELP = (
 )
 
 
-def _load_tokenizer(model: Path | None, threads: int = 0) -> Any:
+def _load_tokenizer(model: Path | None, threads: int = 0, device: str = "cpu") -> Any:
     import torch
 
     from vqaudio.codec.tokenizer import Tokenizer
@@ -49,7 +51,7 @@ def _load_tokenizer(model: Path | None, threads: int = 0) -> Any:
     check_value("--threads", threads, THREADS)
     if threads > 0:
         torch.set_num_threads(threads)
-    return Tokenizer.load(model)
+    return Tokenizer.load(model, device=parse_device(device))
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -83,7 +85,10 @@ def tokenize(
         None, "--shard", help="K/N: tokenize every N-th utterance, starting with the K-th (1-based)."
     ),
     threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0: torch's default)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    device: str = device_option(),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Show a progress bar (on a terminal)."
+    ),
 ) -> None:
     """Corpus -> token file (help: TOKENIZE_HELP)."""
     from vqaudio.codec.corpus_coding import tokenize_corpus
@@ -93,7 +98,7 @@ def tokenize(
         raise typer.BadParameter(f"the token file must end in .npy, got {out}", param_hint="OUT")
     shard_pair = _parse_shard(shard)
     check_can_write(out, overwrite)  # before loading anything
-    tokenizer = _load_tokenizer(model, threads)
+    tokenizer = _load_tokenizer(model, threads, device)
     summary = tokenize_corpus(
         tokenizer,
         input,
@@ -125,7 +130,10 @@ def resynth(
         10.0, "--chunk-seconds", min=0.01, help="Long inputs are processed in windows of this length."
     ),
     threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0: torch's default)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    device: str = device_option(),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Show a progress bar (on a terminal)."
+    ),
 ) -> None:
     """Tokens or audio -> audio (help: RESYNTH_HELP)."""
     from vqaudio.codec.corpus_coding import resynthesize_tokens
@@ -137,7 +145,7 @@ def resynth(
 
     suffix = input.suffix.lower()
     if suffix == ".npy" or (not input.exists() and token_paths(input).array_path.exists()):
-        tokenizer = _load_tokenizer(model, threads)
+        tokenizer = _load_tokenizer(model, threads, device)
         written = resynthesize_tokens(
             tokenizer,
             input,
@@ -160,7 +168,7 @@ def resynth(
             f"{output}: the round trip output must be a .wav or .flac file", param_hint="OUTPUT"
         )
     check_output(output, overwrite=overwrite)  # before any work
-    tokenizer = _load_tokenizer(model, threads)
+    tokenizer = _load_tokenizer(model, threads, device)
     # read and written window by window: memory does not grow with the file's length
     try:
         coded = tokenizer.encode_file(input, n_q=n_q, chunk_seconds=chunk_seconds)
@@ -195,6 +203,7 @@ def info(
 ) -> None:
     """Describe a model or token file (help: INFO_HELP)."""
     from vqaudio.codec.tokenizer import DEFAULT_MODEL_DIR
+    from vqaudio.errors import InputError
     from vqaudio.io.model_file import read_meta
     from vqaudio.io.token_file import token_paths
 
@@ -231,7 +240,7 @@ def info(
             param_hint="PATH",
         )
     if usage and facts.get("kind") != "tokens":
-        raise ValueError(f"{path}: not a token file; --usage counts the codes of a token file (.npy)")
+        raise InputError(f"{path}: not a token file; --usage counts the codes of a token file (.npy)")
     typer.echo(json.dumps(facts, indent=2, default=str) if as_json else text)
 
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import typer
 
+from vqaudio.cli.options import TRAIN_DEVICE_HELP, device_option, parse_device, training_processes
+
 if TYPE_CHECKING:
     from vqaudio.config import Config, TrainConfig
     from vqaudio.data.utterance import Utterance
@@ -60,29 +62,18 @@ def train_command(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a run already in OUT."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads per process."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when available), cpu, cuda."),
+    device: str = device_option(TRAIN_DEVICE_HELP),
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help="Skip unreadable, empty, NaN/Inf or implausible audio files (each warned)."
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Show the progress bar (on a terminal)."
+    ),
 ) -> None:
-    import torch
-
     from vqaudio.codec.training import train_tokenizer
-    from vqaudio.training.distributed import init_distributed, shutdown_distributed
 
     config = _config(recipe, overrides or [], max_steps, threads)
-    if device not in ("auto", "cpu", "cuda"):
-        raise typer.BadParameter(f"--device must be auto, cpu or cuda, got {device!r}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available; use --device cpu")
-    context = init_distributed(torch.device(device))
-    try:
-        if not context.is_main:  # one voice on the console: rank 0's
-            logging.getLogger().setLevel(logging.WARNING)
-        torch_device = torch.device("cuda", context.local_rank) if device == "cuda" else torch.device("cpu")
+    with training_processes(parse_device(device)) as (context, torch_device):
         train_utterances, valid_utterances = _corpora(
             data, valid, config.train, skip_bad=skip_bad, progress=context.is_main
         )
@@ -108,8 +99,6 @@ def train_command(
             )
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
-    finally:
-        shutdown_distributed()
     if context.is_main:
         summary = f"model: {result.out} (step {result.step} of {config.train.max_steps})"
         if result.validation:

@@ -39,6 +39,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrizations, parametrize
 
+from vqaudio.errors import InputError
+
 
 class _ShapeOnlyWeightNorm(parametrizations._WeightNorm):
     """torch's weight-norm parametrization for a model built on the meta device (to read its tensor shapes):
@@ -98,7 +100,7 @@ class Conv1d(nn.Module):
         super().__init__()
         effective_kernel = (kernel_size - 1) * dilation + 1
         if effective_kernel < stride:
-            raise ValueError(
+            raise InputError(
                 f"Conv1d: effective kernel {effective_kernel} is shorter than stride {stride}, so samples "
                 "would be skipped; use kernel_size >= stride"
             )
@@ -144,7 +146,7 @@ class ConvTranspose1d(nn.Module):
     ) -> None:
         super().__init__()
         if kernel_size < stride:
-            raise ValueError(
+            raise InputError(
                 f"ConvTranspose1d: kernel_size {kernel_size} is shorter than stride {stride}, which leaves "
                 "gaps in the output; use kernel_size >= stride (2 * stride is usual)"
             )

@@ -19,7 +19,7 @@ from vqaudio.config import CHUNK_SECONDS, DEFAULT_CHUNK_SECONDS, check_value
 from vqaudio.data.batching import batch_by_length
 from vqaudio.data.corpus import load_corpus
 from vqaudio.data.utterance import Utterance
-from vqaudio.errors import AudioError, DataError, TokenFileError
+from vqaudio.errors import AudioError, DataError, InputError, TokenFileError
 from vqaudio.io.atomic import atomic_folder, check_output
 from vqaudio.io.audio import audio_info, check_audio_header, load_audio, save_audio
 from vqaudio.io.audio_stream import save_audio_blocks
@@ -87,7 +87,7 @@ def tokenize_corpus(
     """
     check_can_write(out, overwrite)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
     n_q = tokenizer.num_codebooks if n_q is None else n_q
     tokenizer.bitrate_at(n_q)  # validates n_q before any work
     check_value("chunk_seconds", chunk_seconds, CHUNK_SECONDS)
@@ -140,7 +140,7 @@ def _select_shard(
         return utterances
     index, count = shard
     if not 1 <= index <= count:
-        raise ValueError(f"shard must be K/N with 1 <= K <= N, got {index}/{count}")
+        raise InputError(f"shard must be K/N with 1 <= K <= N, got {index}/{count}")
     utterances = utterances[index - 1 :: count]
     if not utterances:
         raise DataError(f"{source}: shard {index}/{count} holds no utterance; use fewer shards")
@@ -292,7 +292,7 @@ def resynthesize_tokens(
     pitch_rows = _check_model(corpus, tokenizer, where, force)
     stored = corpus.num_codebooks - pitch_rows  # codebooks stored
     if n_q is not None and not 1 <= n_q <= stored:
-        raise ValueError(f"--n-q must be between 1 and the {stored} codebooks stored, got {n_q}")
+        raise InputError(f"--n-q must be between 1 and the {stored} codebooks stored, got {n_q}")
     corpus.validate(codebook_size=tokenizer.codebook_size)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, [out_dir / _wav_name(utt_id, where) for utt_id in corpus], overwrite)

@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import weight_norm
 
 from vqaudio.config import DiscriminatorConfig
+from vqaudio.errors import InputError
 
 LEAKY_SLOPE = 0.1
 
@@ -60,7 +61,7 @@ class PeriodDiscriminator(nn.Module):
     def __init__(self, period: int, channels: int) -> None:
         super().__init__()
         if period < 1:
-            raise ValueError(f"PeriodDiscriminator needs period >= 1, got {period}")
+            raise InputError(f"PeriodDiscriminator needs period >= 1, got {period}")
         self.period = period
         widths = [1, channels, 2 * channels, 4 * channels, 8 * channels]
         layers = [
@@ -91,7 +92,7 @@ class STFTDiscriminator(nn.Module):
     def __init__(self, n_fft: int, channels: int) -> None:
         super().__init__()
         if n_fft < 16:
-            raise ValueError(f"STFTDiscriminator needs n_fft >= 16, got {n_fft}")
+            raise InputError(f"STFTDiscriminator needs n_fft >= 16, got {n_fft}")
         self.n_fft = n_fft
         self.hop_length = n_fft // 4
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
@@ -140,7 +141,7 @@ class Discriminators(nn.Module):
         members: list[nn.Module] = [PeriodDiscriminator(p, config.period_channels) for p in config.periods]
         members += [STFTDiscriminator(n, config.stft_channels) for n in config.stft_fft_sizes]
         if not members:
-            raise ValueError(
+            raise InputError(
                 "loss.discriminator has no discriminators: give at least one of periods or stft_fft_sizes"
             )
         self.members = nn.ModuleList(members)

@@ -55,6 +55,7 @@ from torch.nn import functional as F
 
 from vqaudio.codec.conv import Conv1d, ConvGeometry
 from vqaudio.codec.pitch import MAX_F0_HZ, MIN_F0_HZ
+from vqaudio.errors import InputError
 from vqaudio.features import Float32Constants, frame_signal
 
 ENVELOPE_FLOOR = 0.01  # relative to the steady-state envelope; only the causal fade-in reaches it
@@ -111,15 +112,15 @@ class ISTFTHead(Float32Constants):
     ) -> None:
         super().__init__()
         if phase not in PHASE_MODES:
-            raise ValueError(f"ISTFTHead phase must be one of {PHASE_MODES}, got {phase!r}")
+            raise InputError(f"ISTFTHead phase must be one of {PHASE_MODES}, got {phase!r}")
         if excitation not in EXCITATIONS:
-            raise ValueError(f"ISTFTHead excitation must be one of {EXCITATIONS}, got {excitation!r}")
+            raise InputError(f"ISTFTHead excitation must be one of {EXCITATIONS}, got {excitation!r}")
         if excitation != "none" and phase != "direct":
-            raise ValueError("ISTFTHead: the harmonic excitation needs phase='direct'")
+            raise InputError("ISTFTHead: the harmonic excitation needs phase='direct'")
         if f0_input and excitation != "harmonic":
-            raise ValueError("ISTFTHead: f0_input needs excitation='harmonic'")
+            raise InputError("ISTFTHead: f0_input needs excitation='harmonic'")
         if hop_length < 1 or n_fft < 2 * hop_length:
-            raise ValueError(
+            raise InputError(
                 f"ISTFTHead needs n_fft >= 2 * hop_length so frames overlap, got n_fft={n_fft}, "
                 f"hop_length={hop_length}; raise decoder.istft_n_fft"
             )

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from vqaudio.codec.discriminators import Judgement
 from vqaudio.config import LossConfig
+from vqaudio.errors import InputError
 from vqaudio.features import LogMel
 
 MAGNITUDE_FLOOR = 1e-7  # on |X|^2: keeps sqrt and log differentiable in digital silence
@@ -67,14 +68,14 @@ class MultiResolutionSTFTLoss(nn.Module):
     ) -> None:
         super().__init__()
         if not len(fft_sizes) == len(hop_sizes) == len(win_sizes) or not fft_sizes:
-            raise ValueError(
+            raise InputError(
                 f"stft_fft_sizes, stft_hop_sizes and stft_win_sizes need one entry per resolution, got "
                 f"{list(fft_sizes)}, {list(hop_sizes)}, {list(win_sizes)}"
             )
         self.resolutions = list(zip(fft_sizes, hop_sizes, win_sizes, strict=True))
         for n_fft, hop, win in self.resolutions:
             if hop < 1 or not 1 <= win <= n_fft:
-                raise ValueError(
+                raise InputError(
                     f"STFT resolution needs hop >= 1 and 1 <= win <= n_fft, got {n_fft}/{hop}/{win}"
                 )
         for index, win in enumerate(win_sizes):
@@ -159,7 +160,7 @@ class EnvelopeCorrelationLoss(nn.Module):
         centres = self.LOWEST_CENTRE_HZ * 2 ** (torch.arange(self.NUM_BANDS) / 3)
         low, high = centres * 2 ** (-1 / 6), centres * 2 ** (1 / 6)
         if high[-1] > sample_rate / 2:
-            raise ValueError(
+            raise InputError(
                 f"EnvelopeCorrelationLoss needs a sample rate of at least 10 kHz, got {sample_rate}"
             )
         bands = ((frequencies >= low[:, None]) & (frequencies < high[:, None])).float()  # [J, F]
@@ -217,7 +218,7 @@ def mel_resolutions(config: LossConfig) -> list[tuple[int, int, int]]:
     }
     lengths = {len(v) for v in settings.values() if isinstance(v, tuple)}
     if len(lengths) > 1 or 0 in lengths:
-        raise ValueError(
+        raise InputError(
             "loss.mel_n_fft, mel_hop_length and mel_n_mels: lists must be non-empty and of one length, got "
             + ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in settings.items())
         )

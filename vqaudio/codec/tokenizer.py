@@ -48,7 +48,7 @@ from vqaudio.codec.istft import ISTFTHead
 from vqaudio.codec.vqvae import VQVAE, build_model
 from vqaudio.codec.windows import frame_map, stream_windows
 from vqaudio.config import CHUNK_SECONDS, DEFAULT_CHUNK_SECONDS, Config, check_value, from_dict, to_dict
-from vqaudio.errors import AudioError, ModelFileError
+from vqaudio.errors import AudioError, InputError, ModelFileError
 from vqaudio.io.audio import to_model_input
 from vqaudio.io.audio_stream import AudioReader
 from vqaudio.io.model_file import (
@@ -630,7 +630,7 @@ class Tokenizer:
         tensor = self._select_codebooks(tensor, n_q, "decode")
         max_samples = tensor.shape[-1] * self.hop_length
         if num_samples is not None and not 1 <= num_samples <= max_samples:
-            raise ValueError(
+            raise InputError(
                 f"decode() num_samples must be between 1 and F * hop_length = {max_samples}, "
                 f"got {num_samples}"
             )
@@ -805,7 +805,7 @@ class Tokenizer:
         self._select_codebooks(self._codes_tensor(codes[:, :1], "decode_stream")[0], n_q, "decode_stream")
         max_samples = num_frames * self.hop_length
         if num_samples is not None and not 1 <= num_samples <= max_samples:
-            raise ValueError(
+            raise InputError(
                 f"decode_stream() num_samples must be between 1 and F * hop_length = {max_samples}, "
                 f"got {num_samples}"
             )
@@ -871,7 +871,7 @@ class Tokenizer:
             or not isinstance(n_q, (int, np.integer))
             or not 1 <= n_q <= self.num_codebooks
         ):
-            raise ValueError(
+            raise InputError(
                 f"n_q must be an integer between 1 and num_codebooks={self.num_codebooks}, got {n_q!r}"
             )
 
@@ -885,7 +885,7 @@ class Tokenizer:
             or not isinstance(chunk_seconds, (int, float))
             or not chunk_seconds > 0
         ):
-            raise ValueError(f"chunk_seconds must be a positive number of seconds, got {chunk_seconds!r}")
+            raise InputError(f"chunk_seconds must be a positive number of seconds, got {chunk_seconds!r}")
         check_value("chunk_seconds", chunk_seconds, CHUNK_SECONDS)
         return max(1, round(chunk_seconds * self.frame_rate))
 
@@ -1019,7 +1019,7 @@ class Tokenizer:
         self._check_n_q(n_q)
         held = codes.shape[1] - self.pitch_rows
         if n_q > held:
-            raise ValueError(f"{caller}() n_q={n_q} but the codes hold only {held} codebooks")
+            raise InputError(f"{caller}() n_q={n_q} but the codes hold only {held} codebooks")
         return codes[:, : self.pitch_rows + n_q]
 
 

@@ -33,19 +33,15 @@ weights it starts from (--init-from, freezing, resuming) is vqaudio.codec.fine_t
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import math
-import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -74,14 +70,20 @@ from vqaudio.config import Config, ConfigError, to_dict
 from vqaudio.data.augment import Augmentation
 from vqaudio.data.crops import RandomCrops, cache_size_bytes
 from vqaudio.data.utterance import Utterance
-from vqaudio.errors import VQAudioError
+from vqaudio.devices import resolve_device
+from vqaudio.errors import InputError, VQAudioError
 from vqaudio.evaluation.codebook_stats import CodebookUsage
 from vqaudio.io.model_file import CONFIG_FILE, WEIGHTS_FILE, clean_state_dict
 from vqaudio.progress import progress_bar
 from vqaudio.training.checkpoint import CHECKPOINT_FILE, restore_rng_states, rng_states, save_checkpoint
-from vqaudio.training.distributed import SINGLE_PROCESS, DistributedContext
+from vqaudio.training.distributed import (
+    SINGLE_PROCESS,
+    DistributedContext,
+    standardise_parameter_strides,
+    wrap_for_ddp,
+)
 from vqaudio.training.logs import METRICS_FILE, TENSORBOARD_DIR, RunLog
-from vqaudio.training.run import RunFolder, TrainingRun, parameter_groups, set_learning_rate
+from vqaudio.training.run import RunFolder, TrainingRun, parameter_groups, seed_step, set_learning_rate
 from vqaudio.training.schedule import learning_rate_at
 
 log = logging.getLogger(__name__)
@@ -175,7 +177,8 @@ def train_tokenizer(
         overwrite: allow replacing a run in ``out`` (another architecture, or ``resume=False``).
         until_step: stop after this many updates (default ``train.max_steps``) without changing the learning
             rate schedule, which always runs to ``max_steps``: stopping and resuming equals one run.
-        device: where to train (under DDP with CUDA: this process's GPU).
+        device: where to train: auto, cpu, cuda or cuda:N (``vqaudio.devices.resolve_device``); under DDP
+            with CUDA this process's GPU (``vqaudio.training.distributed.process_device``).
         context: this process's place under ``torchrun`` (``vqaudio.training.distributed.init_distributed``).
         progress: show a progress bar (rank 0 only).
         skip_bad: skip audio files that fail to decode (``RandomCrops``, ``ValidationSet``) instead of stopping.
@@ -229,7 +232,7 @@ class Trainer:
         self.out = Path(out)
         self.skip_bad = skip_bad
         self.context = context
-        self.device = torch.device(device)
+        self.device = resolve_device(device)  # auto, cpu, cuda, cuda:N (checked)
         self.progress = progress and context.is_main
         self.run = dict(run or {})
         self.folder = RunFolder(self.out, RUN_FILES, RUN_REFUSAL)
@@ -257,9 +260,9 @@ class Trainer:
         self.network: nn.Module = self.model
         self.discriminator_network: nn.Module | None = self.discriminators
         if context.is_distributed:
-            self.network = _wrap_for_ddp(self.model, self.device)
+            self.network = wrap_for_ddp(self.model, self.device)
             if self.discriminators is not None:
-                self.discriminator_network = _wrap_for_ddp(self.discriminators, self.device)
+                self.discriminator_network = wrap_for_ddp(self.discriminators, self.device)
         cache, cache_bytes = self._build_data(train_utterances, valid_utterances)
         self.run_log: RunLog | None = None
         if context.is_main:
@@ -286,7 +289,7 @@ class Trainer:
         # The same initial weights on every rank (DDP also broadcasts rank 0's).
         torch.manual_seed(train.seed)
         self.model: VQVAE = build_model(config.model).to(self.device)
-        _standardise_parameter_strides(self.model)
+        standardise_parameter_strides(self.model)
         freeze(self.model, train.freeze)
         self.loss = ReconstructionLoss(config.loss, config.model.sample_rate).to(self.device)
         envelope_loss = self.loss.envelope_loss
@@ -302,7 +305,7 @@ class Trainer:
         self.discriminator_optimizer: torch.optim.Optimizer | None = None
         if config.loss.adversarial_weight > 0 or config.loss.feature_matching_weight > 0:
             self.discriminators = Discriminators(config.loss.discriminator).to(self.device)
-            _standardise_parameter_strides(self.discriminators)
+            standardise_parameter_strides(self.discriminators)
             self.discriminator_optimizer = torch.optim.AdamW(
                 parameter_groups(self.discriminators, train.weight_decay),
                 lr=train.discriminator_learning_rate or train.learning_rate,
@@ -365,7 +368,7 @@ class Trainer:
         train = self.config.train
         stop = train.max_steps if until_step is None else until_step
         if not 0 <= stop <= train.max_steps:
-            raise ValueError(
+            raise InputError(
                 f"until_step must be between 0 and train.max_steps={train.max_steps}, got {until_step}; "
                 "raise train.max_steps (--max-steps) to train longer"
             )
@@ -397,7 +400,7 @@ class Trainer:
                     started = time.perf_counter()
                     batch = next(batches)
                     waited = time.perf_counter() - started
-                    _seed_step(train.seed, self.context.rank, self.step)
+                    seed_step(train.seed, self.context.rank, self.step)
                     result = self.train_step(batch)
                     elapsed = time.perf_counter() - started
                     audio_seconds = batch.shape[0] * batch.shape[1] / self.config.model.sample_rate
@@ -783,33 +786,3 @@ def _duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
     return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
-
-
-def _seed_step(seed: int, rank: int, step: int) -> None:
-    """Seed the global generators from (seed, rank, step): a step's randomness does not depend on history."""
-    words = np.random.SeedSequence([seed, rank, step]).generate_state(4)  # 4 x uint32
-    torch.manual_seed((int(words[0]) << 32) | int(words[1]))
-    np.random.seed(int(words[2]))
-    random.seed(int(words[3]))
-
-
-def _wrap_for_ddp(model: nn.Module, device: torch.device) -> DistributedDataParallel:
-    """DDP without the per-step buffer broadcast: the quantizers all-reduce their own statistics."""
-    options: dict[str, Any] = {"device_ids": [device.index] if device.type == "cuda" else None}
-    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
-        options["forward_sync_buffers"] = False  # torch >= 2.13 (buffers are still synced once, at init)
-    else:
-        options["broadcast_buffers"] = False
-    return DistributedDataParallel(model, **options)
-
-
-def _standardise_parameter_strides(model: nn.Module) -> None:
-    """Give every parameter row-major strides.
-
-    Some ops leave odd strides on size-1 dimensions (e.g. [1, 32, 1] with strides (1, 1, 1)); autograd then
-    produces gradients with the standard strides and DDP warns that they do not match its buckets.
-    """
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.stride() != torch.empty(parameter.shape).stride():
-                parameter.data = parameter.data.clone(memory_format=torch.contiguous_format)

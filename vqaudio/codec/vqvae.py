@@ -36,6 +36,7 @@ from vqaudio.codec.quantization.base import QuantizerOutput
 from vqaudio.codec.quantization.vq import check_codes
 from vqaudio.codec.seanet import SEANetDecoder, SEANetEncoder
 from vqaudio.config import ModelConfig
+from vqaudio.errors import InputError
 from vqaudio.features import LogMel
 
 
@@ -181,7 +182,7 @@ class VQVAE(nn.Module):
 
     def _check_n_q(self, n_q: int | None) -> None:
         if n_q is not None and not 1 <= n_q <= self.num_codebooks:
-            raise ValueError(f"n_q must be between 1 and num_codebooks={self.num_codebooks}, got {n_q}")
+            raise InputError(f"n_q must be between 1 and num_codebooks={self.num_codebooks}, got {n_q}")
 
     # ----------------------------------------------------------------------------------------------
     # Forward, encode, decode
@@ -255,7 +256,7 @@ class VQVAE(nn.Module):
         num_frames = codes.shape[2]
         max_samples = num_frames * self.hop_length
         if num_samples is not None and not 1 <= num_samples <= max_samples:
-            raise ValueError(
+            raise InputError(
                 f"num_samples must be between 1 and F * hop_length = {max_samples}, got {num_samples}"
             )
         if self.pitch_rows:
@@ -333,7 +334,7 @@ class VQVAE(nn.Module):
             codes, self.codebook_size, self.pitch_rows + 1, self.pitch_rows + self.num_codebooks, caller
         )
         if self.pitch_rows and int(codes[:, 0].max()) >= self.config.pitch.levels:
-            raise ValueError(
+            raise InputError(
                 f"{caller} got pitch codes up to {int(codes[:, 0].max())} but the pitch row has "
                 f"{self.config.pitch.levels} levels; were the codes made by another model?"
             )

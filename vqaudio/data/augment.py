@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
+from vqaudio.config import ConfigError
+
 # Extra source samples resampled on each side of a crop so that the resampler's edge transients fall outside.
 EDGE_SAMPLES = 64
 
@@ -33,13 +35,13 @@ class Augmentation:
     def __post_init__(self) -> None:
         low, high = self.speed
         if not 0.5 <= low <= high <= 2.0:
-            raise ValueError(
+            raise ConfigError(
                 f"train.speed_perturbation must be [low, high] with 0.5 <= low <= high <= 2, got {list(self.speed)}; "
                 "[0.9, 1.1] is the usual range, [1, 1] turns it off"
             )
         low, high = self.gain_db
         if not -60.0 <= low <= high <= 60.0:
-            raise ValueError(
+            raise ConfigError(
                 f"train.gain_perturbation_db must be [low, high] in dB with low <= high, got {list(self.gain_db)}; "
                 "e.g. [-10, 6], or [0, 0] to turn it off"
             )

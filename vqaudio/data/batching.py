@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from vqaudio.errors import InputError
+
 
 def batch_by_length(
     lengths: Sequence[int],
@@ -31,14 +33,14 @@ def batch_by_length(
         ordered longest first.
     """
     if max_batch_size < 1:
-        raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        raise InputError(f"max_batch_size must be at least 1, got {max_batch_size}")
     if max_batch_samples is not None and max_batch_samples < 1:
-        raise ValueError(
+        raise InputError(
             f"max_batch_samples must be at least 1 (or None for no limit), got {max_batch_samples}"
         )
     for index, length in enumerate(lengths):
         if isinstance(length, bool) or int(length) != length or length < 0:
-            raise ValueError(f"lengths[{index}] must be a non-negative integer, got {length!r}")
+            raise InputError(f"lengths[{index}] must be a non-negative integer, got {length!r}")
     order = sorted(range(len(lengths)), key=lambda index: (-int(lengths[index]), index))
     batches: list[list[int]] = []
     current: list[int] = []

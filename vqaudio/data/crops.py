@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from vqaudio.data.augment import Augmentation, perturb, source_samples
 from vqaudio.data.utterance import Utterance
-from vqaudio.errors import AudioError, DataError
+from vqaudio.errors import AudioError, DataError, InputError
 from vqaudio.io.audio import load_audio
 from vqaudio.progress import progress_bar
 
@@ -93,7 +93,7 @@ class RandomCrops(Dataset[torch.Tensor]):
         if not utterances:
             raise DataError("no training utterances; pass a --data corpus with at least one audio file")
         if segment_samples < 1 or batch_size < 1:
-            raise ValueError(
+            raise InputError(
                 f"segment_samples and batch_size must be at least 1, got {segment_samples} and {batch_size}"
             )
         self.skip_bad = skip_bad

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from vqaudio.data.corpus import Utterance, fill_headers, load_corpus, sort_and_check
 from vqaudio.data.manifest import write_manifest
-from vqaudio.errors import DataError
+from vqaudio.errors import DataError, InputError
 from vqaudio.io.atomic import OutputFiles, check_output
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def split_by_speaker(utterances: Sequence[Utterance], dev: float, test: float, s
         DataError: too few speakers to hold out the requested splits and keep some for training.
     """
     if not (0 <= dev < 1 and 0 <= test < 1 and dev + test < 1):
-        raise ValueError(f"held-out fractions must be in [0, 1) with sum < 1, got dev={dev}, test={test}")
+        raise InputError(f"held-out fractions must be in [0, 1) with sum < 1, got dev={dev}, test={test}")
     known = all(utt.seconds is not None for utt in utterances)
     groups: dict[str, list[Utterance]] = defaultdict(list)
     for utt in utterances:

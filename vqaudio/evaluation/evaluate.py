@@ -32,7 +32,7 @@ import torch
 from vqaudio._version import __version__
 from vqaudio.config import THREADS, check_value
 from vqaudio.data import load_corpus
-from vqaudio.errors import AudioError, DataError
+from vqaudio.errors import AudioError, DataError, InputError
 from vqaudio.evaluation.alignment import align_to_reference
 from vqaudio.evaluation.baselines import BaselineError, default_baselines, run_baseline
 from vqaudio.evaluation.codebook_stats import code_histograms, usage_from_histograms
@@ -89,17 +89,17 @@ def check_n_q(tokenizer: Tokenizer, n_q: tuple[int, ...] | None) -> tuple[tuple[
     num_codebooks = tokenizer.num_codebooks
     values = sorted(set(n_q))
     if not values:
-        raise ValueError("n_q got no values; pass e.g. 1,2,4,8, or None for every served bitrate")
+        raise InputError("n_q got no values; pass e.g. 1,2,4,8, or None for every served bitrate")
     bad = [value for value in values if not 1 <= value <= num_codebooks]
     if bad:
-        raise ValueError(
+        raise InputError(
             f"n_q {','.join(map(str, values))}: {bad} outside 1..{num_codebooks} (the model has "
             f"{num_codebooks} codebooks)"
         )
     quantizer = tokenizer.config.model.quantizer
     notes = []
     if quantizer.kind == "group" and values != [num_codebooks]:
-        raise ValueError(
+        raise InputError(
             f"n_q {','.join(map(str, values))}: a group VQ model decodes only with all {num_codebooks} "
             f"codebooks (each holds part of the latent); use {num_codebooks} or leave n_q out"
         )
@@ -439,16 +439,16 @@ def is_english(language: str) -> bool:
 
 def _check_options(options: EvalOptions) -> None:
     if options.wer and options.language is not None and not is_english(options.language):
-        raise ValueError(
+        raise InputError(
             f"--wer needs English speech (pocketsphinx ships a US English model), got --language "
             f"{options.language}; leave out --wer"
         )
     if options.max_utterances is not None and options.max_utterances < 1:
-        raise ValueError(f"--max-utterances must be at least 1, got {options.max_utterances}")
+        raise InputError(f"--max-utterances must be at least 1, got {options.max_utterances}")
     if options.max_seconds is not None and not options.max_seconds > 0:
-        raise ValueError(f"--max-seconds must be positive, got {options.max_seconds}")
+        raise InputError(f"--max-seconds must be positive, got {options.max_seconds}")
     if options.num_examples < 0:
-        raise ValueError(f"num_examples must be >= 0, got {options.num_examples}")
+        raise InputError(f"num_examples must be >= 0, got {options.num_examples}")
     check_value("--threads", options.threads, THREADS)  # 0: torch's default
 
 

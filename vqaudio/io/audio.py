@@ -30,7 +30,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from vqaudio.errors import AudioError
+from vqaudio.errors import AudioError, InputError
 from vqaudio.io.atomic import atomic_path
 from vqaudio.io.inputs import regular_file_problem
 
@@ -63,7 +63,7 @@ def max_seconds() -> float:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{MAX_SECONDS_VARIABLE} must be a positive number of seconds, got {text!r}")
+        raise InputError(f"{MAX_SECONDS_VARIABLE} must be a positive number of seconds, got {text!r}")
     return value
 
 

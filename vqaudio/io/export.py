@@ -39,7 +39,7 @@ from typing import Any, NamedTuple, TextIO
 import numpy as np
 
 from vqaudio._version import __version__
-from vqaudio.errors import TokenFileError
+from vqaudio.errors import InputError, TokenFileError
 from vqaudio.io.atomic import (
     OutputFiles,
     atomic_folder,
@@ -124,25 +124,25 @@ def select_rows(
         " after a pitch row" if pitch_rows else " and no pitch row"
     )
     if n_q is not None and codebooks is not None:
-        raise ValueError("give --n-q (the first codebooks) or --codebooks (a list), not both")
+        raise InputError("give --n-q (the first codebooks) or --codebooks (a list), not both")
     if n_q is not None:
         if not 1 <= n_q <= stored:
-            raise ValueError(f"--n-q must be between 1 and {stored}, got {n_q}: {holds}")
+            raise InputError(f"--n-q must be between 1 and {stored}, got {n_q}: {holds}")
         chosen = list(range(n_q))
     elif codebooks is not None:
         chosen = [int(number) for number in codebooks]
         bad = [number for number in chosen if not 0 <= number < stored]
         if bad:
-            raise ValueError(f"--codebooks {','.join(map(str, chosen))}: no codebook {bad[0]}; {holds}")
+            raise InputError(f"--codebooks {','.join(map(str, chosen))}: no codebook {bad[0]}; {holds}")
         if len(set(chosen)) != len(chosen):
-            raise ValueError(f"--codebooks {','.join(map(str, chosen))} names a codebook twice")
+            raise InputError(f"--codebooks {','.join(map(str, chosen))} names a codebook twice")
     else:
         chosen = list(range(stored))
     if pitch and not pitch_rows:
-        raise ValueError(f"--pitch: {holds}; drop --pitch")
+        raise InputError(f"--pitch: {holds}; drop --pitch")
     with_pitch = bool(pitch_rows) if pitch is None else bool(pitch)
     if not chosen and not with_pitch:
-        raise ValueError(f"nothing to export: no codebook and no pitch row selected; {holds}")
+        raise InputError(f"nothing to export: no codebook and no pitch row selected; {holds}")
     rows = ([0] if with_pitch else []) + [pitch_rows + number for number in chosen]
     return RowSelection(rows, with_pitch, chosen)
 
@@ -152,7 +152,7 @@ def parse_codebooks(text: str) -> list[int]:
     try:
         numbers = [int(part) for part in text.split(",")]
     except ValueError:
-        raise ValueError(
+        raise InputError(
             f"--codebooks takes codebook numbers separated by commas (0-based, e.g. 0,1), got {text!r}"
         ) from None
     return numbers
@@ -178,7 +178,7 @@ def units_from_codes(
     _check_layout(layout)
     codes = np.asarray(codes, dtype=np.int64)
     if codes.ndim != 2 or codes.shape[1] < 1:
-        raise ValueError(f"expected codes [rows, frames >= 1], got shape {codes.shape}")
+        raise InputError(f"expected codes [rows, frames >= 1], got shape {codes.shape}")
     durations = None
     if dedup:
         changes = np.ones(codes.shape[1], dtype=bool)
@@ -209,7 +209,7 @@ def codes_from_units(
     _check_layout(layout)
     units = np.asarray(units, dtype=np.int64)
     if units.ndim != 1 or units.size == 0 or units.size % num_rows:
-        raise ValueError(f"{units.size} units are not a whole number of frames of {num_rows} rows")
+        raise InputError(f"{units.size} units are not a whole number of frames of {num_rows} rows")
     codes = units.reshape(-1, num_rows).T.copy()  # [R, F']
     if layout == "flat":
         codes -= codebook_size * np.arange(num_rows, dtype=np.int64)[:, None]
@@ -218,23 +218,23 @@ def codes_from_units(
         row, frame = (int(value[0]) for value in np.nonzero(bad))
         unit = int(units[frame * num_rows + row])
         low = row * codebook_size if layout == "flat" else 0
-        raise ValueError(
+        raise InputError(
             f"unit {unit} (frame {frame}, row {row}) is outside [{low}, {low + codebook_size}), the range of "
             f"its row in the {layout} layout"
         )
     if durations is not None:
         lengths = np.asarray(durations, dtype=np.int64)
         if lengths.shape != (codes.shape[1],):
-            raise ValueError(f"{lengths.size} durations for {codes.shape[1]} frames; expected one per frame")
+            raise InputError(f"{lengths.size} durations for {codes.shape[1]} frames; expected one per frame")
         if lengths.min() < 1:
-            raise ValueError(f"durations must be at least 1 frame, got {int(lengths.min())}")
+            raise InputError(f"durations must be at least 1 frame, got {int(lengths.min())}")
         codes = np.repeat(codes, lengths, axis=1)
     return codes
 
 
 def _check_layout(layout: str) -> None:
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        raise InputError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def check_can_export(out: str | Path, format: str, overwrite: bool) -> list[Path
     if format == "hf":
         what = "`vqaudio export --format hf`"
         return [check_output(out, overwrite=overwrite, folder=True, replaceable=_hf_file, what=what)]
-    raise ValueError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
+    raise InputError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
 
 
 def write_units(

@@ -33,7 +33,7 @@ import torch
 
 from vqaudio._version import __version__
 from vqaudio.config import ConfigError, check_token_meta
-from vqaudio.errors import TokenFileError
+from vqaudio.errors import InputError, TokenFileError
 from vqaudio.io.atomic import OutputFiles, check_output, writing_to
 from vqaudio.io.inputs import read_text, tsv_field_problem, utterance_id_problem
 
@@ -96,7 +96,7 @@ def check_can_write(path: str | Path, overwrite: bool) -> TokenPaths:
     folder or the folder cannot be written. Temporaries a killed run left beside them are removed."""
     paths = token_paths(path)
     if Path(path).suffix != ".npy":
-        raise ValueError(f"{path}: a token file name must end in .npy (e.g. tokens/train.npy)")
+        raise InputError(f"{path}: a token file name must end in .npy (e.g. tokens/train.npy)")
     for output in paths:
         check_output(output, overwrite=overwrite)
     return paths
@@ -137,7 +137,7 @@ class TokenFileWriter:
     ) -> None:
         self.paths = check_can_write(path, overwrite)
         if num_codebooks < 1 or codebook_size < 2:
-            raise ValueError(
+            raise InputError(
                 f"need num_codebooks >= 1 and codebook_size >= 2, got {num_codebooks}, {codebook_size}"
             )
         self.overwrite = overwrite
@@ -183,25 +183,25 @@ class TokenFileWriter:
             codes = codes.detach().cpu().numpy()
         codes = np.asarray(codes)
         if codes.ndim != 2 or codes.shape[0] != self.num_codebooks or codes.shape[1] < 1:
-            raise ValueError(
+            raise InputError(
                 f"{utt_id}: expected codes [n_q={self.num_codebooks}, frames >= 1], got shape {codes.shape}"
             )
         if not np.issubdtype(codes.dtype, np.integer):
             raise TypeError(f"{utt_id}: expected integer codes, got {codes.dtype}")
         if codes.min() < 0 or codes.max() >= self.codebook_size:
-            raise ValueError(
+            raise InputError(
                 f"{utt_id}: codes in [{codes.min()}, {codes.max()}] outside [0, {self.codebook_size})"
             )
         problem = utterance_id_problem(utt_id)
         if problem is not None:
-            raise ValueError(f"utterance id {utt_id!r} ({source_path}) {problem}")
+            raise InputError(f"utterance id {utt_id!r} ({source_path}) {problem}")
         problem = tsv_field_problem(str(source_path)) if str(source_path) else "is empty"
         if problem is not None:
-            raise ValueError(
+            raise InputError(
                 f"{utt_id}: the path {str(source_path)!r} {problem}; the TSV index cannot store it"
             )
         if utt_id in self._records:
-            raise ValueError(
+            raise InputError(
                 f"duplicate utterance id {utt_id!r} ({self._records[utt_id][0]} and {source_path})"
             )
         with writing_to(self.paths.array_path):

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.config import SAMPLE_SECONDS, check_value
-from vqaudio.errors import AudioError, ModelFileError
+from vqaudio.errors import AudioError, InputError, ModelFileError
 from vqaudio.io.atomic import atomic_folder, atomic_path, check_output
 from vqaudio.io.audio import load_one_file, save_audio
 from vqaudio.io.token_file import TokenFileWriter, token_paths
@@ -30,13 +30,19 @@ log = logging.getLogger(__name__)
 SAMPLES_INFO = "samples.json"
 
 
-def find_tokenizer(prior: Prior, override: str | Path | None = None, force: bool = False) -> Any:
+def find_tokenizer(
+    prior: Prior,
+    override: str | Path | None = None,
+    force: bool = False,
+    device: str | torch.device = "cpu",
+) -> Any:
     """The tokenizer whose codes the prior models.
 
     Args:
         prior: the prior.
         override: a tokenizer model path that replaces the search.
         force: accept ``override`` even when its hash differs from the prior's tokenizer.
+        device: where the tokenizer runs.
     Returns:
         a ``vqaudio.codec.tokenizer.Tokenizer``.
     Raises:
@@ -44,7 +50,7 @@ def find_tokenizer(prior: Prior, override: str | Path | None = None, force: bool
     """
     wanted = prior.tokenizer_hash
     if override is not None:
-        tokenizer = Tokenizer.load(override)
+        tokenizer = Tokenizer.load(override, device=device)
         if tokenizer.hash != wanted and not force:
             raise ModelFileError(
                 f"{override}: tokenizer hash {tokenizer.hash[:12]} differs from the one the prior was "
@@ -57,7 +63,7 @@ def find_tokenizer(prior: Prior, override: str | Path | None = None, force: bool
     for candidate in [c for c in candidates if c and Path(c).exists()] + [None]:
         label = candidate or "the embedded default tokenizer"
         try:
-            tokenizer = Tokenizer.load(candidate)
+            tokenizer = Tokenizer.load(candidate, device=device)
         except ModelFileError as exc:
             tried.append(f"{label}: not installed" if candidate is None else f"{label}: {exc}")
             continue
@@ -80,14 +86,14 @@ def encode_prompt(tokenizer: Any, path: str | Path, prior: Prior, seconds: float
     first ``n_q`` (the coarse ones the prior models).
 
     Raises:
-        AudioError: unreadable audio, or shorter than ``seconds``; ValueError: fewer codebooks than the prior.
+        AudioError: unreadable audio, or shorter than ``seconds``; InputError: fewer codebooks than the prior.
     """
     wav = load_one_file(path, tokenizer.sample_rate)
     if seconds is not None:
         check_value("--prompt-seconds", seconds, SAMPLE_SECONDS)
         wanted = round(seconds * tokenizer.sample_rate)
         if wanted < 1:
-            raise ValueError(f"--prompt-seconds must be positive, got {seconds}")
+            raise InputError(f"--prompt-seconds must be positive, got {seconds}")
         if wanted > wav.shape[0]:
             raise AudioError(
                 f"{path}: the prompt is {wav.shape[0] / tokenizer.sample_rate:.2f} s long, shorter than the "
@@ -95,7 +101,7 @@ def encode_prompt(tokenizer: Any, path: str | Path, prior: Prior, seconds: float
             )
         wav = wav[:wanted]
     if tokenizer.num_codebooks < prior.num_codebooks:
-        raise ValueError(
+        raise InputError(
             f"the tokenizer gives {tokenizer.num_codebooks} codebooks, the prior models {prior.num_codebooks}"
         )
     # n_q < num_codebooks keeps the coarse residual stages; the tokenizer refuses it for grouped VQ
@@ -273,10 +279,10 @@ def speaker_list(prior: Prior, speaker: str | None, count: int) -> Sequence[str]
     """Conditioning for ``count`` samples: the named speaker for all, or an error naming the choices."""
     if not prior.speakers:
         if speaker is not None:
-            raise ValueError("this prior was trained without speaker conditioning; drop --speaker")
+            raise InputError("this prior was trained without speaker conditioning; drop --speaker")
         return None
     if speaker is None:
-        raise ValueError(
+        raise InputError(
             f"this prior is conditioned on {len(prior.speakers)} speakers; pass --speaker NAME, one of "
             f"{', '.join(prior.speakers[:10])}{', ...' if len(prior.speakers) > 10 else ''}"
         )

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from vqaudio.data.manifest import read_manifest
-from vqaudio.errors import DataError, TokenFileError
+from vqaudio.errors import DataError, InputError, TokenFileError
 
 
 class Utterances(NamedTuple):
@@ -131,29 +131,44 @@ class Batch(NamedTuple):
 
 
 class WindowSampler:
-    """Random fixed-length windows of frames from a corpus, reproducible from its generator state.
+    """Random fixed-length windows of frames from a corpus.
+
+    ``sample(step)`` draws the batch of optimizer step ``step`` from a generator seeded by (seed, rank, step),
+    so a batch depends on nothing but those three: resuming at a step is exact, and under DDP every process
+    (rank) draws its own windows. ``sample()`` draws the next batch of the running generator instead.
 
     Args:
         utterances: the training corpus.
         window_frames: frames per window.
         batch_size: windows per batch.
-        seed: seeds the private generator (saved and restored for exact resume).
+        seed: seeds the private generator.
+        rank: this process's rank under DDP (0 alone).
     """
 
-    def __init__(self, utterances: Utterances, window_frames: int, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, utterances: Utterances, window_frames: int, batch_size: int, seed: int, rank: int = 0
+    ) -> None:
         if window_frames < 1 or batch_size < 1:
-            raise ValueError(
+            raise InputError(
                 f"window_frames and batch_size must be positive, got {window_frames}, {batch_size}"
             )
         self.utterances = utterances
         self.window_frames = window_frames
         self.batch_size = batch_size
+        self.seed, self.rank = seed, rank
         lengths = np.array([codes.shape[1] for codes in utterances.codes], dtype=np.int64)
         self.cumulative = torch.from_numpy(np.cumsum(lengths))  # frame index -> utterance by searchsorted
         self.generator = torch.Generator().manual_seed(seed)
 
-    def sample(self) -> Batch:
-        """One batch of windows; utterance chosen in proportion to length, start uniform inside it."""
+    def sample(self, step: int | None = None) -> Batch:
+        """One batch of windows; utterance chosen in proportion to length, start uniform inside it.
+
+        Args:
+            step: the optimizer step the batch is for (seeds the generator); None continues its stream.
+        """
+        if step is not None:
+            words = np.random.SeedSequence([self.seed, self.rank, step]).generate_state(2)  # 2 x uint32
+            self.generator.manual_seed((int(words[0]) << 32) | int(words[1]))
         total = int(self.cumulative[-1])
         frames = torch.randint(0, total, (self.batch_size,), generator=self.generator)
         chosen = torch.searchsorted(self.cumulative, frames, right=True).tolist()

@@ -37,7 +37,8 @@ from vqaudio.config import (
     from_dict,
     to_dict,
 )
-from vqaudio.errors import ModelFileError, TokenFileError
+from vqaudio.devices import resolve_device
+from vqaudio.errors import InputError, ModelFileError, TokenFileError
 from vqaudio.io.model_file import (
     WEIGHTS_FILE,
     ExpectedTensors,
@@ -210,7 +211,7 @@ class Prior:
                 hash is that of the stored tensors.
         """
         if weights_dtype not in WEIGHTS_DTYPES:
-            raise ValueError(f"weights_dtype must be one of {sorted(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
+            raise InputError(f"weights_dtype must be one of {sorted(WEIGHTS_DTYPES)}, got {weights_dtype!r}")
         folder = Path(folder)
         dtype = WEIGHTS_DTYPES[weights_dtype]
         state_dict = {
@@ -219,7 +220,7 @@ class Prior:
         }
         overflow = [key for key, tensor in state_dict.items() if not bool(torch.isfinite(tensor).all())]
         if overflow:  # float16 tops out at 65504
-            raise ValueError(
+            raise InputError(
                 f"{overflow[0]} holds values that {weights_dtype} cannot represent (or were not finite to begin "
                 'with); save with weights_dtype="float32"'
             )
@@ -253,8 +254,9 @@ class Prior:
         return self.model.start.device
 
     def to(self, device: str | torch.device) -> Prior:
-        """Move the network to ``device``; returns self. Sampling draws its random numbers on the CPU."""
-        self.model.to(device)
+        """Move the network to ``device`` (auto, cpu, cuda, cuda:N: ``vqaudio.devices.resolve_device``);
+        returns self. Sampling draws its random numbers on the CPU."""
+        self.model.to(resolve_device(device))
         return self
 
     # ------------------------------------------------------------------------------------------------
@@ -304,10 +306,10 @@ class Prior:
             is batched.
         """
         if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames < 0:
-            raise ValueError(f"n_frames must be a non-negative integer, got {n_frames!r}")
+            raise InputError(f"n_frames must be a non-negative integer, got {n_frames!r}")
         most = round(SAMPLE_SECONDS.high * self.frame_rate)
         if n_frames > most:
-            raise ValueError(
+            raise InputError(
                 f"n_frames={n_frames} is more than the {most} frames ({SAMPLE_SECONDS.high:g} s at "
                 f"{self.frame_rate:g} Hz) allowed; generate in parts, continuing each as a prompt"
             )
@@ -316,9 +318,9 @@ class Prior:
         if seed is not None:
             check_value("seed", seed, Range(-(2**63), 2**63 - 1))  # a torch generator's seed is 64-bit
         if not (temperature >= 0 and math.isfinite(temperature)):
-            raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+            raise InputError(f"temperature must be a finite number >= 0, got {temperature}")
         if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be at least 1 (or None for no truncation), got {top_k}")
+            raise InputError(f"top_k must be at least 1 (or None for no truncation), got {top_k}")
         batched = num_samples is not None
         if prompt is None:
             batch = torch.zeros(num_samples or 1, self.num_codebooks, 0, dtype=torch.long, device=self.device)
@@ -327,13 +329,13 @@ class Prior:
             batched = batched or torch.as_tensor(prompt).dim() == 3
             if num_samples is not None and batch.shape[0] != num_samples:
                 if batch.shape[0] != 1:
-                    raise ValueError(
+                    raise InputError(
                         f"num_samples={num_samples} but the prompt holds {batch.shape[0]} sequences; pass "
                         "one prompt [n_q, P] (continued num_samples times) or one per sample"
                     )
                 batch = batch.expand(num_samples, -1, -1)
         if batch.shape[2] + n_frames == 0:
-            raise ValueError("nothing to generate: n_frames is 0 and there is no prompt")
+            raise InputError("nothing to generate: n_frames is 0 and there is no prompt")
         ids = self._condition_ids(condition, batch.shape[0])
         generator = torch.Generator()
         if seed is None:
@@ -352,12 +354,12 @@ class Prior:
         if tensor.dim() == 2:
             tensor = tensor[None]
         if tensor.dim() != 3 or tensor.shape[1] != self.num_codebooks:
-            raise ValueError(
+            raise InputError(
                 f"{name} must be [n_q, frames] or [batch, n_q, frames] with n_q={self.num_codebooks}, "
                 f"got shape {tuple(tensor.shape)}"
             )
         if tensor.numel() and (tensor.min() < 0 or tensor.max() >= self.codebook_size):
-            raise ValueError(
+            raise InputError(
                 f"{name} holds codes {int(tensor.min())}..{int(tensor.max())}, "
                 f"outside [0, {self.codebook_size}); "
                 "were they made by another tokenizer or with another codebook size?"
@@ -383,12 +385,12 @@ class Prior:
             if isinstance(item, str):
                 if item not in self.speakers:
                     known = ", ".join(self.speakers[:10]) or "none: the prior is unconditioned"
-                    raise ValueError(f"unknown speaker {item!r}; the prior knows {known}")
+                    raise InputError(f"unknown speaker {item!r}; the prior knows {known}")
                 ids.append(self.speakers.index(item))
             else:
                 ids.append(int(item))
         if len(ids) != batch_size:
-            raise ValueError(
+            raise InputError(
                 f"got {len(ids)} conditions for {batch_size} sequences; pass one, or one per sequence"
             )
         return torch.tensor(ids, dtype=torch.long, device=self.device)

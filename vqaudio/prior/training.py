@@ -5,9 +5,14 @@ teacher-forced in one pass (van den Oord et al., 2016). AdamW (Loshchilov & Hutt
 package's warm-up + cosine schedule (``vqaudio.training.schedule``), gradient clipping, held-out validation in
 bits per token, and checkpoints that resume exactly: weights, optimizer, step, global RNGs and the window
 sampler's generator are all restored (``vqaudio.training.checkpoint``), so an interrupted run continues
-with the same batches as an uninterrupted one. The run folder, checkpoints on exit and on Ctrl-C / SIGTERM,
-the logs and the schedule are vqaudio.training's (shared with the tokenizer's trainer); this module holds the
-prior's step and its validation.
+with the same batches as an uninterrupted one: the batch and the dropout of a step come from generators
+seeded by (seed, rank, step). The run folder, checkpoints on exit and on Ctrl-C / SIGTERM, the logs, the
+schedule and data-parallel training are vqaudio.training's (shared with the tokenizer's trainer); this module
+holds the prior's step and its validation.
+
+Devices: the CPU or a GPU (``device``). Several processes: under ``torchrun`` (``context``, see
+vqaudio.training.distributed) each process draws its own windows, DDP averages the gradients, and rank 0
+alone validates and writes the run folder.
 
 Files in the run folder ``OUT``::
 
@@ -35,8 +40,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vqaudio.config import PriorRunConfig, to_dict
+from vqaudio.devices import resolve_device
 from vqaudio.errors import DataError, TokenFileError
-from vqaudio.io.model_file import CONFIG_FILE, WEIGHTS_FILE
+from vqaudio.io.model_file import CONFIG_FILE, WEIGHTS_FILE, clean_state_dict
 from vqaudio.prior.data import (
     Utterances,
     WindowSampler,
@@ -51,8 +57,15 @@ from vqaudio.prior.prior import Prior, token_stream
 from vqaudio.prior.wavenet import WaveNetPrior
 from vqaudio.progress import progress_bar
 from vqaudio.training.checkpoint import CHECKPOINT_FILE, restore_rng_states, rng_states, save_checkpoint
+from vqaudio.training.distributed import (
+    SINGLE_PROCESS,
+    DistributedContext,
+    barrier,
+    standardise_parameter_strides,
+    wrap_for_ddp,
+)
 from vqaudio.training.logs import METRICS_FILE, TENSORBOARD_DIR, RunLog
-from vqaudio.training.run import RunFolder, TrainingRun, parameter_groups, set_learning_rate
+from vqaudio.training.run import RunFolder, TrainingRun, parameter_groups, seed_step, set_learning_rate
 from vqaudio.training.schedule import learning_rate_at
 
 log = logging.getLogger(__name__)
@@ -102,8 +115,11 @@ def resolve_config(config: PriorRunConfig, stream: Mapping[str, Any], num_speake
     return dataclasses.replace(config, prior=prior)
 
 
-def window_loss(model: WaveNetPrior, codes: Tensor, mask: Tensor, conditions: Tensor | None) -> Tensor:
-    """Mean negative log-likelihood (nats per token) of a batch of windows, padding excluded."""
+def window_loss(model: nn.Module, codes: Tensor, mask: Tensor, conditions: Tensor | None) -> Tensor:
+    """Mean negative log-likelihood (nats per token) of a batch of windows, padding excluded.
+
+    ``model``: a ``WaveNetPrior`` (or its DDP wrapper); ``codes`` [B, K, W], ``mask`` [B, W] on its device.
+    """
     logits = model(codes, conditions)  # [B, K, W, V]
     nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1), reduction="none")
     nats = nats.view(codes.shape) * mask[:, None]  # [B, K, W]
@@ -136,6 +152,8 @@ def train_prior(
     tokenizer_path: str | None = None,
     recipe: str | None = None,
     overrides: Sequence[str] = (),
+    device: str | torch.device = "cpu",
+    context: DistributedContext = SINGLE_PROCESS,
 ) -> TrainingResult:
     """Train (or resume training) a prior on a token corpus.
 
@@ -153,6 +171,9 @@ def train_prior(
         tokenizer_path: the tokenizer the tokens came from, recorded so ``prior sample`` finds it.
         recipe, overrides: the recipe file and ``--set`` overrides ``config`` came from, recorded in the model's
             training description.
+        device: where to train: auto, cpu, cuda or cuda:N (``vqaudio.devices.resolve_device``); under DDP
+            with CUDA this process's GPU (``vqaudio.training.distributed.process_device``).
+        context: this process's place under ``torchrun`` (``vqaudio.training.distributed.init_distributed``).
     Returns:
         the released prior, the step reached, its validation bits per token and the run folder.
     Raises:
@@ -171,9 +192,11 @@ def train_prior(
         "recipe": recipe,
         "overrides": list(overrides),
     }
-    trainer = PriorTrainer(data, out, run, force=force, overwrite=overwrite, progress=progress)
+    trainer = PriorTrainer(
+        data, out, run, force=force, overwrite=overwrite, progress=progress, device=device, context=context
+    )
     step = trainer.fit(until_step)
-    released = Prior.load(out)
+    released = Prior.load(out)  # every process: rank 0 wrote it before the barrier at the end of fit
     return TrainingResult(released, step, released.training.get("valid_bits_per_token"), Path(out))
 
 
@@ -232,8 +255,8 @@ class StepResult(NamedTuple):
 class PriorTrainer:
     """State, step and validation of one prior training run; ``train_prior`` is the usual way in.
 
-    The run folder, checkpoints, resume, Ctrl-C / SIGTERM and the logs are vqaudio.training's
-    (``RunFolder``, ``TrainingRun``, ``RunLog``).
+    The run folder, checkpoints, resume, Ctrl-C / SIGTERM, the logs and DDP are vqaudio.training's
+    (``RunFolder``, ``TrainingRun``, ``RunLog``, ``wrap_for_ddp``). Only rank 0 validates, logs and writes.
     """
 
     def __init__(
@@ -245,32 +268,43 @@ class PriorTrainer:
         force: bool = False,
         overwrite: bool = False,
         progress: bool = True,
+        device: str | torch.device = "cpu",
+        context: DistributedContext = SINGLE_PROCESS,
     ) -> None:
         self.config, self.stream, self.speakers = data.config, data.stream, data.speakers
         self.utterances, self.validation = data.utterances, data.validation
         self.out = Path(out)
-        self.run = run
-        self.progress = progress
+        self.run = {**run, "world_size": context.world_size}
+        self.device = resolve_device(device)  # auto, cpu, cuda, cuda:N (checked)
+        self.context = context
+        self.progress = progress and context.is_main
         train = self.config.train
         self.folder = RunFolder(self.out, RUN_FILES, RUN_REFUSAL, guarded=(WEIGHTS_FILE,))
         checkpoint = self.folder.open(
             resume=not overwrite,
             overwrite=overwrite,
             resumable=lambda state: self._check_resume(state, force),
+            context=context,
         )
-        torch.manual_seed(train.seed)
-        self.model = WaveNetPrior(self.config.prior)
+        torch.manual_seed(train.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+        self.model = WaveNetPrior(self.config.prior).to(self.device)
+        standardise_parameter_strides(self.model)
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model, train.weight_decay), lr=train.learning_rate, betas=train.betas
         )
-        self.sampler = WindowSampler(self.utterances, train.window_frames, train.batch_size, train.seed)
+        self.sampler = WindowSampler(
+            self.utterances, train.window_frames, train.batch_size, train.seed, rank=context.rank
+        )
         self.best, self.elapsed = math.inf, 0.0  # best validation bits per token; seconds of training
         step = 0 if checkpoint is None else self._restore(checkpoint)
         self.training_run = TrainingRun(
-            self.folder, self._write_checkpoint, step, resumed=checkpoint is not None
+            self.folder, self._write_checkpoint, step, resumed=checkpoint is not None, context=context
         )
+        self.network: nn.Module = self.model
+        if context.is_distributed:  # static: the last layer's residual output is never read (no gradient)
+            self.network = wrap_for_ddp(self.model, self.device, static_graph=True)
         self.last_valid: float | None = None if not math.isfinite(self.best) else self.best
-        if not (self.out / COUNTS_FILE).is_file():
+        if context.is_main and not (self.out / COUNTS_FILE).is_file():
             counts = count_ngrams(self.utterances.codes, self.stream["codebook_size"])
             save_counts(self.out / COUNTS_FILE, counts)
         log.info(
@@ -281,17 +315,21 @@ class PriorTrainer:
             len(self.utterances.ids),
             self.utterances.num_frames,
         )
-        self.run_log = RunLog(self.out, step, tensorboard=train.tensorboard)
+        if context.is_distributed:
+            log.info(
+                "%d processes, %d windows per step each, on %s", context.world_size, train.batch_size, device
+            )
+        self.run_log = RunLog(self.out, step, tensorboard=train.tensorboard) if context.is_main else None
 
     def _check_resume(self, state: dict[str, Any], force: bool) -> bool:
         _check_resume(state, self.config, self.stream, self.speakers, self.folder.checkpoint_path, force)
         return True
 
     def _restore(self, state: dict[str, Any]) -> int:
-        """Load the checkpoint's weights, optimizer moments, sampler and generator states; its step."""
+        """Load the checkpoint's weights, optimizer moments and generator states; its step. (The batches need
+        no state: each is drawn from (seed, rank, step).)"""
         self.model.load_state_dict(state["model"], strict=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.sampler.generator.set_state(state["sampler"]["generator"])
+        self.optimizer.load_state_dict(state["optimizer"])  # moves the moments to the weights' device
         restore_rng_states(state["rng"])
         step = int(state["step"])
         self.best = float(state["validation"].get("best_bits_per_token", math.inf))
@@ -306,7 +344,7 @@ class PriorTrainer:
         bar = progress_bar(
             total=train.max_steps,
             initial=run.step,
-            disable=None if self.progress else True,
+            disable=not self.progress,
             unit="step",
             dynamic_ncols=True,
         )
@@ -330,7 +368,8 @@ class PriorTrainer:
                             valid="-" if self.last_valid is None else f"{self.last_valid:.3f}",
                         )
                         window = _Window()
-                    if self.validation is not None and run.due(train.validate_every, train.max_steps):
+                    validating = self.validation is not None and self.context.is_main
+                    if validating and run.due(train.validate_every, train.max_steps):
                         self._validate()
                     if run.due(train.checkpoint_every, stop):
                         run.save()
@@ -338,18 +377,23 @@ class PriorTrainer:
         finally:
             torch.set_num_threads(threads)
             bar.close()
-            self.run_log.close()
-        if self.validation is None or not (self.out / WEIGHTS_FILE).is_file():
+            if self.run_log is not None:
+                self.run_log.close()
+        if self.context.is_main and (self.validation is None or not (self.out / WEIGHTS_FILE).is_file()):
             self._release(self.last_valid)
+        barrier()  # the release model is written before any process reads it
         return run.step
 
     def train_step(self) -> StepResult:
         """One optimizer update on a batch of random windows; advances the step."""
-        train = self.config.train
-        learning_rate = learning_rate_at(self.training_run.step, train)
+        train, step = self.config.train, self.training_run.step
+        learning_rate = learning_rate_at(step, train)
         set_learning_rate(self.optimizer, learning_rate)
-        batch = self.sampler.sample()
-        loss = window_loss(self.model, batch.codes, batch.mask, batch.conditions)
+        seed_step(train.seed, self.context.rank, step)  # dropout: the same draws when the step is redone
+        batch = self.sampler.sample(step)
+        codes, mask = batch.codes.to(self.device), batch.mask.to(self.device)
+        conditions = None if batch.conditions is None else batch.conditions.to(self.device)
+        loss = window_loss(self.network, codes, mask, conditions)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip))
@@ -366,7 +410,10 @@ class PriorTrainer:
                 "bits_per_token": window.bits,
                 "learning_rate": result.learning_rate,
                 "grad_norm": result.grad_norm,
-                "frames_per_second": window.frames / max(time.perf_counter() - window.start, 1e-9),
+                # all processes' frames (rank 0's batches stand for the others')
+                "frames_per_second": window.frames
+                * self.context.world_size
+                / max(time.perf_counter() - window.start, 1e-9),
             }
         )
 
@@ -380,6 +427,7 @@ class PriorTrainer:
         self._record(
             {"step": step, "split": "valid", "bits_per_token": bits, "bits_per_codebook": per_codebook}
         )
+        assert self.run_log is not None  # rank 0
         for codebook, value in enumerate(per_codebook, start=1):
             self.run_log.scalar(f"valid/bits_per_token_codebook_{codebook}", value, step)
         if bits < self.best or not self.config.train.keep_best:
@@ -388,7 +436,9 @@ class PriorTrainer:
             self._release(bits)
 
     def _record(self, row: dict[str, Any]) -> None:
-        """One metrics.jsonl row ``{"step", "split", ...}`` and its numbers as ``split/name`` scalars."""
+        """One metrics.jsonl row ``{"step", "split", ...}`` and its numbers as ``split/name`` scalars (rank 0)."""
+        if self.run_log is None:
+            return
         self.run_log.append(row)
         for key, value in row.items():
             if key not in ("step", "split") and isinstance(value, (int, float)):
@@ -403,11 +453,11 @@ class PriorTrainer:
             {
                 "step": step,
                 "config": to_dict(self.config),
-                "model": self.model.state_dict(),
+                "model": clean_state_dict(self.model.state_dict()),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": {"step": step},
                 "rng": rng_states(),
-                "sampler": {"generator": self.sampler.generator.get_state()},
+                "sampler": {"seed": self.sampler.seed, "step": step},
                 "run": {**self.run, "elapsed_seconds": self.elapsed},
                 "validation": {"best_bits_per_token": self.best} if math.isfinite(self.best) else {},
             },
@@ -420,7 +470,8 @@ class PriorTrainer:
             "valid_bits_per_token": valid_bits,
             "elapsed_seconds": round(self.elapsed, 1),
         }
-        Prior(copy.deepcopy(self.model), self.config, self.stream, self.speakers, training).save(self.out)
+        model = copy.deepcopy(self.model).cpu()  # the training model stays where it is, in training mode
+        Prior(model, self.config, self.stream, self.speakers, training).save(self.out)
 
 
 class _Window:

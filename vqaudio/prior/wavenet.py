@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from vqaudio.config import PriorConfig
+from vqaudio.errors import InputError
 
 HEAD_CHUNK_LOGITS = 1 << 24  # log_prob evaluates the head in frame chunks of at most this many logits (64 MB)
 
@@ -228,20 +229,20 @@ class WaveNetPrior(nn.Module):
         """Condition ids [B] -> [B, D]; checks that conditioning is given exactly when the model has it."""
         if self.condition_embedding is None:
             if condition is not None:
-                raise ValueError("this prior was trained without conditioning; pass condition=None")
+                raise InputError("this prior was trained without conditioning; pass condition=None")
             return None
         if condition is None:
-            raise ValueError(
+            raise InputError(
                 f"this prior is conditioned on {self.num_conditions} ids (speakers); pass condition= an id "
                 f"in [0, {self.num_conditions}) per sequence"
             )
         if condition.shape != (batch_size,):
-            raise ValueError(
+            raise InputError(
                 f"condition must hold one id per sequence, shape ({batch_size},), "
                 f"got {tuple(condition.shape)}"
             )
         if condition.min() < 0 or condition.max() >= self.num_conditions:
-            raise ValueError(
+            raise InputError(
                 f"condition ids must be in [0, {self.num_conditions}), "
                 f"got {int(condition.min())}..{int(condition.max())}"
             )

@@ -3,18 +3,25 @@
 Each process (rank) trains a replica on its own data stream; ``DistributedDataParallel`` averages the
 gradients, and the quantizers all-reduce their EMA statistics themselves (vqaudio.codec.quantization.vq), so the
 replicas stay identical without DDP's buffer broadcast. Only rank 0 writes logs, checkpoints and the
-progress bar. The backend is gloo on the CPU and NCCL on CUDA.
+progress bar. The backend is gloo on the CPU and NCCL on CUDA. Both trainers (the codec's and the prior's) run
+this way.
 
     torchrun --nproc_per_node 2 -m vqaudio.cli.main train recipes/tiny.yaml --data DIR --out exp/run1
+    torchrun --nproc_per_node 2 -m vqaudio.cli.main prior train tokens.npy --out exp/prior1
 """
 
 from __future__ import annotations
 
+import inspect
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from vqaudio.errors import InputError
 
 
 class DistributedContext(NamedTuple):
@@ -55,6 +62,59 @@ def init_distributed(device: torch.device) -> DistributedContext:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
     return DistributedContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
+
+
+def process_device(device: torch.device, context: DistributedContext) -> torch.device:
+    """The device this process trains on: under ``torchrun`` with CUDA, the GPU of its local rank.
+
+    Args:
+        device: the device asked for (``vqaudio.devices.resolve_device``).
+        context: this process's place (``init_distributed``).
+    Raises:
+        InputError: a GPU index (``cuda:1``) under several processes, where each process takes its own GPU.
+    """
+    if device.type != "cuda" or not context.is_distributed:
+        return device
+    if device.index is not None:
+        raise InputError(
+            f"device {device} names one GPU, but under torchrun each process takes the GPU of its local rank; "
+            "pass cuda (or auto), and choose the GPUs with CUDA_VISIBLE_DEVICES"
+        )
+    return torch.device("cuda", context.local_rank)
+
+
+def wrap_for_ddp(
+    model: nn.Module, device: torch.device, static_graph: bool = False
+) -> DistributedDataParallel:
+    """DDP without the per-step buffer broadcast: the codec's quantizers all-reduce their own statistics, and
+    the prior's buffers are constants.
+
+    Args:
+        model: the replica of this process, on ``device``.
+        device: this process's device.
+        static_graph: every step uses the same parameters (some possibly never, which DDP then accepts).
+    """
+    options: dict[str, Any] = {
+        "device_ids": [device.index] if device.type == "cuda" else None,
+        "static_graph": static_graph,
+    }
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        options["forward_sync_buffers"] = False  # torch >= 2.13 (buffers are still synced once, at init)
+    else:
+        options["broadcast_buffers"] = False
+    return DistributedDataParallel(model, **options)
+
+
+def standardise_parameter_strides(model: nn.Module) -> None:
+    """Give every parameter row-major strides.
+
+    Some ops leave odd strides on size-1 dimensions (e.g. [1, 32, 1] with strides (1, 1, 1)); autograd then
+    produces gradients with the standard strides and DDP warns that they do not match its buckets.
+    """
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.stride() != torch.empty(parameter.shape).stride():
+                parameter.data = parameter.data.clone(memory_format=torch.contiguous_format)
 
 
 def shutdown_distributed() -> None:

@@ -8,6 +8,8 @@ A trainer holds only its model, its step and its validation; what every run need
                       SIGTERM (vqaudio.training.signals), and the stop agreed by all processes under DDP
     parameter_groups  AdamW groups: no weight decay on biases, norm gains and embeddings
     set_learning_rate the scheduled rate (vqaudio.training.schedule) into an optimizer's groups
+    seed_step         the global generators seeded from (seed, rank, step): a step's randomness does not
+                      depend on the history, so resuming is exact on any number of processes
 
 Resuming is exact because everything a step depends on is in the checkpoint (vqaudio.training.checkpoint)
 and the learning rate is a function of the step; ``RunLog`` drops the metrics rows logged after the
@@ -17,12 +19,14 @@ checkpoint's step, so the logs of a resumed run read like one uninterrupted run.
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -228,3 +232,11 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = learning_rate
+
+
+def seed_step(seed: int, rank: int, step: int) -> None:
+    """Seed the global generators (torch on every device, numpy, python) from (seed, rank, step)."""
+    words = np.random.SeedSequence([seed, rank, step]).generate_state(4)  # 4 x uint32
+    torch.manual_seed((int(words[0]) << 32) | int(words[1]))
+    np.random.seed(int(words[2]))
+    random.seed(int(words[3]))

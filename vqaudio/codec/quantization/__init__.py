@@ -13,6 +13,7 @@ from vqaudio.codec.quantization.group import GroupVQ
 from vqaudio.codec.quantization.residual import ResidualVQ
 from vqaudio.codec.quantization.vq import CodebookOptions, VectorQuantizer
 from vqaudio.config import QuantizerConfig
+from vqaudio.errors import InputError
 
 __all__ = [
     "CodebookOptions",
@@ -39,7 +40,7 @@ def build_quantizer(dim: int, config: QuantizerConfig) -> Quantizer:
         return ResidualVQ(dim, config.num_codebooks, options, quantizer_dropout=config.quantizer_dropout)
     if config.kind == "group":
         return GroupVQ(dim, config.num_codebooks, options)
-    raise ValueError(
+    raise InputError(
         f"quantizer.kind must be 'residual' or 'group', got {config.kind!r}; "
         "set model.quantizer.kind in the recipe to one of them"
     )

@@ -22,6 +22,7 @@ from vqaudio.codec.quantization.vq import (
     check_latents,
     check_options,
 )
+from vqaudio.errors import InputError
 
 
 class GroupVQ(Quantizer):
@@ -38,7 +39,7 @@ class GroupVQ(Quantizer):
         super().__init__()
         options = check_options(options, "GroupVQ")
         if num_codebooks < 1 or dim % num_codebooks:
-            raise ValueError(
+            raise InputError(
                 f"GroupVQ: dim={dim} must split into num_codebooks={num_codebooks} equal groups; "
                 "choose a dim divisible by num_codebooks"
             )
@@ -109,7 +110,7 @@ class GroupVQ(Quantizer):
 
     def _check_n_q(self, n_q: int | None, caller: str) -> None:
         if n_q is not None and n_q != self.num_codebooks:
-            raise ValueError(
+            raise InputError(
                 f"{caller}: group VQ needs all num_codebooks={self.num_codebooks} codes of a frame, so n_q "
                 f"must be None or {self.num_codebooks}, got {n_q!r}; for a variable bitrate use "
                 "quantizer.kind='residual'"

@@ -24,6 +24,7 @@ from vqaudio.codec.quantization.vq import (
     check_latents,
     check_options,
 )
+from vqaudio.errors import InputError
 
 
 class ResidualVQ(Quantizer):
@@ -51,9 +52,9 @@ class ResidualVQ(Quantizer):
         super().__init__()
         options = check_options(options, "ResidualVQ")
         if num_codebooks < 1:
-            raise ValueError(f"ResidualVQ: num_codebooks must be at least 1, got {num_codebooks}")
+            raise InputError(f"ResidualVQ: num_codebooks must be at least 1, got {num_codebooks}")
         if not 0.0 <= quantizer_dropout <= 1.0:
-            raise ValueError(
+            raise InputError(
                 f"ResidualVQ: quantizer_dropout is a probability in [0, 1], got {quantizer_dropout}"
             )
         self.dim = dim
@@ -153,7 +154,7 @@ class ResidualVQ(Quantizer):
         if n_q is None:
             return self.num_codebooks
         if isinstance(n_q, bool) or not isinstance(n_q, int) or not 1 <= n_q <= self.num_codebooks:
-            raise ValueError(
+            raise InputError(
                 f"{caller}: n_q must be an integer between 1 and num_codebooks={self.num_codebooks}, "
                 f"got {n_q!r}"
             )

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from vqaudio.codec.quantization.base import Quantizer, QuantizerOutput
 from vqaudio.config import QuantizerConfig
+from vqaudio.errors import InputError
 
 # At most this many distance entries ([rows, codebook_size]) exist at once, so encoding a long file in one
 # call does not allocate a huge matrix; training batches fit in one block.
@@ -86,38 +87,38 @@ class CodebookOptions:
         if self.codebook_dim is not None:
             _check_integer(self.codebook_dim, "codebook_dim", where)
         if self.codebook_size < 2:
-            raise ValueError(
+            raise InputError(
                 f"{where}: codebook_size must be at least 2, got {self.codebook_size}; "
                 "one code carries no information"
             )
         if self.codebook_dim is not None and self.codebook_dim < 1:
-            raise ValueError(
+            raise InputError(
                 f"{where}: codebook_dim must be None or at least 1, got {self.codebook_dim}; "
                 "use None for codes of the input size, or a smaller positive value for factorised codes"
             )
         if self.commitment_weight < 0 or self.codebook_weight < 0 or self.usage_entropy_weight < 0:
-            raise ValueError(
+            raise InputError(
                 f"{where}: loss weights must be >= 0, got commitment_weight={self.commitment_weight}, "
                 f"codebook_weight={self.codebook_weight}, usage_entropy_weight={self.usage_entropy_weight}; "
                 "use 0 to switch a term off"
             )
         if self.ema and not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(
+            raise InputError(
                 f"{where}: ema_decay must be in [0, 1) with ema=True, got {self.ema_decay}; "
                 "typical values are 0.9 to 0.999"
             )
         if self.ema and self.laplace_epsilon <= 0:
-            raise ValueError(
+            raise InputError(
                 f"{where}: laplace_epsilon must be > 0 with ema=True (it keeps unused codes finite), "
                 f"got {self.laplace_epsilon}; the default is 1e-5"
             )
         if self.kmeans_init and self.kmeans_iters < 1:
-            raise ValueError(
+            raise InputError(
                 f"{where}: kmeans_iters must be at least 1 with kmeans_init=True, got {self.kmeans_iters}; "
                 "set kmeans_init=False to start from random codes"
             )
         if self.dead_code_steps < 0:
-            raise ValueError(
+            raise InputError(
                 f"{where}: dead_code_steps must be >= 0, got {self.dead_code_steps}; use 0 to disable restarts"
             )
 
@@ -185,17 +186,17 @@ def check_codes(codes: object, codebook_size: int, min_rows: int, max_rows: int,
     expected = f"K = {max_rows}" if min_rows == max_rows else f"{min_rows} <= K <= {max_rows}"
     if codes.dim() != 3 or not min_rows <= codes.shape[1] <= max_rows:
         hint = "; add the batch axis with codes[None]" if codes.dim() == 2 else ""
-        raise ValueError(
+        raise InputError(
             f"{caller} expects codes [B, K, F] with {expected}, got shape {tuple(codes.shape)}{hint}"
         )
     if codes.shape[0] == 0 or codes.shape[2] == 0:
-        raise ValueError(
+        raise InputError(
             f"{caller} got empty codes of shape {tuple(codes.shape)}; expected B >= 1 and F >= 1"
         )
     codes = codes.long()
     low, high = torch.aminmax(codes)
     if low < 0 or high >= codebook_size:
-        raise ValueError(
+        raise InputError(
             f"{caller} got codes in [{int(low)}, {int(high)}] but codebook_size is {codebook_size} "
             f"(indices 0..{codebook_size - 1}); were they made by another model?"
         )
@@ -364,10 +365,10 @@ class VectorQuantizer(Quantizer):
         options = check_options(options, "VectorQuantizer")
         _check_integer(dim, "dim", "VectorQuantizer")
         if dim < 1:
-            raise ValueError(f"VectorQuantizer: dim must be at least 1, got {dim}")
+            raise InputError(f"VectorQuantizer: dim must be at least 1, got {dim}")
         codebook_dim = dim if options.codebook_dim is None else options.codebook_dim
         if codebook_dim > dim:
-            raise ValueError(
+            raise InputError(
                 f"VectorQuantizer: codebook_dim must be at most dim={dim}, got {codebook_dim}; "
                 "use None for codes of the latent size, or a smaller value for factorised codes"
             )
@@ -528,7 +529,7 @@ class VectorQuantizer(Quantizer):
     # ----------------------------------------------------------------------------------------- private
     def _check_n_q(self, n_q: int | None, caller: str) -> None:
         if n_q not in (None, 1):
-            raise ValueError(
+            raise InputError(
                 f"{caller}: a VectorQuantizer has one codebook, so n_q must be None or 1, got {n_q!r}"
             )
 
