@@ -43,9 +43,9 @@ def _root(
 
 
 def _register_commands() -> None:
-    from vqaudio.cli import data_cmds, demo_cmd, eval_cmds, prior_cmds, tokenizer_cmds, train_cmd
+    from vqaudio.cli import data_cmds, demo_cmd, eval_cmds, prior_cmds, probe_cmds, tokenizer_cmds, train_cmd
 
-    for module in (demo_cmd, tokenizer_cmds, train_cmd, data_cmds, eval_cmds, prior_cmds):
+    for module in (demo_cmd, tokenizer_cmds, train_cmd, data_cmds, eval_cmds, probe_cmds, prior_cmds):
         module.register(app)
 
 
