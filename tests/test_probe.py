@@ -212,11 +212,15 @@ def test_probe_command_writes_the_report(
     assert "| k-means log-mel, K=4 | 4 |" in (out / "probe.md").read_text()
     status, _, err = run(*args)
     assert status == 2 and "--overwrite" in err  # a usage error
-    one_line_error(run(*base, "--out", tmp_path / "x", "--kmeans-k", "400"), "K=400", "300")
     status, _, err = run(*base, "--out", tmp_path / "y", "--kmeans-k", "a,b")
     assert status == 2 and "positive integers" in err
     one_line_error(run("probe", folder / "manifest.tsv", "--out", tmp_path / "z"), "vqaudio align")
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
+    status, stdout, err = run(*base, "--out", tmp_path / "x", "--kmeans-k", "400,8")
+    assert status == 0, err  # K=400 > 300 frames: that k-means is left out, with a note
+    rows = [row["name"] for row in json.loads((tmp_path / "x" / "probe.json").read_text())["codes"]]
+    assert rows[-3:] == ["k-means log-mel, K=8", "random, K=400", "random, K=8"]
+    assert "K=400 needs at least K frames" in stdout
 
 
 def test_eval_probe_adds_the_section_to_the_report(

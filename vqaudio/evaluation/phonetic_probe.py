@@ -454,7 +454,7 @@ def run_probe(
     """The phonetic probe of a tokenizer on an alignment folder (``vqaudio align``); no files are written.
 
     Raises:
-        DataError: not an alignment folder, fewer frames than a k-means K, fewer than 2 utterances.
+        DataError: not an alignment folder, fewer than 2 utterances.
         ValueError: invalid options.
     """
     _check_options(options)
@@ -482,11 +482,12 @@ def _measure(
         raise DataError(
             f"the probe needs at least 2 aligned utterances (a train/test split), got {len(frames.ids)}"
         )
+    notes = []
     too_many = [k for k in k_values if k > num_frames]
     if too_many:
-        raise DataError(
-            f"k-means with K={too_many[0]} needs at least that many frames, the aligned utterances have "
-            f"{num_frames}; align more speech or pass a smaller --kmeans-k"
+        notes.append(
+            f"k-means with K={', '.join(map(str, too_many))} needs at least K frames and the aligned utterances "
+            f"have {num_frames}: left out; align more speech, or add a smaller K (--kmeans-k)"
         )
     lengths = frames.lengths.tolist()
 
@@ -511,7 +512,7 @@ def _measure(
     mel = frames.features["log_mel"]
     standardized = (mel - mel.mean(axis=0)) / np.maximum(mel.std(axis=0), 1e-6)
     rng = np.random.default_rng(options.seed)
-    for k in k_values:
+    for k in (k for k in k_values if k <= num_frames):
         units = kmeans(standardized, k, options.kmeans_iterations, options.seed)
         rows.append(score(f"k-means log-mel, K={k}", "kmeans", units, k))
     for k in k_values:
@@ -533,7 +534,6 @@ def _measure(
     majority = int(np.bincount(train_y, minlength=len(PHONE_SET)).argmax())
 
     phone_counts = np.bincount(frames.phones, minlength=len(PHONE_SET))
-    notes = []
     few = [k for k in (*k_values, tokenizer.codebook_size) if num_frames / k < FEW_FRAMES_PER_CODE]
     if few:
         k = max(few)
