@@ -3,9 +3,10 @@
 # 16 kHz recordings shipped by Debian's pocketsphinx-testdata (public-domain LibriVox readings, CMU test
 # utterances). Evaluation only: never train on these clips. Used for the embedded model's model card.
 #
-# Usage: egs/pocketsphinx/run.sh [--stage 0] [--stop-stage 1] [--data data/pocketsphinx]
+# Usage: egs/pocketsphinx/run.sh [--stage 0] [--stop-stage 3] [--data data/pocketsphinx]
 #          [--exp exp/pocketsphinx] [--model default] [--debs DIR] [--force false]
-#          [--eval-options "--n-q 1,2,4,5,8 --wer"]
+#          [--eval-options "--n-q 1,2,4,5,8 --wer"] [--probe-options "--kmeans-k 1024,100 --threads 1"]
+#          [--synth-speakers 12] [--synth-sentences 24]
 #   --model: a model folder or file; "default" is the model embedded in the vqaudio package.
 #   VQAUDIO overrides the vqaudio command.
 #
@@ -16,6 +17,14 @@
 #      manifest DATA/clips.tsv lists them with the package's transcripts (librivox and cards: 10 of 13)
 #   1  vqaudio eval DATA/clips.tsv --model MODEL --out EXP/report (every bitrate, Opus and Codec2 beside
 #      it); --wer scores against those transcripts, and the recognition of the original for the other 3
+#   2  vqaudio align DATA/clips.tsv DATA/alignments: pocketsphinx phone alignments of the 10 transcribed clips
+#   3  vqaudio probe DATA/alignments --model MODEL --out EXP/probe: how phonetic the codes are (PNMI, purity,
+#      run length per codebook, beside log-mel k-means and random codes; linear probes)
+#   4  (not run by default: --stage 4 --stop-stage 5) a larger held-out English set for the probe: espeak-ng
+#      voices reading sentences (egs/mini/local/make_corpus.py; 12 voices x 24 sentences, about 16 min) in
+#      DATA/synth, its manifest DATA/synth.tsv, aligned into DATA/synth_alignments (--skip-bad: the few
+#      utterances the aligner cannot follow are left out and listed in its meta.json)
+#   5  vqaudio probe DATA/synth_alignments --model MODEL --out EXP/probe_synth
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,14 +32,17 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/../common/lib.sh"
 
 stage=0
-stop_stage=1
+stop_stage=3
 data=data/pocketsphinx
 exp=exp/pocketsphinx
 model=default
 debs=
 eval_options=
+probe_options=
+synth_speakers=12
+synth_sentences=24
 force=false
-option_names="stage stop_stage data exp model debs eval_options force"
+option_names="stage stop_stage data exp model debs eval_options probe_options synth_speakers synth_sentences force"
 parse_options "$@"
 vqaudio_command
 
@@ -57,7 +69,41 @@ stage_evaluate_model() {
     ${extra[@]+"${extra[@]}"}
 }
 
+probe() {  # probe ALIGNMENTS OUT: the phonetic probe of MODEL
+  local extra=() model_args=()
+  read -r -a extra <<< "${probe_options:-}"
+  [ "$model" = default ] || model_args=(--model "$model")
+  require "$1/meta.json"
+  "${vq[@]}" probe "$1" ${model_args[@]+"${model_args[@]}"} --out "$2" --overwrite ${extra[@]+"${extra[@]}"}
+}
+
+stage_align_clips() {
+  require "$data/clips.tsv"
+  "${vq[@]}" align "$data/clips.tsv" "$data/alignments" --overwrite
+}
+
+stage_probe_clips() {
+  probe "$data/alignments" "$exp/probe"
+}
+
+stage_synthesize() {
+  command -v espeak-ng >/dev/null || die "espeak-ng not found: install the Debian package espeak-ng"
+  rm -rf "$data/synth"
+  "$(python_command)" "$here/../mini/local/make_corpus.py" "$data/synth" --speakers "$synth_speakers" \
+    --sentences "$synth_sentences"
+  "${vq[@]}" prepare "$data/synth" "$data/synth.tsv" --dev 0 --test 0 --overwrite
+  "${vq[@]}" align "$data/synth.tsv" "$data/synth_alignments" --skip-bad --overwrite
+}
+
+stage_probe_synth() {
+  probe "$data/synth_alignments" "$exp/probe_synth"
+}
+
 mkdir -p "$data" "$exp"
 run_stage 0 "$data" "gather the pocketsphinx-testdata speech as 16 kHz WAV" stage_gather
 run_stage 1 "$exp" "evaluate ${model} on it" stage_evaluate_model
-log "finished stages ${stage}..${stop_stage}: ${exp}/report"
+run_stage 2 "$data" "align the transcribed clips' phones (pocketsphinx)" stage_align_clips
+run_stage 3 "$exp" "phonetic probe of ${model} on the aligned clips" stage_probe_clips
+run_stage 4 "$data" "synthesize and align a larger English set (espeak-ng)" stage_synthesize
+run_stage 5 "$exp" "phonetic probe of ${model} on the synthetic set" stage_probe_synth
+log "finished stages ${stage}..${stop_stage}: ${exp}"

@@ -23,6 +23,8 @@ EVAL_HELP = (
     "system). A missing package leaves its metrics out, with a note in the report.\n\n"
     "Baselines run on the same clips when their tools are installed: Codec2 3200/2400/1600/700C (Debian "
     "package codec2) and Opus 6/8/12 kbps (opus-tools); their output is aligned to the reference first.\n\n"
+    "With --probe ALIGNMENTS (a folder from `vqaudio align`) the report also holds the phonetic probe of the "
+    "model on those utterances (`vqaudio probe`).\n\n"
     "OUT is written atomically (a temporary folder renamed at the end); an existing OUT needs --overwrite."
 )
 
@@ -70,6 +72,12 @@ def eval_command(
     language: str | None = typer.Option(
         None, "--language", help="Language of DATA, when known; 'en' turns on --wer."
     ),
+    probe: Path | None = typer.Option(
+        None,
+        "--probe",
+        help="An alignment folder (`vqaudio align`): add the phonetic probe of the model on its utterances "
+        "(see `vqaudio probe --help`).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Show a progress bar (on a terminal)."
@@ -93,6 +101,10 @@ def eval_command(
             f"--wer needs English speech (pocketsphinx ships a US English model), got --language {language}",
             param_hint="--wer",
         )
+    if probe is not None:
+        from vqaudio.evaluation.phone_alignment import read_alignments
+
+        read_alignments(probe)  # a wrong folder fails now, not after the evaluation
     tokenizer = Tokenizer.load(model, device=parse_device(device))
     check_n_q(tokenizer, requested)  # InputError (exit 1): an n_q this model does not serve
     options = EvalOptions(
@@ -108,6 +120,7 @@ def eval_command(
         voice=voice,
         wer=wer,
         language=language,
+        probe=None if probe is None else str(probe),
     )
     result = run_evaluation(data, tokenizer, out, options, overwrite=overwrite, model_path=model)
     typer.echo(markdown_summary(result))

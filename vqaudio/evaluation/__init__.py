@@ -11,6 +11,11 @@
 * ``evaluate``: the run over a corpus; ``run_evaluation`` writes the report folder atomically.
 * ``results``: what a run measured (options, per-system scores), shared by ``evaluate`` and ``report``.
 * ``report``: report.json and report.md; ``plots``: the figures.
+* ``phone_alignment``: pocketsphinx forced alignment of transcribed English speech -> phone segments and
+  per-frame phone labels (``vqaudio align``, the alignment folder's format).
+* ``phonetic_probe``: how phonetic a tokenizer's codes are (PNMI, purities, run lengths per codebook beside
+  log-mel k-means and random codes; linear probes of the latent); ``probe_report`` writes it
+  (``vqaudio probe``, ``vqaudio eval --probe``).
 
 Nothing is imported here, so ``from vqaudio.evaluation.codebook_stats import codebook_usage`` stays cheap
 (no matplotlib, no torch).

@@ -42,6 +42,7 @@ from vqaudio.evaluation.metrics import (
     score_original,
     unavailable_metrics,
 )
+from vqaudio.evaluation.phonetic_probe import ProbeOptions, run_probe
 from vqaudio.evaluation.report import write_report
 from vqaudio.evaluation.results import (
     ORIGINAL,
@@ -229,6 +230,13 @@ def evaluate(
         raise DataError(
             f"{source}: no readable utterance ({len(skipped)} skipped as unreadable); check the files"
         )
+    probe = None
+    if options.probe is not None:
+        probe = run_probe(
+            options.probe,
+            tokenizer,
+            ProbeOptions(seed=options.seed, threads=options.threads, progress=options.progress),
+        )
     return EvalResult(
         source=str(source),
         model_path=None if model_path is None else str(model_path),
@@ -247,6 +255,7 @@ def evaluate(
         sample_rate=sample_rate,
         frame_rate=tokenizer.frame_rate,
         examples=examples,
+        probe=probe,
     )
 
 

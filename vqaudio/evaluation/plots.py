@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -17,6 +17,9 @@ from matplotlib.figure import Figure
 
 from vqaudio.evaluation.codebook_stats import CodebookStats
 from vqaudio.features import log_mel_spectrogram
+
+if TYPE_CHECKING:
+    from vqaudio.evaluation.phonetic_probe import ProbeResult
 
 # the metrics of the quality-vs-bitrate figure, one panel each: (name, axis label); the second row is the voice
 QUALITY_PANELS = (
@@ -207,6 +210,65 @@ def plot_spectrograms(
         figure.colorbar(image, ax=list(axes), label="log mel magnitude", shrink=0.8)
     if title:
         figure.suptitle(title, fontsize=10)
+    figure.savefig(str(path), dpi=100)
+
+
+PROBE_COLORS = {"pitch": "tab:gray", "codebook": "tab:blue", "kmeans": "tab:orange", "random": "tab:red"}
+
+
+def plot_phonetic_probe(result: ProbeResult, path: str | Path, run_length_target: float = 2.0) -> None:
+    """Three panels over the code streams of a phonetic probe: PNMI and phone purities, mean run length
+    (the phone labels' own as a dotted line, ``run_length_target`` dashed), and the linear probes' test
+    accuracy (the most-frequent-phone floor dashed).
+
+    Args:
+        result: ``vqaudio.evaluation.phonetic_probe.run_probe``'s result.
+        path: the PNG to write.
+    """
+    rows = [row for row in result.codes if row.kind != "phones"]
+    phones = [row for row in result.codes if row.kind == "phones"]
+    names = [row.name for row in rows]
+    positions = np.arange(len(rows))
+    figure = Figure(figsize=(15, 0.32 * max(len(rows), len(result.linear) * 2) + 1.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    purity_ax, run_ax, probe_ax = figure.subplots(1, 3)
+    bars = (
+        ("pnmi", "PNMI", 0.0),
+        ("phone_purity", "phone purity", 1.0),
+        ("heldout_phone_purity", "held-out phone purity", 2.0),
+    )
+    for field, label, offset in bars:
+        values = [_finite(getattr(row, field)) for row in rows]
+        purity_ax.barh(positions + (offset - 1) * 0.27, values, height=0.27, label=label)
+    purity_ax.set_yticks(positions, names, fontsize=8)
+    purity_ax.invert_yaxis()
+    purity_ax.set_xlim(0, 1)
+    purity_ax.set_xlabel("higher is better")
+    purity_ax.legend(fontsize=7, loc="lower right")
+    purity_ax.set_title("phone information per code stream", fontsize=9)
+    colors = [PROBE_COLORS.get(row.kind, "tab:blue") for row in rows]
+    run_ax.barh(positions, [row.mean_run_length for row in rows], color=colors)
+    run_ax.axvline(run_length_target, color="black", linestyle="--", linewidth=0.8, label="target")
+    if phones:
+        run_ax.axvline(phones[0].mean_run_length, color="tab:green", linestyle=":", label="phone labels")
+    run_ax.set_yticks(positions, names, fontsize=8)
+    run_ax.invert_yaxis()
+    run_ax.set_xlabel("mean run length (frames)")
+    run_ax.legend(fontsize=7, loc="lower right")
+    run_ax.set_title("frames per run of identical codes", fontsize=9)
+    probe_positions = np.arange(len(result.linear))
+    probe_ax.barh(probe_positions, [probe.test_accuracy for probe in result.linear], color="tab:purple")
+    probe_ax.axvline(result.majority_accuracy, color="black", linestyle="--", linewidth=0.8, label="majority")
+    probe_ax.set_yticks(probe_positions, [probe.name for probe in result.linear], fontsize=7)
+    probe_ax.invert_yaxis()
+    probe_ax.set_xlim(0, 1)
+    probe_ax.set_xlabel("test frame accuracy (held-out utterances)")
+    probe_ax.legend(fontsize=7, loc="lower right")
+    probe_ax.set_title("linear probes to the phone", fontsize=9)
+    figure.suptitle(
+        f"phonetic probe of {result.model['name']}: {result.utterances} utterances, {result.frames} frames",
+        fontsize=10,
+    )
     figure.savefig(str(path), dpi=100)
 
 

@@ -9,6 +9,8 @@
       quality_vs_bitrate.png  PESQ-WB, STOI, mel distance, SI-SDR, voicing recall, F0 error, HNR drop and
                               DNSMOS OVRL against kbps, baselines on the same axes, the original as a line
       codebook_usage.png      sorted code frequencies, one subplot per codebook
+      phonetic_probe.png      with --probe: the phonetic probe's figure (``probe_report``; report.json's
+                              "phonetic_probe" holds its numbers, report.md its tables)
       examples/<utt>/         original.wav, one WAV per system (aligned), spectrogram.png
 
 Summary statistics are over utterances (each whole utterance counts once, whatever its length): mean, median,
@@ -39,9 +41,11 @@ from vqaudio.evaluation.metrics import (
 from vqaudio.evaluation.plots import (
     QualityPoint,
     plot_codebook_usage,
+    plot_phonetic_probe,
     plot_quality_vs_bitrate,
     plot_spectrograms,
 )
+from vqaudio.evaluation.probe_report import probe_dict, probe_markdown
 from vqaudio.evaluation.results import ALIGNMENT_NOTE, EvalResult, SystemResult, safe_name
 from vqaudio.io.atomic import atomic_path
 from vqaudio.io.audio import save_audio
@@ -50,6 +54,7 @@ REPORT_FORMAT = "vqaudio-eval-report"
 REPORT_FORMAT_VERSION = 1
 QUALITY_PLOT = "quality_vs_bitrate.png"
 CODEBOOK_PLOT = "codebook_usage.png"
+PROBE_PLOT = "phonetic_probe.png"
 EXAMPLES_DIR = "examples"
 
 # report.md columns of the two tables: (metric, header, decimals)
@@ -113,6 +118,8 @@ def write_report(result: EvalResult, folder: str | Path) -> None:
         references=_original_means(result),
     )
     plot_codebook_usage(result.code_counts, result.codebooks, folder / CODEBOOK_PLOT)
+    if result.probe is not None:
+        plot_phonetic_probe(result.probe, folder / PROBE_PLOT)
     report = report_dict(result, examples)
     with atomic_path(folder / "report.json") as tmp:
         tmp.write_text(json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n")
@@ -204,6 +211,7 @@ def report_dict(result: EvalResult, examples: list[dict[str, Any]] | None = None
             "voice": result.options.voice,
             "wer": result.options.wer,
             "language": result.options.language,
+            "probe": result.options.probe,
         },
         "environment": result.environment,
         "metrics": {
@@ -235,10 +243,15 @@ def report_dict(result: EvalResult, examples: list[dict[str, Any]] | None = None
             {"index": index, **stats._asdict(), "counts": result.code_counts[index].tolist()}
             for index, stats in enumerate(result.codebooks)
         ],
+        "phonetic_probe": None if result.probe is None else probe_dict(result.probe),
         "notes": result.notes,
         "utterances": _utterance_entries(result),
         "examples": examples or [],
-        "plots": {"quality_vs_bitrate": QUALITY_PLOT, "codebook_usage": CODEBOOK_PLOT},
+        "plots": {
+            "quality_vs_bitrate": QUALITY_PLOT,
+            "codebook_usage": CODEBOOK_PLOT,
+            **({"phonetic_probe": PROBE_PLOT} if result.probe is not None else {}),
+        },
     }
 
 
@@ -285,6 +298,8 @@ def markdown(result: EvalResult, examples: list[dict[str, Any]] | None = None) -
 
     lines += _metric_notes(result)
     lines += _codebook_section(result)
+    if result.probe is not None:
+        lines += probe_markdown(result.probe, heading="##", plot=PROBE_PLOT)
     lines += [
         "## Alignment",
         "",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from vqaudio.evaluation import alignment
 from vqaudio.evaluation.baselines import Baseline
 from vqaudio.evaluation.codebook_stats import CodebookStats
 from vqaudio.evaluation.metrics import ClipScores
+
+if TYPE_CHECKING:
+    from vqaudio.evaluation.phonetic_probe import ProbeResult
 
 ALIGNMENT_NOTE = (
     f"Baseline outputs are aligned to the reference before scoring: {alignment.METHOD}. vqaudio outputs are "
@@ -39,6 +42,7 @@ class EvalOptions:
     voice: Praat voicing / F0 / HNR and DNSMOS (``vqaudio.evaluation.voice``).
     wer: word error rates of pocketsphinx (English; about real time per system).
     language: of the corpus, when known; "en" turns the word error rates on.
+    probe: an alignment folder (``vqaudio align``): add the phonetic probe of the model on its utterances.
     """
 
     n_q: tuple[int, ...] | None = None
@@ -53,6 +57,7 @@ class EvalOptions:
     voice: bool = True
     wer: bool = False
     language: str | None = None
+    probe: str | None = None
 
 
 class SystemSpec(NamedTuple):
@@ -139,6 +144,7 @@ class EvalResult:
     sample_rate: int
     frame_rate: float
     examples: dict[str, dict[str, np.ndarray]]  # utterance id -> {"original" or system name: [T] audio}
+    probe: ProbeResult | None = None  # the phonetic probe (``EvalOptions.probe``)
 
     def system(self, name: str) -> SystemResult:
         for system in self.systems:
