@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import sysconfig
@@ -127,6 +128,7 @@ def test_the_wheel_ships_the_models_examples_and_licences(wheel: Path) -> None:
 
 def test_demo_runs_from_the_installed_wheel(wheel: Path, tmp_path: Path) -> None:
     """A fresh venv holding only the wheel (its dependencies borrowed from this environment's site-packages)."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}  # pip would see a checkout
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -134,6 +136,7 @@ def test_demo_runs_from_the_installed_wheel(wheel: Path, tmp_path: Path) -> None
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
         check=True,
         capture_output=True,
+        env=env,
     )
     site = Path(
         subprocess.check_output(
@@ -146,11 +149,15 @@ def test_demo_runs_from_the_installed_wheel(wheel: Path, tmp_path: Path) -> None
     work = tmp_path / "elsewhere"
     work.mkdir()
     result = subprocess.run(
-        [str(venv / "bin" / "vqaudio"), "demo", "--out", "demo_out"], cwd=work, capture_output=True, text=True
+        [str(venv / "bin" / "vqaudio"), "demo", "--out", "demo_out"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     assert len(list((work / "demo_out" / "resynth").rglob("*.wav"))) == 5
     where = subprocess.check_output(
-        [str(python), "-c", "import vqaudio; print(vqaudio.__file__)"], cwd=work, text=True
+        [str(python), "-c", "import vqaudio; print(vqaudio.__file__)"], cwd=work, text=True, env=env
     )
     assert where.startswith(str(site)), where  # the demo ran the wheel's code, not this checkout's
