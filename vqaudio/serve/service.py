@@ -63,9 +63,9 @@ class Reply(NamedTuple):
 class ServeLimits:
     """What one request may hold and how many are served at once; the ranges are in ``vqaudio.config``.
 
-    Peak memory is about the model's, plus per admitted request its body (``max_bytes``, about twice while JSON
-    is parsed) and its audio as mono float32 at the upload's rate (``max_seconds`` of it), plus one model
-    call's activations per worker.
+    Peak memory is about the model's, plus per admitted request its body (``max_bytes``, up to three times that
+    while a JSON body is parsed and its base64 decoded) and its audio as mono float32 at the upload's rate
+    (``max_seconds`` of it), plus one model call's activations per worker (docs/GUARANTEES.md has measurements).
     """
 
     max_bytes: int = 16 * 1024 * 1024  # a request body; JSON codes bodies are capped lower (codes_json_bytes)
