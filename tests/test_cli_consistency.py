@@ -22,7 +22,17 @@ from vqaudio.io.token_file import load_tokens
 from vqaudio.prior import Prior
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-MODEL_COMMANDS = ["tokenize", "resynth", "eval", "demo", "train", "prior train", "prior eval", "prior sample"]
+MODEL_COMMANDS = [
+    "tokenize",
+    "resynth",
+    "eval",
+    "demo",
+    "train",
+    "prior train",
+    "prior eval",
+    "prior sample",
+    "serve",
+]
 ALL_COMMANDS = [*MODEL_COMMANDS, "info", "prepare", "prior info"]
 
 
@@ -49,6 +59,7 @@ def command_line(command: str, paths: dict[str, Path], out: Path) -> list[Any]:
         "info": ["info", paths["model"]],
         "prepare": ["prepare", paths["audio"], out / "m.tsv"],
         "prior info": ["prior", "info", paths["prior"]],
+        "serve": ["serve", "--model", paths["model"], "--port", "0"],  # stops before serving in these tests
     }[command]
 
 
@@ -85,8 +96,8 @@ def test_a_missing_input_is_a_one_line_data_error(
     """The command line parses; the file it names is not there: exit 1, one line naming it."""
     missing = tmp_path / "nowhere"
     paths = {**inputs, "audio": missing, "tokens": missing / "t.npy", "prior": missing}
-    if command in ("tokenize", "resynth", "eval", "demo", "info"):
-        paths["model" if command == "info" else "audio"] = missing
+    if command in ("tokenize", "resynth", "eval", "demo", "info", "serve"):
+        paths["model" if command in ("info", "serve") else "audio"] = missing
     if command == "resynth":
         paths["tokens"] = missing / "t.npy"
     args = command_line(command, paths, tmp_path / "out")

@@ -115,6 +115,9 @@ def test_the_wheel_ships_the_models_examples_and_licences(wheel: Path) -> None:
         "vqaudio/pretrained/prior/model.safetensors",
         "vqaudio/pretrained/WEIGHTS-LICENSE.md",
         "vqaudio/examples/README.md",
+        "vqaudio/serve/static/index.html",  # vqaudio serve's page
+        "vqaudio/serve/static/app.js",
+        "vqaudio/serve/static/page.css",
     ):
         assert needed in names, needed
     assert (

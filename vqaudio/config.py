@@ -128,6 +128,12 @@ CHUNK_SECONDS = Range(0.01, 3600)  # windows of long inputs (tokenize, resynth, 
 DEFAULT_CHUNK_SECONDS = 10.0
 SAMPLE_SECONDS = Range(0, 3600, low_open=True)  # prior sample --seconds and --prompt-seconds; Prior.generate
 NUM_SAMPLES = Range(1, 1024)  # prior sample -n
+# vqaudio serve (vqaudio.serve.service.ServeLimits): what one request may hold, and how many run at once
+SERVE_SECONDS = Range(0, 3600, low_open=True)  # --max-seconds: audio per request (in or out)
+SERVE_BYTES = Range(1024, 1 << 30)  # --max-bytes: a request body
+SERVE_CONCURRENCY = Range(1, 1024)  # --max-concurrency: requests admitted at once (read, queued or running)
+SERVE_WORKERS = Range(1, 64)  # --workers: model calls at once
+SERVE_BODY_TIMEOUT = Range(0, 3600, low_open=True)  # --body-timeout: seconds to receive a request body
 MAX_HOP_LENGTH = HOP.high  # the encoder's whole hop (mel hop x strides)
 MAX_DILATION_SPAN = 65536  # samples a residual unit's dilated kernel spans (dilation_base**j x (kernel - 1))
 

@@ -73,6 +73,7 @@ def _register_commands() -> None:
         export_cmd,
         prior_cmds,
         probe_cmds,
+        serve_cmd,
         tokenizer_cmds,
         train_cmd,
     )
@@ -88,6 +89,7 @@ def _register_commands() -> None:
         probe_cmds,
         prior_cmds,
         export_cmd,
+        serve_cmd,
     ):
         module.register(app)
 
