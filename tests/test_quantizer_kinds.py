@@ -89,6 +89,15 @@ def test_gradients_reach_the_encoder_and_every_codebook(kind: str, layout: str) 
     for codebook in codebooks_of(quantizer):
         for name, parameter in codebook.named_parameters():
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    if kind == "vq":
+        return  # EMA codes: nothing of the codebook learns by gradient
+    # a frozen encoder (train.freeze: [encoder]): the codebooks still learn
+    quantizer.zero_grad()
+    out = quantizer(latents(seed=3))
+    ((out.quantized - target).pow(2).mean() + out.loss).backward()
+    for codebook in codebooks_of(quantizer):
+        for name, parameter in codebook.named_parameters():
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
 @pytest.mark.parametrize(("kind", "layout"), KINDS_AND_LAYOUTS)
@@ -114,8 +123,9 @@ def test_eval_decode_of_encode_equals_forward_and_the_latent_codebooks(kind: str
     assert torch.equal(out.codes, codes)
     assert torch.equal(quantizer.decode(codes), out.quantized)
     assert torch.equal(quantizer.decode(codes.to(torch.int16)), out.quantized)  # token files hold int16
-    # with a gradient wanted, the straight-through terms add exactly 0 to the value
-    assert torch.equal(quantizer(z.clone().requires_grad_(True)).quantized, out.quantized)
+    # without autograd (encoding, validation) the straight-through terms are skipped: the same value
+    with torch.no_grad():
+        assert torch.equal(quantizer(z).quantized, out.quantized)
     # decode is the sum over codebooks of latent_codebooks()[k, code_k] (what tokenizer.codebooks promises)
     vectors = quantizer.latent_codebooks()
     assert vectors.shape == (quantizer.num_codebooks, 16, 8)

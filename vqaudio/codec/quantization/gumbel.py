@@ -140,7 +140,7 @@ class GumbelQuantizer(Codebook):
                 perturbed = logits
             codes = perturbed.detach().argmax(dim=1)  # [N]
             q = F.embedding(codes, self.codebook)  # [N, D]; the chosen rows get the codebook's gradient
-            if z.requires_grad:
+            if torch.is_grad_enabled():  # (not when encoding or validating: the value is q either way)
                 # Straight-through: the value stays exactly q (x - sg(x) is 0), the gradient w.r.t. the logits
                 # is that of the soft sample's mix of code vectors (the codebook's own gradient comes from q
                 # alone, as for a one-hot sample).
