@@ -3,10 +3,10 @@
 Mentzer et al. 2023, "Finite Scalar Quantization: VQ-VAE Made Simple": project the latent to d dimensions,
 squash dimension i into L_i equal steps with a tanh, round (straight-through), and read the d rounded values
 as one code: the mixed-radix number ``sum_i index_i * prod_{j<i} L_j``, so the implicit codebook is the grid
-of ``prod(L_i)`` points (``fsq_levels`` [8, 8, 4, 4] = 1024 codes). The grid is fixed, so no code can die:
-no codebook loss, no commitment loss, no EMA, no k-means, no restarts (only the input map is
-standardised on the first training batch). A linear map takes the grid point
-back to the latent space.
+of ``prod(L_i)`` points (``fsq_levels`` [8, 8, 4, 4] = 1024 codes), and a linear map takes the grid point
+back to the latent space. The grid is fixed, so no code dies for want of updates: no codebook loss, no
+commitment loss, no EMA, no k-means, no restarts (only the input map is standardised on the first training
+batch).
 
 Dimension i with L levels (h the projected value)::
 
@@ -15,6 +15,9 @@ Dimension i with L levels (h the projected value)::
     level   = (index - (L - 1) / 2) / ((L - 1) / 2)   in [-1, 1], L points 2 / (L - 1) apart
 
 Even L gives half-integer steps (a grid symmetric about 0, without 0 itself), odd L integer ones.
+
+Nothing bounds the input, though: in a 1,000-step comparison (docs/EXPERIMENTS.md, 2026-12-07) the encoder's
+latents grew until every stage's tanh sat at its ends, and each stage used a handful of its codes.
 """
 
 from __future__ import annotations
