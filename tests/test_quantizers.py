@@ -475,6 +475,12 @@ def test_codebook_options_defaults_and_from_config_follow_quantizer_config() -> 
         "kmeans_iters": 3,
         "dead_code_steps": 7,
         "usage_entropy_weight": 0.1,
+        "codebook": "fsq",
+        "fsq_levels": (4, 8),  # 32 codes
+        "gumbel_temperature_start": 0.7,
+        "gumbel_temperature_end": 0.2,
+        "gumbel_anneal_steps": 30,
+        "gumbel_anneal": "cosine",
     }
     assert set(changed) == {option.name for option in dataclasses.fields(CodebookOptions)}
     options = CodebookOptions.from_config(QuantizerConfig(**changed))

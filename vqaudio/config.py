@@ -121,6 +121,8 @@ LEARNING_RATE = Range(0, 10, low_open=True)
 BETAS = Range(0.0, 1.0, high_open=True)
 SEED = Range(0, 2**32 - 1)
 BATCH = Range(1, 65536)
+TEMPERATURE = Range(0.01, 100.0)  # softmax temperatures (the Gumbel quantizer's)
+FSQ_LEVELS = Range(2, CODEBOOK_SIZE.high, max_items=16)  # levels per FSQ dimension
 # Run-time options, checked by the CLI and the API functions that take them
 THREADS = Range(0, 1024)  # torch intra-op threads (0: torch's default)
 CHUNK_SECONDS = Range(0.01, 3600)  # windows of long inputs (tokenize, resynth, Tokenizer.encode/decode)
@@ -162,24 +164,38 @@ class EncoderConfig(_Checked):
 
 @dataclass(frozen=True)
 class QuantizerConfig(_Checked):
-    """The bottleneck: residual VQ (``residual``) or multi-codebook / product VQ (``group``)."""
+    """The bottleneck: residual VQ (``residual``) or multi-codebook / product VQ (``group``), stacking
+    codebooks of one kind (``codebook``). Fields marked vq, gumbel or fsq apply to that kind only."""
 
     kind: Literal["residual", "group"] = "residual"
+    # what each codebook is (vqaudio/codec/quantization/): "vq" nearest code (vq.py; EMA or gradient codes,
+    # k-means, restarts), "gumbel" Gumbel-softmax over learned logits (gumbel.py), "fsq" finite scalar
+    # quantization, a fixed grid of prod(fsq_levels) codes (fsq.py)
+    codebook: Literal["vq", "gumbel", "fsq"] = "vq"
     num_codebooks: int = limited(8, NUM_CODEBOOKS)  # RVQ stages, or groups for GroupVQ
-    codebook_size: int = limited(1024, CODEBOOK_SIZE)
-    # None: the stage/group dimension; smaller: factorised L2-normalised codes
+    codebook_size: int = limited(1024, CODEBOOK_SIZE)  # fsq: must equal prod(fsq_levels)
+    # vq: None: the stage/group dimension; smaller: factorised L2-normalised codes
     codebook_dim: int | None = limited(None, CHANNELS)
-    commitment_weight: float = limited(0.25, WEIGHT)  # beta in ||z - sg(q)||^2
-    codebook_weight: float = limited(1.0, WEIGHT)  # weight of ||sg(z) - q||^2 (unused with EMA updates)
-    ema: bool = True  # EMA codebook updates instead of the codebook loss
-    ema_decay: float = limited(0.99, FRACTION)
-    laplace_epsilon: float = limited(1e-5, FRACTION)  # Laplace smoothing of EMA cluster sizes
-    kmeans_init: bool = True  # initialise codebooks with k-means on the first training batch
-    kmeans_iters: int = limited(10, Range(0, 1000))
-    # a code unused for this many training steps is re-seeded (0: never)
+    commitment_weight: float = limited(0.25, WEIGHT)  # vq: beta in ||z - sg(q)||^2
+    codebook_weight: float = limited(1.0, WEIGHT)  # vq: weight of ||sg(z) - q||^2 (unused with EMA updates)
+    ema: bool = True  # vq: EMA codebook updates instead of the codebook loss
+    ema_decay: float = limited(0.99, FRACTION)  # vq
+    laplace_epsilon: float = limited(1e-5, FRACTION)  # vq: Laplace smoothing of EMA cluster sizes
+    kmeans_init: bool = True  # vq: initialise codebooks with k-means on the first training batch
+    kmeans_iters: int = limited(10, Range(0, 1000))  # vq
+    # vq: a code unused for this many training steps is re-seeded (0: never)
     dead_code_steps: int = limited(200, STEPS)
-    # evens out code usage (RVQ: first stage only; quantization/vq.py)
+    # vq and gumbel: evens out code usage, in nats (vq: a penalty on soft nearest-code usage, RVQ: first stage
+    # only, quantization/vq.py; gumbel: KL of the batch's mean code distribution to uniform, every stage)
     usage_entropy_weight: float = limited(0.0, WEIGHT)
+    # gumbel: temperature of the straight-through soft sample, annealed from start to end over
+    # gumbel_anneal_steps training steps (then end), exponentially or along a half cosine
+    gumbel_temperature_start: float = limited(0.5, TEMPERATURE)
+    gumbel_temperature_end: float = limited(0.1, TEMPERATURE)
+    gumbel_anneal_steps: int = limited(10000, EVERY)
+    gumbel_anneal: Literal["exponential", "cosine"] = "exponential"
+    # fsq: levels of each projected dimension ([8, 8, 4, 4]: 1024 codes; [8, 5, 5, 5]: 1000)
+    fsq_levels: tuple[int, ...] = limited((8, 8, 4, 4), FSQ_LEVELS)
     # RVQ: probability that a training example uses a random n_q < num_codebooks
     quantizer_dropout: float = limited(0.5, FRACTION)
 
@@ -306,6 +322,22 @@ class ModelConfig(_Checked):
             )
         if q.codebook_size < 2:
             raise ConfigError(f"codebook_size must be at least 2, got {q.codebook_size}")
+        if q.codebook == "fsq" and math.prod(q.fsq_levels) != q.codebook_size:
+            raise ConfigError(
+                f"model.quantizer.codebook: fsq makes prod(fsq_levels) = {' x '.join(map(str, q.fsq_levels))} = "
+                f"{math.prod(q.fsq_levels)} codes, but codebook_size is {q.codebook_size}; set codebook_size: "
+                f"{math.prod(q.fsq_levels)} or levels whose product is {q.codebook_size}"
+            )
+        if q.codebook != "vq" and q.codebook_dim is not None:
+            raise ConfigError(
+                f"model.quantizer.codebook_dim (factorised codes) is for codebook: vq, not {q.codebook}; remove it"
+                + (" (fsq's code space has len(fsq_levels) dimensions)" if q.codebook == "fsq" else "")
+            )
+        if q.codebook == "fsq" and q.usage_entropy_weight > 0:
+            raise ConfigError(
+                "model.quantizer.usage_entropy_weight is for codebook: vq or gumbel (fsq's fixed grid has no "
+                "codebook to spread); set it to 0"
+            )
         if q.num_codebooks < 1:
             raise ConfigError(f"num_codebooks must be at least 1, got {q.num_codebooks}")
         if self.encoder.input == "mel" and self.encoder.mel_n_fft < self.encoder.mel_hop_length:

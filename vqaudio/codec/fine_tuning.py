@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vqaudio.codec.quantization import VectorQuantizer
+from vqaudio.codec.quantization import Codebook
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.codec.vqvae import VQVAE
 from vqaudio.config import Config, ConfigError, from_dict, to_dict
@@ -37,6 +37,10 @@ TRAINING_ONLY_MODEL_FIELDS = frozenset(
         "kmeans_iters",
         "dead_code_steps",
         "usage_entropy_weight",
+        "gumbel_temperature_start",
+        "gumbel_temperature_end",
+        "gumbel_anneal_steps",
+        "gumbel_anneal",
         "quantizer_dropout",
     )
 )
@@ -97,9 +101,11 @@ def keep_frozen_in_eval(model: VQVAE, parts: Sequence[str]) -> None:
     """Put the frozen parts of a model in training mode back in eval mode, so they do not change either."""
     if "encoder" in parts:
         model.encoder.eval()
-    if "quantizer" in parts:  # no codebook statistics, restarts or k-means; dropout still applies
+    if (
+        "quantizer" in parts
+    ):  # no codebook statistics, restarts, k-means or Gumbel noise; dropout still applies
         for module in model.quantizer.modules():
-            if isinstance(module, VectorQuantizer):
+            if isinstance(module, Codebook):
                 module.eval()
 
 

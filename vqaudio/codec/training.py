@@ -3,8 +3,9 @@
 SoundStream / EnCodec-style codec training (Zeghidour et al., 2021, https://arxiv.org/abs/2107.03312;
 Défossez et al., 2022, https://arxiv.org/abs/2210.13438): multi-resolution spectral and mel losses, optional
 adversarial training (``loss.adversarial_weight > 0``: multi-period and STFT discriminators with their own
-AdamW, least-squares GAN + feature matching, from ``loss.adversarial_start_step``), EMA codebooks with
-k-means initialisation and dead-code restarts, AdamW with linear warm-up and cosine decay
+AdamW, least-squares GAN + feature matching, from ``loss.adversarial_start_step``), codebooks of the recipe's
+kind (EMA VQ with k-means initialisation and dead-code restarts, Gumbel-softmax with an annealed temperature,
+or FSQ), AdamW with linear warm-up and cosine decay
 (vqaudio.training.schedule), gradient clipping, periodic validation on whole utterances, and checkpoints.
 
 A run lives in one folder ``OUT``::
@@ -15,8 +16,9 @@ A run lives in one folder ``OUT``::
     OUT/metrics.jsonl       one JSON object per log step and validation (vqaudio.training.logs)
     OUT/tensorboard/        TensorBoard events: losses, codebook usage/perplexity, audio, spectrograms
 
-Exact resume: every step's randomness (crops, quantizer dropout, k-means seeds, dead-code restarts) comes from
-generators seeded by ``(seed, rank, step)``, the learning rate is a function of the step, and the checkpoint
+Exact resume: every step's randomness (crops, quantizer dropout, k-means seeds, dead-code restarts, Gumbel
+noise) comes from generators seeded by ``(seed, rank, step)``, the learning rate and the Gumbel temperature
+are functions of the step, and the checkpoint
 holds the model, the optimizer and the step, so a run stopped and resumed ends with the same weights as an
 uninterrupted one (tests/test_training.py checks this), on any number of processes. The global generator
 states are stored and restored too.
@@ -63,6 +65,7 @@ from vqaudio.codec.losses import (
     mel_distance,
 )
 from vqaudio.codec.pitch import estimate_pitch
+from vqaudio.codec.quantization import GumbelQuantizer
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.codec.validation import VALIDATION_BATCH_FACTOR, ValidationSet, validate
 from vqaudio.codec.vqvae import VQVAE, build_model
@@ -441,6 +444,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         learning_rate = learning_rate_at(self.step, train)
         set_learning_rate(self.optimizer, learning_rate)
+        # schedules of the codebooks (the Gumbel temperature) follow the global step, as the learning rate does
+        self.model.quantizer.set_training_step(self.step)
         target = batch.to(self.device, non_blocking=True)
         output = self.network(target)
         terms = self.loss(output.audio, target)
@@ -627,7 +632,11 @@ class Trainer:
                 distance = float(
                     mel_distance(result.reconstruction, result.target, self.config.model.sample_rate)
                 )
-            self.run_log.write("train", self.step, window.metrics(distance))
+            metrics = window.metrics(distance)
+            gumbel = [m for m in self.model.quantizer.modules() if isinstance(m, GumbelQuantizer)]
+            if gumbel:  # the temperature the window's last step used (the same in every stage)
+                metrics["gumbel_temperature"] = gumbel[0].temperature
+            self.run_log.write("train", self.step, metrics)
             window.last_mel_distance = distance
         window.reset()
 

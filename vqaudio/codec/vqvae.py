@@ -31,9 +31,8 @@ from torch.nn import functional as F
 from vqaudio.codec.conv import ConvGeometry, input_interval
 from vqaudio.codec.istft import ISTFTHead
 from vqaudio.codec.pitch import decode_pitch, encode_pitch, pitch_at_frames, pitch_window
-from vqaudio.codec.quantization import VectorQuantizer, build_quantizer
-from vqaudio.codec.quantization.base import QuantizerOutput
-from vqaudio.codec.quantization.vq import check_codes
+from vqaudio.codec.quantization import Codebook, build_quantizer
+from vqaudio.codec.quantization.base import QuantizerOutput, check_codes
 from vqaudio.codec.seanet import SEANetDecoder, SEANetEncoder
 from vqaudio.config import ModelConfig
 from vqaudio.errors import InputError
@@ -342,12 +341,15 @@ class VQVAE(nn.Module):
 
     # ---------------------------------------------------------------------------------------------- files
     def release_state_dict(self) -> dict[str, Tensor]:
-        """The weights a released model needs: ``state_dict()`` less the quantizers' training statistics."""
-        return {
-            name: tensor
-            for name, tensor in self.state_dict().items()
-            if name.rsplit(".", 1)[-1] not in VectorQuantizer.TRAINING_STATE
+        """The weights a released model needs: ``state_dict()`` less the codebooks' training statistics
+        (``Codebook.TRAINING_STATE``: vq's EMA sums and sizes and dead-code counters; other kinds have none)."""
+        training_state = {
+            f"{name}.{buffer}"
+            for name, module in self.named_modules()
+            if isinstance(module, Codebook)
+            for buffer in module.TRAINING_STATE
         }
+        return {name: tensor for name, tensor in self.state_dict().items() if name not in training_state}
 
     def load_release_state_dict(self, state_dict: dict[str, Tensor]) -> None:
         """Strict load of a ``release_state_dict`` (or a full ``state_dict``).
@@ -370,7 +372,7 @@ class VQVAE(nn.Module):
         self.load_state_dict(state_dict, strict=has_training_state)
         if not has_training_state:
             for module in self.modules():
-                if isinstance(module, VectorQuantizer):
+                if isinstance(module, Codebook):
                     module.reset_training_state()
 
 

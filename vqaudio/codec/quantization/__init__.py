@@ -1,28 +1,38 @@
 """Quantizers: latents [B, D, F] <-> integer codes [B, K, F].
 
-One file per family behind the ``Quantizer`` interface (base.py): ``VectorQuantizer`` (one codebook,
-vq.py), ``ResidualVQ`` (codebooks in sequence, residual.py), ``GroupVQ`` (codebooks side by side,
-group.py). Every codebook's settings travel as one ``CodebookOptions`` (vq.py); ``build_quantizer`` turns a
-``QuantizerConfig`` into one of the families.
+Two layouts behind the ``Quantizer`` interface (base.py): ``ResidualVQ`` (codebooks in sequence,
+residual.py) and ``GroupVQ`` (codebooks side by side, group.py). Each stacks ``Codebook``s of one kind, one
+file per kind: ``VectorQuantizer`` (nearest code, vq.py), ``GumbelQuantizer`` (Gumbel-softmax, gumbel.py),
+``FiniteScalarQuantizer`` (FSQ, fsq.py); kinds.py maps ``model.quantizer.codebook`` to them. Every
+codebook's settings travel as one ``CodebookOptions`` (base.py); ``build_quantizer`` turns a
+``QuantizerConfig`` into a layout.
 """
 
 from __future__ import annotations
 
-from vqaudio.codec.quantization.base import Quantizer, QuantizerOutput
+from vqaudio.codec.quantization.base import Codebook, CodebookOptions, Quantizer, QuantizerOutput
+from vqaudio.codec.quantization.fsq import FiniteScalarQuantizer
 from vqaudio.codec.quantization.group import GroupVQ
+from vqaudio.codec.quantization.gumbel import GumbelQuantizer, gumbel_temperature
+from vqaudio.codec.quantization.kinds import build_codebook
 from vqaudio.codec.quantization.residual import ResidualVQ
-from vqaudio.codec.quantization.vq import CodebookOptions, VectorQuantizer
+from vqaudio.codec.quantization.vq import VectorQuantizer
 from vqaudio.config import QuantizerConfig
 from vqaudio.errors import InputError
 
 __all__ = [
+    "Codebook",
     "CodebookOptions",
+    "FiniteScalarQuantizer",
     "GroupVQ",
+    "GumbelQuantizer",
     "Quantizer",
     "QuantizerOutput",
     "ResidualVQ",
     "VectorQuantizer",
+    "build_codebook",
     "build_quantizer",
+    "gumbel_temperature",
 ]
 
 
@@ -31,7 +41,8 @@ def build_quantizer(dim: int, config: QuantizerConfig) -> Quantizer:
 
     Args:
         dim: D, channels of the encoder output (``ModelConfig.latent_dim``).
-        config: ``kind`` picks the family; the other fields are its arguments.
+        config: ``kind`` picks the layout, ``codebook`` the kind of its codebooks; the other fields are their
+            arguments.
     Returns:
         A ``ResidualVQ`` or ``GroupVQ`` of ``config.num_codebooks`` codebooks.
     """

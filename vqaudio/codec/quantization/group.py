@@ -14,14 +14,16 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from vqaudio.codec.quantization.base import Quantizer, QuantizerOutput
-from vqaudio.codec.quantization.vq import (
+from vqaudio.codec.quantization.base import (
+    Codebook,
     CodebookOptions,
-    VectorQuantizer,
+    Quantizer,
+    QuantizerOutput,
     check_codes,
     check_latents,
     check_options,
 )
+from vqaudio.codec.quantization.kinds import build_codebook
 from vqaudio.errors import InputError
 
 
@@ -31,8 +33,8 @@ class GroupVQ(Quantizer):
     Args:
         dim: D, channels of the latents; must be divisible by ``num_codebooks``.
         num_codebooks: G, the number of groups.
-        options: the settings of every group's ``VectorQuantizer`` (of dim D / G; ``codebook_dim`` None
-            means D / G).
+        options: the settings of every group's codebook (of kind ``options.codebook``, over D / G channels;
+            ``codebook_dim`` None means D / G).
     """
 
     def __init__(self, dim: int, num_codebooks: int, options: CodebookOptions = CodebookOptions()) -> None:
@@ -48,7 +50,7 @@ class GroupVQ(Quantizer):
         self.codebook_size = options.codebook_size
         self.options = options
         self.group_dim = dim // num_codebooks
-        self.groups = nn.ModuleList(VectorQuantizer(self.group_dim, options) for _ in range(num_codebooks))
+        self.groups = nn.ModuleList(build_codebook(self.group_dim, options) for _ in range(num_codebooks))
 
     def forward(self, z: Tensor, n_q: int | None = None) -> QuantizerOutput:
         """Quantize every group; in training mode also update the codebooks.
@@ -105,8 +107,8 @@ class GroupVQ(Quantizer):
             full[index, :, index * self.group_dim : (index + 1) * self.group_dim] = group_vectors
         return full
 
-    def _groups(self) -> list[VectorQuantizer]:
-        return cast(list[VectorQuantizer], list(self.groups))
+    def _groups(self) -> list[Codebook]:
+        return cast(list[Codebook], list(self.groups))
 
     def _check_n_q(self, n_q: int | None, caller: str) -> None:
         if n_q is not None and n_q != self.num_codebooks:

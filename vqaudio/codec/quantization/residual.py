@@ -3,7 +3,8 @@
 Zeghidour et al. 2021, "SoundStream: An End-to-End Neural Audio Codec": stage i quantizes what stages
 < i missed, so the first n_q codes of a frame are a coarser version of all K; training with quantizer
 dropout (a random n_q per example) makes one model usable at every bitrate from 1 to K codebooks.
-Per-example dropout masks and masked losses follow Kumar et al. 2023 (DAC).
+Per-example dropout masks and masked losses follow Kumar et al. 2023 (DAC). A stage is a codebook of any
+kind (``model.quantizer.codebook``: vq, gumbel or fsq); each quantizes the residual of the stages before it.
 
 The gradient paths matter (facebookresearch/encodec#25): see ``ResidualVQ.forward``.
 """
@@ -16,14 +17,16 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from vqaudio.codec.quantization.base import Quantizer, QuantizerOutput
-from vqaudio.codec.quantization.vq import (
+from vqaudio.codec.quantization.base import (
+    Codebook,
     CodebookOptions,
-    VectorQuantizer,
+    Quantizer,
+    QuantizerOutput,
     check_codes,
     check_latents,
     check_options,
 )
+from vqaudio.codec.quantization.kinds import build_codebook
 from vqaudio.errors import InputError
 
 
@@ -33,11 +36,12 @@ class ResidualVQ(Quantizer):
     Args:
         dim: D, channels of the latents.
         num_codebooks: K, the number of stages.
-        options: the settings of every stage's ``VectorQuantizer`` (each stage has its own codebook), except
-            that only the first stage takes the usage-entropy penalty: it carries the most and its usage is
-            the most skewed, and the penalty's gradient grows as a stage's residuals shrink (on the embedded
-            tokenizer, 30x the first stage's over the other seven), so on later stages it would drown the
-            reconstruction.
+        options: the settings of every stage's codebook (each stage has its own, of kind
+            ``options.codebook``), except that with nearest-code (vq) stages only the first takes the
+            usage-entropy penalty: it carries the most and its usage is the most skewed, and the penalty's
+            gradient grows as a stage's residuals shrink (on the embedded tokenizer, 30x the first stage's
+            over the other seven), so on later stages it would drown the reconstruction. Gumbel stages all
+            take theirs: it acts on their logits, whose scale does not shrink with the residual.
         quantizer_dropout: in training, the probability that an example uses a random n_q in [1, K)
             instead of all K stages; 0 disables.
     """
@@ -62,9 +66,9 @@ class ResidualVQ(Quantizer):
         self.codebook_size = options.codebook_size
         self.options = options
         self.quantizer_dropout = quantizer_dropout
-        later = replace(options, usage_entropy_weight=0.0)
+        later = options if options.codebook == "gumbel" else replace(options, usage_entropy_weight=0.0)
         self.stages = nn.ModuleList(
-            VectorQuantizer(dim, options if index == 0 else later) for index in range(num_codebooks)
+            build_codebook(dim, options if index == 0 else later) for index in range(num_codebooks)
         )
 
     def forward(self, z: Tensor, n_q: int | None = None) -> QuantizerOutput:
@@ -89,6 +93,9 @@ class ResidualVQ(Quantizer):
         # - `surrogate` subtracts each stage's straight-through output: the summed output then has the
         #   gradient of one straight-through estimator (the identity for unfactorised codes), not n_q
         #   times it, whatever n_q an example uses.
+        # Gumbel and FSQ stages have no commitment loss and ignore `residual`: their gradient reaches z through
+        # their own logits or projection, along `surrogate` (so a later stage's gradient also flows through
+        # what the earlier stages' soft outputs made of its input).
         stages = self._stages()
         residual = surrogate = z
         quantized: Tensor | None = None
@@ -147,8 +154,8 @@ class ResidualVQ(Quantizer):
         """[K, C, D] every stage's code vectors in latent space; ``decode`` sums one per stage."""
         return torch.cat([stage.latent_codebooks() for stage in self._stages()])
 
-    def _stages(self) -> list[VectorQuantizer]:
-        return cast(list[VectorQuantizer], list(self.stages))
+    def _stages(self) -> list[Codebook]:
+        return cast(list[Codebook], list(self.stages))
 
     def _check_n_q(self, n_q: int | None, caller: str) -> int:
         if n_q is None:
