@@ -102,7 +102,7 @@ class PageCheck(NamedTuple):
     console_errors: list[str]  # console.error/assert, uncaught exceptions, failed loads, in order
     media: list[MediaState]  # every <audio> and <video>, in document order
     scroll_width: int  # CSS pixels: the page's width; above ``viewport_width`` it scrolls sideways
-    viewport_width: int
+    viewport_width: int  # the layout viewport (documentElement.clientWidth): the window, or a phone's screen
     screenshot: Path | None  # the full page as PNG, when asked for
 
     @property
