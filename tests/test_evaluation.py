@@ -333,7 +333,9 @@ def test_report_folder_on_a_tiny_model(tiny_tokenizer: Tokenizer, audio_folder: 
     assert "## Alignment" in text and "cross-correlat" in text
     for png in ["quality_vs_bitrate.png", "codebook_usage.png"]:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "report.html").stat().st_size > 0  # its content: tests/test_html_report.py
     assert len(report["examples"]) == 2
+    assert [example["role"] for example in report["examples"]] == ["worst", "median"]
     for example in report["examples"]:
         assert (out / example["spectrogram"]).read_bytes()[:4] == b"\x89PNG"
         original, rate = sf.read(str(out / example["wavs"]["original"]))
@@ -442,7 +444,9 @@ def test_cli_eval_writes_a_report_and_maps_errors_to_exit_codes(
     fast = ["--no-baselines", "--n-q", "1,3", "--max-utterances", "2", "--examples", "1", "--no-progress"]
     fast += ["--no-voice"]
     assert main([*args, *fast, "--threads", "1"]) == 0
-    assert "`vqaudio_nq1`" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "`vqaudio_nq1`" in printed and f"html: {out / 'report.html'}" in printed
+    assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
     assert list(strict_json(out / "report.json")["systems"]) == ["vqaudio_nq1", "vqaudio_nq3"]
     assert main([*args, *fast]) == 1  # exists, no --overwrite: a data error, as for every command
     assert "--overwrite" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up vqaudio in ./.venv on a fresh machine: the CPU build of torch first (so nothing pulls a CUDA
 # build), then the package. With --dev: the test extras and the Debian tools the tests use
-# (espeak-ng for synthetic speech, opus-tools and codec2 for the baselines, sox).
+# (espeak-ng for synthetic speech, opus-tools and codec2 for the baselines, sox, chromium for the browser
+# checks of report.html).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,7 @@ if [ "$dev" = 1 ]; then
   command -v opusenc >/dev/null || missing+=(opus-tools)
   command -v c2enc >/dev/null || missing+=(codec2)
   command -v sox >/dev/null || missing+=(sox)
+  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       log "installing Debian packages: ${missing[*]}"

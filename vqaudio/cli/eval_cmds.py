@@ -10,7 +10,9 @@ from vqaudio.cli.options import device_option, parse_device
 
 EVAL_HELP = (
     "Evaluate a tokenizer on a corpus and write a report folder: report.json (every number), report.md "
-    "(tables), quality-vs-bitrate and codebook-usage plots, spectrograms and WAVs of a few clips.\n\n"
+    "(tables), report.html (the tables, the plots and audio players with narrow-band spectrograms of the "
+    "example clips, in one self-contained page), quality-vs-bitrate and codebook-usage plots, spectrograms "
+    "and WAVs of a few clips: the median, worst and best by PESQ-WB of the model at its highest n_q.\n\n"
     "DATA is a manifest .tsv, a LibriSpeech-layout tree or split, an audio folder, a list file or one audio "
     "file. Whole utterances are scored at every bitrate the model serves (each n_q of a residual VQ trained "
     "with quantizer dropout; all codebooks otherwise): SI-SDR, log-mel L1, multi-resolution STFT distance, "
@@ -52,7 +54,13 @@ def eval_command(
     baselines: bool = typer.Option(
         True, "--baselines/--no-baselines", help="Run the Codec2 and Opus baselines."
     ),
-    examples: int = typer.Option(3, "--examples", min=0, help="Clips saved as WAVs with spectrograms."),
+    examples: int = typer.Option(
+        3,
+        "--examples",
+        min=0,
+        help="Example clips (WAVs, spectrograms, players in report.html): the median, worst and best by "
+        "PESQ-WB of the highest n_q, then quartiles.",
+    ),
     threads: int = typer.Option(
         0, "--threads", min=0, help="Torch threads (0: torch's default); RTFs use it."
     ),
@@ -89,6 +97,7 @@ def eval_command(
     require("matplotlib", "plots", "vqaudio eval (its plots)")  # before any work
     from vqaudio.codec.tokenizer import Tokenizer
     from vqaudio.evaluation.evaluate import EvalOptions, check_n_q, is_english, run_evaluation
+    from vqaudio.evaluation.html_report import REPORT_HTML
     from vqaudio.evaluation.report import markdown_summary
 
     requested = _parse_n_q(n_q)
@@ -125,6 +134,7 @@ def eval_command(
     result = run_evaluation(data, tokenizer, out, options, overwrite=overwrite, model_path=model)
     typer.echo(markdown_summary(result))
     typer.echo(f"report: {out / 'report.md'}")
+    typer.echo(f"html: {out / REPORT_HTML}")
 
 
 def _parse_n_q(text: str | None) -> tuple[int, ...] | None:

@@ -10,7 +10,8 @@
   training steps (numpy; takes torch tensors without importing torch).
 * ``evaluate``: the run over a corpus; ``run_evaluation`` writes the report folder atomically.
 * ``results``: what a run measured (options, per-system scores), shared by ``evaluate`` and ``report``.
-* ``report``: report.json and report.md; ``plots``: the figures.
+* ``report``: report.json and report.md; ``html_report``: report.html (the tables, figures and audio players
+  of the examples on one self-contained page); ``plots``: the figures.
 * ``phone_alignment``: pocketsphinx forced alignment of transcribed English speech -> phone segments and
   per-frame phone labels (``vqaudio align``, the alignment folder's format).
 * ``phonetic_probe``: how phonetic a tokenizer's codes are (PNMI, purities, run lengths per codebook beside

@@ -6,8 +6,9 @@ every installed baseline codec (Codec2, Opus), each whole utterance is encoded a
 output is aligned to the reference (``alignment``), and every metric (``metrics``, ``voice``) is computed; the
 reference's voice analyses (Praat, DNSMOS, recognition) are made once per utterance and the original gets a
 row of its own for the metrics that need no reference; codebook usage is counted on the full-bitrate codes
-(``codebook_stats``). ``run_evaluation`` writes the report folder
-atomically (``report`` renders it, ``plots`` draws it)::
+(``codebook_stats``). The example clips are chosen once every utterance is scored (``choose_examples``: the
+median, worst and best of the model at its highest n_q) and decoded again for the report. ``run_evaluation``
+writes the report folder atomically (``report`` renders it, ``plots`` draws it)::
 
     corpus ─► utterance ─► tokenizer.encode ─► codes [K, F] ─┬─► decode(codes[:n_q]) ─► scores vqaudio_nq{n_q}
                  │                                           └─► histograms ─► codebook usage
@@ -22,7 +23,7 @@ import os
 import platform
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ from vqaudio.evaluation.alignment import align_to_reference
 from vqaudio.evaluation.baselines import BaselineError, default_baselines, run_baseline
 from vqaudio.evaluation.codebook_stats import code_histograms, usage_from_histograms
 from vqaudio.evaluation.metrics import (
+    METRICS,
     NO_REFERENCE_METRICS,
     score_clip,
     score_original,
@@ -45,10 +47,12 @@ from vqaudio.evaluation.metrics import (
 from vqaudio.evaluation.phonetic_probe import ProbeOptions, run_probe
 from vqaudio.evaluation.report import write_report
 from vqaudio.evaluation.results import (
+    EXAMPLE_RANKING_METRICS,
     ORIGINAL,
     EvalOptions,
     EvalResult,
     EvaluatedUtterance,
+    ExampleChoice,
     SystemResult,
     SystemSpec,
 )
@@ -62,7 +66,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXAMPLE_MIN_PEAK = 1e-3  # -60 dBFS
+EXAMPLE_MIN_PEAK = 1e-3  # -60 dBFS: quieter clips make useless examples
 
 
 def served_n_q(tokenizer: Tokenizer) -> tuple[int, ...]:
@@ -184,7 +188,7 @@ def evaluate(
     counts = np.zeros((tokenizer.num_codebooks, tokenizer.codebook_size), dtype=np.int64)
     utterances: list[EvaluatedUtterance] = []
     skipped: list[tuple[str, str]] = []
-    examples: dict[str, dict[str, np.ndarray]] = {}
+    quiet: set[str] = set()  # utterances too quiet to be examples
     total_seconds = 0.0
 
     previous_threads = torch.get_num_threads()
@@ -206,23 +210,24 @@ def evaluate(
                 skipped.append((str(utterance.path), exc.reason))
                 continue
             seconds = reference.shape[0] / sample_rate
-            # silent clips make useless examples
-            keep = len(examples) < options.num_examples and float(np.abs(reference).max()) > EXAMPLE_MIN_PEAK
+            if not float(np.abs(reference).max()) > EXAMPLE_MIN_PEAK:
+                quiet.add(utterance.id)
             voice = VoiceAnalysis(reference, sample_rate, utterance.text)
-            decoded = _evaluate_model(
-                tokenizer, reference, utterance.id, systems, counts, skip_metrics, voice
-            )
-            decoded.update(
-                _evaluate_baselines(reference, sample_rate, utterance.id, systems, skip_metrics, voice)
-            )
+            _evaluate_model(tokenizer, reference, utterance.id, systems, counts, skip_metrics, voice)
+            _evaluate_baselines(reference, sample_rate, utterance.id, systems, skip_metrics, voice)
             if original is not None:
                 original.scores[utterance.id] = score_original(voice, frozenset(skip_metrics))
-            if keep:
-                examples[utterance.id] = {"original": reference, **decoded}
             utterances.append(EvaluatedUtterance(utterance.id, str(utterance.path), seconds, utterance.text))
             total_seconds += seconds
             bar.set_postfix(seconds=f"{total_seconds:.0f}")
         bar.close()
+        model_rows = [system for system in systems if system.spec.family == "vqaudio"]  # by n_q
+        choice = choose_examples(model_rows[-1], options.num_examples, exclude=quiet)
+        paths = {utt.id: utt.path for utt in utterances}
+        examples = {
+            utterance_id: _example_signals(tokenizer, paths[utterance_id], utterance_id, systems)
+            for utterance_id in (choice.roles if choice is not None else ())
+        }
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -256,6 +261,7 @@ def evaluate(
         frame_rate=tokenizer.frame_rate,
         examples=examples,
         probe=probe,
+        example_choice=choice,
     )
 
 
@@ -291,6 +297,101 @@ def run_evaluation(
 
 
 # --------------------------------------------------------------------------------------------------
+# Examples
+# --------------------------------------------------------------------------------------------------
+def choose_examples(system: SystemResult, count: int, exclude: Collection[str] = ()) -> ExampleChoice | None:
+    """The example utterances of a report: spread over the range of one system's scores.
+
+    The utterances ``system`` scored on the first metric of ``EXAMPLE_RANKING_METRICS`` it has values of
+    (and not in ``exclude``) are ranked from worst to best; the examples are the median, the worst, the best,
+    then the quartiles, the eighths and so on, ``count`` distinct utterances in all (every one when fewer
+    are ranked). The rank of quantile q among n utterances is ``floor(q * (n - 1) + 0.5)`` (the better of
+    the two middle ones for an even n); ties are broken by utterance id.
+
+    Args:
+        system: the ranked system (``evaluate`` passes the model at its highest evaluated n_q).
+        count: how many examples.
+        exclude: utterance ids never chosen (silent clips).
+    Returns:
+        ExampleChoice with the utterances worst first, or None when ``count`` is 0 or nothing was scored.
+    """
+    if count <= 0:
+        return None
+    for metric in EXAMPLE_RANKING_METRICS:
+        higher_is_better = METRICS[metric][2]
+        scored = [
+            (value if higher_is_better else -value, utterance_id)
+            for utterance_id, scores in system.scores.items()
+            if utterance_id not in exclude and np.isfinite(value := getattr(scores, metric))
+        ]
+        if scored:
+            break
+    else:
+        return None
+    ranked = [utterance_id for _, utterance_id in sorted(scored)]  # worst first
+    picked: dict[int, str] = {}  # rank -> role
+    quantiles = _example_quantiles()
+    while len(picked) < min(count, len(ranked)):
+        quantile = next(quantiles)
+        rank = int(quantile * (len(ranked) - 1) + 0.5)
+        picked.setdefault(rank, _role(quantile, rank, len(ranked)))
+    chosen = [ranked[rank] for rank in sorted(picked)]
+    return ExampleChoice(
+        system=system.spec.name,
+        metric=metric,
+        candidates=len(ranked),
+        roles={ranked[rank]: picked[rank] for rank in sorted(picked)},
+        values={utterance_id: float(getattr(system.scores[utterance_id], metric)) for utterance_id in chosen},
+    )
+
+
+def _example_quantiles() -> Iterator[float]:
+    """0.5, 0, 1, then 1/4, 3/4, then 1/8, 3/8, 5/8, 7/8, ...: every rank is reached eventually."""
+    yield from (0.5, 0.0, 1.0)
+    denominator = 4
+    while True:
+        yield from (numerator / denominator for numerator in range(1, denominator, 2))
+        denominator *= 2
+
+
+def _role(quantile: float, rank: int, count: int) -> str:
+    """What the example at ``rank`` (0: worst) of ``count`` is, in words."""
+    if count > 1 and rank in (0, count - 1):  # of two, the "median" is the best
+        return "worst" if rank == 0 else "best"
+    return "median" if quantile == 0.5 else f"percentile {quantile * 100:g}"
+
+
+def _example_signals(
+    tokenizer: Tokenizer, path: str, utterance_id: str, systems: list[SystemResult]
+) -> dict[str, np.ndarray]:
+    """{"original" and each system that scored the clip: [T] audio}, decoded again as it was scored.
+
+    Keeping every utterance's outputs until the examples are known would cost memory in proportion to the
+    corpus; decoding a few clips again costs seconds (the model is deterministic, the baselines' output is
+    aligned as before).
+    """
+    sample_rate = tokenizer.sample_rate
+    reference = load_audio(path, sample_rate).numpy()
+    codes = tokenizer.encode(torch.from_numpy(reference), sample_rate)  # [P + K, F]
+    signals = {"original": reference}
+    for system in systems:
+        spec = system.spec
+        if utterance_id not in system.scores:  # the codec failed on it
+            continue
+        if spec.family == "vqaudio":
+            output = tokenizer.decode(codes, n_q=spec.n_q, num_samples=reference.shape[0])
+            signals[spec.name] = output.detach().cpu().numpy().astype(np.float32, copy=False)
+        elif spec.baseline is not None:
+            try:
+                output_audio = run_baseline(spec.baseline, reference, sample_rate).audio
+            except BaselineError as exc:
+                log.warning("%s: %s failed when decoding the example again: %s", utterance_id, spec.name, exc)
+                continue
+            signals[spec.name] = align_to_reference(output_audio, reference, sample_rate).audio
+    return signals
+
+
+# --------------------------------------------------------------------------------------------------
 # One utterance
 # --------------------------------------------------------------------------------------------------
 def _evaluate_model(
@@ -301,8 +402,8 @@ def _evaluate_model(
     counts: np.ndarray,
     skip_metrics: dict[str, str],
     voice: VoiceAnalysis,
-) -> dict[str, np.ndarray]:
-    """Encode once at full n_q, decode every evaluated n_q; returns {system name: decoded audio}."""
+) -> None:
+    """Encode once at full n_q, decode and score every evaluated n_q."""
     sample_rate = tokenizer.sample_rate
     seconds = reference.shape[0] / sample_rate
     wav = torch.from_numpy(reference)
@@ -310,7 +411,6 @@ def _evaluate_model(
     # what the stages before it left), so one encode serves every bitrate.
     codes, encode_seconds = _timed(tokenizer, lambda: tokenizer.encode(wav, sample_rate))  # [P + K, F]
     counts += code_histograms(codes[tokenizer.pitch_rows :], tokenizer.codebook_size)  # the codebooks
-    decoded: dict[str, np.ndarray] = {}
     for system in systems:
         spec = system.spec
         if spec.family != "vqaudio":
@@ -329,8 +429,6 @@ def _evaluate_model(
         system.audio_seconds += seconds
         system.encode_seconds += encode_seconds
         system.decode_seconds += decode_seconds
-        decoded[spec.name] = audio
-    return decoded
 
 
 def _evaluate_baselines(
@@ -340,10 +438,9 @@ def _evaluate_baselines(
     systems: list[SystemResult],
     skip_metrics: dict[str, str],
     voice: VoiceAnalysis,
-) -> dict[str, np.ndarray]:
-    """Run every baseline on one clip; a codec failure is recorded for that clip, not raised."""
+) -> None:
+    """Run and score every baseline on one clip; a codec failure is recorded for that clip, not raised."""
     seconds = reference.shape[0] / sample_rate
-    decoded = {}
     for system in systems:
         if system.spec.baseline is None:
             continue
@@ -361,8 +458,6 @@ def _evaluate_baselines(
         system.audio_seconds += seconds
         system.encode_seconds += output.encode_seconds
         system.decode_seconds += output.decode_seconds
-        decoded[system.spec.name] = aligned.audio
-    return decoded
 
 
 def _timed(tokenizer: Tokenizer, function: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:

@@ -6,12 +6,16 @@
                               codebooks (stats and counts), per-utterance scores and lags, examples
       report.md               the same as tables (reconstruction, voice), with notes on missing metrics and
                               baselines
+      report.html             one self-contained page: the tables, the figures and, per example, a grid
+                              of audio players with narrow-band spectrograms (``html_report``)
       quality_vs_bitrate.png  PESQ-WB, STOI, mel distance, SI-SDR, voicing recall, F0 error, HNR drop and
                               DNSMOS OVRL against kbps, baselines on the same axes, the original as a line
       codebook_usage.png      sorted code frequencies, one subplot per codebook
       phonetic_probe.png      with --probe: the phonetic probe's figure (``probe_report``; report.json's
                               "phonetic_probe" holds its numbers, report.md its tables)
-      examples/<utt>/         original.wav, one WAV per system (aligned), spectrogram.png
+      examples/<utt>/         original.wav, one WAV per system (aligned), spectrogram.png; the examples are
+                              the median, worst and best utterances of the model at its highest n_q
+                              (``evaluate.choose_examples``; report.json's "example_choice" says how)
 
 Summary statistics are over utterances (each whole utterance counts once, whatever its length): mean, median,
 standard deviation and the half-width of a normal-approximation 95% confidence interval of the mean
@@ -32,6 +36,7 @@ import numpy as np
 
 from vqaudio._version import __version__
 from vqaudio.evaluation import alignment, voice
+from vqaudio.evaluation.html_report import REPORT_HTML, write_html
 from vqaudio.evaluation.metrics import (
     METRICS,
     NO_REFERENCE_METRICS,
@@ -46,7 +51,14 @@ from vqaudio.evaluation.plots import (
     plot_spectrograms,
 )
 from vqaudio.evaluation.probe_report import probe_dict, probe_markdown
-from vqaudio.evaluation.results import ALIGNMENT_NOTE, EvalResult, SystemResult, safe_name
+from vqaudio.evaluation.results import (
+    ALIGNMENT_NOTE,
+    EXAMPLE_RANKING_METRICS,
+    EvalResult,
+    ExampleChoice,
+    SystemResult,
+    safe_name,
+)
 from vqaudio.io.atomic import atomic_path
 from vqaudio.io.audio import save_audio
 
@@ -76,6 +88,10 @@ VOICE_TABLE_METRICS = (
     ("dnsmos_ovrl", "DNSMOS OVRL ↑", 2),
     ("wer", "WER ↓", 3),
 )
+# report.html's summary: the same two tables (together every metric)
+HTML_TABLES = (("Reconstruction quality", TABLE_METRICS, True), ("Voice", VOICE_TABLE_METRICS, False))
+# how the ranking metrics of the examples are named in the reports
+RANKING_LABELS = {"pesq_wb": "PESQ-WB", "stoi": "STOI", "mel_distance": "log-mel distance"}
 
 
 class MetricSummary(NamedTuple):
@@ -102,11 +118,12 @@ def summarize(system: SystemResult, metric: str) -> MetricSummary:
 
 
 def write_report(result: EvalResult, folder: str | Path) -> None:
-    """Write report.json, report.md, the figures and the example clips into ``folder`` (created if needed).
+    """Write report.json, report.md, report.html, the figures and the example clips into ``folder``.
 
     Args:
         result: from ``vqaudio.evaluation.evaluate.evaluate``.
-        folder: output folder; ``run_evaluation`` passes a temporary one and renames it when done.
+        folder: output folder (created if needed); ``run_evaluation`` passes a temporary one and renames it
+            when done.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -120,11 +137,12 @@ def write_report(result: EvalResult, folder: str | Path) -> None:
     plot_codebook_usage(result.code_counts, result.codebooks, folder / CODEBOOK_PLOT)
     if result.probe is not None:
         plot_phonetic_probe(result.probe, folder / PROBE_PLOT)
-    report = report_dict(result, examples)
+    report = _json_ready(report_dict(result, examples))
     with atomic_path(folder / "report.json") as tmp:
-        tmp.write_text(json.dumps(_json_ready(report), indent=2, allow_nan=False) + "\n")
+        tmp.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     with atomic_path(folder / "report.md") as tmp:
         tmp.write_text(markdown(result, examples))
+    write_html(report, folder, HTML_TABLES)  # reads the figures and example WAVs written above
 
 
 def _system_entry(result: EvalResult, system: SystemResult) -> dict[str, Any]:
@@ -246,6 +264,7 @@ def report_dict(result: EvalResult, examples: list[dict[str, Any]] | None = None
         "phonetic_probe": None if result.probe is None else probe_dict(result.probe),
         "notes": result.notes,
         "utterances": _utterance_entries(result),
+        "example_choice": _example_choice_entry(result.example_choice),
         "examples": examples or [],
         "plots": {
             "quality_vs_bitrate": QUALITY_PLOT,
@@ -272,6 +291,8 @@ def markdown(result: EvalResult, examples: list[dict[str, Any]] | None = None) -
         f"{model['num_parameters'] / 1e6:.2f} M parameters",
         f"- machine: {env['device']}, {env['threads']} torch threads, {env['processor']} "
         f"({env['cpu_count']} CPUs), torch {env['torch_version']}",
+        f"- [{REPORT_HTML}]({REPORT_HTML}): these tables and figures on one page, with audio players and "
+        "narrow-band spectrograms of the examples",
         "",
         "## Reconstruction quality",
         "",
@@ -319,7 +340,7 @@ def markdown(result: EvalResult, examples: list[dict[str, Any]] | None = None) -
         lines += ["## Notes", "", *[f"- {note}" for note in result.notes], ""]
     if result.skipped:
         lines += ["## Skipped files", "", *[f"- `{path}`: {error}" for path, error in result.skipped], ""]
-    lines += _example_section(examples or [])
+    lines += _example_section(examples or [], result.example_choice)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -510,14 +531,50 @@ def _baseline_notes(result: EvalResult) -> list[str]:
     return [*lines, ""]
 
 
-def _example_section(examples: list[dict[str, Any]]) -> list[str]:
+def example_rule(choice: ExampleChoice) -> str:
+    """How the examples were chosen, in one paragraph (report.md, report.html, report.json)."""
+    metric = RANKING_LABELS.get(choice.metric, choice.metric)
+    order = list(EXAMPLE_RANKING_METRICS)
+    missing = [RANKING_LABELS[name] for name in order[: order.index(choice.metric)]]
+    fallback = f" ({' and '.join(missing)} not measured)" if missing else ""
+    roles = list(choice.roles.values())
+    listed = ", ".join(roles[:-1]) + f" and {roles[-1]}" if len(roles) > 1 else roles[0]
+    return (
+        f"How the examples were chosen: the {choice.candidates} utterances scored by {choice.system} (the model "
+        f"at its highest evaluated n_q) were ranked by {metric}{fallback}, and the {listed} of them are shown, "
+        "worst first. More examples (--examples) add the quartiles, then the eighths; clips quieter than "
+        "-60 dBFS are never chosen."
+    )
+
+
+def _example_choice_entry(choice: ExampleChoice | None) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    return {
+        "system": choice.system,
+        "metric": choice.metric,
+        "label": RANKING_LABELS.get(choice.metric, choice.metric),
+        "candidates": choice.candidates,
+        "rule": example_rule(choice),
+    }
+
+
+def _example_section(examples: list[dict[str, Any]], choice: ExampleChoice | None) -> list[str]:
     if not examples:
         return []
     lines = ["## Examples", ""]
+    if choice is not None:
+        lines += [example_rule(choice), ""]
     for example in examples:
         files = ", ".join(f"[{name}]({path})" for name, path in example["wavs"].items())
+        role = ""
+        if choice is not None and example["id"] in choice.roles:
+            role = (
+                f": {example['role']} {RANKING_LABELS.get(choice.metric, choice.metric)} "
+                f"({_number(example['value'], 2)})"
+            )
         lines += [
-            f"### `{example['id']}`",
+            f"### `{example['id']}`{role}",
             "",
             f"Listen: {files}",
             "",
@@ -592,9 +649,12 @@ def _write_examples(result: EvalResult, folder: Path) -> list[dict[str, Any]]:
         rows = [("original", signals["original"])]
         rows += [(system_name, signals[system_name]) for system_name in shown if system_name in signals]
         plot_spectrograms(rows, result.sample_rate, clip_folder / "spectrogram.png", title=utterance_id)
+        choice = result.example_choice
         written.append(
             {
                 "id": utterance_id,
+                "role": None if choice is None else choice.roles.get(utterance_id),
+                "value": None if choice is None else choice.values.get(utterance_id),
                 "wavs": wavs,
                 "spectrogram": f"{EXAMPLES_DIR}/{name}/spectrogram.png",
                 "spectrogram_rows": [label for label, _ in rows],

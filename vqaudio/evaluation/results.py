@@ -35,7 +35,7 @@ class EvalOptions:
     max_seconds: stop adding utterances once this much audio is evaluated (whole utterances only).
     baselines: run the Codec2 / Opus baselines whose tools are installed.
     skip_bad: skip unreadable files (listed in the report) instead of failing on the first.
-    num_examples: clips kept as WAVs and spectrograms.
+    num_examples: clips kept as WAVs and spectrograms, chosen by their score (``ExampleChoice``).
     threads: torch intra-op threads (0: torch's default); RTFs are measured with it.
     seed: of the utterance subset order.
     progress: show a tqdm bar over utterances.
@@ -116,6 +116,25 @@ class SystemResult:
 ORIGINAL = SystemSpec("original", "original", math.nan, None, None, None)
 
 
+# The examples are ranked by the first of these that the ranked system was scored on (PESQ needs the
+# 'metrics' extra and fails on clips under a quarter second; the mel distance is always measured).
+EXAMPLE_RANKING_METRICS = ("pesq_wb", "stoi", "mel_distance")
+
+
+class ExampleChoice(NamedTuple):
+    """Which utterances are the report's examples, and why.
+
+    The utterances ``system`` scored are ranked from worst to best by ``metric``; the examples are the
+    median, the worst, the best, then the quartiles and so on (``evaluate.choose_examples``).
+    """
+
+    system: str  # the ranked system: the model at its highest evaluated n_q ("vqaudio_nq8")
+    metric: str  # "pesq_wb"; "stoi" or "mel_distance" where PESQ was not measured
+    candidates: int  # utterances ranked (scored on ``metric``, not silent)
+    roles: dict[str, str]  # utterance id -> "worst", "median", "best", "percentile 25", ... (worst first)
+    values: dict[str, float]  # utterance id -> its ``metric`` in ``system``
+
+
 class EvaluatedUtterance(NamedTuple):
     id: str
     path: str
@@ -143,8 +162,10 @@ class EvalResult:
     notes: list[str]
     sample_rate: int
     frame_rate: float
-    examples: dict[str, dict[str, np.ndarray]]  # utterance id -> {"original" or system name: [T] audio}
+    # utterance id -> {"original" or system name: [T] audio}, in the order of ``example_choice.roles``
+    examples: dict[str, dict[str, np.ndarray]]
     probe: ProbeResult | None = None  # the phonetic probe (``EvalOptions.probe``)
+    example_choice: ExampleChoice | None = None  # None when no example was asked for or none could be chosen
 
     def system(self, name: str) -> SystemResult:
         for system in self.systems:
