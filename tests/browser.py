@@ -85,6 +85,18 @@ _MEDIA_SCRIPT = """
   };
 })(%d)
 """
+# before that, for a page that builds itself after loading: poll a condition until it holds (or time runs out)
+_WAIT_SCRIPT = """
+(async (timeoutMs) => {
+  const condition = () => (%s);  // spliced in, not eval'd: a page's CSP may forbid eval
+  const start = Date.now();
+  while (!condition()) {
+    if (Date.now() - start > timeoutMs) return false;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return true;
+})(%d)
+"""
 _MAX_SCREENSHOT_HEIGHT = 16000  # pixels: Chromium's texture limit is 16384
 
 
@@ -186,6 +198,7 @@ class Browser:
         width: int = 1280,
         height: int = 900,
         mobile: bool = False,
+        ready: str | None = None,
     ) -> PageCheck:
         """Open ``url`` in a new tab of ``width`` x ``height`` CSS pixels and report what it shows.
 
@@ -193,6 +206,8 @@ class Browser:
             url: ``file://`` or ``http://`` address.
             screenshot: where to save a full-page PNG (None: no screenshot).
             width, height: the window (``mobile``: a phone's viewport and touch, at device scale 2).
+            ready: a JavaScript condition to wait for after the load event (a page that fetches and builds its
+                players afterwards); BrowserError when it does not hold within ``timeout``.
         Returns:
             PageCheck.
         """
@@ -209,6 +224,10 @@ class Browser:
             self._events = [event for event in self._events if event.get("sessionId") != session]
             self._call("Page.navigate", {"url": url}, session=session)
             self._wait_for("Page.loadEventFired", session)
+            if ready is not None and not self._evaluate(
+                _WAIT_SCRIPT % (ready, int(self.timeout * 1000)), session
+            ):
+                raise BrowserError(f"{url}: {ready} did not hold within {self.timeout:g} s")
             found = self._evaluate(_MEDIA_SCRIPT % int(self.timeout * 1000), session)
             path = None
             if screenshot is not None:

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from browser import Browser, is_blank, requires_chromium
 from conftest import one_line_error, speech_like
 
 from vqaudio.codec.tokenizer import Tokenizer
@@ -556,18 +557,27 @@ def test_the_page_script_wav_fft_and_spectrogram_in_node(tmp_path: Path) -> None
     assert rate == 16000 and len(audio) == 8000 and sf.info(tmp_path / "page.wav").subtype == "FLOAT"
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium is not installed")
+@requires_chromium
 def test_the_page_runs_in_headless_chromium(server: Server, tmp_path: Path) -> None:
-    """?selftest tokenizes and resynthesizes a synthetic clip; the DOM then says done, with the token count."""
-    done = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}"]
-        + ["--virtual-time-budget=20000", "--dump-dom", f"{server.url}/?selftest"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert 'data-state="done"' in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
-    assert 'data-tokens="225"' in done.stdout  # 1.5 s: 75 frames x 3 codebooks
+    """?selftest tokenizes and resynthesizes a synthetic clip; both players then hold audio, the page says done
+    with the token count (1.5 s: 75 frames x 3 rows), nothing went to the console, and the screenshot is not
+    blank, at desktop and phone width."""
+    with Browser(timeout=60) as browser:
+        for mobile in (False, True):
+            screenshot = tmp_path / f"{'phone' if mobile else 'desktop'}.png"
+            page = browser.check(
+                f"{server.url}/?selftest",
+                screenshot=screenshot,
+                width=390 if mobile else 1280,
+                height=844 if mobile else 900,
+                mobile=mobile,
+                ready="document.body.dataset.state === 'done' && results.dataset.tokens === '225'",
+            )
+            assert page.console_errors == [], page.console_errors
+            assert len(page.media) == 2 and all(state.error is None for state in page.media), page.media
+            assert all(state.duration == pytest.approx(1.5, abs=0.05) for state in page.media), page.media
+            assert page.scroll_width <= page.viewport_width  # no sideways scrolling on a phone
+            assert not is_blank(screenshot)
 
 
 # --------------------------------------------------------------------------------------------------

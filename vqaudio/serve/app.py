@@ -191,6 +191,10 @@ def create_app(service: Service) -> FastAPI:
     async def page() -> Response:
         return _static("index.html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)  # browsers ask for one; no icon, and no 404 in their console
+
     @app.get("/static/{name}", include_in_schema=False)
     async def static(name: str) -> Response:
         if name not in STATIC_FILES:
