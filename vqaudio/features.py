@@ -170,9 +170,14 @@ class LogMel(Float32Constants):
             raise ValueError(f"LogMel expects audio [B, T] or [T] with T >= 1, got shape {tuple(wav.shape)}")
         num_samples = wav.shape[-1]
         extra = self.num_frames(num_samples) * self.hop_length - num_samples
-        padded = F.pad(wav.float(), (self.padding_left, self.padding_right + extra))
+        return self.log_mel_of_frames(F.pad(wav.float(), (self.padding_left, self.padding_right + extra)))
+
+    def log_mel_of_frames(self, padded: Tensor) -> Tensor:
+        """[B, (M - 1) * hop_length + n_fft] samples, padding included -> [B, n_mels, M]: frame ``m`` reads
+        ``padded[m * hop_length : m * hop_length + n_fft]`` (the streaming encoder passes the frames a piece
+        completes)."""
         spec = torch.stft(
-            padded,
+            padded.float(),
             n_fft=self.n_fft,
             hop_length=self.hop_length,
             window=self.window,

@@ -71,6 +71,7 @@ def _register_commands() -> None:
         demo_cmd,
         eval_cmds,
         export_cmd,
+        onnx_cmd,
         prior_cmds,
         probe_cmds,
         serve_cmd,
@@ -89,6 +90,7 @@ def _register_commands() -> None:
         probe_cmds,
         prior_cmds,
         export_cmd,
+        onnx_cmd,
         serve_cmd,
     ):
         module.register(app)

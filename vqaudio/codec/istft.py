@@ -246,11 +246,14 @@ class ISTFTHead(Float32Constants):
             if state is not None and state.f0 is not None and state.centre_phase is not None:
                 previous = (state.f0, state.centre_phase)
             f0 = self.log_f0(prediction).exp().detach()
-            comb, centre_phase = self._harmonic_comb_from(f0, previous)
-            if self.f0_input:
-                comb = comb * prediction[:, -1:]  # the comb sounds in voiced frames only
-            real = real + gain_real * comb.real - gain_imaginary * comb.imag
-            imaginary = imaginary + gain_real * comb.imag + gain_imaginary * comb.real
+            comb_real, comb_imaginary, centre_phase = self._harmonic_comb_from(f0, previous)
+            if self.f0_input:  # the comb sounds in voiced frames only
+                comb_real, comb_imaginary = (
+                    comb_real * prediction[:, -1:],
+                    comb_imaginary * prediction[:, -1:],
+                )
+            real = real + gain_real * comb_real - gain_imaginary * comb_imaginary
+            imaginary = imaginary + gain_real * comb_imaginary + gain_imaginary * comb_real
             f0 = f0[:, -1]
         spectra = torch.cat([real, imaginary], dim=1)
         return spectra, PhaseState(done + raw.shape[-1], deviation_sum, f0, centre_phase)
@@ -261,13 +264,15 @@ class ISTFTHead(Float32Constants):
         Every harmonic below Nyquist at unit amplitude; a harmonic's peak is about 1 (the window's sum / 2 is
         divided out). The fundamental's phase at a frame's centre is summed from frame 0 (trapezoid rule).
         """
-        return self._harmonic_comb_from(f0, None)[0]
+        real, imaginary, _ = self._harmonic_comb_from(f0, None)
+        return torch.complex(real, imaginary)
 
     def _harmonic_comb_from(
         self, f0: Tensor, previous: tuple[Tensor, Tensor] | None
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """``harmonic_comb`` of frames that follow a frame of F0 ``previous[0]`` [B] and running centre phase
-        ``previous[1]`` [B] float64 (None: frame 0 of the signal); also the running phase at the last frame."""
+        ``previous[1]`` [B] float64 (None: frame 0 of the signal), as its real and imaginary parts [B, bins, F];
+        also the running phase at the last frame."""
         if previous is None:
             advance = math.pi * (f0[:, 1:] + f0[:, :-1]).double() * self.hop_length / self.sample_rate
             first = advance.new_zeros(f0.shape[0], 1)
@@ -277,21 +282,36 @@ class ISTFTHead(Float32Constants):
             advance = advance * self.hop_length / self.sample_rate
         running = torch.cumsum(torch.cat([first, advance], dim=-1), dim=-1)[:, -f0.shape[-1] :]
         centre_phase = torch.remainder(running, 2 * math.pi).float()
+        real, imaginary = self._comb_spectra(f0, centre_phase)  # [B, F, bins] each
+        return real.transpose(1, 2), imaginary.transpose(1, 2), running[:, -1]
+
+    def _comb_spectra(self, f0: Tensor, centre_phase: Tensor) -> tuple[Tensor, Tensor]:
+        """F0 [B, F] (Hz) and the comb's phase at each frame's centre [B, F] -> the real and imaginary parts
+        [B, F, bins] of each frame's windowed comb, a harmonic's peak about 1 (the window's sum / 2 is divided
+        out); ``EXCITATION_BLOCK_FRAMES`` frames at a time (``vqaudio.codec.onnx_export`` overrides it)."""
+        spectra = [
+            torch.fft.rfft(
+                self._comb_frames(f0[:, start : start + EXCITATION_BLOCK_FRAMES], centre_phase[:, start:])
+            )
+            * (4.0 / self.n_fft)
+            for start in range(0, f0.shape[-1], EXCITATION_BLOCK_FRAMES)
+        ]
+        spectrum = torch.cat(spectra, dim=1)
+        return spectrum.real, spectrum.imag
+
+    def _comb_frames(self, f0: Tensor, centre_phase: Tensor) -> Tensor:
+        """F0 [B, Fb] (Hz) and the comb's phase at each frame's centre [B, >= Fb] -> [B, Fb, n_fft] the windowed
+        comb of each frame."""
         offsets = (torch.arange(self.n_fft, device=f0.device) - self.n_fft // 2) / self.sample_rate
-        scale = 4.0 / self.n_fft
-        spectra = []
-        for start in range(0, f0.shape[-1], EXCITATION_BLOCK_FRAMES):
-            block = slice(start, start + EXCITATION_BLOCK_FRAMES)
-            frequency = f0[:, block, None].float()  # [B, Fb, 1]
-            half_angle = 0.5 * (centre_phase[:, block, None] + 2 * math.pi * frequency * offsets)
-            count = torch.floor(0.5 * self.sample_rate / frequency)  # harmonics below Nyquist
-            denominator = torch.sin(half_angle)
-            # sum_{k=1..K} cos(k theta) = sin(K theta / 2) cos((K + 1) theta / 2) / sin(theta / 2); K at theta = 0
-            near_zero = denominator.abs() < 1e-6
-            comb = torch.sin(count * half_angle) * torch.cos((count + 1) * half_angle)
-            comb = torch.where(near_zero, count, comb / torch.where(near_zero, 1.0, denominator))
-            spectra.append(torch.fft.rfft(comb * self.window, dim=-1) * scale)  # [B, Fb, bins]
-        return torch.cat(spectra, dim=1).transpose(1, 2), running[:, -1]
+        frequency = f0[..., None].float()  # [B, Fb, 1]
+        half_angle = 0.5 * (centre_phase[:, : f0.shape[-1], None] + 2 * math.pi * frequency * offsets)
+        count = torch.floor(0.5 * self.sample_rate / frequency)  # harmonics below Nyquist
+        denominator = torch.sin(half_angle)
+        # sum_{k=1..K} cos(k theta) = sin(K theta / 2) cos((K + 1) theta / 2) / sin(theta / 2); K at theta = 0
+        near_zero = denominator.abs() < 1e-6
+        comb = torch.sin(count * half_angle) * torch.cos((count + 1) * half_angle)
+        comb = torch.where(near_zero, count, comb / torch.where(near_zero, 1.0, denominator))
+        return comb * self.window
 
     def frames(self, wav: Tensor) -> Tensor:
         """[B, F * hop_length] audio -> [B, F, n_fft]: the samples each output frame's window spans."""
@@ -301,13 +321,20 @@ class ISTFTHead(Float32Constants):
         """[B, 2 * bins, F] real and imaginary parts -> [B, F * hop_length]; frame-local."""
         num_frames = spectrum.shape[-1]
         real, imaginary = spectrum.chunk(2, dim=1)  # [B, bins, F] each
-        frames = (
-            torch.fft.irfft(torch.complex(real, imaginary), n=self.n_fft, dim=1) * self.window[:, None]
-        )  # [B, n_fft, F]
-        raw_length = (num_frames - 1) * self.hop_length + self.n_fft
-        fold = dict(output_size=(1, raw_length), kernel_size=(1, self.n_fft), stride=(1, self.hop_length))
-        signal = F.fold(frames, **fold)[:, 0, 0]  # [B, raw_length]
+        frames = self._inverse_frames(real, imaginary) * self.window[:, None]  # [B, n_fft, F]
+        signal = self._overlap(frames)  # [B, (F - 1) * hop + n_fft]
         squared_window = self.window.square()[None, :, None].expand(1, self.n_fft, num_frames)
-        envelope = F.fold(squared_window, **fold)[0, 0, 0]  # [raw_length]
+        envelope = self._overlap(squared_window)[0]
         start, stop = self.crop_left, self.crop_left + num_frames * self.hop_length
         return signal[:, start:stop] / envelope[start:stop].clamp(min=self.envelope_floor)
+
+    def _inverse_frames(self, real: Tensor, imaginary: Tensor) -> Tensor:
+        """Spectra [B, bins, F] -> [B, n_fft, F] inverse real FFTs (``vqaudio.codec.onnx_export`` overrides it)."""
+        return torch.fft.irfft(torch.complex(real, imaginary), n=self.n_fft, dim=1)
+
+    def _overlap(self, frames: Tensor) -> Tensor:
+        """[B, n_fft, F] -> [B, (F - 1) * hop + n_fft]: frame ``j`` added at ``j * hop`` (``F.fold``;
+        ``vqaudio.codec.onnx_export`` overrides it)."""
+        raw_length = (frames.shape[-1] - 1) * self.hop_length + self.n_fft
+        fold = dict(output_size=(1, raw_length), kernel_size=(1, self.n_fft), stride=(1, self.hop_length))
+        return F.fold(frames, **fold)[:, 0, 0]

@@ -47,6 +47,7 @@ def estimate_pitch(
     max_f0: float = MAX_F0_HZ,
     voicing_threshold: float | None = None,
     voiced_dip: float | None = None,
+    fft_size: int | None = None,
 ) -> Pitch:
     """F0 and voicing of each frame.
 
@@ -57,6 +58,9 @@ def estimate_pitch(
             ``VOICING_THRESHOLD`` and ``VOICED_DIP``).
         sample_rate: Hz.
         min_f0, max_f0: the search range, Hz.
+        fft_size: length of the FFTs of the autocorrelation (None: ``2 * L``); any size from ``L + max_lag + 2``
+            gives the same correlations up to float64 rounding (the ONNX export takes a power of two, which
+            onnxruntime's FFT runs fast).
     Returns:
         Pitch with f0 and voiced [B, F].
     """
@@ -72,7 +76,11 @@ def estimate_pitch(
         )
     x = frames.double()
     x = x - x.mean(-1, keepdim=True)
-    size = 2 * length
+    size = 2 * length if fft_size is None else fft_size
+    if size < length + max_lag + 2:
+        raise ValueError(
+            f"estimate_pitch(): fft_size {size} is below {length + max_lag + 2}, which would wrap"
+        )
     spectrum = torch.fft.rfft(x, n=size)
     correlation = torch.fft.irfft(spectrum.abs().square(), n=size)[..., : max_lag + 2]  # sum x[n] x[n+lag]
     energy = torch.cumsum(x.square(), dim=-1)
@@ -141,10 +149,29 @@ def encode_pitch(wav: Tensor, hop_length: int, sample_rate: int, config: PitchCo
         ``pitch_window`` samples centred on its span's centre, so it is frame-local (chunked == whole).
     """
     window = pitch_window(sample_rate, config.min_f0)
-    padding_left = window // 2 - hop_length // 2  # frame f centred on f * hop + hop / 2
-    frames = frame_signal(wav, window, hop_length, padding_left)  # [B, F, window]
+    frames = frame_signal(wav, window, hop_length, pitch_padding(hop_length, sample_rate, config.min_f0))
+    return pitch_codes_of_frames(frames, sample_rate, config)  # frames: [B, F, window]
+
+
+def pitch_padding(hop_length: int, sample_rate: int, min_f0: float) -> int:
+    """Samples before a token frame's first that its pitch window starts: frame ``f`` reads
+    ``[f * hop - padding, f * hop - padding + pitch_window)``, centred on ``f * hop + hop / 2``."""
+    return pitch_window(sample_rate, min_f0) // 2 - hop_length // 2
+
+
+def pitch_codes_of_frames(
+    frames: Tensor, sample_rate: int, config: PitchConfig, fft_size: int | None = None
+) -> Tensor:
+    """[B, F, pitch_window] frames (``encode_pitch``'s) -> [B, F] int64 pitch codes; ``fft_size`` as in
+    ``estimate_pitch``."""
     estimate = estimate_pitch(
-        frames, sample_rate, config.min_f0, config.max_f0, config.voicing_threshold, config.voiced_dip
+        frames,
+        sample_rate,
+        config.min_f0,
+        config.max_f0,
+        config.voicing_threshold,
+        config.voiced_dip,
+        fft_size,
     )
     low, high = math.log(config.min_f0), math.log(config.max_f0)
     position = (torch.log(estimate.f0.double()) - low) / (high - low) * (config.levels - 2)

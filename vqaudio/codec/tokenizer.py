@@ -37,7 +37,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, overload
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 import numpy as np
 import torch
@@ -61,6 +61,9 @@ from vqaudio.io.model_file import (
     weights_hash,
 )
 from vqaudio.io.token_file import storage_dtype
+
+if TYPE_CHECKING:
+    from vqaudio.codec.streaming import StreamingDecoder, StreamingEncoder
 
 MODEL_FORMAT = "vqaudio-tokenizer"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "default"
@@ -859,6 +862,53 @@ class Tokenizer:
             if done < num_samples:
                 yield piece[: num_samples - done]
             done += piece.shape[-1]
+
+    # ----------------------------------------------------------------------------------------------
+    # Streaming
+    # ----------------------------------------------------------------------------------------------
+    @overload
+    def stream(
+        self, kind: Literal["encode"] = "encode", n_q: int | None = None, sample_rate: int | None = None
+    ) -> StreamingEncoder: ...
+
+    @overload
+    def stream(
+        self, kind: Literal["decode"], n_q: int | None = None, sample_rate: int | None = None
+    ) -> StreamingDecoder: ...
+
+    def stream(
+        self, kind: str = "encode", n_q: int | None = None, sample_rate: int | None = None
+    ) -> StreamingEncoder | StreamingDecoder:
+        """A streaming encoder (audio chunks -> codes) or decoder (codes chunks -> audio) of a causal model.
+
+            enc = tok.stream("encode")                # push(chunk [T]) -> codes [P + n_q, n] ready so far
+            codes = [enc.push(chunk) for chunk in chunks] + [enc.flush()]
+            dec = tok.stream("decode")                # push(codes [P + K', n]) -> audio [T] ready so far
+            audio = [dec.push(c) for c in codes] + [dec.flush()]
+
+        Chunks may have any length (20-80 ms is typical); concatenated, the outputs equal ``encode`` of the whole
+        audio and ``decode`` of all the codes (``vqaudio.codec.streaming``: what is exact and the latency). Each
+        object holds its own typed state (``.state``, ``.reset()``); ``.latency`` is the algorithmic latency.
+
+        Args:
+            kind: ``"encode"`` or ``"decode"``.
+            n_q: codebooks to emit (encode) or to decode of each chunk (decode); None: all.
+            sample_rate: the rate of the audio pushed, checked to be the model's (streaming does not resample).
+        Raises:
+            InputError: the model is not causal (``model.causal``: its frames read later audio), or a bad value.
+        """
+        from vqaudio.codec.streaming import StreamingDecoder, StreamingEncoder, check_streamable
+
+        if kind not in ("encode", "decode"):
+            raise InputError(f"stream() kind must be 'encode' or 'decode', got {kind!r}")
+        self._check_n_q(n_q)
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            raise InputError(
+                f"stream() takes audio at the model's {self.sample_rate} Hz, got sample_rate={sample_rate}; "
+                f"resample first (e.g. soxr.ResampleStream({sample_rate}, {self.sample_rate}, 1))"
+            )
+        check_streamable(self.model, f"model {self.name!r}")
+        return StreamingEncoder(self.model, n_q) if kind == "encode" else StreamingDecoder(self.model, n_q)
 
     # ----------------------------------------------------------------------------------------------
     # Input checks

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.nn.utils import parametrize
 
 from vqaudio.codec.conv import ConvGeometry, input_interval
 from vqaudio.codec.istft import ISTFTHead
@@ -315,6 +316,15 @@ class VQVAE(nn.Module):
 
     def _spectrum(self, quantized: Tensor, pitch_codes: Tensor) -> Tensor:
         """Quantized latent [B, D, F] and pitch codes [B, F] -> the head's prediction [B, C, F * strides]."""
+        latent, log_f0, voiced = self.add_pitch(quantized, pitch_codes)
+        head = self.decoder.head
+        assert isinstance(head, ISTFTHead)
+        factor = self.hop_length // head.hop_length
+        return head.predict(self.decoder.features(latent), pitch_at_frames(log_f0, voiced, factor))
+
+    def add_pitch(self, quantized: Tensor, pitch_codes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Quantized latent [B, D, F] and pitch codes [B, F] -> (the latent the decoder reads [B, D, F], log F0
+        [B, F], voiced [B, F]): the pitch row's embedding added, frame by frame."""
         assert self.pitch_embedding is not None
         log_f0, voiced = decode_pitch(pitch_codes, self.config.pitch)
         pitch = self.config.pitch
@@ -322,10 +332,7 @@ class VQVAE(nn.Module):
         span = math.log(pitch.max_f0) - math.log(pitch.min_f0)
         features = torch.stack([(log_f0 - centre) / span * voiced, voiced.to(log_f0.dtype)], dim=1)
         latent = quantized + self.pitch_embedding(features.to(quantized.dtype))  # both in the weights' dtype
-        head = self.decoder.head
-        assert isinstance(head, ISTFTHead)
-        factor = self.hop_length // head.hop_length
-        return head.predict(self.decoder.features(latent), pitch_at_frames(log_f0, voiced, factor))
+        return latent, log_f0, voiced
 
     def validate_codes(self, codes: Tensor, caller: str) -> Tensor:
         """[B, P + K', F] codes within their rows' ranges (the pitch row below ``pitch.levels``) -> int64."""
@@ -379,3 +386,28 @@ class VQVAE(nn.Module):
 def build_model(config: ModelConfig) -> VQVAE:
     """The one place a ``ModelConfig`` becomes a network."""
     return VQVAE(config)
+
+
+def folded_copy(
+    model: VQVAE, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+) -> VQVAE:
+    """A copy of ``model`` in eval mode with weight norm folded into plain weights (each computed once, as every
+    forward computes it), for inference that calls the layers many times on little input (streaming, export).
+
+    Args:
+        dtype, device: of the copy's weights (None: the model's).
+    """
+    # a new model, not copy.deepcopy: a deep copy shares the classes torch's parametrize injects into each module,
+    # and removing a parametrization deletes its property from that class, so from the original too
+    copied = build_model(model.config).to(
+        device=next(model.parameters()).device if device is None else device,
+        dtype=model.weights_dtype if dtype is None else dtype,
+    )
+    copied.load_state_dict(model.state_dict())
+    for module in copied.modules():
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations.keys()):  # type: ignore[union-attr,operator]
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    for parameter in copied.parameters():
+        parameter.requires_grad_(False)
+    return copied.eval()
