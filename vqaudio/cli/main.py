@@ -66,11 +66,30 @@ def _root(
 
 def _register_commands() -> None:
     """Add every command to the app, once (main() runs many times in one process under the tests)."""
-    from vqaudio.cli import data_cmds, demo_cmd, eval_cmds, export_cmd, prior_cmds, tokenizer_cmds, train_cmd
+    from vqaudio.cli import (
+        compress_cmds,
+        data_cmds,
+        demo_cmd,
+        eval_cmds,
+        export_cmd,
+        prior_cmds,
+        tokenizer_cmds,
+        train_cmd,
+    )
 
     if app.registered_commands:
         return
-    for module in (demo_cmd, tokenizer_cmds, train_cmd, data_cmds, eval_cmds, prior_cmds, export_cmd):
+    modules = (
+        demo_cmd,
+        tokenizer_cmds,
+        compress_cmds,
+        train_cmd,
+        data_cmds,
+        eval_cmds,
+        prior_cmds,
+        export_cmd,
+    )
+    for module in modules:
         module.register(app)
 
 
