@@ -1,6 +1,6 @@
 """The compressed-file container (``.vqa``): a fixed header, then blocks of token frames, each checked alone.
 
-    header (54 bytes)  magic "VQA", version, coder, geometry, length in samples, model hashes, CRC32
+    header (35 bytes)  magic "VQA", version, coder, model hashes, geometry, length in samples, CRC32
     block 0            index, payload length, codes check, CRC32, payload (range-coder words)
     block 1            ...
     ...                ceil(frames / block_frames) blocks, in order, nothing after the last
@@ -32,16 +32,20 @@ from vqaudio.errors import CompressedFileError
 
 MAGIC = b"VQA"
 FORMAT_VERSION = 1
-CODERS = ("adaptive", "prior")  # the coder byte: 0 adaptive per-codebook frequencies, 1 the token prior
-HASH_BYTES = 8  # models are named by the first 8 bytes (16 hex digits) of their weights' SHA-256
+CODERS = ("adaptive", "prior")  # flag bit 0: the tokens are coded under adaptive counts (0) or a prior (1)
+FLAG_PRIOR, FLAG_PITCH = 0x01, 0x02  # the flags byte: the coder, and a pitch row before the codebooks
+HASH_BYTES = (
+    6  # models are named by the first 6 bytes (the 12 hex digits vqaudio prints) of their weights hash
+)
 BLOCK_FRAMES = Range(1, 1000)  # frames per block (20 s at 50 Hz): a payload then always fits its length field
 MAX_LANES = 64
+MAX_VARINT_BYTES = 10  # an unsigned LEB128 number of at most 64 bits
 
-# magic, version, coder, lanes, pitch rows, n_q, sample rate, hop, samples, codebook size, pitch levels,
-# block frames, tokenizer hash, prior hash; then the CRC32 of those 50 bytes
-_HEADER = struct.Struct("<3sBBBBBIIQIIH8s8s")
+# magic, version, flags, n_q, lanes; then the tokenizer's hash (and the prior's, with the prior coder), the
+# geometry and length as LEB128 numbers (``_VARINT_FIELDS``), and the CRC32 of all of it
+_FIXED = struct.Struct("<3sBBBB")
+_VARINT_FIELDS = ("sample_rate", "hop_length", "num_samples", "codebook_size", "pitch_levels", "block_frames")
 _CRC = struct.Struct("<I")
-HEADER_SIZE = _HEADER.size + _CRC.size  # 54
 # block index (mod 2**16), payload length in 32-bit words, codes check; then the CRC32 of those 6 bytes and
 # the payload
 _BLOCK = struct.Struct("<HHH")
@@ -114,32 +118,50 @@ class StreamHeader:
 
 
 def short_hash(full: str) -> str:
-    """A weights hash as the header stores it: its first 16 hex digits."""
+    """A weights hash as the header stores it: its first 12 hex digits."""
     return full[: 2 * HASH_BYTES].lower()
 
 
 def pack_header(header: StreamHeader) -> bytes:
-    """The 54 header bytes of ``header`` (its fields checked as ``read_stream`` checks them)."""
+    """The header bytes of ``header`` (35 for the embedded models; its fields checked as ``read_stream`` checks
+    them)."""
     _check_header(header, "the header to write")
-    if header.coder == "prior" and not header.prior_hash:
-        raise ValueError("a prior-coded stream needs the prior's hash")
-    fields = _HEADER.pack(
-        MAGIC,
-        FORMAT_VERSION,
-        CODERS.index(header.coder),
-        header.lanes,
-        header.pitch_rows,
-        header.n_q,
-        header.sample_rate,
-        header.hop_length,
-        header.num_samples,
-        header.codebook_size,
-        header.pitch_levels,
-        header.block_frames,
-        bytes.fromhex(short_hash(header.tokenizer_hash)),
-        bytes.fromhex(short_hash(header.prior_hash)) if header.prior_hash else bytes(HASH_BYTES),
-    )
-    return fields + _CRC.pack(zlib.crc32(fields))
+    if (header.coder == "prior") != bool(header.prior_hash):
+        raise ValueError("a prior-coded stream names its prior's hash, an adaptive-coded one none")
+    flags = (FLAG_PRIOR if header.coder == "prior" else 0) | (FLAG_PITCH if header.pitch_rows else 0)
+    parts = [_FIXED.pack(MAGIC, FORMAT_VERSION, flags, header.n_q, header.lanes)]
+    parts += [
+        bytes.fromhex(short_hash(model)) for model in (header.tokenizer_hash, header.prior_hash) if model
+    ]
+    parts += [_varint(getattr(header, field)) for field in _VARINT_FIELDS]
+    body = b"".join(parts)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def _varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, least significant first, the high bit set on all bytes but the last."""
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+class _Truncated(Exception):
+    """The data ends inside the header."""
+
+
+def _read_varint(data: bytes, position: int) -> tuple[int, int]:
+    value = 0
+    for count in range(MAX_VARINT_BYTES):
+        if position + count >= len(data):
+            raise _Truncated
+        byte = data[position + count]
+        value |= (byte & 0x7F) << (7 * count)
+        if not byte & 0x80:
+            return value, position + count + 1
+    raise ValueError("a header number runs past 10 bytes")
 
 
 def codes_check(codes: np.ndarray) -> int:
@@ -177,6 +199,7 @@ class Block(NamedTuple):
 
 class Stream(NamedTuple):
     header: StreamHeader
+    header_size: int  # bytes: block 0 starts here
     blocks: list[Block]  # one per block of the header, in order
     trailing: int  # bytes after the last block (0 in a sound file)
 
@@ -195,60 +218,16 @@ def read_stream(data: bytes, name: str = "the compressed data") -> Stream:
         CompressedFileError: not a .vqa file, a newer format version, or a damaged header.
     """
     data = bytes(data)
-    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+    if data[: len(MAGIC)] != MAGIC:
         raise CompressedFileError(f"{name}: not a vqaudio compressed file (no 'VQA' magic at the start)")
-    if len(data) < HEADER_SIZE:
+    try:
+        header, header_size = _parse_header(data, name)
+    except _Truncated:
         raise CompressedFileError(
-            f"{name}: truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header"
-        )
-    version = data[3]
-    if version > FORMAT_VERSION:
-        raise CompressedFileError(
-            f"{name}: compressed-file format version {version} is newer than this vqaudio reads "
-            f"({FORMAT_VERSION}); upgrade vqaudio"
-        )
-    fields = data[: _HEADER.size]
-    (stored_crc,) = _CRC.unpack_from(data, _HEADER.size)
-    if zlib.crc32(fields) != stored_crc:
-        raise CompressedFileError(
-            f"{name}: the header fails its CRC check (damaged); the file cannot be decoded, not even with "
-            "--conceal"
-        )
-    (
-        _,
-        _,
-        coder,
-        lanes,
-        pitch_rows,
-        n_q,
-        sample_rate,
-        hop,
-        samples,
-        codebook_size,
-        levels,
-        block_frames,
-        tokenizer,
-        prior,
-    ) = _HEADER.unpack(fields)
-    if coder >= len(CODERS):
-        raise CompressedFileError(f"{name}: unknown coder {coder} in the header; upgrade vqaudio")
-    header = StreamHeader(
-        coder=CODERS[coder],
-        lanes=lanes,
-        pitch_rows=pitch_rows,
-        n_q=n_q,
-        sample_rate=sample_rate,
-        hop_length=hop,
-        num_samples=samples,
-        codebook_size=codebook_size,
-        pitch_levels=levels,
-        block_frames=block_frames,
-        tokenizer_hash=tokenizer.hex(),
-        prior_hash=prior.hex() if CODERS[coder] == "prior" else None,
-    )
-    _check_header(header, name)
+            f"{name}: truncated: the file ends inside its header ({len(data)} bytes)"
+        ) from None
     blocks: list[Block] = []
-    position = HEADER_SIZE
+    position = header_size
     index = 0
     while index < header.num_blocks:
         size = _intact_block_size(data, position, index)
@@ -275,7 +254,51 @@ def read_stream(data: bytes, name: str = "the compressed data") -> Stream:
         blocks.append(Block(index, None, 0, "fails its CRC check"))
         blocks += [Block(lost, None, 0, "is missing") for lost in range(index + 1, next_index)]
         position, index = next_position, next_index
-    return Stream(header, blocks, max(0, len(data) - position))
+    return Stream(header, header_size, blocks, max(0, len(data) - position))
+
+
+def _parse_header(data: bytes, name: str) -> tuple[StreamHeader, int]:
+    """The header at the start of ``data`` and its size; raises _Truncated where the data ends inside it."""
+    if len(data) < _FIXED.size:
+        raise _Truncated
+    _, version, flags, n_q, lanes = _FIXED.unpack_from(data)
+    if version > FORMAT_VERSION:
+        raise CompressedFileError(
+            f"{name}: compressed-file format version {version} is newer than this vqaudio reads "
+            f"({FORMAT_VERSION}); upgrade vqaudio"
+        )
+    damaged = f"{name}: the header fails its CRC check (damaged); the file cannot be decoded, not even with --conceal"
+    position = _FIXED.size
+    hashes = []
+    for _ in range(2 if flags & FLAG_PRIOR else 1):
+        if position + HASH_BYTES > len(data):
+            raise _Truncated
+        hashes.append(data[position : position + HASH_BYTES].hex())
+        position += HASH_BYTES
+    numbers = {}
+    try:
+        for field in _VARINT_FIELDS:
+            numbers[field], position = _read_varint(data, position)
+    except ValueError:
+        raise CompressedFileError(damaged) from None
+    if position + _CRC.size > len(data):
+        raise _Truncated
+    (stored_crc,) = _CRC.unpack_from(data, position)
+    if zlib.crc32(data[:position]) != stored_crc:
+        raise CompressedFileError(damaged)
+    if flags & ~(FLAG_PRIOR | FLAG_PITCH):
+        raise CompressedFileError(f"{name}: unknown header flags {flags:#04x}; upgrade vqaudio")
+    header = StreamHeader(
+        coder=CODERS[flags & FLAG_PRIOR],
+        lanes=lanes,
+        pitch_rows=1 if flags & FLAG_PITCH else 0,
+        n_q=n_q,
+        tokenizer_hash=hashes[0],
+        prior_hash=hashes[1] if len(hashes) > 1 else None,
+        **numbers,
+    )
+    _check_header(header, name)
+    return header, position + _CRC.size
 
 
 def _intact_block_size(data: bytes, position: int, index: int) -> int | None:

@@ -12,11 +12,13 @@ decoder refuses other models. The tokens go in blocks of ``block_seconds`` (2 s)
 others (``vqaudio.prior.entropy_coding``): a damaged block is an error naming it, or with ``conceal=True`` is
 filled with the prior's continuation of the frames before it, and every other block decodes exactly. The
 prior always runs on the CPU, one thread (the encoder's and decoder's probabilities must agree to the bit);
-the tokenizer runs wherever it was loaded.
+the tokenizer runs wherever it was loaded. Calls may come from several threads: the coding itself runs one at a
+time per process. The embedded tokenizer and prior are loaded once and kept.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import NamedTuple
@@ -50,7 +52,9 @@ from vqaudio.prior.prior import Prior
 log = logging.getLogger(__name__)
 
 DEFAULT_BLOCK_SECONDS = 2.0  # 1 s blocks cost ~1.5% more bits (block headers) and code short clips faster
-CONCEAL_TEMPERATURE = 0.0  # most likely codes: see docs/EXPERIMENTS.md (2026-12-07) for how it sounds
+# concealment samples the prior's continuation (seeded by the block's index: the same file gives the same audio);
+# its mel distance to the lost audio measured half that of the most likely codes (docs/EXPERIMENTS.md, 2026-12-07)
+CONCEAL_TEMPERATURE = 1.0
 
 TokenizerLike = Tokenizer | str | Path | None
 PriorLike = Prior | str | Path | bool | None
@@ -122,10 +126,12 @@ def encode_codes(
     problem = BLOCK_FRAMES.problem(block_frames)
     if problem is not None:
         raise InputError(f"block_seconds={block_seconds} gives {block_frames} frames per block: {problem}")
-    coder = _prior_for_encoding(prior, tok, array.shape[0])
+    coding_prior = _prior_for_encoding(prior, tok, array.shape[0])
+    num_blocks = -(-frames // block_frames)
     header = StreamHeader(
-        coder="prior" if coder else "adaptive",
-        lanes=coder.coder.lanes if coder else 0,
+        coder="prior" if coding_prior else "adaptive",
+        # a short file runs a smaller batch; the decoder runs the one the header names
+        lanes=min(LANES, num_blocks) if coding_prior else 0,
         pitch_rows=tok.pitch_rows,
         n_q=n_q,
         sample_rate=tok.sample_rate,
@@ -135,12 +141,12 @@ def encode_codes(
         pitch_levels=tok.config.model.pitch.levels if tok.pitch_rows else 0,
         block_frames=block_frames,
         tokenizer_hash=tok.hash,
-        prior_hash=coder.prior_hash if coder else None,
+        prior_hash=coding_prior.hash if coding_prior else None,
     )
     check_codes(array, header.alphabets)
     blocks = [array[:, header.block_frames_of(index)] for index in range(header.num_blocks)]
-    if coder:
-        payloads = coder.coder.encode(blocks)
+    if coding_prior:
+        payloads = PriorCoder(coding_prior, header.alphabets, header.lanes).encode(blocks)
     else:
         increments = adaptive_increments(header.pitch_rows, header.rows)
         payloads = [encode_adaptive(block, header.alphabets, increments) for block in blocks]
@@ -322,22 +328,27 @@ def check_tokenizer(header: StreamHeader, tokenizer: Tokenizer, name: str) -> No
 # --------------------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------------------
-class _EncodingPrior(NamedTuple):
-    coder: PriorCoder
-    prior_hash: str
-
-
 def _tokenizer(tokenizer: TokenizerLike) -> Tokenizer:
     if isinstance(tokenizer, Tokenizer):
         return tokenizer
-    return Tokenizer.load(tokenizer)
+    return _embedded_tokenizer() if tokenizer is None else Tokenizer.load(tokenizer)
+
+
+@functools.lru_cache(maxsize=1)
+def _embedded_tokenizer() -> Tokenizer:
+    return Tokenizer.load()
+
+
+@functools.lru_cache(maxsize=1)
+def _embedded_prior() -> Prior:
+    return Prior.load()
 
 
 def _load_prior(prior: PriorLike) -> Prior | None:
     if prior is False or prior is None:
         return None
     if prior is True:
-        return Prior.load()
+        return _embedded_prior()
     if isinstance(prior, Prior):
         return prior
     if isinstance(prior, (str, Path)):
@@ -345,7 +356,7 @@ def _load_prior(prior: PriorLike) -> Prior | None:
     raise TypeError(f"prior must be a Prior, a path, True or False, got {type(prior).__name__}")
 
 
-def _prior_for_encoding(prior: PriorLike, tokenizer: Tokenizer, rows: int) -> _EncodingPrior | None:
+def _prior_for_encoding(prior: PriorLike, tokenizer: Tokenizer, rows: int) -> Prior | None:
     loaded = _load_prior(prior)
     if loaded is None:
         return None
@@ -360,13 +371,7 @@ def _prior_for_encoding(prior: PriorLike, tokenizer: Tokenizer, rows: int) -> _E
             f"the prior models {loaded.num_codebooks} rows of {loaded.codebook_size} codes, the codes have "
             f"{rows} rows of {tokenizer.codebook_size}; lower n_q, or pass prior=False (--no-prior)"
         )
-    loaded.to("cpu")  # the probabilities are computed on the CPU, whatever the tokenizer's device
-    return _EncodingPrior(PriorCoder(loaded, _alphabets(tokenizer, rows), LANES), loaded.hash)
-
-
-def _alphabets(tokenizer: Tokenizer, rows: int) -> list[int]:
-    levels = tokenizer.config.model.pitch.levels
-    return [levels] * tokenizer.pitch_rows + [tokenizer.codebook_size] * (rows - tokenizer.pitch_rows)
+    return loaded.to("cpu")  # the probabilities are computed on the CPU, whatever the tokenizer's device
 
 
 def _prior_for_decoding(prior: PriorLike, header: StreamHeader, name: str) -> Prior:

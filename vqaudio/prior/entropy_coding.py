@@ -22,9 +22,10 @@ Determinism. The decoder must compute bit for bit the probabilities the encoder 
 coarse grid does not give that: with ~10^5 logits per second, some logit of a computation that differs by one
 float rounding always lies next to a grid boundary. What does: the decoder runs exactly the encoder's
 computation. Both run the prior on the CPU, one thread (forced here, whatever the caller set), one frame at a
-time, with a batch of always ``lanes`` blocks (block i in lane i mod lanes; idle lanes hold code 0), so every
-tensor op sees the same shapes and the same values in the same place; the rows of a batch do not mix, so a
-damaged block's lane holding other codes leaves the other lanes' numbers unchanged. The probabilities are
+time, with a batch of always ``lanes`` blocks (the header records it: 8, fewer for a file of fewer blocks; block
+i in lane i mod lanes; idle lanes hold code 0), so every tensor op sees the same shapes and the same values in
+the same place; the rows of a batch do not mix, so a damaged block's lane holding other codes leaves the other
+lanes' numbers unchanged. The probabilities are
 then a float64 softmax of the float32 logits, quantized by constriction. That holds for one torch build on one
 CPU architecture; another build may round differently, and then the block's codes check fails with an error
 (``vqaudio.io.bitstream``), never silently.
@@ -47,7 +48,7 @@ from vqaudio.prior.prior import Prior
 
 constriction = require("constriction", "compress", "compressing tokens (vqaudio compress)")
 
-LANES = 8  # blocks coded side by side by the prior coder (the batch of every step); the header records it
+LANES = 8  # blocks coded side by side by the prior coder (the batch of every step): at most 8 per file
 PITCH_INCREMENT = 16  # the adaptive coder's count increment for a pitch row ...
 CODE_INCREMENT = 1  # ... and for a codebook
 
