@@ -283,6 +283,20 @@ def test_not_a_compressed_file_and_a_damaged_header(codes: np.ndarray, tokenizer
         decode_codes(data[:3] + b"\x09" + data[4:], name="x.vqa")
 
 
+def test_a_header_claiming_more_audio_than_allowed_is_refused(
+    codes: np.ndarray, tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crafted header (with a valid CRC) must not make the reader allocate 10^15 frames."""
+    import vqaudio.io.bitstream as bitstream
+
+    header = dataclasses.replace(read_stream(encode(codes, tokenizer, False)).header, num_samples=10**15)
+    monkeypatch.setattr(bitstream, "_check_header", lambda header, name: None)
+    crafted = bitstream.pack_header(header)
+    monkeypatch.undo()
+    with pytest.raises(CompressedFileError, match="more than the 86400 s any audio may last"):
+        decode_codes(crafted, name="x.vqa")
+
+
 @pytest.mark.parametrize("coder", ["prior", "adaptive"])
 @pytest.mark.parametrize("where", ["payload", "length"])
 def test_a_damaged_block_is_named_and_conceal_fills_it_alone(

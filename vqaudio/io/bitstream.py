@@ -29,6 +29,7 @@ import numpy as np
 
 from vqaudio.config import CODEBOOK_SIZE, HOP, NUM_CODEBOOKS, SAMPLE_RATE, Range
 from vqaudio.errors import CompressedFileError
+from vqaudio.io.audio import MAX_SECONDS_VARIABLE, max_seconds
 
 MAGIC = b"VQA"
 FORMAT_VERSION = 1
@@ -355,6 +356,11 @@ def _check_header(header: StreamHeader, name: str) -> None:
             problems.append(f"{field} {problem}")
     if header.num_samples < 1:
         problems.append(f"num_samples is {header.num_samples}, expected at least 1")
+    elif header.num_samples > max_seconds() * header.sample_rate:
+        problems.append(
+            f"{header.num_samples} samples at {header.sample_rate} Hz are more than the {max_seconds():g} s any "
+            f"audio may last (raise {MAX_SECONDS_VARIABLE} if it is right)"
+        )
     if header.pitch_rows and not 1 <= header.pitch_levels <= header.codebook_size:
         problems.append(f"pitch_levels {header.pitch_levels} outside [1, codebook_size]")
     if not header.pitch_rows and header.pitch_levels:
