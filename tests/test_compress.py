@@ -195,6 +195,22 @@ def test_audio_round_trip_equals_the_tokenizers(tokenizer: Tokenizer, prior: Pri
     assert from_file == data  # a path is read window by window: the same codes, the same bytes
 
 
+def test_by_default_the_embedded_prior_codes_what_it_models_and_adaptive_counts_the_rest(
+    codes: np.ndarray, tokenizer: Tokenizer
+) -> None:
+    assert read_stream(encode_codes(codes, tokenizer)).header.coder == "adaptive"  # not its tokenizer
+    with pytest.raises(InputError, match="the prior models the tokens of tokenizer"):
+        encode_codes(codes, tokenizer, prior=True)  # asked for explicitly: an error
+    wav = speech_like(16_000, seed=3)  # 1 s through the embedded tokenizer and prior
+    data = compress(wav, RATE)
+    header = read_stream(data).header
+    assert (header.coder, header.lanes, header.n_q, header.num_samples) == ("prior", 1, 8, 16_000)
+    embedded = Tokenizer.load()
+    np.testing.assert_array_equal(decode_codes(data).codes, embedded.encode(wav, RATE).numpy())
+    audio, sample_rate = decompress(data)
+    assert sample_rate == RATE and audio.shape == (16_000,)
+
+
 # --------------------------------------------------------------------------------------------------
 # Determinism
 # --------------------------------------------------------------------------------------------------
@@ -429,6 +445,8 @@ def test_cli_end_to_end_with_damage_and_conceal(
     assert short_hash(tokenizer.hash) in line
     code, _, err = run("compress", wav, tmp_path / "x.vqa", *options, "--no-prior")
     assert code == 2 and "--prior and --no-prior exclude each other" in err
+    code, out, err = run("compress", wav, tmp_path / "a.vqa", "--model", models["tokenizer"])
+    assert code == 0 and "adaptive coder" in out, err  # the embedded prior models another tokenizer
     one_line_error(run("compress", wav, tmp_path / "s.vqa", *options), "already exists", "--overwrite")
     one_line_error(run("decompress", wav, tmp_path / "w.wav", *options), "not a .vqa file")
 

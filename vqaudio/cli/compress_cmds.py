@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 SUFFIX = ".vqa"
 MODEL_HELP = "Tokenizer model folder or .safetensors file (default: the model embedded in vqaudio)."
 PRIOR_HELP = (
-    "Prior model folder or .safetensors file (default: the embedded prior); it must model the tokenizer's "
-    "tokens. decompress needs the prior the file names."
+    "Prior model folder or .safetensors file; it must model the tokenizer's tokens. Default: the embedded prior "
+    "where it models them (the embedded tokenizer's), else compress uses the adaptive coder; decompress needs "
+    "the prior the file names."
 )
 COMPRESS_HELP = (
     "Compress speech into .vqa files: the tokenizer's codes, arithmetic-coded under the token prior (or, with "
@@ -136,11 +137,11 @@ def compress_command(
         )
     items = _gather(inputs, "an audio file", is_audio_file, _audio_in_folder)
     tokenizer = Tokenizer.load(model, device=parse_device(device))
-    prior: Any = False if no_prior else (prior_path or True)
-    if prior is not False:
+    prior: Any = False if no_prior else "auto"
+    if prior_path is not None:
         from vqaudio.prior import Prior
 
-        prior = Prior.load(None if prior is True else prior)  # once, for every input
+        prior = Prior.load(prior_path)  # once, for every input
     results: list[tuple[_Item, bytes]] = []
 
     def compress_one(item: _Item) -> bytes:
@@ -161,15 +162,15 @@ def compress_command(
                 target = staging / f"{item.id}{SUFFIX}"
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(compress_one(item))
-    typer.echo(_summary(results, tokenizer, n_q, "prior" if prior is not False else "adaptive", out))
+    typer.echo(_summary(results, tokenizer, n_q, out))
 
 
-def _summary(
-    results: list[tuple[_Item, bytes]], tokenizer: Any, n_q: int | None, coder: str, out: Path
-) -> str:
+def _summary(results: list[tuple[_Item, bytes]], tokenizer: Any, n_q: int | None, out: Path) -> str:
     from vqaudio.io.bitstream import read_stream
 
-    seconds = sum(read_stream(data).header.num_samples for _, data in results) / tokenizer.sample_rate
+    headers = [read_stream(data).header for _, data in results]
+    seconds = sum(header.num_samples for header in headers) / tokenizer.sample_rate
+    coder = " and ".join(sorted({header.coder for header in headers}))
     size = sum(len(data) for _, data in results)
     kbps = 8 * size / seconds / 1000
     nominal = tokenizer.bitrate_at(n_q or tokenizer.num_codebooks) / 1000

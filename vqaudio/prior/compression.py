@@ -58,6 +58,9 @@ CONCEAL_TEMPERATURE = 1.0
 
 TokenizerLike = Tokenizer | str | Path | None
 PriorLike = Prior | str | Path | bool | None
+AUTO = (
+    "auto"  # compress's default prior: the embedded one where it models the tokens, else the adaptive coder
+)
 
 
 class DecodedCodes(NamedTuple):
@@ -80,7 +83,7 @@ def encode_codes(
     codes: np.ndarray | torch.Tensor,
     tokenizer: TokenizerLike = None,
     *,
-    prior: PriorLike = True,
+    prior: PriorLike = AUTO,
     num_samples: int | None = None,
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
 ) -> bytes:
@@ -90,8 +93,10 @@ def encode_codes(
         codes: [P + n_q, F] integer codes of ``tokenizer`` (P = its ``pitch_rows``; the first n_q codebooks).
         tokenizer: the tokenizer that made them (a Tokenizer, a model path; None: the embedded one); the file
             records its hash and geometry.
-        prior: True: the embedded prior; a Prior or a prior model path; False or None: the adaptive coder (no
-            model, fast, smaller savings).
+        prior: "auto": the embedded prior if it models this tokenizer's codes (the embedded tokenizer's, up to
+            its 8 codebooks), else the adaptive coder (logged); True: the embedded prior, an error where it does
+            not fit; a Prior or a prior model path; False or None: the adaptive coder (no model, fast, smaller
+            savings). The file records which.
         num_samples: the audio's length at the tokenizer's rate (None: F * hop_length).
         block_seconds: the length of a block, the unit a damaged file loses (rounded to frames).
     Returns:
@@ -248,7 +253,7 @@ def compress(
     sample_rate: int | None = None,
     *,
     tokenizer: TokenizerLike = None,
-    prior: PriorLike = True,
+    prior: PriorLike = AUTO,
     n_q: int | None = None,
     block_seconds: float = DEFAULT_BLOCK_SECONDS,
 ) -> bytes:
@@ -258,7 +263,8 @@ def compress(
         audio: an audio file path (read window by window), or mono audio [T] (numpy or torch).
         sample_rate: the rate of an array (other rates are resampled); not used with a path.
         tokenizer: a Tokenizer or model path (None: the embedded one).
-        prior: True: the embedded prior; a Prior or path; False: the adaptive coder (see ``encode_codes``).
+        prior: "auto" (the embedded prior where it fits, else the adaptive coder), True, a Prior or path, or
+            False (see ``encode_codes``).
         n_q: codebooks to keep (None: all); the pitch row is always kept.
         block_seconds: see ``encode_codes``.
     """
@@ -351,12 +357,25 @@ def _load_prior(prior: PriorLike) -> Prior | None:
         return _embedded_prior()
     if isinstance(prior, Prior):
         return prior
-    if isinstance(prior, (str, Path)):
+    if isinstance(prior, (str, Path)) and prior != AUTO:
         return Prior.load(prior)
-    raise TypeError(f"prior must be a Prior, a path, True or False, got {type(prior).__name__}")
+    raise TypeError(f"prior must be a Prior, a path, 'auto', True or False, got {prior!r}")
 
 
 def _prior_for_encoding(prior: PriorLike, tokenizer: Tokenizer, rows: int) -> Prior | None:
+    if prior == AUTO:
+        embedded = _embedded_prior()
+        if (embedded.tokenizer_hash, embedded.codebook_size) != (tokenizer.hash, tokenizer.codebook_size) or (
+            rows > embedded.num_codebooks
+        ):
+            log.info(
+                "the embedded prior does not model the codes of tokenizer %s (%d rows); coding them with "
+                "adaptive counts",
+                tokenizer.hash[:12],
+                rows,
+            )
+            return None
+        prior = embedded
     loaded = _load_prior(prior)
     if loaded is None:
         return None
