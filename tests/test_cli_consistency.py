@@ -20,11 +20,14 @@ from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.errors import DataError, InputError
 from vqaudio.io.token_file import load_tokens
 from vqaudio.prior import Prior
+from vqaudio.prior.compression import encode_codes
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 MODEL_COMMANDS = [
     "tokenize",
     "resynth",
+    "compress",
+    "decompress",
     "eval",
     "demo",
     "train",
@@ -38,9 +41,13 @@ ALL_COMMANDS = [*MODEL_COMMANDS, "info", "prepare", "prior info"]
 
 @pytest.fixture
 def inputs(tmp_path: Path, audio_folder: Path, tiny_model_dir: Path) -> dict[str, Path]:
-    """An audio folder, a token file of three codebooks, a prior for it, and a model, all small."""
+    """An audio folder, a token file of three codebooks (and the first utterance as tokens.vqa), a prior for
+    it, and a model, all small."""
     corpus = {f"u{i}": np.random.default_rng(i).integers(0, 16, (3, 60)) for i in range(3)}
     tokens = write_tokens(tmp_path / "tokens.npy", corpus, token_meta(num_codebooks=3))
+    tokens.with_suffix(".vqa").write_bytes(
+        encode_codes(corpus["u0"], Tokenizer.load(tiny_model_dir), prior=False)
+    )
     prior = tiny_prior().save(tmp_path / "prior")
     return {"audio": audio_folder, "tokens": tokens, "prior": prior, "model": tiny_model_dir}
 
@@ -50,6 +57,14 @@ def command_line(command: str, paths: dict[str, Path], out: Path) -> list[Any]:
     return {
         "tokenize": ["tokenize", paths["audio"], out / "t.npy", "--model", paths["model"]],
         "resynth": ["resynth", paths["tokens"], out / "wavs", "--model", paths["model"]],
+        "compress": ["compress", paths["audio"], out / "vqa", "--model", paths["model"], "--no-prior"],
+        "decompress": [
+            "decompress",
+            paths["tokens"].with_suffix(".vqa"),
+            out / "wavs",
+            "--model",
+            paths["model"],
+        ],
         "eval": ["eval", paths["audio"], "--model", paths["model"], "--out", out / "report"],
         "demo": ["demo", paths["audio"], "--out", out / "demo", "--model", paths["model"]],
         "train": ["train", RECIPES / "tiny.yaml", "--data", paths["audio"], "--out", out / "run"],

@@ -23,7 +23,6 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from browser import Browser, is_blank, requires_chromium
 from conftest import one_line_error, speech_like
 
@@ -183,7 +182,7 @@ def test_health_and_info_describe_the_model_and_the_limits(server: Server, tok: 
         MAX_CONCURRENCY,
     )
     assert limits["max_codes_json_bytes"] < MAX_BYTES  # codes of 4 s at 16 bytes each, and slack
-    assert info["compress"] is False
+    assert info["compress"] is True  # constriction is in the dev extra
     assert httpx.get(f"{server.url}/docs").status_code == 404  # FastAPI's docs load from a CDN: off
 
 
@@ -322,8 +321,14 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
         422,
         "pcm16",
     ),
-    ("resynth", "a .vqa container", {"content": b"VQA\x00"}, 501, "vqaudio.compress"),
-    ("compress", "audio", {"content": _wav(SILENCE)}, 501, "not part of this vqaudio installation"),
+    (
+        "resynth",
+        "a cut-off .vqa container",
+        {"content": b"VQA\x01"},
+        422,
+        "the .vqa container cannot be decoded",
+    ),
+    ("resynth", "not a .vqa container", {"content": b"not json codes"}, 422, "cannot be decoded"),
     ("compress", "JSON", {"json": {"instances": []}}, 415, "not JSON"),
 ]
 
@@ -438,9 +443,10 @@ def test_the_client(server: Server, tok: Tokenizer, clips: dict[str, Path]) -> N
     with pytest.raises(ServiceError, match="between 1 and 3") as caught:
         client.tokenize(clips["wav"], n_q=9)
     assert caught.value.status == 422
-    with pytest.raises(ServiceError) as caught:
-        client.compress(clips["wav"])
-    assert caught.value.status == 501
+    packed = client.compress(clips["wav"], n_q=2)  # the .vqa container, lossless for the codes
+    assert packed[:3] == b"VQA"
+    unpacked, _ = client.decompress(packed)
+    np.testing.assert_allclose(unpacked, tok.decode(expected, num_samples=len(array)).numpy(), atol=1e-4)
     with pytest.raises(ServiceError, match="over the server's limit of 200000 bytes") as caught:
         client.tokenize(b"\0" * (MAX_BYTES + 1))  # refused before it is sent
     assert caught.value.status == 413
@@ -598,36 +604,23 @@ def test_a_port_in_use_and_limits_out_of_range_are_one_line_errors(run, tiny_mod
     one_line_error(run("serve", "--port", "0", "--max-concurrency", "0"), "--max-concurrency")
 
 
-def test_the_container_adapter_calls_vqaudio_compress_when_it_exists(
+def test_without_the_compress_extra_the_container_endpoints_answer_501(
     monkeypatch: pytest.MonkeyPatch, tiny_tokenizer: Tokenizer
 ) -> None:
-    """In-process (FastAPI's TestClient), with stand-ins for vqaudio.compress / decompress: the codes as JSON."""
+    """In-process (FastAPI's TestClient), with constriction hidden."""
     from fastapi.testclient import TestClient
 
-    import vqaudio
     from vqaudio.serve.app import create_app
     from vqaudio.serve.service import Service
 
-    def compress(wav: np.ndarray, sample_rate: int, n_q: int | None, tokenizer: Tokenizer) -> bytes:
-        return json.dumps(tokenizer.encode(wav, sample_rate, n_q=n_q).tolist()).encode()
-
-    def decompress(data: bytes, tokenizer: Tokenizer) -> tuple[torch.Tensor, int]:
-        return tokenizer.decode(np.array(json.loads(data))), tokenizer.sample_rate
-
-    monkeypatch.setattr(vqaudio, "compress", compress, raising=False)
-    monkeypatch.setattr(vqaudio, "decompress", decompress, raising=False)
+    monkeypatch.setitem(sys.modules, "constriction", None)
     with TestClient(create_app(Service(tiny_tokenizer))) as client:
-        assert client.get("/v1/info").json()["compress"] is True
-        audio = speech_like(8000, seed=5)
-        packed = client.post("/v1/compress", content=_wav(audio, subtype="FLOAT"), params={"n_q": 2})
-        assert packed.status_code == 200 and packed.headers["content-type"] == "application/octet-stream"
-        codes = tiny_tokenizer.encode(audio, 16000, n_q=2)
-        assert json.loads(packed.content) == codes.tolist()
-        unpacked = client.post("/v1/resynth", content=packed.content, params={"sample_format": "float32"})
-        assert unpacked.status_code == 200, unpacked.text
-        wav, _ = sf.read(io.BytesIO(unpacked.content), dtype="float32")
-        np.testing.assert_allclose(wav, tiny_tokenizer.decode(codes).numpy(), atol=1e-6)
-        _error(client.post("/v1/resynth", content=b"not json codes"), 422, "cannot be decoded")
+        assert client.get("/v1/info").json()["compress"] is False
+        _error(client.post("/v1/compress", content=_wav(speech_like(8000))), 501, "vqaudio[compress]")
+        _error(client.post("/v1/resynth", content=b"VQA\x01"), 501, "vqaudio[compress]")
+        assert (
+            client.post("/v1/resynth", json={"codes": CODES}).status_code == 200
+        )  # codes as JSON still work
 
 
 def test_sigterm_stops_the_server_after_its_requests(server: Server) -> None:

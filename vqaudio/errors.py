@@ -51,6 +51,10 @@ class ModelFileError(VQAudioError):
     """A model folder/file that is missing, corrupt, or fails its hash check."""
 
 
+class CompressedFileError(VQAudioError):
+    """A compressed file (.vqa) that is not one, is damaged (naming the block), or needs another model."""
+
+
 class DataError(VQAudioError):
     """A corpus, manifest or split that cannot be used."""
 

@@ -67,6 +67,7 @@ def _root(
 def _register_commands() -> None:
     """Add every command to the app, once (main() runs many times in one process under the tests)."""
     from vqaudio.cli import (
+        compress_cmds,
         data_cmds,
         demo_cmd,
         eval_cmds,
@@ -84,6 +85,7 @@ def _register_commands() -> None:
     for module in (
         demo_cmd,
         tokenizer_cmds,
+        compress_cmds,
         train_cmd,
         data_cmds,
         eval_cmds,

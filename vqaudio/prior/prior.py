@@ -42,9 +42,11 @@ from vqaudio.errors import InputError, ModelFileError, TokenFileError
 from vqaudio.io.model_file import (
     WEIGHTS_FILE,
     ExpectedTensors,
+    clean_state_dict,
     load_model_file,
     one_line,
     save_model_file,
+    weights_hash,
 )
 from vqaudio.prior.generation import generate_codes
 from vqaudio.prior.wavenet import WaveNetPrior, dilations, receptive_field, validate_config
@@ -111,10 +113,11 @@ class Prior:
         speakers: condition id -> speaker name, for a conditioned prior.
         training: free-form facts about the run (steps, validation bits), stored in the model file.
         path: where it was loaded from, if anywhere.
+        weights_hash: the model file's ``weights_sha256`` (None: computed from the weights when asked).
 
     Attributes:
         model, config (PriorConfig), run_config, tokens, speakers, num_codebooks, codebook_size, frame_rate,
-        sample_rate, tokenizer_hash, receptive_field (frames), receptive_field_seconds.
+        sample_rate, tokenizer_hash, receptive_field (frames), receptive_field_seconds, hash.
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class Prior:
         speakers: Sequence[str] = (),
         training: Mapping[str, Any] | None = None,
         path: Path | None = None,
+        weights_hash: str | None = None,
     ) -> None:
         if len(speakers) != model.num_conditions:
             raise ValueError(f"{model.num_conditions} condition ids but {len(speakers)} speaker names")
@@ -146,6 +150,7 @@ class Prior:
         self.tokenizer_hash = str(self.tokens["tokenizer_hash"])
         self.receptive_field = model.receptive_field
         self.receptive_field_seconds = self.receptive_field / self.frame_rate
+        self._hash = weights_hash
 
     def __repr__(self) -> str:
         return (
@@ -153,6 +158,14 @@ class Prior:
             f"receptive field {self.receptive_field} frames ({self.receptive_field_seconds:.2f} s), "
             f"tokenizer {self.tokenizer_hash[:12]}, {len(self.speakers)} speakers)"
         )
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the weights as their file stores them (``weights_sha256``); for a prior made in memory,
+        of its float32 weights. Compressed files name their prior by it."""
+        if self._hash is None:
+            return weights_hash(clean_state_dict(self.model.state_dict()))
+        return self._hash
 
     # ------------------------------------------------------------------------------------------------
     # Files
@@ -183,7 +196,13 @@ class Prior:
                 f"{loaded.path}: weights do not match the saved config ({str(exc).splitlines()[0]})"
             ) from exc
         return cls(
-            model, run_config, meta["tokens"], meta.get("speakers") or (), meta.get("training"), loaded.path
+            model,
+            run_config,
+            meta["tokens"],
+            meta.get("speakers") or (),
+            meta.get("training"),
+            loaded.path,
+            weights_hash=meta.get("weights_sha256"),
         )
 
     def description(self, name: str | None = None, weights_dtype: str = "float32") -> dict[str, Any]:

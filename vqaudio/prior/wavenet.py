@@ -217,8 +217,13 @@ class WaveNetPrior(nn.Module):
     # Teacher-forced passes (training and likelihood)
     # ------------------------------------------------------------------------------------------------
     def embed_frames(self, codes: Tensor) -> Tensor:
-        """[B, K, N] codes -> [B, C, N] frame embeddings (sum over codebooks)."""
-        return self.frame_embedding(codes + self.code_offsets[:, None]).sum(dim=1).transpose(1, 2)
+        """[B, K', N] codes -> [B, C, N] frame embeddings (sum over codebooks).
+
+        K' <= K: a sequence of fewer rows holds the first K' codebooks (the coarse stages of a residual
+        tokenizer), and its frames embed as the sum of those rows only (``vqaudio.prior.entropy_coding``).
+        """
+        offsets = self.code_offsets[: codes.shape[1], None]
+        return self.frame_embedding(codes + offsets).sum(dim=1).transpose(1, 2)
 
     def trunk_inputs(self, codes: Tensor) -> Tensor:
         """[B, K, F] -> [B, C, F + 1]: the start vector, then the embeddings of frames 0 .. F-1."""

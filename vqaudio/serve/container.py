@@ -1,69 +1,54 @@
-"""The ``.vqa`` container, as the service sees it: a thin adapter over ``vqaudio.compress`` /
-``vqaudio.decompress`` (issue 27, the ``vqaudio compress`` part), looked up when a request needs them.
+"""The ``.vqa`` container, as the service sees it: ``vqaudio.compress`` / ``vqaudio.decompress`` (the coder is
+the optional extra ``compress``: constriction), looked up when a request needs them.
 
-While this installation has no ``vqaudio.compress``, ``available()`` is False and the service answers
-``/v1/compress`` and ``.vqa`` bodies to ``/v1/resynth`` with 501. The calls below are the only place that
-knows the container's Python API. TODO(issue 27): check them against ``vqaudio.compress`` when it is merged.
+Where constriction is not installed, ``available()`` is False and the service answers ``/v1/compress`` and
+``.vqa`` bodies to ``/v1/resynth`` with 501.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
 
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.errors import VQAudioError
+from vqaudio.optional import is_installed
 
 UNAVAILABLE = (
-    "the .vqa container is not part of this vqaudio installation (it has no vqaudio.compress); send codes as "
-    "JSON to /v1/resynth, or upgrade vqaudio"
+    "the .vqa container needs the range coder of the 'compress' extra, which this server lacks "
+    "(pip install 'vqaudio[compress]'); send codes as JSON to /v1/resynth"
 )
 
 
 class ContainerUnavailable(VQAudioError):
-    """This installation has no ``vqaudio.compress`` / ``vqaudio.decompress``."""
-
-
-def _functions() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
-    import vqaudio
-
-    compress, decompress = getattr(vqaudio, "compress", None), getattr(vqaudio, "decompress", None)
-    if callable(compress) and callable(decompress):
-        return compress, decompress
-    return None
+    """This installation cannot code ``.vqa`` containers (constriction is missing)."""
 
 
 def available() -> bool:
-    """Whether ``vqaudio.compress`` and ``vqaudio.decompress`` can be called here."""
-    return _functions() is not None
+    """Whether ``.vqa`` containers can be written and read here."""
+    return is_installed("constriction")
 
 
-def require() -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """(compress, decompress), or ContainerUnavailable."""
-    functions = _functions()
-    if functions is None:
+def require() -> None:
+    """Return quietly, or raise ContainerUnavailable."""
+    if not available():
         raise ContainerUnavailable(UNAVAILABLE)
-    return functions
 
 
 def compress(tokenizer: Tokenizer, wav: torch.Tensor, n_q: int | None) -> bytes:
     """Mono float32 audio [T] at the model's rate -> the bytes of a ``.vqa`` container."""
-    compress_function, _ = require()
-    data = compress_function(wav.numpy(), tokenizer.sample_rate, n_q=n_q, tokenizer=tokenizer)
-    return bytes(data)
+    require()
+    from vqaudio.prior.compression import compress as compress_audio
+
+    return bytes(compress_audio(wav.numpy(), tokenizer.sample_rate, n_q=n_q, tokenizer=tokenizer))
 
 
 def decompress(tokenizer: Tokenizer, data: bytes) -> np.ndarray:
-    """The bytes of a ``.vqa`` container -> float32 audio [T] at the model's rate.
+    """The bytes of a ``.vqa`` container -> float32 audio [T] at the model's rate."""
+    require()
+    from vqaudio.prior.compression import decompress as decompress_audio
 
-    ``vqaudio.decompress`` may return the audio, or (audio, sample_rate).
-    """
-    _, decompress_function = require()
-    result = decompress_function(data, tokenizer=tokenizer)
-    audio = result[0] if isinstance(result, tuple) else result
+    audio, _ = decompress_audio(data, tokenizer=tokenizer)
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().float().cpu().numpy()
     return np.asarray(audio, dtype=np.float32).reshape(-1)

@@ -372,7 +372,10 @@ class Service:
             raise ServiceError(501, str(exc)) from exc
         n_q = self._check_n_q(n_q)
         wav = self.read_audio(body, "the request body", self.limits.max_seconds)
-        data = container.compress(self.tokenizer, wav, n_q)
+        try:
+            data = container.compress(self.tokenizer, wav, n_q)
+        except (VQAudioError, ValueError) as exc:
+            raise ServiceError(422, f"the audio cannot be compressed: {exc}") from exc
         return Reply(data, "application/octet-stream", {"X-VQAudio-Model-Hash": self.model_hash})
 
     # ----------------------------------------------------------------------------------------------
