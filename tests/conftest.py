@@ -185,3 +185,21 @@ def one_line_error(result: RunResult, *needles: str, code: int = 1) -> str:
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
+
+
+def join_cpu_process_group(rank: int, world_size: int, port: int) -> object:
+    """In a spawned test process: the environment torchrun would set, one thread, and a gloo group on the CPU;
+    returns vqaudio's distributed context."""
+    import os
+
+    from vqaudio.training.distributed import init_distributed
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    return init_distributed(torch.device("cpu"))

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import join_cpu_process_group
 
 from vqaudio.cli.main import main
 from vqaudio.codec.discriminators import Discriminators, Judgement
@@ -41,6 +42,7 @@ from vqaudio.training.checkpoint import (
     rng_states,
     save_checkpoint,
 )
+from vqaudio.training.distributed import shutdown_distributed
 from vqaudio.training.logs import read_metrics
 from vqaudio.training.schedule import learning_rate_at
 
@@ -520,17 +522,7 @@ def test_cli_rejects_an_unknown_override(tmp_path: Path, capsys: pytest.CaptureF
 # Data parallel
 # --------------------------------------------------------------------------------------------------
 def _ddp_worker(rank: int, world_size: int, port: int, folder: str, paths: Sequence[str]) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        LOCAL_RANK=str(rank),
-    )
-    from vqaudio.training.distributed import init_distributed, shutdown_distributed
-
-    torch.set_num_threads(1)
-    context = init_distributed(torch.device("cpu"))
+    context = join_cpu_process_group(rank, world_size, port)
     utterances = fill_headers([Utterance(Path(p).stem, Path(p), None, None) for p in paths], progress=False)
     config = tiny_training_config(
         **{"train.max_steps": 6, "train.batch_size": 2, "model.quantizer.dead_code_steps": 2}

@@ -8,7 +8,6 @@ trainer runs data-parallel like the codec's (test_training.py::test_two_process_
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -20,13 +19,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import speech_like
+from conftest import join_cpu_process_group, speech_like
 from test_prior import fast_train_config, pattern_corpus, token_meta, write_tokens
 
 from vqaudio.cli.main import main
 from vqaudio.prior import Prior
 from vqaudio.prior.training import PriorTrainer, TokenSet, _training_data
 from vqaudio.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from vqaudio.training.distributed import shutdown_distributed
 from vqaudio.training.logs import read_metrics
 from vqaudio.training.run import RunFolder, TrainingRun
 
@@ -162,17 +162,7 @@ def test_training_run_saves_once_per_step_and_not_during_an_update(tmp_path: Pat
 # The prior, data-parallel (gloo on the CPU, as torchrun sets it up)
 # --------------------------------------------------------------------------------------------------
 def _prior_ddp_worker(rank: int, world_size: int, port: int, folder: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        LOCAL_RANK=str(rank),
-    )
-    from vqaudio.training.distributed import init_distributed, shutdown_distributed
-
-    torch.set_num_threads(1)
-    context = init_distributed(torch.device("cpu"))
+    context = join_cpu_process_group(rank, world_size, port)
     corpus = {f"u{index}": np.random.default_rng(index).integers(0, 16, (2, 80)) for index in range(6)}
     config = fast_train_config(
         max_steps=6, log_every=2, validate_every=3, checkpoint_every=3, holdout_fraction=0.2, keep_best=False
