@@ -437,6 +437,9 @@ class TrainConfig(_Checked):
     # still applies). Freezing both fine-tunes the decoder alone: a model's tokens stay what they were, though
     # its weights hash changes, and token files and priors are checked against that hash (re-tokenize).
     freeze: tuple[Literal["encoder", "quantizer"], ...] = ()
+    # Mixed precision (vqaudio.training.precision): the forward pass under autocast in bfloat16 or float16
+    # (fp16: CUDA only, with a gradient scaler); weights, optimizer, losses' spectra and codebooks stay float32
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
 
 @dataclass(frozen=True)
@@ -512,6 +515,8 @@ class PriorTrainConfig(_Checked):
     keep_best: bool = True  # the released model is the one with the best validation loss
     tensorboard: bool = True
     num_threads: int = limited(0, THREADS)  # torch intra-op threads; 0 keeps torch's default
+    # the network under autocast in bfloat16 or float16 (fp16: CUDA only); see TrainConfig.precision
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
 
 
 @dataclass(frozen=True)

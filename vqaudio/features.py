@@ -176,17 +176,20 @@ class LogMel(Float32Constants):
         """[B, (M - 1) * hop_length + n_fft] samples, padding included -> [B, n_mels, M]: frame ``m`` reads
         ``padded[m * hop_length : m * hop_length + n_fft]`` (the streaming encoder passes the frames a piece
         completes)."""
-        spec = torch.stft(
-            padded.float(),
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            window=self.window,
-            center=False,
-            return_complex=True,
-        )  # [B, n_fft // 2 + 1, frames]
-        magnitude = spec.abs()
-        mel = torch.matmul(self.filterbank, magnitude)  # [B, n_mels, frames]
-        return torch.log(mel.clamp(min=LOG_FLOOR))
+        # float32 under autocast too (mixed-precision training): a bfloat16 filterbank product rounds the
+        # quiet bands the log magnifies
+        with torch.autocast(padded.device.type, enabled=False):
+            spec = torch.stft(
+                padded.float(),
+                n_fft=self.n_fft,
+                hop_length=self.hop_length,
+                window=self.window,
+                center=False,
+                return_complex=True,
+            )  # [B, n_fft // 2 + 1, frames]
+            magnitude = spec.abs()
+            mel = torch.matmul(self.filterbank, magnitude)  # [B, n_mels, frames]
+            return torch.log(mel.clamp(min=LOG_FLOOR))
 
 
 def log_mel_spectrogram(

@@ -256,6 +256,12 @@ class ReconstructionLoss(nn.Module):
             LossTerms of scalars; terms with weight 0 are not computed (they are 0).
         """
         _check_pair(pred, target, "ReconstructionLoss")
+        # float32 under mixed precision: bfloat16 spectra and mel products lose the quiet bins the log
+        # terms weigh, and CPU FFTs take no half types (vqaudio.training.precision)
+        with torch.autocast(pred.device.type, enabled=False):
+            return self._terms(pred.float(), target.float())
+
+    def _terms(self, pred: Tensor, target: Tensor) -> LossTerms:
         config = self.config
         zero = pred.new_zeros(())
         waveform_l1 = (

@@ -86,6 +86,7 @@ from vqaudio.training.distributed import (
     wrap_for_ddp,
 )
 from vqaudio.training.logs import METRICS_FILE, TENSORBOARD_DIR, RunLog
+from vqaudio.training.precision import MixedPrecision
 from vqaudio.training.run import RunFolder, TrainingRun, parameter_groups, seed_step, set_learning_rate
 from vqaudio.training.schedule import learning_rate_at
 
@@ -236,6 +237,9 @@ class Trainer:
         self.skip_bad = skip_bad
         self.context = context
         self.device = resolve_device(device)  # auto, cpu, cuda, cuda:N (checked)
+        # before the run folder is touched: fp16 on the CPU is a ConfigError (a resumed run keeps the
+        # recipe's train settings, so this is the run's precision)
+        self.precision = MixedPrecision(config.train.precision, self.device)
         self.progress = progress and context.is_main
         self.run = dict(run or {})
         self.folder = RunFolder(self.out, RUN_FILES, RUN_REFUSAL)
@@ -320,6 +324,7 @@ class Trainer:
         self.model.load_state_dict(checkpoint["model"], strict=True)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self._restore_discriminators(checkpoint.get("discriminators"))
+        self.precision.load_state_dict(checkpoint.get("grad_scaler"))
         restore_rng_states(checkpoint["rng"])
         self.validation = dict(checkpoint["validation"])
         warn_about_changed_data(checkpoint["run"], self.run)
@@ -447,33 +452,39 @@ class Trainer:
         # schedules of the codebooks (the Gumbel temperature) follow the global step, as the learning rate does
         self.model.quantizer.set_training_step(self.step)
         target = batch.to(self.device, non_blocking=True)
-        output = self.network(target)
-        terms = self.loss(output.audio, target)
+        with self.precision.autocast():  # the losses turn autocast off for their spectra
+            output = self.network(target)
+            terms = self.loss(output.audio, target)
         quantizer_loss = loss_config.quantizer_weight * output.quantizer.loss
         zero = terms.total.new_zeros(())
         pitch = zero
         if loss_config.pitch_weight > 0 and output.log_f0 is not None:
-            pitch = loss_config.pitch_weight * self._pitch_loss(output.log_f0, target)
+            pitch = loss_config.pitch_weight * self._pitch_loss(output.log_f0.float(), target)
         adversarial = feature_matching = discriminator = zero
         if self.discriminators is not None and self.step >= loss_config.adversarial_start_step:
             # The discriminators learn first, on this batch; the decoder is then judged by the updated ones.
             discriminator, real = self._discriminator_step(target, output.audio.detach(), learning_rate)
-            fake = self._judge_without_weight_gradients(output.audio)
+            with self.precision.autocast():
+                fake = self._judge_without_weight_gradients(output.audio)
+            fake = _float32(fake)
             adversarial = loss_config.adversarial_weight * generator_adversarial_loss(fake)
             feature_matching = loss_config.feature_matching_weight * feature_matching_loss(real, fake)
-        total = terms.total + quantizer_loss + pitch + adversarial + feature_matching
-        total.backward()
+        total = terms.total + quantizer_loss.float() + pitch + adversarial + feature_matching
+        self.precision.backward(total)
+        self.precision.unscale(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
         max_norm = train.grad_clip if train.grad_clip > 0 else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         # After DDP's all-reduce every rank sees the same gradients, so every rank stops here together.
-        if not math.isfinite(grad_norm):
+        # Under fp16 an overflow is the scaler's to handle: it skips the update and lowers the scale.
+        if not math.isfinite(grad_norm) and not self.precision.scaling:
             raise TrainingDivergedError(
                 f"the gradients became {grad_norm} at step {self.step + 1} "
                 f"(loss {float(total.detach()):.4g}); "
                 "lower train.learning_rate or raise train.warmup_steps, then resume from the last checkpoint"
             )
         with self.training_run.updating():
-            self.optimizer.step()
+            self.precision.step(self.optimizer)
+            self.precision.update()  # once per step, after the discriminators' optimizer too
             self.step += 1
         return StepResult(
             loss=float(total.detach()),
@@ -520,22 +531,24 @@ class Trainer:
         scale = (train.discriminator_learning_rate or train.learning_rate) / train.learning_rate
         set_learning_rate(self.discriminator_optimizer, generator_learning_rate * scale)
         self.discriminator_optimizer.zero_grad(set_to_none=True)
-        both = self.discriminator_network(torch.cat([real_audio, fake_audio]))  # one pass for real and fake
+        with self.precision.autocast():  # one pass for real and fake
+            both = _float32(self.discriminator_network(torch.cat([real_audio, fake_audio])))
         batch = real_audio.shape[0]
         real = [Judgement(j.logits[:batch], [f[:batch] for f in j.features]) for j in both]
         fake = [Judgement(j.logits[batch:], [f[batch:] for f in j.features]) for j in both]
         loss = discriminator_loss(real, fake)
-        loss.backward()
+        self.precision.backward(loss)
+        self.precision.unscale(self.discriminator_optimizer)
         max_norm = train.grad_clip if train.grad_clip > 0 else math.inf
         assert self.discriminators is not None
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.discriminators.parameters(), max_norm))
-        if not math.isfinite(grad_norm):
+        if not math.isfinite(grad_norm) and not self.precision.scaling:
             raise TrainingDivergedError(
                 f"the discriminators' gradients became {grad_norm} at step {self.step + 1}; lower "
                 "train.discriminator_learning_rate, then resume from the last checkpoint"
             )
         with self.training_run.updating():
-            self.discriminator_optimizer.step()
+            self.precision.step(self.discriminator_optimizer)
         detached = [Judgement(j.logits.detach(), [f.detach() for f in j.features]) for j in real]
         return loss.detach(), detached
 
@@ -632,7 +645,7 @@ class Trainer:
                 distance = float(
                     mel_distance(result.reconstruction, result.target, self.config.model.sample_rate)
                 )
-            metrics = window.metrics(distance)
+            metrics = {**window.metrics(distance), "precision": self.config.train.precision}
             gumbel = [m for m in self.model.quantizer.modules() if isinstance(m, GumbelQuantizer)]
             if gumbel:  # the temperature the window's last step used (the same in every stage)
                 metrics["gumbel_temperature"] = gumbel[0].temperature
@@ -677,6 +690,7 @@ class Trainer:
                 "sampler": {**self.crops.state(), "step": self.step},
                 "run": self.run,
                 "validation": self.validation,
+                "grad_scaler": self.precision.state_dict(),  # empty unless fp16
                 **(
                     {}
                     if self.discriminators is None
@@ -713,6 +727,7 @@ class Trainer:
             "init_from": self.run.get("init_from"),
             "seed": self.config.train.seed,
             "world_size": self.context.world_size,
+            "precision": self.config.train.precision,
             "validation": self.validation,
         }
         # A copy: the Tokenizer puts its model in eval mode, and the training model must stay as it is.
@@ -789,6 +804,11 @@ class _Window:
             "data_wait_fraction": self.waited / self.seconds if self.seconds else 0.0,
             "window_steps": self.steps,
         }
+
+
+def _float32(judgements: list[Judgement]) -> list[Judgement]:
+    """Discriminator outputs made under autocast, as float32 for the losses."""
+    return [Judgement(j.logits.float(), [f.float() for f in j.features]) for j in judgements]
 
 
 def _duration(seconds: float) -> str:

@@ -65,6 +65,7 @@ from vqaudio.training.distributed import (
     wrap_for_ddp,
 )
 from vqaudio.training.logs import METRICS_FILE, TENSORBOARD_DIR, RunLog
+from vqaudio.training.precision import MixedPrecision
 from vqaudio.training.run import RunFolder, TrainingRun, parameter_groups, seed_step, set_learning_rate
 from vqaudio.training.schedule import learning_rate_at
 
@@ -121,7 +122,11 @@ def window_loss(model: nn.Module, codes: Tensor, mask: Tensor, conditions: Tenso
     ``model``: a ``WaveNetPrior`` (or its DDP wrapper); ``codes`` [B, K, W], ``mask`` [B, W] on its device.
     """
     logits = model(codes, conditions)  # [B, K, W, V]
-    nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1), reduction="none")
+    with torch.autocast(
+        logits.device.type, enabled=False
+    ):  # the log-softmax in float32 under mixed precision
+        logits = logits.float()
+        nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), codes.reshape(-1), reduction="none")
     nats = nats.view(codes.shape) * mask[:, None]  # [B, K, W]
     return nats.sum() / (mask.sum() * codes.shape[1])
 
@@ -274,8 +279,12 @@ class PriorTrainer:
         self.config, self.stream, self.speakers = data.config, data.stream, data.speakers
         self.utterances, self.validation = data.utterances, data.validation
         self.out = Path(out)
-        self.run = {**run, "world_size": context.world_size}
         self.device = resolve_device(device)  # auto, cpu, cuda, cuda:N (checked)
+        precision = self.config.train.precision
+        self.precision = MixedPrecision(
+            precision, self.device
+        )  # before the run folder: fp16 on the CPU fails
+        self.run = {**run, "world_size": context.world_size, "precision": precision}
         self.context = context
         self.progress = progress and context.is_main
         train = self.config.train
@@ -330,6 +339,7 @@ class PriorTrainer:
         no state: each is drawn from (seed, rank, step).)"""
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])  # moves the moments to the weights' device
+        self.precision.load_state_dict(state.get("grad_scaler"))
         restore_rng_states(state["rng"])
         step = int(state["step"])
         self.best = float(state["validation"].get("best_bits_per_token", math.inf))
@@ -393,12 +403,15 @@ class PriorTrainer:
         batch = self.sampler.sample(step)
         codes, mask = batch.codes.to(self.device), batch.mask.to(self.device)
         conditions = None if batch.conditions is None else batch.conditions.to(self.device)
-        loss = window_loss(self.network, codes, mask, conditions)
+        with self.precision.autocast():
+            loss = window_loss(self.network, codes, mask, conditions)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.precision.backward(loss)
+        self.precision.unscale(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
         grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip))
         with self.training_run.updating():
-            self.optimizer.step()
+            self.precision.step(self.optimizer)  # fp16: skipped when the gradients overflowed
+            self.precision.update()
             self.training_run.step += 1
         return StepResult(float(loss.detach()), learning_rate, grad_norm, int(batch.mask.sum()))
 
@@ -410,6 +423,7 @@ class PriorTrainer:
                 "bits_per_token": window.bits,
                 "learning_rate": result.learning_rate,
                 "grad_norm": result.grad_norm,
+                "precision": self.config.train.precision,
                 # all processes' frames (rank 0's batches stand for the others')
                 "frames_per_second": window.frames
                 * self.context.world_size
@@ -459,6 +473,7 @@ class PriorTrainer:
                 "rng": rng_states(),
                 "sampler": {"seed": self.sampler.seed, "step": step},
                 "run": {**self.run, "elapsed_seconds": self.elapsed},
+                "grad_scaler": self.precision.state_dict(),  # empty unless fp16
                 "validation": {"best_bits_per_token": self.best} if math.isfinite(self.best) else {},
             },
         )

@@ -17,6 +17,8 @@ Keys of the state dict (``CHECKPOINT_KEYS``):
     run: what the run was trained on (data, recipe, world size), for the release model's metadata.
     validation: the latest validation metrics (may be empty).
     discriminators (only with adversarial training): ``{"model": state dict, "optimizer": AdamW state}``.
+    grad_scaler (written since mixed precision, issue 29): ``torch.amp.GradScaler.state_dict()`` under
+        ``train.precision: fp16``, empty otherwise (vqaudio.training.precision).
 """
 
 from __future__ import annotations
