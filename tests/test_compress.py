@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +29,7 @@ RATE = 16000
 BLOCK = 0.2  # seconds: 10 frames, so a few seconds of audio make more blocks than the prior coder's lanes
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: one thread is fastest and steady
 
 
 def pitch_tokenizer() -> Tokenizer:
