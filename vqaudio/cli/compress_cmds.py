@@ -112,29 +112,16 @@ def compress_command(
     from vqaudio.codec.tokenizer import Tokenizer
     from vqaudio.data.utterance import is_audio_file
     from vqaudio.errors import AudioError
-    from vqaudio.io.atomic import atomic_folder, atomic_path, check_output
+    from vqaudio.io.atomic import atomic_folder, atomic_path
     from vqaudio.prior.compression import compress
 
     if no_prior and prior_path is not None:
         raise typer.BadParameter(
             "--prior and --no-prior exclude each other; pass one", param_hint="--no-prior"
         )
-    single = len(inputs) == 1 and not inputs[0].is_dir() and out.suffix == SUFFIX
-    if not single and out.suffix == SUFFIX:
-        raise typer.BadParameter(
-            f"{len(inputs)} inputs (or a folder) go to an output folder, not to one {SUFFIX} file",
-            param_hint="OUT",
-        )
-    if single:
-        check_output(out, overwrite=overwrite)
-    else:
-        check_output(
-            out,
-            overwrite=overwrite,
-            folder=True,
-            replaceable=lambda path: path.suffix == SUFFIX,
-            what="`vqaudio compress`",
-        )
+    single = _check_out(
+        inputs, out, out.suffix == SUFFIX, f"one {SUFFIX} file", SUFFIX, "compress", overwrite
+    )
     items = _gather(inputs, "an audio file", is_audio_file, _audio_in_folder)
     tokenizer = Tokenizer.load(model, device=parse_device(device))
     prior: Any = False if no_prior else "auto"
@@ -199,27 +186,13 @@ def decompress_command(
 ) -> None:
     """.vqa -> speech (help: DECOMPRESS_HELP)."""
     from vqaudio.codec.tokenizer import Tokenizer
-    from vqaudio.io.atomic import atomic_folder, check_output
+    from vqaudio.io.atomic import atomic_folder
     from vqaudio.io.audio_stream import save_audio_blocks
     from vqaudio.io.bitstream import read_stream
     from vqaudio.prior.compression import check_tokenizer, decode_codes
 
-    single = len(inputs) == 1 and not inputs[0].is_dir() and out.suffix.lower() in (".wav", ".flac")
-    if not single and out.suffix.lower() in (".wav", ".flac"):
-        raise typer.BadParameter(
-            f"{len(inputs)} inputs (or a folder) go to an output folder, not to one audio file",
-            param_hint="OUT",
-        )
-    if single:
-        check_output(out, overwrite=overwrite)
-    else:
-        check_output(
-            out,
-            overwrite=overwrite,
-            folder=True,
-            replaceable=lambda path: path.suffix == ".wav",
-            what="`vqaudio decompress`",
-        )
+    names_audio = out.suffix.lower() in (".wav", ".flac")
+    single = _check_out(inputs, out, names_audio, "one audio file", ".wav", "decompress", overwrite)
     items = _gather(inputs, f"a {SUFFIX} file", lambda path: path.suffix == SUFFIX, _vqa_in_folder)
     tokenizer = Tokenizer.load(model, device=parse_device(device))
     prior: Any = None
@@ -253,6 +226,37 @@ def decompress_command(
                 write_one(item, target)
     what = f"{items[0].path}" if len(items) == 1 else f"{len(items)} files"
     typer.echo(f"{what} -> {out}: {seconds:.2f} s at {tokenizer.sample_rate} Hz")
+
+
+def _check_out(
+    inputs: list[Path],
+    out: Path,
+    names_a_file: bool,
+    one_file: str,
+    written_suffix: str,
+    command: str,
+    overwrite: bool,
+) -> bool:
+    """Whether OUT is one file (one input file, and OUT ``names_a_file``) or a folder of ``*written_suffix``
+    files; checked (and an earlier output's rules applied) before any work."""
+    from vqaudio.io.atomic import check_output
+
+    single = len(inputs) == 1 and not inputs[0].is_dir() and names_a_file
+    if names_a_file and not single:
+        raise typer.BadParameter(
+            f"{len(inputs)} inputs (or a folder) go to an output folder, not to {one_file}", param_hint="OUT"
+        )
+    if single:
+        check_output(out, overwrite=overwrite)
+    else:
+        check_output(
+            out,
+            overwrite=overwrite,
+            folder=True,
+            replaceable=lambda path: path.suffix == written_suffix,
+            what=f"`vqaudio {command}`",
+        )
+    return single
 
 
 def register(app: typer.Typer) -> None:
