@@ -15,6 +15,7 @@ The plain functions ``speech_like``, ``make_tiny_config`` and ``make_tiny_tokeni
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -212,3 +213,22 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def make_phase_tokenizer(phase: str, excitation: str) -> Tokenizer:
+    """A tiny tokenizer whose iSTFT head sums phase over frames (``integrated`` phase or a ``harmonic`` excitation):
+    what windowed and streamed decoding must carry from window to window."""
+    base = make_tiny_config()
+    decoder = DecoderConfig(
+        output="istft",
+        channels=8,
+        max_channels=16,
+        strides=(2,),
+        istft_n_fft=320,
+        istft_hop_length=160,
+        istft_phase=phase,  # type: ignore[arg-type]
+        istft_excitation=excitation,  # type: ignore[arg-type]
+    )
+    return make_tiny_tokenizer(
+        config=dataclasses.replace(base, model=dataclasses.replace(base.model, decoder=decoder))
+    )

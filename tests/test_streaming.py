@@ -8,7 +8,6 @@ here), and ``decode_stream`` equals ``decode`` with the same ``chunk_seconds`` b
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -16,12 +15,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import make_tiny_config, make_tiny_tokenizer, speech_like
+from conftest import make_phase_tokenizer, speech_like
 
 from vqaudio.codec.corpus_coding import resynthesize_tokens, tokenize_corpus
 from vqaudio.codec.istft import ISTFTHead
 from vqaudio.codec.tokenizer import Tokenizer
-from vqaudio.config import DecoderConfig
 from vqaudio.errors import AudioError
 from vqaudio.io.audio import load_audio, save_audio
 from vqaudio.io.audio_stream import BLOCK_FRAMES, AudioReader, save_audio_blocks
@@ -273,20 +271,7 @@ def test_the_audio_round_trip_streams_and_equals_the_in_memory_one(
 def test_decode_stream_carries_the_integrated_phase(phase: str, excitation: str) -> None:
     """A head that sums phase over frames: the running sums continue from window to window, so the streamed
     audio equals ``decode`` (which sums over the whole input) and holds no more than a window."""
-    base = make_tiny_config()
-    decoder = DecoderConfig(
-        output="istft",
-        channels=8,
-        max_channels=16,
-        strides=(2,),
-        istft_n_fft=320,
-        istft_hop_length=160,
-        istft_phase=phase,  # type: ignore[arg-type]
-        istft_excitation=excitation,  # type: ignore[arg-type]
-    )
-    tok = make_tiny_tokenizer(
-        config=dataclasses.replace(base, model=dataclasses.replace(base.model, decoder=decoder))
-    )
+    tok = make_phase_tokenizer(phase, excitation)
     assert tok.model.integrates_phase
     head = tok.model.decoder.head
     if head.harmonic:  # an active harmonic branch and an F0 that moves

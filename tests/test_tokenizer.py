@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soxr
 import torch
-from conftest import make_tiny_config, make_tiny_tokenizer, speech_like
+from conftest import make_phase_tokenizer, make_tiny_config, make_tiny_tokenizer, speech_like
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -155,19 +155,7 @@ def test_chunked_decode_equals_whole_decode(tiny_tokenizer: Tokenizer) -> None:
 def test_windowed_decode_carries_the_integrated_phase(phase: str, excitation: str) -> None:
     """A head that sums phase over frames (integrated phase, or the harmonic excitation's running phase):
     chunked and batched decoding still equal one whole decode."""
-    base = make_tiny_config()
-    decoder = DecoderConfig(
-        output="istft",
-        channels=8,
-        max_channels=16,
-        strides=(2,),
-        istft_n_fft=320,
-        istft_hop_length=160,
-        istft_phase=phase,  # type: ignore[arg-type]
-        istft_excitation=excitation,  # type: ignore[arg-type]
-    )
-    config = dataclasses.replace(base, model=dataclasses.replace(base.model, decoder=decoder))
-    tok = make_tiny_tokenizer(config=config)
+    tok = make_phase_tokenizer(phase, excitation)
     assert tok.model.integrates_phase
     head = tok.model.decoder.head
     if head.harmonic:  # an active harmonic branch and an F0 that moves
