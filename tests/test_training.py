@@ -524,13 +524,15 @@ def test_cli_rejects_an_unknown_override(tmp_path: Path, capsys: pytest.CaptureF
 def _ddp_worker(rank: int, world_size: int, port: int, folder: str, paths: Sequence[str]) -> None:
     context = join_cpu_process_group(rank, world_size, port)
     utterances = fill_headers([Utterance(Path(p).stem, Path(p), None, None) for p in paths], progress=False)
-    config = tiny_training_config(
-        **{"train.max_steps": 6, "train.batch_size": 2, "model.quantizer.dead_code_steps": 2}
-    )
+    settings = {"train.max_steps": 6, "train.batch_size": 2, "model.quantizer.dead_code_steps": 2}
+    config = tiny_training_config(**settings, **{"train.num_workers": 1, "train.validate_every": 3})
     trainer = Trainer(
-        config, utterances[:-1], utterances[-1:], Path(folder) / "run", context=context, progress=False
+        config, utterances[:-3], utterances[-3:], Path(folder) / "run", context=context, progress=False
     )
+    # Each rank decodes its own share of the validation files only.
+    torch.save(sorted(trainer.validation_set.audio), Path(folder) / f"valid{rank}.pt")
     trainer.fit()
+    torch.save(trainer.validation, Path(folder) / f"metrics{rank}.pt")
     torch.save(trainer.model.state_dict(), Path(folder) / f"rank{rank}.pt")
     # Both ranks saw different crops: the identical weights below come from gradient averaging, not chance.
     torch.save(trainer.crops[0], Path(folder) / f"batch{rank}.pt")
@@ -539,7 +541,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, folder: str, paths: Seque
 
 
 @pytest.mark.slow
-def test_two_process_ddp_keeps_replicas_identical(
+def test_two_process_ddp_with_loader_workers_keeps_replicas_identical(
     tmp_path: Path, small_corpus: tuple[list[Utterance], list[Utterance]]
 ) -> None:
     with socket.socket() as probe:
@@ -550,6 +552,10 @@ def test_two_process_ddp_keeps_replicas_identical(
     replicas = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
     assert state_dicts_equal(*replicas) == []
     assert not torch.equal(*(torch.load(tmp_path / f"batch{rank}.pt") for rank in (0, 1)))
+    shares = [torch.load(tmp_path / f"valid{rank}.pt") for rank in (0, 1)]
+    assert shares[0] and shares[1] and sorted(shares[0] + shares[1]) == [0, 1, 2]
+    metrics = [torch.load(tmp_path / f"metrics{rank}.pt") for rank in (0, 1)]  # all-reduced: the same
+    assert metrics[0] == metrics[1] and metrics[0]["step"] == 6 and metrics[0]["num_utterances"] == 3
     checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)  # written by rank 0 only
     assert checkpoint["step"] == 6 and checkpoint["run"]["world_size"] == 2
     assert state_dicts_equal(checkpoint["model"], replicas[0]) == []

@@ -424,6 +424,8 @@ class TrainConfig(_Checked):
     validate_every: int = limited(1000, EVERY)
     checkpoint_every: int = limited(500, EVERY)  # steps; also written on exit and Ctrl-C
     num_validation_files: int = limited(16, Range(0, 10**6))
+    # DataLoader worker processes that decode the crops ahead of the step (each keeps 4 batches ready); 0: the
+    # training process decodes them itself. The crops depend on (seed, rank, step) only, never on the worker.
     num_workers: int = limited(0, Range(0, 256))
     num_threads: int = limited(0, THREADS)  # torch intra-op threads per process; 0 keeps torch's default
     # decode the training corpus into memory (int16) when it fits in this many MB per process, instead of

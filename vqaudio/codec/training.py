@@ -92,6 +92,8 @@ from vqaudio.training.schedule import learning_rate_at
 
 log = logging.getLogger(__name__)
 
+PREFETCH_BATCHES = 4  # batches each DataLoader worker prepares ahead (torch's default is 2)
+
 RUN_FILES = (
     CHECKPOINT_FILE,
     METRICS_FILE,
@@ -358,10 +360,11 @@ class Trainer:
             max_batch_size=train.batch_size,
             max_batch_samples=VALIDATION_BATCH_FACTOR * train.batch_size * self.segment_samples,
             skip_bad=self.skip_bad,
+            context=self.context,
         )
         self.run.update(
             world_size=self.context.world_size,
-            train_utterances=len(self.crops.utterances),
+            train_utterances=self.crops.num_utterances,
             train_hours=round(self.crops.seconds / 3600, 4),
             valid_utterances=len(self.validation_set),
             valid_hours=round(self.validation_set.seconds / 3600, 4),
@@ -394,6 +397,9 @@ class Trainer:
             batch_size=None,
             sampler=range(self.step, stop),
             num_workers=train.num_workers,
+            prefetch_factor=PREFETCH_BATCHES if train.num_workers else None,
+            # page-locked batches: the copy to the GPU overlaps the step
+            pin_memory=self.device.type == "cuda",
             # its own generator: creating the loader must not draw from the global torch generator
             generator=torch.Generator().manual_seed(train.seed),
         )
@@ -595,7 +601,7 @@ class Trainer:
             log.info("resuming %s from step %d", self.out / CHECKPOINT_FILE, self.step)
         log.info(
             "training data: %d files, %s; crops of %.2f s, %d per step per process, %d process(es)",
-            len(crops.utterances),
+            crops.num_utterances,
             _duration(crops.seconds),
             train.segment_seconds,
             train.batch_size,

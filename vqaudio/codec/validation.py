@@ -21,6 +21,7 @@ from torch import Tensor
 from vqaudio.codec.losses import ReconstructionLoss, mel_distance
 from vqaudio.codec.vqvae import VQVAE
 from vqaudio.data.batching import batch_by_length
+from vqaudio.data.crops import model_rate_length
 from vqaudio.data.utterance import Utterance
 from vqaudio.errors import AudioError
 from vqaudio.evaluation.codebook_stats import CodebookUsage
@@ -54,7 +55,7 @@ def hold_out(
 
 
 class ValidationSet:
-    """Whole utterances decoded into memory once, and their length batches.
+    """Whole utterances, batched by length; each process decodes (once, into memory) only its share.
 
     Args:
         utterances: the validation corpus.
@@ -62,6 +63,9 @@ class ValidationSet:
         max_batch_size: utterances per batch.
         max_batch_samples: padded samples per batch (a longer utterance gets a batch of its own).
         skip_bad: leave out files that fail to decode (with a warning each) instead of raising AudioError.
+        context: under DDP, rank r of W keeps every W-th batch from the r-th (``own_batches``) and decodes
+            only those; batches are planned from the header lengths when every utterance has them, so a large
+            validation set is never decoded whole by every rank.
     """
 
     def __init__(
@@ -71,31 +75,51 @@ class ValidationSet:
         max_batch_size: int,
         max_batch_samples: int,
         skip_bad: bool = False,
+        context: DistributedContext = SINGLE_PROCESS,
     ) -> None:
-        self.utterances, self.audio = [], []
-        for utt in utterances:
-            try:
-                self.audio.append(load_audio(utt.path, sample_rate))
-            except AudioError as error:
-                if not skip_bad:
-                    raise
-                log.warning("skipping validation file %s (--skip-bad)", error.reason)
-                continue
-            self.utterances.append(utt)
         self.sample_rate = sample_rate
-        self.batches = batch_by_length(
-            [len(audio) for audio in self.audio], max_batch_size, max_batch_samples
-        )
+        self.utterances = list(utterances)
+        self.audio: dict[int, Tensor] = {}
+        if all(utt.num_samples is not None and utt.sample_rate for utt in self.utterances):
+            lengths = [model_rate_length(utt, sample_rate) for utt in self.utterances]
+        else:  # no header lengths to plan with: decode everything first
+            self.utterances = [utt for utt in self.utterances if self._decode(utt, len(self.audio), skip_bad)]
+            lengths = [len(self.audio[index]) for index in range(len(self.utterances))]
+        self.batches = batch_by_length(lengths, max_batch_size, max_batch_samples)
+        self._seconds = sum(lengths) / sample_rate
+        own = self.batches[context.rank :: context.world_size]
+        for index in sorted(index for batch in own for index in batch):
+            if index not in self.audio:
+                self._decode(self.utterances[index], index, skip_bad)
+        self.own_batches = [[index for index in batch if index in self.audio] for batch in own]
+        self.own_batches = [batch for batch in self.own_batches if batch]
+        # Every rank must agree on len() (it decides whether all of them validate, and validation
+        # all-reduces), so only a single process subtracts the files it could not decode.
+        planned = sum(len(batch) for batch in own)
+        self._num_bad = planned - sum(map(len, self.own_batches)) if context.world_size == 1 else 0
+
+    def _decode(self, utterance: Utterance, index: int, skip_bad: bool) -> bool:
+        """Decode ``utterance`` into ``self.audio[index]``; False when it failed and ``skip_bad``."""
+        try:
+            self.audio[index] = load_audio(utterance.path, self.sample_rate)
+        except AudioError as error:
+            if not skip_bad:
+                raise
+            log.warning("skipping validation file %s (--skip-bad)", error.reason)
+            return False
+        return True
 
     def __len__(self) -> int:
-        return len(self.utterances)
+        """Utterances validated (across all processes; a single process leaves out the undecodable ones)."""
+        return len(self.utterances) - self._num_bad
 
     @property
     def seconds(self) -> float:
-        return sum(len(audio) for audio in self.audio) / self.sample_rate
+        """Duration of the whole validation set (all processes) at the model rate."""
+        return self._seconds
 
     def batch(self, indices: Sequence[int]) -> tuple[Tensor, list[int]]:
-        """The utterances ``indices`` zero-padded into [B, longest], and their lengths."""
+        """The utterances ``indices`` (decoded by this process) zero-padded into [B, longest], and their lengths."""
         lengths = [len(self.audio[index]) for index in indices]
         wav = torch.zeros(len(indices), max(lengths))
         for row, index in enumerate(indices):
@@ -135,7 +159,8 @@ def validate(
         validation_set: see ``ValidationSet``.
         loss: the training's reconstruction loss.
         quantizer_weight: ``LossConfig.quantizer_weight``, as in training.
-        context: under DDP each rank takes every ``world_size``-th batch and the sums are all-reduced.
+        context: under DDP each rank runs its share (``validation_set.own_batches``, built for the same
+            context) and the sums are all-reduced.
         num_examples: utterances returned for listening (from this rank's first batch).
     Returns:
         ValidationResult.
@@ -148,7 +173,7 @@ def validate(
     usage = CodebookUsage(num_codebooks, model.codebook_size)
     examples: list[ValidationExample] = []
     try:
-        for indices in validation_set.batches[context.rank :: context.world_size]:
+        for indices in validation_set.own_batches:
             wav, lengths = validation_set.batch(indices)
             wav = wav.to(device)
             output = model(wav)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import overload
 
 import numpy as np
 import torch
@@ -104,32 +105,45 @@ class RandomCrops(Dataset[torch.Tensor]):
         self.seed = seed
         self.rank = rank
         self.augmentation = augmentation if augmentation is not None and augmentation.enabled else None
-        self.utterances = list(utterances)
-        self.cache: list[np.ndarray] | None = None
+        utterances = list(utterances)
+        self.cache: PackedAudio | None = None
         if cache:
-            kept, self.cache = [], []
+            kept, decoded = [], []
             for utt in progress_bar(
-                self.utterances, desc="decoding into memory", unit="file", disable=not progress
+                utterances, desc="decoding into memory", unit="file", disable=not progress
             ):
                 try:
-                    self.cache.append(_to_int16(load_audio(utt.path, sample_rate).numpy()))
+                    decoded.append(_to_int16(load_audio(utt.path, sample_rate).numpy()))
                     kept.append(utt)
                 except AudioError as error:
-                    self._reject(utt, error)
+                    self._reject(str(utt.path), error)
             if not kept:
-                raise DataError(
-                    f"none of the {len(self.utterances)} training files could be decoded (--skip-bad)"
-                )
-            self.utterances = kept
+                raise DataError(f"none of the {len(utterances)} training files could be decoded (--skip-bad)")
+            utterances = kept
+            self.cache = PackedAudio(decoded)
             # The header length can differ from the decoded one by a sample or two after resampling.
-            self.lengths = np.array([len(audio) for audio in self.cache], dtype=np.int64)
+            self.lengths = self.cache.lengths
         else:
             self.lengths = np.array(
-                [model_rate_length(utt, sample_rate) for utt in self.utterances], dtype=np.int64
+                [model_rate_length(utt, sample_rate) for utt in utterances], dtype=np.int64
             )
+        # Flat arrays rather than a list of Utterance objects: DataLoader workers forked from this process
+        # read them without touching reference counts, so the pages stay shared however large the corpus.
+        self.paths = PackedStrings([str(utt.path) for utt in utterances])
+        self.file_rates = np.array(
+            [int(utt.sample_rate or sample_rate) for utt in utterances], dtype=np.int64
+        )
         # Probability proportional to the samples a crop can come from (short files count as one crop).
         weights = np.maximum(self.lengths, segment_samples).astype(np.float64)
         self.probabilities = weights / weights.sum()
+        # rng.choice(n, p=probabilities) without its O(n) cumulative sum per call: the same draws.
+        self._cumulative = np.cumsum(self.probabilities)
+        self._cumulative /= self._cumulative[-1]
+
+    @property
+    def num_utterances(self) -> int:
+        """Utterances the crops are drawn from (after ``skip_bad`` dropped undecodable ones from a cache)."""
+        return len(self.lengths)
 
     @property
     def num_short(self) -> int:
@@ -148,7 +162,7 @@ class RandomCrops(Dataset[torch.Tensor]):
             "rank": self.rank,
             "batch_size": self.batch_size,
             "segment_samples": self.segment_samples,
-            "num_utterances": len(self.utterances),
+            "num_utterances": self.num_utterances,
         }
         if self.augmentation is not None:
             state["speed"] = list(self.augmentation.speed)
@@ -163,7 +177,7 @@ class RandomCrops(Dataset[torch.Tensor]):
         """(utterance index, start, speed, gain in dB) of each crop of ``step``; the crop reads
         ``source_samples(segment_samples, speed)`` samples from ``start`` when augmented."""
         rng = np.random.default_rng([self.seed, self.rank, step, _DATA_STREAM])
-        indices = rng.choice(len(self.utterances), size=self.batch_size, p=self.probabilities)
+        indices = self._cumulative.searchsorted(rng.random(self.batch_size), side="right")
         speeds, gains = np.ones(self.batch_size), np.zeros(self.batch_size)
         needed = np.full(self.batch_size, self.segment_samples)
         if self.augmentation is not None:
@@ -193,40 +207,80 @@ class RandomCrops(Dataset[torch.Tensor]):
         """[<= count] samples of utterance ``index`` from ``start`` (model rate); with ``skip_bad``, of the
         next utterance that decodes when this one fails."""
         if self.cache is not None:
-            window = self.cache[index][start : start + count]
+            window = self.cache.window(index, start, count)
             return torch.from_numpy(window.astype(np.float32) / 32768.0)
-        for offset in range(len(self.utterances)):
-            other = (index + offset) % len(self.utterances)
+        for offset in range(self.num_utterances):
+            other = (index + offset) % self.num_utterances
             other_start = start if offset == 0 else min(start, max(0, int(self.lengths[other]) - count))
             try:
                 return self._decode(other, other_start, count)
             except AudioError as error:
-                self._reject(self.utterances[other], error)
-        raise DataError(f"none of the {len(self.utterances)} training files could be decoded (--skip-bad)")
+                self._reject(self.paths[other], error)
+        raise DataError(f"none of the {self.num_utterances} training files could be decoded (--skip-bad)")
 
-    def _reject(self, utterance: Utterance, error: AudioError) -> None:
-        """Raise ``error``, or with ``skip_bad`` warn (once per file) that the file is skipped."""
+    def _reject(self, path: str, error: AudioError) -> None:
+        """Raise ``error``, or with ``skip_bad`` warn (once per file) that the file ``path`` is skipped."""
         if not self.skip_bad:
             raise error
-        if str(utterance.path) not in self._warned:
-            self._warned.add(str(utterance.path))
+        if path not in self._warned:
+            self._warned.add(path)
             log.warning("skipping %s (--skip-bad)", error.reason)
 
     def _decode(self, index: int, start: int, count: int) -> torch.Tensor:
         """[<= count] samples of utterance ``index`` from ``start`` (model rate), decoded from the file."""
-        utt = self.utterances[index]
-        file_rate = int(utt.sample_rate or self.sample_rate)
+        path, file_rate = self.paths[index], int(self.file_rates[index])
         if file_rate == self.sample_rate:
-            return load_audio(utt.path, self.sample_rate, start=start, num_samples=count)
+            return load_audio(path, self.sample_rate, start=start, num_samples=count)
         # The same window at the file's rate, widened on both sides so that the resampler's edge transients
         # fall outside the crop.
         margin = math.ceil(RESAMPLING_MARGIN_SECONDS * file_rate)
         file_start = max(0, math.floor(start * file_rate / self.sample_rate) - margin)
         file_count = math.ceil(count * file_rate / self.sample_rate) + 2 * margin
-        audio = load_audio(utt.path, self.sample_rate, start=file_start, num_samples=file_count)
+        audio = load_audio(path, self.sample_rate, start=file_start, num_samples=file_count)
         offset = max(0, start - round(file_start * self.sample_rate / file_rate))
         return audio[offset : offset + count]
 
 
 def _to_int16(audio: np.ndarray) -> np.ndarray:
     return (np.clip(audio, -1.0, 32767 / 32768) * 32768.0).round().astype(np.int16)
+
+
+class PackedStrings(Sequence[str]):
+    """Strings in one UTF-8 buffer with offsets: a list of a million paths as two numpy arrays."""
+
+    def __init__(self, strings: Sequence[str]) -> None:
+        encoded = [text.encode("utf-8", "surrogateescape") for text in strings]
+        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(item) for item in encoded], out=self._offsets[1:])
+        self._buffer = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} strings")
+        index %= len(self)
+        start, end = self._offsets[index], self._offsets[index + 1]
+        return self._buffer[start:end].tobytes().decode("utf-8", "surrogateescape")
+
+
+class PackedAudio:
+    """Decoded utterances (int16) back to back in one array, with offsets: shared by forked DataLoader
+    workers without copying (a list of arrays would not be: each worker touches every array object)."""
+
+    def __init__(self, clips: Sequence[np.ndarray]) -> None:
+        self.lengths = np.array([len(clip) for clip in clips], dtype=np.int64)
+        self._offsets = np.concatenate([[0], np.cumsum(self.lengths)])
+        self._audio = np.concatenate(clips) if clips else np.zeros(0, dtype=np.int16)
+
+    def window(self, index: int, start: int, count: int) -> np.ndarray:
+        """[<= count] samples of clip ``index`` from ``start``."""
+        begin = self._offsets[index] + start
+        return self._audio[begin : min(begin + count, self._offsets[index + 1])]

@@ -154,11 +154,11 @@ def _parse_row(manifest: Path, number: int, line: str, columns: Sequence[str], r
     path_field = values.get("path")
     if path_field is None:
         raise DataError(f"{manifest}:{number}: empty path")
-    raw_path = Path(path_field)
-    path = raw_path if raw_path.is_absolute() else root / raw_path
+    # one Path per row, built from the joined string (pathlib's / operator parses both sides again)
+    path = Path(os.path.join(root, path_field))
     utterance_id = values.get("id")
     if utterance_id is None:
-        utterance_id = id_from_path(raw_path)
+        utterance_id = id_from_path(Path(path_field))
     return Utterance(
         id=utterance_id,
         path=path,

@@ -54,6 +54,8 @@ def tsv_field_problem(text: str) -> str | None:
     Refused: tabs, line breaks (also those ``str.splitlines`` splits on: \\v, \\f, \\x1c-\\x1e, \\x85,
     U+2028/2029) and every other control character, and undecodable file-name bytes (surrogate escapes).
     """
+    if text.isprintable():  # the common case, at C speed: no Cc, Zl, Zp or Cs character
+        return None
     for character in text:
         category = unicodedata.category(character)
         if category in ("Cc", "Zl", "Zp"):
