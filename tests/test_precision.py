@@ -5,6 +5,7 @@ resumes exactly, and refuses fp16 without CUDA."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from vqaudio.config import ConfigError, LossConfig, PriorRunConfig, load_yaml
 from vqaudio.data.corpus import Utterance
 from vqaudio.prior.training import TokenSet, train_prior, window_loss
 from vqaudio.prior.wavenet import WaveNetPrior
+from vqaudio.training import precision as precision_module
 from vqaudio.training.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from vqaudio.training.logs import read_metrics
 
@@ -86,6 +88,19 @@ def test_precision_is_checked(tmp_path: Path, corpus: tuple[list[Utterance], lis
     tokens = TokenSet(_prior_corpus(), token_meta(2, 16), "pattern")
     with pytest.raises(ConfigError, match="fp16 needs CUDA .*use bf16 on the CPU"):
         train_prior(tokens, fast_train_config(precision="fp16"), tmp_path / "prior", progress=False)
+
+
+def test_bf16_warns_on_a_cpu_without_bf16_kernels(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """There torch's bf16 convolutions take a slow path (10x slower than fp32 on an AVX2 CPU)."""
+    cpu = torch.device("cpu")
+    for fast, precision, warned in [(False, "bf16", True), (True, "bf16", False), (False, "fp32", False)]:
+        monkeypatch.setattr(precision_module, "cpu_has_bf16_convolutions", lambda fast=fast: fast)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=precision_module.__name__):
+            precision_module.MixedPrecision(precision, cpu)  # type: ignore[arg-type]
+        assert ("use fp32 on this machine" in caplog.text) is warned, (fast, precision)
 
 
 def test_cli_refuses_fp16_on_the_cpu_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -188,6 +188,23 @@ def test_usage_entropy_penalty_spreads_frames_over_the_codes() -> None:
     z = torch.nn.Parameter(original.clone())
     ema_vq(z).loss.backward()
     assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_usage_entropy_penalty_is_zero_when_every_frame_sits_on_a_twinned_code() -> None:
+    """k-means seeded from fewer frames than codes gives codes twins and puts frames on them: no gap between
+    the nearest and the second-nearest code, so no temperature. The penalty is then 0 with a zero gradient;
+    it was inf (rvq_mel_pitch at 2 crops per process stopped on its first step)."""
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.randn(10, 4, generator=generator)
+    x = frames.clone().requires_grad_()
+    penalty = usage_entropy_penalty(x, torch.cat([frames, frames]))
+    penalty.backward()
+    assert penalty == 0 and x.grad is not None and torch.equal(x.grad, torch.zeros_like(x))
+    # through the quantizer: a first batch of 10 frames for 64 codes (the gradient was 1.9e22)
+    vq = VectorQuantizer(4, CodebookOptions(codebook_size=64, usage_entropy_weight=0.1)).train()
+    z = torch.nn.Parameter(torch.randn(1, 4, 10, generator=generator))
+    vq(z).loss.backward()
+    assert z.grad is not None and z.grad.abs().max() < 1.0
     with pytest.raises(ValueError, match="usage_entropy_weight=-1"):
         CodebookOptions(usage_entropy_weight=-1.0)
 

@@ -82,6 +82,18 @@ def test_spreading_stages_are_the_envelope_stage_plus_one_override(stage: str, w
     assert text == {"base": "rvq_mel_envelope.yaml", "model": {"quantizer": {"usage_entropy_weight": weight}}}
 
 
+def test_the_gpu_recipe_is_rvq_mel_pitch_with_only_its_training_scaled() -> None:
+    """Same model and losses as the embedded first stage; the header's arithmetic holds: 8 processes of
+    batch_size crops, the learning rate half the square-root scaling with the total batch."""
+    recipe = RECIPES / "rvq_mel_pitch_gpu.yaml"
+    assert set(yaml.safe_load(recipe.read_text())) == {"base", "train"}
+    gpu, cpu = load_yaml(recipe, Config), load_yaml(RECIPES / "rvq_mel_pitch.yaml", Config)
+    assert (gpu.model, gpu.loss) == (cpu.model, cpu.loss)
+    ratio = 8 * gpu.train.batch_size / cpu.train.batch_size
+    assert gpu.train.learning_rate == pytest.approx(0.5 * cpu.train.learning_rate * ratio**0.5)
+    assert gpu.train.precision == "bf16" and gpu.train.warmup_steps < gpu.train.max_steps
+
+
 @pytest.mark.parametrize(
     "recipe",
     sorted(RECIPES.glob("*.yaml")) + sorted(REPO.glob("egs/*/conf/*.yaml")),

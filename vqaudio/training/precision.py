@@ -10,10 +10,13 @@ has float32's exponent and needs no scaler.
 What must stay float32 says so itself: the codec's spectral losses (``vqaudio.codec.losses``), the codebook
 distances and EMA statistics (``vqaudio.codec.quantization``) and the prior's cross-entropy disable autocast
 and cast their inputs with ``.float()``. Validation and the release model are float32 whatever the setting.
+On the CPU bf16 pays only where oneDNN has bfloat16 kernels (x86 with AVX-512); elsewhere torch's convolutions
+fall back to slow reference code, and a run says so.
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
@@ -21,6 +24,8 @@ import torch
 from torch import Tensor
 
 from vqaudio.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16", "fp16"]
 DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -43,6 +48,12 @@ class MixedPrecision:
         if precision == "fp16" and device.type != "cuda":
             raise ConfigError(
                 f"train.precision=fp16 needs CUDA (training on {device.type}); use bf16 on the CPU"
+            )
+        if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16_convolutions():
+            log.warning(
+                "train.precision=bf16 on a CPU where oneDNN has no bfloat16 kernels (x86 without AVX-512): "
+                "torch's bf16 convolutions fall back to slow reference code (rvq_mel_pitch trained 10x slower "
+                "than in fp32 on an AVX2 CPU, benchmarks/bench_training.py); use fp32 on this machine"
             )
         self.precision = precision
         self.device_type = device.type
@@ -87,3 +98,11 @@ class MixedPrecision:
         """Restore ``state_dict()``; nothing to restore when either side has no scaler."""
         if state and self.scaling:
             self.scaler.load_state_dict(state)
+
+
+def cpu_has_bf16_convolutions() -> bool:
+    """Whether oneDNN runs bfloat16 convolutions on this CPU (x86: AVX-512; True when torch cannot tell)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private check: gone or failing in another torch
+        return True

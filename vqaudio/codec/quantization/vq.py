@@ -144,10 +144,14 @@ def usage_entropy_penalty(x: Tensor, codebook: Tensor, weights: Tensor | None = 
     )  # [N, C]
     two_nearest = distances.detach().topk(2, dim=1, largest=False).values
     gap = masked_mean(two_nearest[:, 1] - two_nearest[:, 0], weights)
-    probs = torch.softmax(-distances / gap.clamp_min(torch.finfo(x.dtype).tiny), dim=1)
+    # No gap when every frame sits on a code that has a twin: k-means seeded from a first batch with fewer
+    # frames than codes (rvq_mel_pitch at 2 crops per process). A temperature of 0 would make the gradient
+    # inf, so the penalty is 0 for that step; the next batch's frames are off the codes.
+    spread = gap >= torch.finfo(x.dtype).tiny
+    probs = torch.softmax(-distances / torch.where(spread, gap, torch.ones_like(gap)), dim=1)
     usage = masked_mean(probs, weights)  # [C]
     entropy = -(usage * usage.clamp_min(torch.finfo(x.dtype).tiny).log()).sum()
-    return math.log(codebook.shape[0]) - entropy
+    return torch.where(spread, math.log(codebook.shape[0]) - entropy, torch.zeros_like(entropy))
 
 
 # --------------------------------------------------------------------------------------------------
