@@ -64,12 +64,18 @@ EXCITATIONS = ("none", "harmonic")
 EXCITATION_BLOCK_FRAMES = 4096  # harmonic combs are synthesised this many frames at a time (bounded memory)
 
 
+def float64_constant(value: float, like: Tensor) -> Tensor:
+    """``value`` as a float64 scalar tensor on ``like``'s device: a bare Python float in a float64 expression
+    becomes a float32 constant in an ONNX export, and the excitation's phase would drift from torch's."""
+    return torch.tensor(value, dtype=torch.float64, device=like.device)
+
+
 class PhaseState(NamedTuple):
     """Where ``resolve_phase`` left off, so the next frames of the same input continue its running sums.
 
     frames: frames resolved so far.
     deviation_sum: [B, bins] float64, the integrated phase's running sum at the last frame (or None).
-    f0: [B] float32 F0 (Hz) of the last frame, and centre_phase: [B] float64 the comb's running phase there
+    f0: [B] float64 F0 (Hz) of the last frame, and centre_phase: [B] float64 the comb's running phase there
         (harmonic excitation; or None).
     """
 
@@ -245,7 +251,7 @@ class ISTFTHead(Float32Constants):
             previous = None
             if state is not None and state.f0 is not None and state.centre_phase is not None:
                 previous = (state.f0, state.centre_phase)
-            f0 = self.log_f0(prediction).exp().detach()
+            f0 = self.log_f0(prediction).detach().double().exp()  # float64: it is summed into the phase
             comb_real, comb_imaginary, centre_phase = self._harmonic_comb_from(f0, previous)
             if self.f0_input:  # the comb sounds in voiced frames only
                 comb_real, comb_imaginary = (
@@ -273,15 +279,18 @@ class ISTFTHead(Float32Constants):
         """``harmonic_comb`` of frames that follow a frame of F0 ``previous[0]`` [B] and running centre phase
         ``previous[1]`` [B] float64 (None: frame 0 of the signal), as its real and imaginary parts [B, bins, F];
         also the running phase at the last frame."""
+        f0 = f0.double()
+        radians_per_hertz = float64_constant(
+            math.pi * self.hop_length / self.sample_rate, f0
+        )  # per half frame
         if previous is None:
-            advance = math.pi * (f0[:, 1:] + f0[:, :-1]).double() * self.hop_length / self.sample_rate
+            advance = radians_per_hertz * (f0[:, 1:] + f0[:, :-1])
             first = advance.new_zeros(f0.shape[0], 1)
         else:
-            last_f0, first = previous[0][:, None], previous[1][:, None]
-            advance = math.pi * (f0 + torch.cat([last_f0, f0[:, :-1]], dim=1)).double()
-            advance = advance * self.hop_length / self.sample_rate
+            last_f0, first = previous[0][:, None].double(), previous[1][:, None]
+            advance = radians_per_hertz * (f0 + torch.cat([last_f0, f0[:, :-1]], dim=1))
         running = torch.cumsum(torch.cat([first, advance], dim=-1), dim=-1)[:, -f0.shape[-1] :]
-        centre_phase = torch.remainder(running, 2 * math.pi).float()
+        centre_phase = torch.remainder(running, float64_constant(2 * math.pi, f0))
         real, imaginary = self._comb_spectra(f0, centre_phase)  # [B, F, bins] each
         return real.transpose(1, 2), imaginary.transpose(1, 2), running[:, -1]
 
@@ -300,12 +309,21 @@ class ISTFTHead(Float32Constants):
         return spectrum.real, spectrum.imag
 
     def _comb_frames(self, f0: Tensor, centre_phase: Tensor) -> Tensor:
-        """F0 [B, Fb] (Hz) and the comb's phase at each frame's centre [B, >= Fb] -> [B, Fb, n_fft] the windowed
-        comb of each frame."""
-        offsets = (torch.arange(self.n_fft, device=f0.device) - self.n_fft // 2) / self.sample_rate
-        frequency = f0[..., None].float()  # [B, Fb, 1]
-        half_angle = 0.5 * (centre_phase[:, : f0.shape[-1], None] + 2 * math.pi * frequency * offsets)
-        count = torch.floor(0.5 * self.sample_rate / frequency)  # harmonics below Nyquist
+        """F0 [B, Fb] (Hz) and the comb's phase at each frame's centre [B, >= Fb] (float64) -> [B, Fb, n_fft] the
+        windowed comb of each frame (float32).
+
+        Near each harmonic peak the closed form divides two small sines, so the angle must be exact there: it is
+        summed in float64 and reduced modulo pi (the comb's period in the half angle) before the float32 sines,
+        where float32 is precise near zero. With the angle in float32 one ulp moved the audio by up to ~4e-3
+        (and torch and onnxruntime apart by as much); float64 sines would cost ~3x the comb's time.
+        """
+        offsets = torch.arange(self.n_fft, device=f0.device, dtype=torch.float64) - self.n_fft // 2
+        frequency = f0[..., None].double()  # [B, Fb, 1]
+        radians_per_hertz = float64_constant(math.pi / self.sample_rate, frequency)  # half angle per sample
+        half_angle = 0.5 * centre_phase[:, : f0.shape[-1], None] + radians_per_hertz * frequency * offsets
+        pi = float64_constant(math.pi, frequency)
+        half_angle = (half_angle - pi * torch.round(half_angle / pi)).float()  # in [-pi/2, pi/2]
+        count = torch.floor(0.5 * self.sample_rate / frequency).float()  # harmonics below Nyquist
         denominator = torch.sin(half_angle)
         # sum_{k=1..K} cos(k theta) = sin(K theta / 2) cos((K + 1) theta / 2) / sin(theta / 2); K at theta = 0
         near_zero = denominator.abs() < 1e-6

@@ -187,7 +187,9 @@ def decode_pitch(codes: Tensor, config: PitchConfig) -> tuple[Tensor, Tensor]:
     low, high = math.log(config.min_f0), math.log(config.max_f0)
     voiced = codes > 0
     step = (codes - 1).clamp(min=0).double()
-    log_f0 = low + step / (config.levels - 2) * (high - low)
+    # float64 tensors, not Python floats, which an ONNX export turns into float32 constants
+    low_tensor, span = (torch.tensor(v, dtype=torch.float64, device=codes.device) for v in (low, high - low))
+    log_f0 = low_tensor + step / (config.levels - 2) * span
     log_f0 = torch.where(voiced, log_f0, torch.full_like(log_f0, 0.5 * (low + high)))
     return log_f0.float(), voiced
 
@@ -201,6 +203,9 @@ def pitch_at_frames(log_f0: Tensor, voiced: Tensor, factor: int) -> tuple[Tensor
     """
     if factor == 1:
         return log_f0, voiced
+    # In float64, rounded to float32 once at the end: the F0 is summed into the excitation's phase over every
+    # frame, so one ulp of difference (an FMA in another runtime) would grow into an audible phase drift.
+    dtype, log_f0 = log_f0.dtype, log_f0.double()
     previous = torch.cat([log_f0[:, :1], log_f0[:, :-1]], dim=1)
     following = torch.cat([log_f0[:, 1:], log_f0[:, -1:]], dim=1)
     previous_voiced = torch.cat([voiced[:, :1], voiced[:, :-1]], dim=1) & voiced
@@ -213,5 +218,5 @@ def pitch_at_frames(log_f0: Tensor, voiced: Tensor, factor: int) -> tuple[Tensor
         else:
             target = torch.where(following_voiced, following, log_f0)
         pieces.append(log_f0 + abs(offset) * (target - log_f0))
-    upsampled = torch.stack(pieces, dim=-1).flatten(1)  # [B, F * factor]
+    upsampled = torch.stack(pieces, dim=-1).flatten(1).to(dtype)  # [B, F * factor]
     return upsampled, voiced.repeat_interleave(factor, dim=1)
