@@ -271,9 +271,14 @@ def test_the_audio_round_trip_streams_and_equals_the_in_memory_one(
 def test_decode_stream_carries_the_integrated_phase(phase: str, excitation: str) -> None:
     """A head that sums phase over frames: the running sums continue from window to window, so the streamed
     audio equals ``decode`` (which sums over the whole input) and holds no more than a window."""
+    torch.manual_seed(0)
     tok = make_phase_tokenizer(phase, excitation)
     assert tok.model.integrates_phase
     head = tok.model.decoder.head
+    # With the harmonic branch the F0 comes from the network here: an ulp of it in one window (its sums taken in
+    # another order near the window's edge) is summed into the phase over the rest of the input. Measured with
+    # these random weights: up to 2e-4 over 3 s, depending on the draw (a trained model's F0 comes from its codes).
+    tolerance = 5e-4 if head.harmonic else 1e-4
     if head.harmonic:  # an active harmonic branch and an F0 that moves
         with torch.no_grad():
             torch.nn.init.normal_(head.harmonic_filter.conv.weight, std=1.0)
@@ -284,7 +289,7 @@ def test_decode_stream_carries_the_integrated_phase(phase: str, excitation: str)
     )
     assert len(pieces) > 4 and max(len(piece) for piece in pieces) <= window_samples(tok)
     expected = tok.decode(codes, num_samples=3 * 16000 + 5, chunk_seconds=CHUNK)
-    torch.testing.assert_close(torch.cat(pieces), expected, rtol=0, atol=1e-4)  # as decode's own test
+    torch.testing.assert_close(torch.cat(pieces), expected, rtol=0, atol=tolerance)
 
 
 @pytest.mark.parametrize(
