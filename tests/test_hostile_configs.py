@@ -26,6 +26,7 @@ from vqaudio.config import (
     PriorTrainConfig,
     TrainConfig,
     load_yaml,
+    parse_override,
     replace_path,
 )
 from vqaudio.errors import ModelFileError, TokenFileError
@@ -262,6 +263,16 @@ def test_configs_made_in_python_and_overrides_are_checked_too() -> None:
         replace_path(Config(), "train.log_every", 0)
     with pytest.raises(ConfigError, match=r"^model\.encoder\.strides: 0 is outside"):
         replace_path(Config(), "model.encoder.strides", [2, 0])
+
+
+def test_numbers_without_a_dot_read_as_numbers_in_recipes_and_overrides(tmp_path: Path) -> None:
+    """``1e-3`` is a string to YAML 1.1 (PyYAML), which made ``--set train.learning_rate=1e-3`` an error."""
+    assert parse_override("train.learning_rate=1e-3") == ("train.learning_rate", 1e-3)
+    assert parse_override("train.learning_rate=-2E+2")[1] == -200.0
+    assert parse_override("train.run_name=1e3x")[1] == "1e3x" and parse_override("a=7")[1] == 7
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  learning_rate: 5e-4\n")
+    assert load_yaml(recipe, Config).train.learning_rate == 5e-4
 
 
 def test_codec_train_with_bad_steps_stops_before_the_run_folder_exists(

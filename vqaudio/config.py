@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -723,7 +724,7 @@ def load_yaml(path: str | Path, cls: type[T] = Config) -> T:  # type: ignore[ass
 def _read_recipe(path: Path, cls: type, children: tuple[Path, ...]) -> dict[str, Any]:
     """``path``'s mapping merged over its base chain's; ``children``: the recipes that led here, nearest last."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=RecipeLoader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     except RecursionError as exc:
@@ -779,9 +780,21 @@ def replace_path(obj: T, dotted: str, value: Any, _parent: str = "") -> T:
     return dataclasses.replace(obj, **{head: coerced})  # type: ignore
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """YAML's safe loader, reading ``1e-3`` and ``5E+4`` as numbers as YAML 1.2 and Python do (YAML 1.1, which
+    PyYAML follows, wants a dot: ``1.0e-3``; without one the value was a string and the recipe refused)."""
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``train.max_steps=100`` -> ("train.max_steps", 100); the value is parsed as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {text!r} must look like section.field=value, e.g. train.max_steps=200")
-    return key.strip(), yaml.safe_load(raw)
+    return key.strip(), yaml.load(raw, Loader=RecipeLoader)

@@ -40,8 +40,8 @@ a harmonic share of one envelope stayed at 0 (docs/EXPERIMENTS.md); it is meant 
 
 The overlap-add is done by hand with ``F.fold`` (``torch.istft`` insists on a nonzero window envelope
 everywhere, which the cropped edges do not have), and divided by the summed squared window. In causal mode
-the first samples are covered by a single rising window edge; the envelope is floored there so the division
-stays bounded (the output fades in instead of blowing up).
+the first samples are covered by a single rising window edge; there the division is by the steady-state
+envelope, so the output fades in over n_fft - hop samples instead of blowing up.
 """
 
 from __future__ import annotations
@@ -58,7 +58,11 @@ from vqaudio.codec.pitch import MAX_F0_HZ, MIN_F0_HZ
 from vqaudio.errors import InputError
 from vqaudio.features import Float32Constants, frame_signal
 
-ENVELOPE_FLOOR = 0.01  # relative to the steady-state envelope; only the causal fade-in reaches it
+ENVELOPE_FLOOR = 0.01  # relative to the steady-state envelope; bounds the gain at a non-causal input's edges
+# A causal head divides by no less than the steady-state envelope: the first 30 ms (n_fft - hop samples) of a
+# signal fade in instead of being amplified up to 1 / ENVELOPE_FLOOR times, which made every training crop's
+# first samples a source of huge gradients (a run at rvq_mel's learning rate diverged; docs/EXPERIMENTS.md).
+CAUSAL_ENVELOPE_FLOOR = 1.0
 PHASE_MODES = ("direct", "integrated")
 EXCITATIONS = ("none", "harmonic")
 EXCITATION_BLOCK_FRAMES = 4096  # harmonic combs are synthesised this many frames at a time (bounded memory)
@@ -157,7 +161,8 @@ class ISTFTHead(Float32Constants):
         self.register_buffer("window", window, persistent=False)
         # Steady-state envelope: at phase p the overlapping frames add w^2[p] + w^2[p + hop] + ...
         padded = F.pad(window.square(), (0, -n_fft % hop_length))
-        self.envelope_floor = ENVELOPE_FLOOR * float(padded.reshape(-1, hop_length).sum(0).max())
+        floor = CAUSAL_ENVELOPE_FLOOR if causal else ENVELOPE_FLOOR
+        self.envelope_floor = floor * float(padded.reshape(-1, hop_length).sum(0).max())
 
     @property
     def geometry(self) -> ConvGeometry:
