@@ -381,6 +381,20 @@ def test_istft_head_inverts_a_matching_stft(causal: bool) -> None:
     torch.testing.assert_close(output[:, keep], signal[:, keep], atol=1e-5, rtol=0)
 
 
+def test_causal_istft_head_fades_in_instead_of_amplifying_its_first_frames() -> None:
+    """Frames that are no STFT of any signal (what a model predicts while it learns): the first n_fft - hop
+    output samples, covered by fewer frames than the rest, are not amplified to make up for it. Dividing them
+    by the partial window envelope gained up to 67x there and made causal training diverge."""
+    n_fft, hop, frames = 64, 16, 40
+    head = ISTFTHead(channels=2 * (n_fft // 2 + 1), n_fft=n_fft, hop_length=hop, causal=True)
+    head.projection = nn.Identity()  # type: ignore[assignment]
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(8, 2 * (n_fft // 2 + 1), frames, generator=generator)
+    output = head(features).abs()
+    start, steady = output[:, : n_fft - hop], output[:, n_fft - hop :]
+    assert start.max() <= steady.max() and start.mean() < steady.mean()
+
+
 def test_istft_head_needs_overlapping_windows() -> None:
     with pytest.raises(ValueError, match="istft_n_fft"):
         ISTFTHead(channels=8, n_fft=160, hop_length=160)
