@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import signal
@@ -403,6 +404,21 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
     rows = [read_metrics(tmp_path / name / "metrics.jsonl") for name in ("straight", "resumed")]
     losses = [[(r["step"], r["loss"]) for r in run if r["kind"] == "train"] for run in rows]
     assert losses[0] == losses[1] and [s for s, _ in losses[0]] == [2, 4, 6, 8, 10, 12]
+
+
+def test_resuming_with_another_number_of_processes_says_the_total_batch_changed(
+    tmp_path: Path, small_corpus: tuple[list[Utterance], list[Utterance]], caplog: pytest.LogCaptureFixture
+) -> None:
+    train, valid = small_corpus
+    config = tiny_training_config(**{"train.max_steps": 2, "train.batch_size": 2})
+    train_tokenizer(config, train, valid, tmp_path / "run", until_step=1, progress=False)
+    checkpoint = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
+    checkpoint["run"]["world_size"] = 4  # as if written by a 4-process run
+    save_checkpoint(tmp_path / "run" / CHECKPOINT_FILE, checkpoint)
+    with caplog.at_level(logging.WARNING):
+        train_tokenizer(config, train, valid, tmp_path / "run", progress=False)
+    warnings = [r.getMessage() for r in caplog.records if "trained with 4" in r.getMessage()]
+    assert len(warnings) == 1 and "trains 1 x 2 crops instead of 4 x 2" in warnings[0], warnings
 
 
 @pytest.mark.parametrize("how", ["signal", "exception"])

@@ -198,3 +198,20 @@ def test_two_process_prior_training_keeps_replicas_identical(tmp_path: Path) -> 
     assert [(row["split"], row["step"]) for row in rows] == [
         ("train", 2), ("valid", 3), ("train", 4), ("train", 6), ("valid", 6)
     ]  # fmt: skip
+
+
+def test_a_missing_tensorboard_warning_names_only_a_setting_that_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The codec's config has no train.tensorboard (the prior's has): its warning must not point to one."""
+    import logging
+
+    from vqaudio.training import logs
+
+    monkeypatch.setattr(logs, "is_installed", lambda name: False)
+    with caplog.at_level(logging.WARNING):
+        logs.RunLog(tmp_path / "codec", 0, 16000).close()
+        logs.RunLog(tmp_path / "prior", 0, silence_with="train.tensorboard: false").close()
+    codec, prior = (r.getMessage() for r in caplog.records if "TensorBoard is not installed" in r.getMessage())
+    assert "train.tensorboard" not in codec and "vqaudio[train]" in codec
+    assert prior.endswith("or set train.tensorboard: false to silence this)")

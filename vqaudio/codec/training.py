@@ -330,6 +330,18 @@ class Trainer:
         restore_rng_states(checkpoint["rng"])
         self.validation = dict(checkpoint["validation"])
         warn_about_changed_data(checkpoint["run"], self.run)
+        trained_on = int(checkpoint["run"].get("world_size") or 1)
+        if trained_on != self.context.world_size and self.context.is_main:
+            log.warning(
+                "resuming with %d process(es) a run trained with %d: a step now trains %d x %d crops instead "
+                "of %d x %d (train.batch_size is per process; the learning rate is not rescaled)",
+                self.context.world_size,
+                trained_on,
+                self.context.world_size,
+                self.config.train.batch_size,
+                trained_on,
+                self.config.train.batch_size,
+            )
         if checkpoint["run"].get("init_from"):  # a resumed fine-tuning run still says where it began
             self.run["init_from"] = checkpoint["run"]["init_from"]
         return int(checkpoint["step"])

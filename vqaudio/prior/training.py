@@ -328,7 +328,11 @@ class PriorTrainer:
             log.info(
                 "%d processes, %d windows per step each, on %s", context.world_size, train.batch_size, device
             )
-        self.run_log = RunLog(self.out, step, tensorboard=train.tensorboard) if context.is_main else None
+        self.run_log = (
+            RunLog(self.out, step, tensorboard=train.tensorboard, silence_with="train.tensorboard: false")
+            if context.is_main
+            else None
+        )
 
     def _check_resume(self, state: dict[str, Any], force: bool) -> bool:
         _check_resume(state, self.config, self.stream, self.speakers, self.folder.checkpoint_path, force)

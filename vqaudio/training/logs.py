@@ -41,10 +41,16 @@ class RunLog:
         start_step: the step training starts from; logged rows after it are dropped (resume).
         sample_rate: of the audio clips (None: a run without audio).
         tensorboard: also write TensorBoard event files.
+        silence_with: the setting that turns them off, named in the warning when TensorBoard is missing.
     """
 
     def __init__(
-        self, out: str | Path, start_step: int, sample_rate: int | None = None, tensorboard: bool = True
+        self,
+        out: str | Path,
+        start_step: int,
+        sample_rate: int | None = None,
+        tensorboard: bool = True,
+        silence_with: str | None = None,
     ) -> None:
         self.out = Path(out)
         self.metrics_path = self.out / METRICS_FILE
@@ -55,9 +61,9 @@ class RunLog:
         self.writer: Any = None
         if tensorboard and not is_installed("tensorboard"):
             log.warning(
-                "TensorBoard is not installed: metrics go to %s only (pip install 'vqaudio[train]', or set "
-                "train.tensorboard: false to silence this)",
+                "TensorBoard is not installed: metrics go to %s only (pip install 'vqaudio[train]'%s)",
                 self.metrics_path,
+                f", or set {silence_with} to silence this" if silence_with else "",
             )
         elif tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when used
