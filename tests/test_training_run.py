@@ -212,6 +212,8 @@ def test_a_missing_tensorboard_warning_names_only_a_setting_that_exists(
     with caplog.at_level(logging.WARNING):
         logs.RunLog(tmp_path / "codec", 0, 16000).close()
         logs.RunLog(tmp_path / "prior", 0, silence_with="train.tensorboard: false").close()
-    codec, prior = (r.getMessage() for r in caplog.records if "TensorBoard is not installed" in r.getMessage())
+    codec, prior = (
+        r.getMessage() for r in caplog.records if "TensorBoard is not installed" in r.getMessage()
+    )
     assert "train.tensorboard" not in codec and "vqaudio[train]" in codec
     assert prior.endswith("or set train.tensorboard: false to silence this)")
