@@ -86,6 +86,12 @@ def _mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_m
     return torch.from_numpy(np.ascontiguousarray(bank))
 
 
+def float64_constant(value: float, like: Tensor) -> Tensor:
+    """``value`` as a float64 scalar tensor on ``like``'s device: a bare Python float in a float64 expression
+    becomes a float32 constant in an ONNX export, and the excitation's phase would drift from torch's."""
+    return torch.tensor(value, dtype=torch.float64, device=like.device)
+
+
 class Float32Constants(nn.Module):
     """A module whose signal-processing constants (windows, filterbanks: the buffers named in
     ``FLOAT32_BUFFERS``) stay float32, exactly, when the module is cast to another dtype (``.to(torch.bfloat16)``,

@@ -56,7 +56,7 @@ from torch.nn import functional as F
 from vqaudio.codec.conv import Conv1d, ConvGeometry
 from vqaudio.codec.pitch import MAX_F0_HZ, MIN_F0_HZ
 from vqaudio.errors import InputError
-from vqaudio.features import Float32Constants, frame_signal
+from vqaudio.features import Float32Constants, float64_constant, frame_signal
 
 ENVELOPE_FLOOR = 0.01  # relative to the steady-state envelope; bounds the gain at a non-causal input's edges
 # A causal head divides by no less than the steady-state envelope: the first 30 ms (n_fft - hop samples) of a
@@ -66,12 +66,6 @@ CAUSAL_ENVELOPE_FLOOR = 1.0
 PHASE_MODES = ("direct", "integrated")
 EXCITATIONS = ("none", "harmonic")
 EXCITATION_BLOCK_FRAMES = 4096  # harmonic combs are synthesised this many frames at a time (bounded memory)
-
-
-def float64_constant(value: float, like: Tensor) -> Tensor:
-    """``value`` as a float64 scalar tensor on ``like``'s device: a bare Python float in a float64 expression
-    becomes a float32 constant in an ONNX export, and the excitation's phase would drift from torch's."""
-    return torch.tensor(value, dtype=torch.float64, device=like.device)
 
 
 class PhaseState(NamedTuple):

@@ -26,7 +26,7 @@ range is an onnxruntime error); ``vqaudio_onnx.json`` states the ranges.
 
 Parity with torch (``tests/test_onnx.py``, docs/EXPERIMENTS.md 2026-12-07): codes identical; audio within 1e-4
 (measured: 2e-7 without the harmonic excitation; 4e-7 on the embedded model's example clips). The excitation's
-F0 and phase are computed in float64 with float64 constants (``vqaudio.codec.istft.float64_constant``): a
+F0 and phase are computed in float64 with float64 constants (``vqaudio.features.float64_constant``): a
 Python float in a float64 expression is exported as a float32 constant, and its error, summed into the phase
 over every frame, had put the audio up to 3e-3 apart.
 """

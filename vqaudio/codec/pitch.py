@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from vqaudio.config import PitchConfig
-from vqaudio.features import frame_signal
+from vqaudio.features import float64_constant, frame_signal
 
 MIN_F0_HZ = 50.0
 MAX_F0_HZ = 550.0
@@ -188,8 +188,7 @@ def decode_pitch(codes: Tensor, config: PitchConfig) -> tuple[Tensor, Tensor]:
     voiced = codes > 0
     step = (codes - 1).clamp(min=0).double()
     # float64 tensors, not Python floats, which an ONNX export turns into float32 constants
-    low_tensor, span = (torch.tensor(v, dtype=torch.float64, device=codes.device) for v in (low, high - low))
-    log_f0 = low_tensor + step / (config.levels - 2) * span
+    log_f0 = float64_constant(low, step) + step / (config.levels - 2) * float64_constant(high - low, step)
     log_f0 = torch.where(voiced, log_f0, torch.full_like(log_f0, 0.5 * (low + high)))
     return log_f0.float(), voiced
 
