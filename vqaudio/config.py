@@ -395,6 +395,10 @@ class LossConfig(_Checked):
     envelope_weight: float = limited(0.0, WEIGHT)
     # L1 between the log-F0 the harmonic excitation predicts and vqaudio.codec.pitch's estimate, on voiced frames
     pitch_weight: float = limited(0.0, WEIGHT)
+    # cross-entropy of the phone each frame covers, predicted linearly from the frame's first-codebook vector
+    # (straight-through to the encoder): makes the first codebook phonetic. Needs phone labels for some of the
+    # training audio (`vqaudio train --phones ALIGNMENTS`, folders of `vqaudio align`); 0: off.
+    phone_weight: float = limited(0.0, WEIGHT)
     # multiplies the quantizer's own (codebook + commitment) loss
     quantizer_weight: float = limited(1.0, WEIGHT)
     # Adversarial training (least-squares GAN + feature matching); 0 turns the discriminators off.

@@ -32,7 +32,8 @@ OUT gets checkpoint.pt (training state), model.safetensors + config.json (the re
 every checkpoint, so `vqaudio tokenize --model OUT` works mid-training), metrics.jsonl and tensorboard/.
 Running the same command again resumes from the checkpoint (--no-resume --overwrite starts over).
 --init-from MODEL starts a new run from a trained tokenizer's weights (fine-tuning, e.g. adversarial
-training of a model trained without it: recipes/rvq_mel_gan.yaml). Ctrl-C
+training of a model trained without it: recipes/rvq_mel_gan.yaml). --phones ALIGNMENTS (a `vqaudio align`
+folder of utterances also in --data) gives the phone loss (loss.phone_weight) its labels. Ctrl-C
 stops after the current step and writes a checkpoint (exit code 130).
 
 Several processes: torchrun --nproc_per_node N -m vqaudio.cli.main train ... (gloo on CPU, NCCL on CUDA).
@@ -69,6 +70,12 @@ def train_command(
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Show the progress bar (on a terminal)."
     ),
+    phones: list[Path] | None = typer.Option(
+        None,
+        "--phones",
+        help="A `vqaudio align` folder labelling utterances of --data with phones, for loss.phone_weight; "
+        "repeatable.",
+    ),
 ) -> None:
     from vqaudio.codec.training import train_tokenizer
 
@@ -96,6 +103,7 @@ def train_command(
                 context=context,
                 progress=progress,
                 skip_bad=skip_bad,
+                phone_alignments=phones or [],
             )
         except KeyboardInterrupt:
             raise typer.Exit(130) from None

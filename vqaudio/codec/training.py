@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vqaudio.codec.discriminators import Discriminators, Judgement
@@ -68,10 +68,11 @@ from vqaudio.codec.pitch import estimate_pitch
 from vqaudio.codec.quantization import GumbelQuantizer
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.codec.validation import VALIDATION_BATCH_FACTOR, ValidationSet, validate
-from vqaudio.codec.vqvae import VQVAE, build_model
+from vqaudio.codec.vqvae import VQVAE, ModelOutput, build_model
 from vqaudio.config import Config, ConfigError, to_dict
 from vqaudio.data.augment import Augmentation
 from vqaudio.data.crops import RandomCrops, cache_size_bytes
+from vqaudio.data.phone_labels import IGNORE, NUM_PHONES, LabelledCrops, PhoneLabels
 from vqaudio.data.utterance import Utterance
 from vqaudio.devices import resolve_device
 from vqaudio.errors import InputError, VQAudioError
@@ -123,6 +124,9 @@ class StepResult(NamedTuple):
     envelope: float
     quantizer: float
     pitch: float  # 0 without the harmonic excitation's pitch loss
+    phone: float  # 0 without the phone loss (as the two below)
+    phone_correct: int  # labelled frames whose phone the phone head got right
+    phone_frames: int  # labelled frames in the batch
     adversarial: float  # 0 without discriminators (as the two below)
     feature_matching: float
     discriminator: float  # the discriminators' own loss
@@ -166,6 +170,7 @@ def train_tokenizer(
     context: DistributedContext = SINGLE_PROCESS,
     progress: bool = True,
     skip_bad: bool = False,
+    phone_alignments: Sequence[str | Path] = (),
 ) -> TrainResult:
     """Train a tokenizer in ``out`` (see the module docstring for the files), or resume the run there.
 
@@ -188,6 +193,8 @@ def train_tokenizer(
         context: this process's place under ``torchrun`` (``vqaudio.training.distributed.init_distributed``).
         progress: show a progress bar (rank 0 only).
         skip_bad: skip audio files that fail to decode (``RandomCrops``, ``ValidationSet``) instead of stopping.
+        phone_alignments: ``vqaudio align`` folders labelling some training utterances with phones, for the
+            phone loss (``loss.phone_weight``; vqaudio.data.phone_labels).
     Returns:
         TrainResult.
     Raises:
@@ -209,6 +216,7 @@ def train_tokenizer(
         context=context,
         progress=progress,
         skip_bad=skip_bad,
+        phone_alignments=phone_alignments,
     )
     try:
         return trainer.fit(until_step)
@@ -234,6 +242,7 @@ class Trainer:
         context: DistributedContext = SINGLE_PROCESS,
         progress: bool = True,
         skip_bad: bool = False,
+        phone_alignments: Sequence[str | Path] = (),
     ) -> None:
         self.out = Path(out)
         self.skip_bad = skip_bad
@@ -268,11 +277,14 @@ class Trainer:
         )
         self.network: nn.Module = self.model
         self.discriminator_network: nn.Module | None = self.discriminators
+        self.phone_network: nn.Module | None = self.phone_head
         if context.is_distributed:
             self.network = wrap_for_ddp(self.model, self.device)
             if self.discriminators is not None:
                 self.discriminator_network = wrap_for_ddp(self.discriminators, self.device)
-        cache, cache_bytes = self._build_data(train_utterances, valid_utterances)
+            if self.phone_head is not None:
+                self.phone_network = wrap_for_ddp(self.phone_head, self.device)
+        cache, cache_bytes = self._build_data(train_utterances, valid_utterances, phone_alignments)
         self.run_log: RunLog | None = None
         if context.is_main:
             self.run_log = RunLog(self.out, self.start_step, config.model.sample_rate)
@@ -293,7 +305,8 @@ class Trainer:
         return self.training_run.start_step
 
     def _build_networks(self) -> None:
-        """The VQ-VAE with its loss and optimizer; with adversarial training the discriminators and theirs."""
+        """The VQ-VAE with its loss and optimizer; with adversarial training the discriminators and theirs;
+        with the phone loss the phone head and its optimizer."""
         config, train = self.config, self.config.train
         # The same initial weights on every rank (DDP also broadcasts rank 0's).
         torch.manual_seed(train.seed)
@@ -320,12 +333,23 @@ class Trainer:
                 lr=train.discriminator_learning_rate or train.learning_rate,
                 betas=train.betas,
             )
+        # The phone loss's classifier: trained with the model, never part of the release model.
+        self.phone_head: nn.Linear | None = None
+        self.phone_optimizer: torch.optim.Optimizer | None = None
+        if config.loss.phone_weight > 0:
+            self.phone_head = nn.Linear(config.model.latent_dim, NUM_PHONES).to(self.device)
+            self.phone_optimizer = torch.optim.AdamW(
+                parameter_groups(self.phone_head, train.weight_decay),
+                lr=train.learning_rate,
+                betas=train.betas,
+            )
 
     def _restore(self, checkpoint: dict[str, Any]) -> int:
         """Load the checkpoint's weights, optimizer moments, generator states and validation; its step."""
         self.model.load_state_dict(checkpoint["model"], strict=True)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self._restore_discriminators(checkpoint.get("discriminators"))
+        self._restore_phone_head(checkpoint.get("phone_head"))
         self.precision.load_state_dict(checkpoint.get("grad_scaler"))
         restore_rng_states(checkpoint["rng"])
         self.validation = dict(checkpoint["validation"])
@@ -347,9 +371,13 @@ class Trainer:
         return int(checkpoint["step"])
 
     def _build_data(
-        self, train_utterances: Sequence[Utterance], valid_utterances: Sequence[Utterance]
+        self,
+        train_utterances: Sequence[Utterance],
+        valid_utterances: Sequence[Utterance],
+        phone_alignments: Sequence[str | Path],
     ) -> tuple[bool, int]:
-        """The training crops and the validation set; whether the decoded audio is cached, and its size."""
+        """The training crops (with their phone labels for the phone loss) and the validation set; whether the
+        decoded audio is cached, and its size."""
         train, sample_rate = self.config.train, self.config.model.sample_rate
         self.segment_samples = max(1, round(train.segment_seconds * sample_rate))
         cache_bytes = cache_size_bytes(train_utterances, sample_rate)
@@ -366,6 +394,19 @@ class Trainer:
             augmentation=Augmentation(train.speed_perturbation, train.gain_perturbation_db),
             skip_bad=self.skip_bad,
         )
+        self.batches: Dataset[Any] = self.crops
+        self.phone_labels: PhoneLabels | None = None
+        if self.phone_head is not None:
+            if not phone_alignments:
+                raise ConfigError(
+                    "loss.phone_weight needs phone labels: pass --phones ALIGNMENTS (a `vqaudio align` folder "
+                    "of utterances that are in --data), or set the weight to 0"
+                )
+            self.phone_labels = PhoneLabels(phone_alignments, self.crops.ids)
+            self.batches = LabelledCrops(self.crops, self.phone_labels, self.config.model.hop_length)
+            self.run["phones"] = [str(folder) for folder in phone_alignments]
+        elif phone_alignments and self.context.is_main:
+            log.warning("--phones is ignored: the recipe has no phone loss (loss.phone_weight is 0)")
         self.validation_set = ValidationSet(
             valid_utterances,
             sample_rate,
@@ -405,7 +446,7 @@ class Trainer:
         window = _Window(self.model.num_codebooks, self.model.codebook_size)
         total_seconds = total_audio = total_waited = 0.0
         loader = DataLoader(
-            self.crops,
+            self.batches,
             batch_size=None,
             sampler=range(self.step, stop),
             num_workers=train.num_workers,
@@ -424,10 +465,10 @@ class Trainer:
                 batches = iter(loader)
                 while self.step < stop:
                     started = time.perf_counter()
-                    batch = next(batches)
+                    batch, labels = _audio_and_labels(next(batches))
                     waited = time.perf_counter() - started
                     seed_step(train.seed, self.context.rank, self.step)
-                    result = self.train_step(batch)
+                    result = self.train_step(batch, labels)
                     elapsed = time.perf_counter() - started
                     audio_seconds = batch.shape[0] * batch.shape[1] / self.config.model.sample_rate
                     window.add(result, elapsed, waited, audio_seconds * self.context.world_size)
@@ -459,12 +500,15 @@ class Trainer:
             )
         return self._result(speed)
 
-    def train_step(self, batch: Tensor) -> StepResult:
-        """One optimizer update on ``batch`` [B, T]; advances ``self.step``."""
+    def train_step(self, batch: Tensor, phone_labels: Tensor | None = None) -> StepResult:
+        """One optimizer update on ``batch`` [B, T] (with the phone loss, its labels [B, F]); advances
+        ``self.step``."""
         loss_config, train = self.config.loss, self.config.train
         self.network.train()
         keep_frozen_in_eval(self.model, train.freeze)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.phone_optimizer is not None:
+            self.phone_optimizer.zero_grad(set_to_none=True)
         learning_rate = learning_rate_at(self.step, train)
         set_learning_rate(self.optimizer, learning_rate)
         # schedules of the codebooks (the Gumbel temperature) follow the global step, as the learning rate does
@@ -478,6 +522,12 @@ class Trainer:
         pitch = zero
         if loss_config.pitch_weight > 0 and output.log_f0 is not None:
             pitch = loss_config.pitch_weight * self._pitch_loss(output.log_f0.float(), target)
+        phone, phone_correct, phone_frames = zero, 0, 0
+        if self.phone_network is not None:
+            if phone_labels is None:
+                raise InputError("the phone loss needs the batch's phone labels (LabelledCrops)")
+            phone, phone_correct, phone_frames = self._phone_loss(output, phone_labels)
+            phone = loss_config.phone_weight * phone
         adversarial = feature_matching = discriminator = zero
         if self.discriminators is not None and self.step >= loss_config.adversarial_start_step:
             # The discriminators learn first, on this batch; the decoder is then judged by the updated ones.
@@ -487,7 +537,7 @@ class Trainer:
             fake = _float32(fake)
             adversarial = loss_config.adversarial_weight * generator_adversarial_loss(fake)
             feature_matching = loss_config.feature_matching_weight * feature_matching_loss(real, fake)
-        total = terms.total + quantizer_loss.float() + pitch + adversarial + feature_matching
+        total = terms.total + quantizer_loss.float() + pitch + phone + adversarial + feature_matching
         self.precision.backward(total)
         self.precision.unscale(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
         max_norm = train.grad_clip if train.grad_clip > 0 else math.inf
@@ -500,8 +550,13 @@ class Trainer:
                 f"(loss {float(total.detach()):.4g}); "
                 "lower train.learning_rate or raise train.warmup_steps, then resume from the last checkpoint"
             )
+        if self.phone_optimizer is not None:
+            set_learning_rate(self.phone_optimizer, learning_rate)
+            self.precision.unscale(self.phone_optimizer)
         with self.training_run.updating():
             self.precision.step(self.optimizer)
+            if self.phone_optimizer is not None:
+                self.precision.step(self.phone_optimizer)
             self.precision.update()  # once per step, after the discriminators' optimizer too
             self.step += 1
         return StepResult(
@@ -512,6 +567,9 @@ class Trainer:
             envelope=float(terms.envelope.detach()),
             quantizer=float(quantizer_loss.detach()),
             pitch=float(pitch.detach()),
+            phone=float(phone.detach()),
+            phone_correct=phone_correct,
+            phone_frames=phone_frames,
             adversarial=float(adversarial.detach()),
             feature_matching=float(feature_matching.detach()),
             discriminator=float(discriminator.detach()),
@@ -522,6 +580,26 @@ class Trainer:
             reconstruction=output.audio.detach(),
             target=target,
         )
+
+    def _phone_loss(self, output: ModelOutput, labels: Tensor) -> tuple[Tensor, int, int]:
+        """Cross-entropy of the labelled frames' phones predicted from their first-codebook vectors, with a
+        straight-through gradient to the encoder's latent (the code vectors follow by their own updates); also the
+        frames predicted right and the frames labelled."""
+        assert self.phone_network is not None
+        first = output.codes[:, self.model.pitch_rows : self.model.pitch_rows + 1]  # [B, 1, F]
+        with torch.no_grad():
+            vectors = self.model.quantizer.decode(first)  # [B, D, F]
+        latent = output.latent.float()
+        straight_through = latent + (vectors.float() - latent).detach()
+        logits = self.phone_network(straight_through.transpose(1, 2)).float()  # [B, F, phones]
+        labels = labels.to(self.device, non_blocking=True)
+        frames = min(logits.shape[1], labels.shape[1])
+        logits, labels = logits[:, :frames].reshape(-1, logits.shape[-1]), labels[:, :frames].reshape(-1)
+        labelled = labels != IGNORE
+        count = int(labelled.sum())
+        loss = torch.nn.functional.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
+        correct = int((logits.detach().argmax(-1) == labels)[labelled].sum())
+        return loss / max(count, 1), correct, count
 
     def _pitch_loss(self, log_f0: Tensor, target: Tensor) -> Tensor:
         """Mean |predicted - estimated| log-F0 over the voiced frames of ``target`` (0 when none is voiced)."""
@@ -599,6 +677,16 @@ class Trainer:
             ) from exc
         self.discriminator_optimizer.load_state_dict(state["optimizer"])
 
+    def _restore_phone_head(self, state: dict[str, Any] | None) -> None:
+        if self.phone_head is None:
+            return
+        if state is None:
+            log.info("the checkpoint has no phone head: it starts from scratch")
+            return
+        assert self.phone_optimizer is not None
+        self.phone_head.load_state_dict(state["model"], strict=True)
+        self.phone_optimizer.load_state_dict(state["optimizer"])
+
     def close(self) -> None:
         if self.run_log is not None:
             self.run_log.close()
@@ -637,6 +725,13 @@ class Trainer:
                 "augmentation: speed x%.2f..%.2f, gain %+.0f..%+.0f dB per crop",
                 *crops.augmentation.speed,
                 *crops.augmentation.gain_db,
+            )
+        if self.phone_labels is not None:
+            log.info(
+                "phone loss (weight %g): %d of the %d training files have phone labels",
+                self.config.loss.phone_weight,
+                self.phone_labels.num_labelled,
+                crops.num_utterances,
             )
         if crops.num_short:
             log.info(
@@ -711,6 +806,16 @@ class Trainer:
                 "grad_scaler": self.precision.state_dict(),  # empty unless fp16
                 **(
                     {}
+                    if self.phone_head is None
+                    else {
+                        "phone_head": {
+                            "model": clean_state_dict(self.phone_head.state_dict()),
+                            "optimizer": self.phone_optimizer.state_dict(),  # type: ignore[union-attr]
+                        }
+                    }
+                ),
+                **(
+                    {}
                     if self.discriminators is None
                     else {
                         "discriminators": {
@@ -772,6 +877,7 @@ class _Window:
         self.commitment: Tensor | None = None
         self.steps = 0
         self.seconds = self.waited = self.audio_seconds = 0.0
+        self.phone_counts = [0, 0]  # labelled frames predicted right, labelled frames
         self.usage.reset()
 
     def add(self, result: StepResult, seconds: float, waited: float, audio_seconds: float) -> None:
@@ -780,6 +886,10 @@ class _Window:
             names += ("envelope",)
         if result.pitch:
             names += ("pitch",)
+        if result.phone_frames:
+            names += ("phone",)
+            self.phone_counts[0] += result.phone_correct
+            self.phone_counts[1] += result.phone_frames
         if result.discriminator:
             names += ("adversarial", "feature_matching", "discriminator")
         for name in names:
@@ -821,7 +931,21 @@ class _Window:
             "audio_seconds_per_second": self.speed,
             "data_wait_fraction": self.waited / self.seconds if self.seconds else 0.0,
             "window_steps": self.steps,
+            **(
+                {"phone_accuracy": self.phone_counts[0] / self.phone_counts[1]}
+                if self.phone_counts[1]
+                else {}
+            ),
         }
+
+
+def _audio_and_labels(batch: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor | None]:
+    """A loader item: the crops alone, or the crops with their phone labels (``LabelledCrops``; the
+    DataLoader hands the pair over as a list)."""
+    if isinstance(batch, Tensor):
+        return batch, None
+    audio, labels = batch
+    return audio, labels
 
 
 def _float32(judgements: list[Judgement]) -> list[Judgement]:

@@ -130,6 +130,7 @@ class RandomCrops(Dataset[torch.Tensor]):
         # Flat arrays rather than a list of Utterance objects: DataLoader workers forked from this process
         # read them without touching reference counts, so the pages stay shared however large the corpus.
         self.paths = PackedStrings([str(utt.path) for utt in utterances])
+        self.ids = PackedStrings([utt.id for utt in utterances])
         self.file_rates = np.array(
             [int(utt.sample_rate or sample_rate) for utt in utterances], dtype=np.int64
         )
@@ -171,9 +172,9 @@ class RandomCrops(Dataset[torch.Tensor]):
 
     def choose(self, step: int) -> list[tuple[int, int]]:
         """The (utterance index, start sample at the model rate) of each crop of ``step``."""
-        return [(index, start) for index, start, _, _ in self._plan(step)]
+        return [(index, start) for index, start, _, _ in self.plan(step)]
 
-    def _plan(self, step: int) -> list[tuple[int, int, float, float]]:
+    def plan(self, step: int) -> list[tuple[int, int, float, float]]:
         """(utterance index, start, speed, gain in dB) of each crop of ``step``; the crop reads
         ``source_samples(segment_samples, speed)`` samples from ``start`` when augmented."""
         rng = np.random.default_rng([self.seed, self.rank, step, _DATA_STREAM])
@@ -194,7 +195,7 @@ class RandomCrops(Dataset[torch.Tensor]):
     def __getitem__(self, step: int) -> torch.Tensor:
         """The batch of training step ``step``: [batch_size, segment_samples] float32."""
         batch = torch.zeros(self.batch_size, self.segment_samples)
-        for row, (index, start, speed, gain_db) in enumerate(self._plan(step)):
+        for row, (index, start, speed, gain_db) in enumerate(self.plan(step)):
             if self.augmentation is None:
                 crop = self._read(index, start, self.segment_samples)
             else:
