@@ -448,6 +448,26 @@ def test_cli_eval_writes_a_report_and_maps_errors_to_exit_codes(
     assert "`vqaudio_nq1`" in printed and f"html: {out / 'report.html'}" in printed
     assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
     assert list(strict_json(out / "report.json")["systems"]) == ["vqaudio_nq1", "vqaudio_nq3"]
+    assert strict_json(out / "report.json")["model"]["first_codebook_hold"] == 0.0
+    held = tmp_path / "held"
+    assert (
+        main(
+            [
+                "eval",
+                str(audio_folder),
+                "--model",
+                str(tiny_model_dir),
+                "--out",
+                str(held),
+                *fast,
+                "--hold",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert strict_json(held / "report.json")["model"]["first_codebook_hold"] == 2.0
+    assert "first-codebook hold 2" in (held / "report.md").read_text()
     assert main([*args, *fast]) == 1  # exists, no --overwrite: a data error, as for every command
     assert "--overwrite" in capsys.readouterr().err
     other = ["eval", str(audio_folder), "--model", str(tiny_model_dir), "--out", str(tmp_path / "new")]

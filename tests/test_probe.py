@@ -223,6 +223,22 @@ def test_probe_command_writes_the_report(
     assert "K=400 needs at least K frames" in stdout
 
 
+def test_probe_hold_measures_the_held_codes(
+    tmp_path: Path, tiny_model_dir: Path, speech, write_audio, run
+) -> None:  # type: ignore[no-untyped-def]
+    folder = aligned_folder(tmp_path, speech, write_audio)
+    base = ["probe", folder, "--model", tiny_model_dir, "--no-progress", "--threads", "1", "--kmeans-k", "4"]
+    reports = {}
+    for hold in ("0", "4"):
+        status, _, err = run(*base, "--out", tmp_path / hold, "--hold", hold)
+        assert status == 0, err
+        reports[hold] = json.loads((tmp_path / hold / "probe.json").read_text())
+        assert reports[hold]["model"]["first_codebook_hold"] == float(hold)
+    plain, held = (reports[hold]["codes"][1] for hold in ("0", "4"))  # codebook 1
+    assert held["mean_run_length"] > plain["mean_run_length"]
+    assert "first-codebook hold 4" in (tmp_path / "4" / "probe.md").read_text()
+
+
 def test_eval_probe_adds_the_section_to_the_report(
     tmp_path: Path, tiny_model_dir: Path, speech, write_audio, run
 ) -> None:  # type: ignore[no-untyped-def]

@@ -252,6 +252,30 @@ def test_batched_streams_equal_each_stream(tokenizers: dict[str, Tokenizer]) -> 
     torch.testing.assert_close(audio, tok.decode(codes[:, :1]), rtol=0, atol=AUDIO_TOLERANCE)
 
 
+@pytest.mark.parametrize("design", ["mel", "mel_pitch", "waveform"])
+def test_held_codes_stream_as_they_encode(tokenizers: dict[str, Tokenizer], design: str) -> None:
+    """The state carries the first codebook's last code, so held codes (``hold``) stream exactly too."""
+    tok = tokenizers[design]
+    rng = np.random.default_rng(8)
+    wav = speech_like(16000, seed=8)
+    expected = tok.encode(wav, tok.sample_rate, hold=2.0)
+    assert not torch.equal(expected, tok.encode(wav, tok.sample_rate))  # the margin changed some codes
+    encoder = tok.stream("encode", hold=2.0)
+    codes, _ = stream_encode(encoder, wav, chunk_sizes(rng, len(wav), 320, 1280))
+    assert torch.equal(codes, expected)
+    assert encoder.state.previous_code is not None
+    encoder.reset()
+    assert encoder.state.previous_code is None
+    batch = torch.from_numpy(np.stack([wav[:8000], speech_like(8000, seed=9)]))
+    batched = tok.stream("encode", n_q=2, hold=2.0)
+    codes = torch.cat([batched.push(batch[:, :3000]), batched.push(batch[:, 3000:]), batched.flush()], dim=-1)
+    assert torch.equal(codes, tok.encode(batch, tok.sample_rate, n_q=2, hold=2.0))
+    with pytest.raises(InputError, match="takes no hold"):
+        tok.stream("decode", hold=2.0)
+    with pytest.raises(ValueError, match="hold"):
+        tok.stream("encode", hold=-1.0)
+
+
 def test_non_causal_models_refuse_to_stream(tiny_tokenizer: Tokenizer) -> None:
     assert not tiny_tokenizer.config.model.causal
     for kind in ("encode", "decode"):

@@ -124,6 +124,8 @@ SEED = Range(0, 2**32 - 1)
 BATCH = Range(1, 65536)
 TEMPERATURE = Range(0.01, 100.0)  # softmax temperatures (the Gumbel quantizer's)
 FSQ_LEVELS = Range(2, CODEBOOK_SIZE.high, max_items=16)  # levels per FSQ dimension
+# the first codebook's hold margin (quantization/residual.py, held_first_codes): a relative slack on squared errors
+FIRST_CODEBOOK_HOLD = Range(0.0, 100.0)
 # Run-time options, checked by the CLI and the API functions that take them
 THREADS = Range(0, 1024)  # torch intra-op threads (0: torch's default)
 CHUNK_SECONDS = Range(0.01, 3600)  # windows of long inputs (tokenize, resynth, Tokenizer.encode/decode)
@@ -199,6 +201,11 @@ class QuantizerConfig(_Checked):
     fsq_levels: tuple[int, ...] = limited((8, 8, 4, 4), FSQ_LEVELS)
     # RVQ: probability that a training example uses a random n_q < num_codebooks
     quantizer_dropout: float = limited(0.5, FRACTION)
+    # RVQ, encoding only (training never holds): a frame keeps the previous frame's first code while the error
+    # of all K stages with it is within (1 + margin) x the error with its own first code; the later stages
+    # absorb the difference (longer first-codebook runs; quantization/residual.py, held_first_codes). 0: off.
+    # The default of Tokenizer.first_codebook_hold; encode(..., hold=) and `vqaudio tokenize --hold` override it.
+    first_codebook_hold: float = limited(0.0, FIRST_CODEBOOK_HOLD)
 
 
 @dataclass(frozen=True)
@@ -341,6 +348,11 @@ class ModelConfig(_Checked):
             )
         if q.num_codebooks < 1:
             raise ConfigError(f"num_codebooks must be at least 1, got {q.num_codebooks}")
+        if q.first_codebook_hold > 0 and q.kind != "residual":
+            raise ConfigError(
+                f"model.quantizer.first_codebook_hold={q.first_codebook_hold} holds the first stage of a residual "
+                f"VQ (its later stages absorb the difference), not of kind: {q.kind}; set it to 0"
+            )
         if self.encoder.input == "mel" and self.encoder.mel_n_fft < self.encoder.mel_hop_length:
             raise ConfigError("encoder.mel_n_fft must be at least encoder.mel_hop_length")
         pitch = self.pitch

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from vqaudio.cli.options import device_option, parse_device
+from vqaudio.cli.options import device_option, hold_option, parse_device
 
 EVAL_HELP = (
     "Evaluate a tokenizer on a corpus and write a report folder: report.json (every number), report.md "
@@ -90,6 +90,7 @@ def eval_command(
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Show a progress bar (on a terminal)."
     ),
+    hold: float | None = hold_option(),
 ) -> None:
     """Tokenizer + baselines on DATA -> report folder OUT (help: EVAL_HELP)."""
     from vqaudio.optional import require
@@ -115,6 +116,8 @@ def eval_command(
 
         read_alignments(probe)  # a wrong folder fails now, not after the evaluation
     tokenizer = Tokenizer.load(model, device=parse_device(device))
+    if hold is not None:
+        tokenizer.first_codebook_hold = hold
     check_n_q(tokenizer, requested)  # InputError (exit 1): an n_q this model does not serve
     options = EvalOptions(
         n_q=requested,

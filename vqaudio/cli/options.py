@@ -32,6 +32,19 @@ def device_option(help: str = DEVICE_HELP) -> Any:
     return typer.Option("auto", "--device", help=help, metavar="auto|cpu|cuda[:N]", callback=_check_device)
 
 
+HOLD_HELP = (
+    "First-codebook hold margin: a frame keeps the previous frame's first code while the error of all codebooks "
+    "with it is within (1 + HOLD) x the error with its own first code; the later codebooks absorb the difference "
+    "(longer runs of the first code; residual VQ). 0: every frame its own codes. Default: the model's "
+    "model.quantizer.first_codebook_hold."
+)
+
+
+def hold_option() -> Any:
+    """``--hold MARGIN``: the first codebook's hold margin (None: the model's own)."""
+    return typer.Option(None, "--hold", min=0.0, max=100.0, help=HOLD_HELP)
+
+
 def parse_device(spec: str) -> torch.device:
     """``--device`` -> ``torch.device`` (``vqaudio.devices.resolve_device``); a usage error (exit 2) for a
     misspelt device or a GPU this machine does not have."""

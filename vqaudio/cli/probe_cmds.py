@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from vqaudio.cli.options import hold_option
+
 ALIGN_HELP = (
     "Phone alignments of transcribed English speech, offline: pocketsphinx's forced aligner (its wheel ships "
     "a US English acoustic model, the CMU dictionary and its phone set; the 'voice' extra).\n\n"
@@ -83,6 +85,7 @@ def probe_command(
     threads: int = typer.Option(0, "--threads", min=0, help="Torch threads (0: torch's default)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    hold: float | None = hold_option(),
 ) -> None:
     """Tokenizer on phone-aligned speech -> probe report folder OUT (help: PROBE_HELP)."""
     from vqaudio.optional import require
@@ -100,6 +103,8 @@ def probe_command(
         )
     read_alignments(alignments)  # a wrong folder fails here, before the model loads
     tokenizer = Tokenizer.load(model)
+    if hold is not None:
+        tokenizer.first_codebook_hold = hold
     options = ProbeOptions(
         kmeans_k=k_values,
         kmeans_iterations=kmeans_iterations,

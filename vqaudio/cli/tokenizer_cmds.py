@@ -18,7 +18,7 @@ from typing import Any
 
 import typer
 
-from vqaudio.cli.options import device_option, parse_device
+from vqaudio.cli.options import device_option, hold_option, parse_device
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,9 @@ INFO_HELP = (
 )
 
 
-def _load_tokenizer(model: Path | None, threads: int = 0, device: str = "cpu") -> Any:
+def _load_tokenizer(
+    model: Path | None, threads: int = 0, device: str = "cpu", hold: float | None = None
+) -> Any:
     import torch
 
     from vqaudio.codec.tokenizer import Tokenizer
@@ -51,7 +53,10 @@ def _load_tokenizer(model: Path | None, threads: int = 0, device: str = "cpu") -
     check_value("--threads", threads, THREADS)
     if threads > 0:
         torch.set_num_threads(threads)
-    return Tokenizer.load(model, device=parse_device(device))
+    tokenizer = Tokenizer.load(model, device=parse_device(device))
+    if hold is not None:
+        tokenizer.first_codebook_hold = hold  # InputError for a model that cannot hold its first codebook
+    return tokenizer
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -89,6 +94,7 @@ def tokenize(
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Show a progress bar (on a terminal)."
     ),
+    hold: float | None = hold_option(),
 ) -> None:
     """Corpus -> token file (help: TOKENIZE_HELP)."""
     from vqaudio.codec.corpus_coding import tokenize_corpus
@@ -98,7 +104,7 @@ def tokenize(
         raise typer.BadParameter(f"the token file must end in .npy, got {out}", param_hint="OUT")
     shard_pair = _parse_shard(shard)
     check_can_write(out, overwrite)  # before loading anything
-    tokenizer = _load_tokenizer(model, threads, device)
+    tokenizer = _load_tokenizer(model, threads, device, hold)
     summary = tokenize_corpus(
         tokenizer,
         input,
@@ -134,6 +140,7 @@ def resynth(
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Show a progress bar (on a terminal)."
     ),
+    hold: float | None = hold_option(),
 ) -> None:
     """Tokens or audio -> audio (help: RESYNTH_HELP)."""
     from vqaudio.codec.corpus_coding import resynthesize_tokens
@@ -145,6 +152,11 @@ def resynth(
 
     suffix = input.suffix.lower()
     if suffix == ".npy" or (not input.exists() and token_paths(input).array_path.exists()):
+        if hold is not None:
+            raise typer.BadParameter(
+                "it sets how audio is encoded, and a token file is decoded as it is: drop --hold",
+                param_hint="--hold",
+            )
         tokenizer = _load_tokenizer(model, threads, device)
         written = resynthesize_tokens(
             tokenizer,
@@ -168,7 +180,7 @@ def resynth(
             f"{output}: the round trip output must be a .wav or .flac file", param_hint="OUTPUT"
         )
     check_output(output, overwrite=overwrite)  # before any work
-    tokenizer = _load_tokenizer(model, threads, device)
+    tokenizer = _load_tokenizer(model, threads, device, hold)
     # read and written window by window: memory does not grow with the file's length
     try:
         coded = tokenizer.encode_file(input, n_q=n_q, chunk_seconds=chunk_seconds)
@@ -338,6 +350,7 @@ def _token_file_info(path: Path, usage: bool = False) -> tuple[dict[str, Any], s
     }
     skipped = meta.get("skipped") or []
     shard = meta.get("shard")
+    hold = meta.get("first_codebook_hold") or 0  # absent in files written before the option
     lines = [
         f"token file {corpus.paths[0]}",
         f"  {len(corpus)} utterances, {corpus.num_frames} frames, {seconds / 3600:.3f} h "
@@ -345,7 +358,8 @@ def _token_file_info(path: Path, usage: bool = False) -> tuple[dict[str, Any], s
         f"  {'a pitch row of ' + str(pitch_levels) + ' levels and ' if pitch_rows else ''}"
         f"n_q {codebooks} x {codebook_size} codes ({corpus.arrays[0].dtype}), {corpus.frame_rate:g} frames/s, "
         f"{bitrate / 1000:.2f} kbps, sample rate {corpus.sample_rate} Hz, hop {corpus.hop_length}",
-        f"  model {meta.get('model_name')!r} (hash {str(meta.get('model_hash'))[:12]})",
+        f"  model {meta.get('model_name')!r} (hash {str(meta.get('model_hash'))[:12]})"
+        + (f", first-codebook hold {hold:g}" if hold else ""),
         f"  made {meta.get('created')} by vqaudio {meta.get('vqaudio_version')} from {meta.get('source')}"
         + (f", shard {shard['index']}/{shard['count']}" if isinstance(shard, dict) else ""),
     ]

@@ -43,13 +43,15 @@ class TokenizeSummary(NamedTuple):
     n_q: int
     bitrate: float  # bits per second at n_q
     skipped: list[dict[str, str]]  # {"utt_id", "path", "error"} of each skipped file
+    hold: float = 0.0  # the first codebook's hold margin
 
     def line(self) -> str:
         """One line for the console."""
         skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
+        hold = f", first-codebook hold {self.hold:g}" if self.hold else ""
         return (
             f"tokenized {self.num_utterances} utterances ({self.seconds / 3600:.3f} h, "
-            f"{self.num_frames} frames, n_q={self.n_q}, {self.bitrate / 1000:.2f} kbps{skipped}) "
+            f"{self.num_frames} frames, n_q={self.n_q}, {self.bitrate / 1000:.2f} kbps{hold}{skipped}) "
             f"-> {self.paths.array_path}"
         )
 
@@ -66,6 +68,7 @@ def tokenize_corpus(
     overwrite: bool = False,
     shard: tuple[int, int] | None = None,
     progress: bool = True,
+    hold: float | None = None,
 ) -> TokenizeSummary:
     """Tokenize a corpus into one token file, streaming (memory bounded by a batch, not the corpus).
 
@@ -80,6 +83,8 @@ def tokenize_corpus(
         overwrite: replace an existing token file.
         shard: (K, N), 1 <= K <= N: tokenize only utterances K-1, K-1+N, ... of the sorted corpus.
         progress: show a progress bar (files and audio hours) on a terminal.
+        hold: the first codebook's hold margin (``Tokenizer.first_codebook_hold``, the default when None);
+            recorded as ``first_codebook_hold`` in the metadata.
     Returns:
         a TokenizeSummary; ``.line()`` is the console summary.
     Raises:
@@ -90,6 +95,8 @@ def tokenize_corpus(
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     n_q = tokenizer.num_codebooks if n_q is None else n_q
     tokenizer.bitrate_at(n_q)  # validates n_q before any work
+    hold = tokenizer.first_codebook_hold if hold is None else hold
+    tokenizer.model.check_hold(hold)
     check_value("chunk_seconds", chunk_seconds, CHUNK_SECONDS)
     utterances = _select_shard(load_corpus(source), shard, source)
     rejects = _Rejects(skip_bad)
@@ -97,7 +104,7 @@ def tokenize_corpus(
     # the tokenizer splits a batch further if its padded size exceeds one chunk; keep them aligned
     chunk_samples = max(1, int(chunk_seconds * tokenizer.sample_rate))
     batches = batch_by_length(lengths, batch_size, chunk_samples)
-    writer = _token_file_writer(tokenizer, out, n_q, source, shard, overwrite)
+    writer = _token_file_writer(tokenizer, out, n_q, hold, source, shard, overwrite)
     total_hours = sum(lengths) / tokenizer.sample_rate / 3600
     bar = progress_bar(
         total=len(utterances), unit="file", desc="tokenizing", disable=None if progress else True
@@ -109,7 +116,8 @@ def tokenize_corpus(
             members = [usable[position] for position in batch]
             # a file longer than a chunk has a batch of its own and is read from disk window by window
             stream = lengths[batch[0]] > chunk_samples
-            for num_samples in _encode_batch(members, tokenizer, n_q, chunk_seconds, writer, rejects, stream):
+            encoded = _encode_batch(members, tokenizer, n_q, hold, chunk_seconds, writer, rejects, stream)
+            for num_samples in encoded:
                 done_seconds += num_samples / tokenizer.sample_rate
             bar.update(len(batch))
             bar.set_postfix_str(f"{done_seconds / 3600:.2f}/{total_hours:.2f} h")
@@ -129,6 +137,7 @@ def tokenize_corpus(
         n_q,
         tokenizer.bitrate_at(n_q),
         rejects.skipped,
+        hold,
     )
 
 
@@ -189,6 +198,7 @@ def _token_file_writer(
     tokenizer: Tokenizer,
     out: str | Path,
     n_q: int,
+    hold: float,
     source: str | Path,
     shard: tuple[int, int] | None,
     overwrite: bool,
@@ -198,6 +208,8 @@ def _token_file_writer(
         "model_path": None if tokenizer.path is None else str(tokenizer.path),
         "model_num_codebooks": tokenizer.num_codebooks,
         "n_q": n_q,
+        # the first codebook's hold margin the codes were made with (0: nearest codes; absent in older files)
+        "first_codebook_hold": float(hold),
         "pitch_rows": tokenizer.pitch_rows,  # row 0 of every utterance is the pitch row when 1
         "pitch_levels": tokenizer.config.model.pitch.levels if tokenizer.pitch_rows else None,
         "source": str(source),
@@ -220,6 +232,7 @@ def _encode_batch(
     batch: list[Utterance],
     tokenizer: Tokenizer,
     n_q: int,
+    hold: float,
     chunk_seconds: float,
     writer: TokenFileWriter,
     reject: _Rejects,
@@ -231,7 +244,7 @@ def _encode_batch(
     if stream:
         (utterance,) = batch
         try:
-            coded = tokenizer.encode_file(utterance.path, n_q, chunk_seconds)
+            coded = tokenizer.encode_file(utterance.path, n_q, chunk_seconds, hold=hold)
         except AudioError as error:
             reject(utterance, error)
             return []
@@ -246,7 +259,7 @@ def _encode_batch(
             reject(utterance, error)
     if not members:
         return []
-    codes = tokenizer.encode_batch(waveforms, tokenizer.sample_rate, n_q, chunk_seconds)
+    codes = tokenizer.encode_batch(waveforms, tokenizer.sample_rate, n_q, chunk_seconds, hold=hold)
     for row, utterance in enumerate(members):
         length = int(codes.lengths[row])
         writer.add(utterance.id, utterance.path, codes.codes[row, :, :length], len(waveforms[row]))

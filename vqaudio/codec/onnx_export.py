@@ -52,6 +52,7 @@ from vqaudio.codec.istft import ISTFTHead
 from vqaudio.codec.pitch import pitch_codes_of_frames, pitch_padding, pitch_window
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.codec.vqvae import VQVAE, build_model, folded_copy
+from vqaudio.errors import InputError
 from vqaudio.features import LogMel, frame_signal
 from vqaudio.io.atomic import atomic_folder, check_output
 from vqaudio.optional import require
@@ -261,6 +262,12 @@ def export_onnx(
     Raises:
         MissingDependency: onnx, onnxscript or onnxruntime is missing (``pip install 'vqaudio[onnx]'``).
     """
+    if tokenizer.first_codebook_hold:
+        raise InputError(
+            f"the exported encoder takes each frame's nearest code; held first-codebook codes "
+            f"(first_codebook_hold={tokenizer.first_codebook_hold:g}) are not exported: set "
+            "tokenizer.first_codebook_hold = 0 to export nearest codes"
+        )
     require("onnxscript", EXTRA, "ONNX export")
     require("onnx", EXTRA, "ONNX export")
     if check:

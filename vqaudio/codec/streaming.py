@@ -130,6 +130,8 @@ class EncoderState:
     mel: the log-mel framing's samples (mel front end; else None).
     pitch: the pitch tracker's framing (models with a pitch row; else None).
     codes: [B, K, n] codebook codes made before their pitch codes (the pitch window reads further ahead).
+    previous_code: [B] the first codebook's code of the last frame quantized, which held codes (``hold`` > 0)
+        compare the next frame with; None before the first frame (and always without hold).
     samples: samples received.
     frames: frames emitted.
     finished: ``flush`` was called; ``reset`` starts a new stream.
@@ -139,6 +141,7 @@ class EncoderState:
     mel: LayerState | None
     pitch: LayerState | None
     codes: Tensor | None = None
+    previous_code: Tensor | None = None
     samples: int = 0
     frames: int = 0
     finished: bool = False
@@ -155,14 +158,18 @@ class StreamingEncoder:
     Args:
         model: a causal VQVAE; the stream runs on a copy of its weights taken here (weight norm folded).
         n_q: codebooks to emit (None: all); the pitch row is always emitted.
+        hold: the first codebook's hold margin (``VQVAE.quantize_latent``); the state carries the last frame's
+            first code, so held codes too equal ``model.encode(wav, n_q, hold)`` of the whole input.
     """
 
-    def __init__(self, model: VQVAE, n_q: int | None = None) -> None:
+    def __init__(self, model: VQVAE, n_q: int | None = None, hold: float = 0.0) -> None:
         check_streamable(model)
         if n_q is not None and not 1 <= n_q <= model.num_codebooks:
             raise InputError(f"n_q must be between 1 and num_codebooks={model.num_codebooks}, got {n_q}")
+        model.check_hold(hold)
         self.model = folded_copy(model)  # weight norm computed once, not at every push
         self.n_q = n_q
+        self.hold = hold
         self.latency = stream_latency(model)
         self._modules = dict(self.model.encoder.named_modules(prefix="encoder"))
         self.reset()
@@ -278,7 +285,11 @@ class StreamingEncoder:
         rows = self._rows - model.pitch_rows
         if latent.shape[-1] == 0:
             return torch.zeros(wav.shape[0], rows, 0, dtype=torch.long, device=wav.device)
-        return model.quantizer.encode(latent, self.n_q)
+        if not self.hold:
+            return model.quantizer.encode(latent, self.n_q)
+        codes = model.quantize_latent(latent, self.n_q, self.hold, state.previous_code)
+        state.previous_code = codes[:, 0, -1]
+        return codes
 
     def _pitch_codes(self, wav: Tensor) -> Tensor | None:
         """Samples [B, n] -> pitch codes [B, m] of the pitch windows they complete (None without a pitch row)."""

@@ -151,6 +151,7 @@ class Tokenizer:
         self.path: Path | None = None  # the model file it was loaded from or saved to
         self.license: str | None = None  # the weights' licence, when their description states one
         self._hash: str | None = None  # recorded at load/save; computed on demand otherwise
+        self._first_codebook_hold = config.model.quantizer.first_codebook_hold
 
     # ----------------------------------------------------------------------------------------------
     # Files
@@ -335,6 +336,23 @@ class Tokenizer:
         return (n_q * math.log2(self.codebook_size) + self.config.model.pitch_bits) * self.frame_rate
 
     @property
+    def first_codebook_hold(self) -> float:
+        """The first codebook's hold margin that ``encode`` (and ``encode_batch``, ``encode_file``, ``stream``) use
+        when their ``hold`` is None: the config's ``model.quantizer.first_codebook_hold`` unless set here.
+
+        0: every frame's first code is its own (the nearest). Above 0 (a residual VQ): a frame keeps the previous
+        frame's first code while the error of all codebooks with it is within (1 + hold) times the error with its
+        own first code, and codebooks 2.. quantize what that leaves: longer runs of the first code, at a small
+        cost in reconstruction (``ResidualVQ.held_first_codes``; docs/EXPERIMENTS.md, issue 26). Decoding is
+        unchanged: held codes decode as any codes.
+        """
+        return self._first_codebook_hold
+
+    @first_codebook_hold.setter
+    def first_codebook_hold(self, hold: float) -> None:
+        self._first_codebook_hold = self._check_hold(hold, "first_codebook_hold")
+
+    @property
     def hash(self) -> str:
         """sha256 of the weights (the model file's ``weights_sha256``), as of load/save."""
         if self._hash is None:
@@ -387,6 +405,7 @@ class Tokenizer:
         *,
         padding_mask: None = None,
         downmix: str | None = None,
+        hold: float | None = None,
     ) -> Tensor: ...
 
     @overload
@@ -399,6 +418,7 @@ class Tokenizer:
         *,
         padding_mask: MaskLike,
         downmix: str | None = None,
+        hold: float | None = None,
     ) -> TokenBatch: ...
 
     @torch.inference_mode()
@@ -411,6 +431,7 @@ class Tokenizer:
         *,
         padding_mask: MaskLike | None = None,
         downmix: str | None = None,
+        hold: float | None = None,
     ) -> Tensor | TokenBatch:
         """Audio -> codes.
 
@@ -429,6 +450,8 @@ class Tokenizer:
                 sample. Item i is ``wav[i, ..., :padding_mask[i].sum()]``; whatever the padding holds is ignored.
             downmix: how [B, C, T] input with C > 1 becomes mono: ``"mean"`` averages the channels. None
                 (default): such input is an error.
+            hold: the first codebook's hold margin (see ``first_codebook_hold``, the default when None); 0: every
+                code is the nearest. Held codes run over each input in order, windows or not.
         Returns:
             without ``padding_mask``: int64 codes on the model's device, [P + n_q, F] for [T] input or
             [B, P + n_q, F] for a batch (P = ``pitch_rows``: the pitch row first), F = ceil(T' / hop_length)
@@ -438,8 +461,9 @@ class Tokenizer:
             ``lengths`` frames and ``num_samples`` at the model's rate of each item. Each item's codes equal
             ``encode`` of that item alone.
         """
+        hold = self._resolve_hold(hold, "encode")
         rows, batched = self._audio_rows(wav, sample_rate, "encode", downmix, padding_mask)
-        codes = self._encode_rows(rows, n_q, chunk_seconds)
+        codes = self._encode_rows(rows, n_q, chunk_seconds, hold)
         if padding_mask is not None:
             return self._pad_codes(codes, rows)
         stacked = torch.stack(codes)  # equal lengths in, equal lengths out: [B, n_q, F]
@@ -452,16 +476,19 @@ class Tokenizer:
         sample_rate: int,
         n_q: int | None = None,
         chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+        *,
+        hold: float | None = None,
     ) -> TokenBatch:
         """Audio of unequal lengths -> padded codes; each item's codes equal ``encode`` of it alone.
 
         Args:
             wavs: B mono [T_i] waveforms (numpy or torch) at ``sample_rate``.
-            sample_rate, n_q, chunk_seconds: as in ``encode``.
+            sample_rate, n_q, chunk_seconds, hold: as in ``encode``.
         Returns:
             TokenBatch(codes [B, P + n_q, F_max] padded with ``PAD_CODE``, lengths [B] frames, num_samples [B] at
             ``self.sample_rate``); ``padding_mask`` gives the frame mask.
         """
+        hold = self._resolve_hold(hold, "encode_batch")
         if isinstance(wavs, (Tensor, np.ndarray)) and wavs.ndim == 1:
             raise ValueError(
                 "encode_batch() expects a sequence of waveforms; for a single [T] waveform use encode()"
@@ -477,7 +504,7 @@ class Tokenizer:
             rows.extend(item)
         if not rows:
             raise ValueError("encode_batch() got no waveforms; pass a non-empty list")
-        return self._pad_codes(self._encode_rows(rows, n_q, chunk_seconds), rows)
+        return self._pad_codes(self._encode_rows(rows, n_q, chunk_seconds, hold), rows)
 
     @staticmethod
     def _pad_codes(codes: list[Tensor], rows: list[Tensor]) -> TokenBatch:
@@ -494,20 +521,30 @@ class Tokenizer:
             torch.tensor([row.shape[-1] for row in rows], dtype=torch.long),
         )
 
-    def _encode_rows(self, rows: list[Tensor], n_q: int | None, chunk_seconds: float) -> list[Tensor]:
+    def _encode_rows(
+        self, rows: list[Tensor], n_q: int | None, chunk_seconds: float, hold: float
+    ) -> list[Tensor]:
         """Mono [T_i] rows at the model rate -> [P + n_q, F_i] codes, as one ``model.encode`` call each."""
         self._check_n_q(n_q)
-        hop = self.hop_length
         num_frames = [self.model.num_frames(row.shape[-1]) for row in rows]
-        return frame_map(
-            rows,
-            num_frames,
-            lambda batch: self.model.encode(batch, n_q),  # [B, W * hop] -> [B, P + n_q, W]
-            in_unit=hop,
-            out_unit=1,
-            context=self._context_frames(),
-            core=self._chunk_frames(chunk_seconds),
-        )
+        context, core = self._context_frames(), self._chunk_frames(chunk_seconds)
+
+        def windowed(step: Callable[[Tensor], Tensor]) -> list[Tensor]:
+            """``step`` [B, W * hop] -> [B, ..., W] applied to every row, in windows."""
+            return frame_map(
+                rows, num_frames, step, in_unit=self.hop_length, out_unit=1, context=context, core=core
+            )
+
+        if hold == 0:  # frame-local: quantized window by window
+            return windowed(lambda batch: self.model.encode(batch, n_q))  # [B, W * hop] -> [B, P + n_q, W]
+        # Held codes depend on every earlier frame of the input, so a window cannot be quantized on its own: the
+        # encoder (and pitch tracker) run in windows, the quantizer over each whole input, in frame order.
+        latents = windowed(self.model.encode_latent)  # [D, F_i] each
+        codes = [self.model.quantize_latent(latent[None], n_q, hold)[0] for latent in latents]
+        if not self.pitch_rows:
+            return codes
+        pitch = windowed(self.model.encode_pitch)  # [F_i] each
+        return [torch.cat([row[None], item]) for row, item in zip(pitch, codes, strict=True)]
 
     @torch.inference_mode()
     def encode_file(
@@ -516,17 +553,19 @@ class Tokenizer:
         n_q: int | None = None,
         chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
         block_frames: int | None = None,
+        *,
+        hold: float | None = None,
     ) -> EncodedFile:
         """An audio file -> codes, read from disk window by window: memory is bounded by one window (and the
         codes, 2 bytes per code), whatever the file's length.
 
         The codes equal ``encode(load_audio(path, self.sample_rate), self.sample_rate, n_q, chunk_seconds)``
         exactly: the same samples (soxr's streaming resampler equals its one-shot one) go through the same
-        windows.
+        windows. Held codes (``hold`` > 0) carry the first codebook's last code from window to window.
 
         Args:
             path: any format libsndfile reads; other rates are resampled, multi-channel audio averaged.
-            n_q, chunk_seconds: as in ``encode``.
+            n_q, chunk_seconds, hold: as in ``encode``.
             block_frames: frames read from the file at a time (None: ``AudioReader``'s default).
         Returns:
             EncodedFile(codes [P + n_q, F] in the token file's storage dtype, num_samples at the model's rate).
@@ -534,6 +573,7 @@ class Tokenizer:
             AudioError: unreadable, empty or non-finite audio, naming the file.
         """
         self._check_n_q(n_q)
+        hold = self._resolve_hold(hold, "encode_file")
         core = self._chunk_frames(chunk_seconds)
         options = {} if block_frames is None else {"block_frames": block_frames}
         rows = self.pitch_rows + (self.num_codebooks if n_q is None else n_q)
@@ -544,7 +584,7 @@ class Tokenizer:
                 (self.model.num_frames(reader.header_samples), rows), storage_dtype(self.codebook_size)
             )
             filled = 0
-            for piece in self._encode_reader(reader, n_q, core):  # [rows, frames]
+            for piece in self._encode_reader(reader, n_q, core, hold):  # [rows, frames]
                 if filled + piece.shape[-1] > len(codes):
                     codes = np.concatenate(
                         [codes, np.empty_like(codes, shape=(len(codes) // 2 + piece.shape[-1], rows))]
@@ -554,7 +594,9 @@ class Tokenizer:
             assert reader.num_samples is not None  # every window read, so the end was reached
             return EncodedFile(codes[:filled].T, reader.num_samples)
 
-    def _encode_reader(self, reader: AudioReader, n_q: int | None, core: int) -> Iterator[Tensor]:
+    def _encode_reader(
+        self, reader: AudioReader, n_q: int | None, core: int, hold: float
+    ) -> Iterator[Tensor]:
         """Codes of consecutive frames, window by window, from the windows ``frame_map`` would use.
 
         The input's length is learnt when the reader reaches the end of the file, which it always does before
@@ -562,16 +604,27 @@ class Tokenizer:
         """
         hop, context = self.hop_length, self._context_frames()
         window = core + 2 * context
+        previous: Tensor | None = None  # held codes: the first codebook's code of the last frame yielded
 
-        def codes_of(start: int, frames: int) -> Tensor:
-            """Codes of input frames [start, start + frames), zero-padded past the end as frame_map pads."""
+        def codes_of(start: int, frames: int, keep_start: int, keep_stop: int) -> Tensor:
+            """Codes of input frames [keep_start, keep_stop) from input frames [start, start + frames),
+            zero-padded past the end as frame_map pads."""
+            nonlocal previous
             wav = torch.from_numpy(reader.read(start * hop, (start + frames) * hop))
-            wav = F.pad(wav, (0, frames * hop - wav.shape[-1]))
-            return self.model.encode(wav[None].to(self.device), n_q)[0]  # [P + n_q, frames]
+            wav = F.pad(wav, (0, frames * hop - wav.shape[-1]))[None].to(self.device)
+            kept = slice(keep_start - start, keep_stop - start)
+            if hold == 0:
+                return self.model.encode(wav, n_q)[0][:, kept]  # [P + n_q, kept frames]
+            codes = self.model.quantize_latent(self.model.encode_latent(wav)[..., kept], n_q, hold, previous)
+            previous = codes[:, 0, -1]
+            if self.pitch_rows:
+                codes = torch.cat([self.model.encode_pitch(wav)[:, None, kept], codes], dim=1)
+            return codes[0]
 
         reader.read(0, window * hop + 1)
         if reader.num_samples is not None:  # a short input: one pass, as frame_map does
-            yield codes_of(0, self.model.num_frames(reader.num_samples))
+            num_frames = self.model.num_frames(reader.num_samples)
+            yield codes_of(0, num_frames, 0, num_frames)
             return
         keep_start = 0
         while reader.num_samples is None or keep_start < self.model.num_frames(reader.num_samples):
@@ -582,7 +635,7 @@ class Tokenizer:
                 num_frames = self.model.num_frames(reader.num_samples)
                 start = min(start, num_frames - window)
                 keep_stop = min(keep_stop, num_frames)
-            yield codes_of(start, window)[:, keep_start - start : keep_stop - start]
+            yield codes_of(start, window, keep_start, keep_stop)
             # the next window starts at or after keep_stop - window (its start is shifted back at most that far)
             reader.discard((keep_stop - window) * hop)
             keep_start = keep_stop
@@ -868,16 +921,31 @@ class Tokenizer:
     # ----------------------------------------------------------------------------------------------
     @overload
     def stream(
-        self, kind: Literal["encode"] = "encode", n_q: int | None = None, sample_rate: int | None = None
+        self,
+        kind: Literal["encode"] = "encode",
+        n_q: int | None = None,
+        sample_rate: int | None = None,
+        *,
+        hold: float | None = None,
     ) -> StreamingEncoder: ...
 
     @overload
     def stream(
-        self, kind: Literal["decode"], n_q: int | None = None, sample_rate: int | None = None
+        self,
+        kind: Literal["decode"],
+        n_q: int | None = None,
+        sample_rate: int | None = None,
+        *,
+        hold: float | None = None,
     ) -> StreamingDecoder: ...
 
     def stream(
-        self, kind: str = "encode", n_q: int | None = None, sample_rate: int | None = None
+        self,
+        kind: str = "encode",
+        n_q: int | None = None,
+        sample_rate: int | None = None,
+        *,
+        hold: float | None = None,
     ) -> StreamingEncoder | StreamingDecoder:
         """A streaming encoder (audio chunks -> codes) or decoder (codes chunks -> audio) of a causal model.
 
@@ -894,6 +962,9 @@ class Tokenizer:
             kind: ``"encode"`` or ``"decode"``.
             n_q: codebooks to emit (encode) or to decode of each chunk (decode); None: all.
             sample_rate: the rate of the audio pushed, checked to be the model's (streaming does not resample).
+            hold: encode only: the first codebook's hold margin (see ``first_codebook_hold``, the default when
+                None); the stream carries the last frame's first code from push to push, so its codes still equal
+                ``encode``'s.
         Raises:
             InputError: the model is not causal (``model.causal``: its frames read later audio), or a bad value.
         """
@@ -907,8 +978,14 @@ class Tokenizer:
                 f"stream() takes audio at the model's {self.sample_rate} Hz, got sample_rate={sample_rate}; "
                 f"resample first (e.g. soxr.ResampleStream({sample_rate}, {self.sample_rate}, 1))"
             )
+        if kind == "decode":
+            if hold is not None:
+                raise InputError("stream('decode') takes no hold: held codes decode as any codes; drop hold=")
+            check_streamable(self.model, f"model {self.name!r}")
+            return StreamingDecoder(self.model, n_q)
+        hold = self._resolve_hold(hold, "stream")
         check_streamable(self.model, f"model {self.name!r}")
-        return StreamingEncoder(self.model, n_q) if kind == "encode" else StreamingDecoder(self.model, n_q)
+        return StreamingEncoder(self.model, n_q, hold=hold)
 
     # ----------------------------------------------------------------------------------------------
     # Input checks
@@ -924,6 +1001,15 @@ class Tokenizer:
             raise InputError(
                 f"n_q must be an integer between 1 and num_codebooks={self.num_codebooks}, got {n_q!r}"
             )
+
+    def _resolve_hold(self, hold: float | None, caller: str) -> float:
+        """``hold`` checked, or ``first_codebook_hold`` when None."""
+        return self._first_codebook_hold if hold is None else self._check_hold(hold, f"{caller}() hold")
+
+    def _check_hold(self, hold: float, name: str) -> float:
+        """A hold margin this model can use, as a float; InputError otherwise."""
+        self.model.check_hold(hold, name)
+        return float(hold)
 
     def _context_frames(self) -> int:
         """The receptive field (samples, each side) rounded up to whole frames."""

@@ -32,10 +32,10 @@ from torch.nn.utils import parametrize
 from vqaudio.codec.conv import ConvGeometry, input_interval
 from vqaudio.codec.istft import ISTFTHead
 from vqaudio.codec.pitch import decode_pitch, encode_pitch, pitch_at_frames, pitch_window
-from vqaudio.codec.quantization import Codebook, build_quantizer
+from vqaudio.codec.quantization import Codebook, ResidualVQ, build_quantizer
 from vqaudio.codec.quantization.base import QuantizerOutput, check_codes
 from vqaudio.codec.seanet import SEANetDecoder, SEANetEncoder
-from vqaudio.config import ModelConfig
+from vqaudio.config import FIRST_CODEBOOK_HOLD, ModelConfig, check_value
 from vqaudio.errors import InputError
 from vqaudio.features import LogMel
 
@@ -225,22 +225,68 @@ class VQVAE(nn.Module):
         audio = self.decoder(quantized.quantized)[:, : wav.shape[-1]]
         return ModelOutput(audio, codes, latent, quantized)
 
-    def encode(self, wav: Tensor, n_q: int | None = None) -> Tensor:
+    def encode(self, wav: Tensor, n_q: int | None = None, hold: float = 0.0) -> Tensor:
         """Audio -> codes.
 
         Args:
             wav: [B, T] float audio at ``sample_rate``.
             n_q: codebooks to keep (None: all ``num_codebooks``); the pitch row is always kept.
+            hold: the first codebook's hold margin (``quantize_latent``); 0: every code is the nearest.
         Returns:
             [B, P + K, F] int64 codes: the pitch row first when the model has one (P = 1), then K = n_q or
             num_codebooks codebooks; F = ceil(T / hop_length).
         """
         wav = self._check_audio(wav, "encode")
         self._check_n_q(n_q)
-        codes = self.quantizer.encode(self._latent(wav), n_q)
+        codes = self.quantize_latent(self._latent(wav), n_q, hold)
         if self.pitch_rows:
             codes = torch.cat([self._pitch_codes(wav)[:, None], codes], dim=1)
         return codes
+
+    def encode_latent(self, wav: Tensor) -> Tensor:
+        """[B, T] audio -> [B, D, F] the encoder's output, before quantization (``quantize_latent`` takes it).
+
+        ``encode`` is ``quantize_latent(encode_latent(wav))`` with the pitch row (``encode_pitch``) before it;
+        split so that a caller that quantizes frames in order (held codes over windows) can run the encoder apart.
+        """
+        return self._latent(self._check_audio(wav, "encode_latent"))
+
+    def encode_pitch(self, wav: Tensor) -> Tensor:
+        """[B, T] audio -> [B, F] the pitch row's codes (models with a pitch row only)."""
+        if not self.pitch_rows:
+            raise InputError("encode_pitch(): this model has no pitch row (model.pitch.levels is 0)")
+        return self._pitch_codes(self._check_audio(wav, "encode_pitch"))
+
+    def quantize_latent(
+        self, latent: Tensor, n_q: int | None = None, hold: float = 0.0, previous: Tensor | None = None
+    ) -> Tensor:
+        """[B, D, F] encoder output -> [B, K, F] codebook codes (no pitch row).
+
+        Args:
+            latent: [B, D, F] from ``encode_latent``, frames in time order.
+            n_q: codebooks to keep (None: all).
+            hold: 0: every stage looks up each frame's own code. Above 0 (a residual VQ): a frame keeps the previous
+                frame's first code while the error of all stages with it is within (1 + hold) times the error with
+                its own first code, and the later stages quantize what that leaves (``ResidualVQ.held_first_codes``).
+            previous: [B] the first codebook's code of the frame before ``latent[..., 0]`` (a stream or the window
+                before); None: the first frame takes its nearest code.
+        """
+        self._check_n_q(n_q)
+        self.check_hold(hold)
+        if hold == 0:
+            return self.quantizer.encode(latent, n_q)
+        assert isinstance(self.quantizer, ResidualVQ)  # check_hold
+        return self.quantizer.encode(latent, n_q, hold=hold, previous=previous)
+
+    def check_hold(self, hold: float, name: str = "hold") -> None:
+        """Raise InputError (ConfigError for a value out of range) unless ``hold`` is a first-codebook hold margin
+        this model can use: 0, or a value in ``FIRST_CODEBOOK_HOLD`` with a residual VQ."""
+        check_value(name, hold, FIRST_CODEBOOK_HOLD)
+        if hold > 0 and not isinstance(self.quantizer, ResidualVQ):
+            raise InputError(
+                f"{name}={hold} holds the first stage of a residual VQ, whose later stages absorb the difference; "
+                f"this model's quantizer is {self.config.quantizer.kind!r}: use 0"
+            )
 
     def decode(self, codes: Tensor, num_samples: int | None = None) -> Tensor:
         """Codes -> audio.

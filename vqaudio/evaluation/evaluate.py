@@ -496,6 +496,7 @@ def _model_facts(tokenizer: Tokenizer) -> dict[str, Any]:
         "codebook_size": tokenizer.codebook_size,
         "quantizer": quantizer.kind,
         "quantizer_dropout": quantizer.quantizer_dropout,
+        "first_codebook_hold": tokenizer.first_codebook_hold,
         "bitrate_kbps": tokenizer.bitrate_at(tokenizer.num_codebooks) / 1000,
         "num_parameters": sum(parameter.numel() for parameter in tokenizer.model.parameters()),
         "causal": tokenizer.config.model.causal,

@@ -408,10 +408,11 @@ def collect_frames(aligned: PhoneAlignments, tokenizer: Tokenizer, progress: boo
             utterance_codes = tokenizer.encode(wav, sample_rate)  # [P + K, F]
             num_frames = utterance_codes.shape[-1]
             labels = frame_labels(aligned.segments[utterance.id], num_frames, tokenizer.frame_rate)
-            output = model(wav[None])  # the latent before and after quantization, [1, D, F] each
+            latent = model.encode_latent(wav[None])  # [1, D, F]
             frame_features = {
-                "latent": output.latent[0],
-                "quantized": output.quantizer.quantized[0],
+                "latent": latent[0],
+                # the codes' own latent (the tokenizer's settings, e.g. a first-codebook hold, included)
+                "quantized": model.quantizer.decode(utterance_codes[pitch_rows:][None])[0],
                 "log_mel": log_mel(wav[None])[0],
             }
             if residual:  # a residual VQ's first codebook decodes on its own
@@ -551,6 +552,7 @@ def _measure(
             "num_codebooks": tokenizer.num_codebooks,
             "codebook_size": tokenizer.codebook_size,
             "pitch_rows": pitch_rows,
+            "first_codebook_hold": tokenizer.first_codebook_hold,
         },
         aligner="",
         options=options,

@@ -85,7 +85,12 @@ def probe_markdown(result: ProbeResult, heading: str = "#", plot: str | None = P
         f"frames at {result.frame_rate:g} frames/s ({result.seconds / 60:.1f} min), "
         f"{len(result.phone_counts)} phones, phone entropy {result.phone_entropy_bits:.2f} bits",
         f"- model: weights sha256 `{str(result.model['hash'])[:12]}`, {result.model['num_codebooks']} codebooks x "
-        f"{result.model['codebook_size']} codes",
+        f"{result.model['codebook_size']} codes"
+        + (
+            f", first-codebook hold {result.model['first_codebook_hold']:g}"
+            if result.model.get("first_codebook_hold")
+            else ""
+        ),
         "",
         summary_sentence(result),
         "",

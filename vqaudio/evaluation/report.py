@@ -288,7 +288,12 @@ def markdown(result: EvalResult, examples: list[dict[str, Any]] | None = None) -
         f"- model: `{result.model_path or model['name']}` (weights sha256 `{str(model['hash'])[:12]}`), "
         f"{model['quantizer']} VQ {model['num_codebooks']} x {model['codebook_size']} codes at "
         f"{model['frame_rate']:g} frames/s ({model['bitrate_kbps']:.2f} kbps at full n_q), "
-        f"{model['num_parameters'] / 1e6:.2f} M parameters",
+        f"{model['num_parameters'] / 1e6:.2f} M parameters"
+        + (
+            f", first-codebook hold {model['first_codebook_hold']:g}"
+            if model.get("first_codebook_hold")
+            else ""
+        ),
         f"- machine: {env['device']}, {env['threads']} torch threads, {env['processor']} "
         f"({env['cpu_count']} CPUs), torch {env['torch_version']}",
         f"- [{REPORT_HTML}]({REPORT_HTML}): these tables and figures on one page, with audio players and "

@@ -7,6 +7,10 @@ Per-example dropout masks and masked losses follow Kumar et al. 2023 (DAC). A st
 kind (``model.quantizer.codebook``: vq, gumbel or fsq); each quantizes the residual of the stages before it.
 
 The gradient paths matter (facebookresearch/encodec#25): see ``ResidualVQ.forward``.
+
+Held first codes (``encode(..., hold=)``, encoding only; issue 26): a frame keeps the previous frame's first code
+while the whole stack's error with it stays within a margin of the error with its own nearest code, so the first
+codebook follows slower units than frames while the later stages absorb the difference (``ResidualVQ.encode``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import cast
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -27,7 +32,13 @@ from vqaudio.codec.quantization.base import (
     check_options,
 )
 from vqaudio.codec.quantization.kinds import build_codebook
+from vqaudio.config import FIRST_CODEBOOK_HOLD, check_value
 from vqaudio.errors import InputError
+
+# held_first_codes: the stack errors of runs begun up to HOLD_LAGS frames before are computed for every frame at
+# once; an older run's, HOLD_BLOCK frames ahead at a time
+HOLD_LAGS = 3
+HOLD_BLOCK = 16
 
 
 class ResidualVQ(Quantizer):
@@ -121,18 +132,135 @@ class ResidualVQ(Quantizer):
         )
 
     @torch.no_grad()
-    def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
-        """[B, D, F] latents -> [B, n_q, F] int64 codes (n_q None: K; never changes the codebooks)."""
+    def encode(
+        self, z: Tensor, n_q: int | None = None, hold: float = 0.0, previous: Tensor | None = None
+    ) -> Tensor:
+        """[B, D, F] latents -> [B, n_q, F] int64 codes (n_q None: K; never changes the codebooks).
+
+        Args:
+            z: [B, D, F] latents, frames in time order.
+            n_q: stages to use, 1..K; None: K.
+            hold: 0 (default): every stage looks up its own input (the nearest code). Above 0: held first codes
+                (``held_first_codes``), the later stages quantizing what they leave. Encoding only: training
+                (``forward``) never holds. Either way the codes of an n_q encode are the first n_q rows of a full
+                one.
+            previous: [B] the first stage's code of the frame before ``z[..., 0]``, for input that continues
+                earlier frames (a stream); None: the first frame takes its own code. Used only with hold > 0.
+        """
         check_latents(z, self.dim, "ResidualVQ.encode()")
         n_q = self._check_n_q(n_q, "ResidualVQ.encode()")
+        first_codes = None if hold == 0 else self.held_first_codes(z, hold, previous)
         residual = z
         codes = []
         for index, stage in enumerate(self._stages()[:n_q]):
-            stage_codes = stage.lookup(residual)  # [B, F]
+            if index == 0 and first_codes is not None:
+                stage_codes = first_codes
+            else:
+                stage_codes = stage.lookup(residual)  # [B, F]
             codes.append(stage_codes)
             if index + 1 < n_q:
                 residual = residual - stage.embed(stage_codes)
         return torch.stack(codes, dim=1)
+
+    @torch.no_grad()
+    def held_first_codes(self, z: Tensor, hold: float, previous: Tensor | None = None) -> Tensor:
+        """The first stage's codes with hysteresis along the frames: [B, D, F] latents -> [B, F] int64.
+
+        Frame t keeps the code of frame t - 1 when the error of the whole stack with it,
+        ``||z_t - q_t(code_{t-1})||^2``, is at most ``(1 + hold)`` times the error with the frame's own first code
+        ``||z_t - q_t(best_t)||^2``, and takes ``best_t`` otherwise; ``q_t(c)`` is first code ``c`` plus what stages
+        2..K look up for the rest (greedy, as ``encode`` does). Measured at the end of the stack, not at
+        the first stage: there a frame's previous code is typically 8 times as far as its nearest (the embedded
+        tokenizer), while the later stages make up most of that (docs/EXPERIMENTS.md, issue 26); at a fixed depth
+        (all K), so that an n_q encode is a prefix of a full one. A held sequence never has more runs than
+        ``best``: every change of code is to ``best_t``, after ``best`` has changed. The decisions run over the
+        frames in order, vectorised over the batch.
+
+        Args:
+            z: [B, D, F] latents, frames in time order.
+            hold: the margin, in [0, 100] (``vqaudio.config.FIRST_CODEBOOK_HOLD``); 0 still keeps a code whose
+                stack error is no larger.
+            previous: [B] int64 first code of the frame before ``z[..., 0]``; None: the first frame takes best_0.
+        Returns:
+            [B, F] int64 first-stage codes.
+        """
+        check_latents(z, self.dim, "ResidualVQ.held_first_codes()")
+        check_value("hold", hold, FIRST_CODEBOOK_HOLD)
+        first = self._stages()[0]
+        best = first.lookup(z)  # [B, F]
+        if previous is not None:
+            previous = self._check_previous(previous, best)
+        batch_size, num_frames = best.shape
+        # The code a frame may keep is the own code of the frame its run began at. The stack errors under the own
+        # codes of frames t, t - 1, ..., t - HOLD_LAGS are computed for all frames at once (a matrix product per
+        # stage rather than one per frame, which reads every codebook for one vector); a run begun earlier, or
+        # before the input, gets its errors for the next HOLD_BLOCK frames at once, while it lasts.
+        lags = min(HOLD_LAGS, num_frames - 1)
+        shifted = [best] + [torch.cat([best[:, :lag], best[:, :-lag]], dim=1) for lag in range(1, lags + 1)]
+        errors = torch.stack([self._stack_error(z - first.embed(codes)) for codes in shifted]).cpu().numpy()
+        own_codes = best.cpu().numpy()
+        limit = (1.0 + hold) * errors[0]  # [B, F]
+        codes = np.empty_like(own_codes)
+        rows = np.arange(batch_size)
+        block_code = np.full(
+            batch_size, -1, dtype=np.int64
+        )  # per row: the older run's code, its first frame,
+        block_start = np.zeros(batch_size, dtype=np.int64)  # and its errors from there
+        block_errors = np.empty((batch_size, HOLD_BLOCK), dtype=errors.dtype)
+        if previous is None:
+            held, origin, begin = own_codes[:, 0].copy(), np.zeros(batch_size, dtype=np.int64), 1
+            codes[:, 0] = held
+        else:  # a code from before the input: no lag of the table
+            held, origin, begin = previous.cpu().numpy(), np.full(batch_size, -lags - 1, dtype=np.int64), 0
+        for frame in range(begin, num_frames):
+            own = own_codes[:, frame]
+            differs = held != own  # where equal, keeping is taking the own code
+            if differs.any():
+                lag = frame - origin  # >= 1
+                error = errors[np.minimum(lag, lags), rows, frame]
+                untabled = np.flatnonzero(differs & (lag > lags))
+                if untabled.size:
+                    stale = untabled[
+                        (block_code[untabled] != held[untabled])
+                        | (frame >= block_start[untabled] + HOLD_BLOCK)
+                    ]
+                    if stale.size:
+                        stop = min(frame + HOLD_BLOCK, num_frames)
+                        kept = torch.from_numpy(held[stale]).to(best.device)[:, None].expand(-1, stop - frame)
+                        residual = z[stale, :, frame:stop] - first.embed(kept)  # [n, D, stop - frame]
+                        block_errors[stale, : stop - frame] = self._stack_error(residual).cpu().numpy()
+                        block_code[stale], block_start[stale] = held[stale], frame
+                    error[untabled] = block_errors[untabled, frame - block_start[untabled]]
+                held = np.where(differs & (error > limit[:, frame]), own, held)
+            origin = np.where(held == own, frame, origin)
+            codes[:, frame] = held
+        return torch.from_numpy(codes).to(best.device)
+
+    def _stack_error(self, residual: Tensor) -> Tensor:
+        """[B, D, F] what the first stage left -> [B, F] squared error after stages 2..K quantize it."""
+        for stage in self._stages()[1:]:
+            residual = residual - stage.embed(stage.lookup(residual))
+        return residual.float().pow(2).sum(dim=1)
+
+    def _check_previous(self, previous: Tensor, best: Tensor) -> Tensor:
+        """``previous`` as [B] int64 codes on the codes' device; InputError if it is not that."""
+        if (
+            not isinstance(previous, Tensor)
+            or previous.shape != best.shape[:1]
+            or previous.is_floating_point()
+            or previous.dtype == torch.bool
+        ):
+            shape = tuple(previous.shape) if isinstance(previous, Tensor) else type(previous).__name__
+            raise InputError(
+                f"ResidualVQ.held_first_codes(): previous must be the [B] = [{best.shape[0]}] integer first codes of "
+                f"the frame before, got {shape}"
+            )
+        previous = previous.to(device=best.device, dtype=torch.long)
+        if bool(((previous < 0) | (previous >= self.codebook_size)).any()):
+            raise InputError(
+                f"ResidualVQ.held_first_codes(): previous holds codes outside [0, {self.codebook_size})"
+            )
+        return previous
 
     def decode(self, codes: Tensor) -> Tensor:
         """[B, K', F] integer codes of the first K' <= K stages -> [B, D, F] quantized latents."""
