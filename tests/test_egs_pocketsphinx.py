@@ -1,11 +1,13 @@
 """The pocketsphinx recipe's stage 0 (egs/pocketsphinx/local/gather_clips.py and run.sh) on a fake package:
 the clips keep their names, the manifest carries the package's transcripts, normalised as pocketsphinx's
-output is, and no text where the package has none."""
+output is, and no text where the package has none. Stage 6's training set (local/make_phone_training_set.py):
+no voice or sentence of stage 4's held-out probe set, and a tiny run's LibriSpeech layout."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -113,3 +115,91 @@ def test_recipe_stage0_gathers_from_the_deb_into_a_manifest(tmp_path: Path) -> N
     utterances = read_manifest(tmp_path / "data" / "clips.tsv")
     assert [utt.text for utt in utterances if utt.id == "cards-001"] == ["ten of clubs"]
     assert (tmp_path / "data" / ".stage0.done").is_file()
+
+
+# stage 6: the phone-labelled training set (local/make_phone_training_set.py), disjoint from stage 4's probe set
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+phone_set = load_script(RECIPE / "local" / "make_phone_training_set.py", "make_phone_training_set")
+probe_set = load_script(REPO / "egs" / "mini" / "local" / "make_corpus.py", "make_corpus_for_test")
+
+
+def normalised(sentence: str) -> str:
+    return " ".join(re.sub(r"[^\w']+", " ", sentence.lower()).split())
+
+
+def test_phone_training_set_shares_no_voice_or_sentence_with_the_probe_set() -> None:
+    ours, theirs = phone_set.VOICES, probe_set.VOICES
+    assert 24 <= len(ours) and len({voice for voice, _, _ in ours}) == len(ours)
+    variants = {voice.split("+")[1].lower() for voice, _, _ in ours}
+    assert len(variants) == len(ours)  # every speaker a different variant
+    assert not variants & {voice.split("+")[1].lower() for voice, _, _ in theirs}
+    assert not {(pitch, rate) for _, pitch, rate in ours} & {(pitch, rate) for _, pitch, rate in theirs}
+    assert "whisper" not in variants
+    # speaker ids: 2000.. here, 1000..1011 in make_corpus
+    assert phone_set.FIRST_SPEAKER_ID >= 1000 + len(theirs)
+    sentences = phone_set.read_sentences()
+    assert 400 <= len(sentences) <= 600 and len({normalised(s) for s in sentences}) == len(sentences)
+    assert all(5 <= len(normalised(s).split()) <= 15 for s in sentences)
+    assert not {normalised(s) for s in sentences} & {normalised(s) for s in probe_set.SENTENCES}
+    # letters only: no digits or abbreviations that espeak-ng would read out differently from the transcript
+    assert all(re.fullmatch(r"[A-Za-z][A-Za-z ,']*[.?]", s) for s in sentences)
+    plan = phone_set.assignments(32, 40, len(sentences), seed=0)
+    assert all(len(set(chosen)) == 40 for chosen in plan)  # nobody reads a sentence twice
+    readings = np.bincount([i for chosen in plan for i in chosen], minlength=len(sentences))
+    assert readings.min() >= 2 and readings.max() - readings.min() <= 1  # spread evenly over the sentences
+
+
+def test_phone_training_sentences_are_in_the_pocketsphinx_dictionary() -> None:
+    pytest.importorskip("pocketsphinx")
+    from vqaudio.evaluation.phone_alignment import PhoneAligner
+
+    aligner = PhoneAligner()
+    missing = {word for sentence in phone_set.read_sentences() for word in aligner.missing_words(sentence)}
+    assert not missing
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (Debian package)")
+def test_make_phone_training_set_writes_the_librispeech_layout_deterministically(tmp_path: Path) -> None:
+    def espeak_list(which: str) -> str:
+        return subprocess.run(["espeak-ng", f"--voices={which}"], capture_output=True, text=True).stdout
+
+    # espeak-ng falls back to its plain voice, silently, for a variant it does not have: each must exist
+    variants = {
+        name.strip().lower() for name in re.findall(r"!v/(.+?)\s*(?:\(.*)?$", espeak_list("variant"), re.M)
+    }
+    accents = {line.split()[1] for line in espeak_list("en").splitlines()[1:]}
+    for voice, _, _ in phone_set.VOICES:
+        accent, variant = voice.split("+")
+        assert accent in accents and variant.lower() in variants, voice
+    sentences = phone_set.read_sentences()
+    args = ["--speakers", "2", "--sentences-per-speaker", "1"]
+    assert phone_set.main([str(tmp_path / "a"), *args]) == 0
+    assert phone_set.main([str(tmp_path / "b"), *args]) == 0
+    for speaker, chapter in (("2000", "1"), ("2001", "2")):
+        folder = tmp_path / "a" / speaker / chapter
+        assert sorted(path.name for path in folder.iterdir()) == [
+            f"{speaker}-{chapter}-0000.flac",
+            f"{speaker}-{chapter}.trans.txt",
+        ]
+        info = sf.info(folder / f"{speaker}-{chapter}-0000.flac")
+        assert info.samplerate == 16000 and info.channels == 1 and info.duration > 0.5
+        transcript = (folder / f"{speaker}-{chapter}.trans.txt").read_text()
+        utt_id, text = transcript.strip().split(" ", 1)
+        assert utt_id == f"{speaker}-{chapter}-0000" and text == text.upper()
+        assert normalised(text) in {normalised(s) for s in sentences}
+        again = tmp_path / "b" / speaker / chapter  # the same seed: the same sentences and audio
+        assert (again / f"{speaker}-{chapter}.trans.txt").read_text() == transcript
+        assert np.array_equal(sf.read(again / f"{utt_id}.flac")[0], sf.read(folder / f"{utt_id}.flac")[0])
+    voices = (tmp_path / "a" / "voices.tsv").read_text().splitlines()
+    assert voices[1:] == [f"{2000 + i}\t{v}\t{p}\t{r}" for i, (v, p, r) in enumerate(phone_set.VOICES[:2])]
+    with pytest.raises(SystemExit):  # refuses to write into a non-empty folder
+        phone_set.main([str(tmp_path / "a"), *args])

@@ -6,7 +6,7 @@
 # Usage: egs/pocketsphinx/run.sh [--stage 0] [--stop-stage 3] [--data data/pocketsphinx]
 #          [--exp exp/pocketsphinx] [--model default] [--debs DIR] [--force false]
 #          [--eval-options "--n-q 1,2,4,5,8 --wer"] [--probe-options "--kmeans-k 1024,100 --threads 1"]
-#          [--synth-speakers 12] [--synth-sentences 24]
+#          [--synth-speakers 12] [--synth-sentences 24] [--train-speakers 32] [--train-sentences 40]
 #   --model: a model folder or file; "default" is the model embedded in the vqaudio package.
 #   VQAUDIO overrides the vqaudio command.
 #
@@ -25,6 +25,11 @@
 #      DATA/synth, its manifest DATA/synth.tsv, aligned into DATA/synth_alignments (--skip-bad: the few
 #      utterances the aligner cannot follow are left out and listed in its meta.json)
 #   5  vqaudio probe DATA/synth_alignments --model MODEL --out EXP/probe_synth
+#   6  (not run by default: --stage 6 --stop-stage 6) a phone-labelled English TRAINING set, disjoint from
+#      stage 4's held-out one (other espeak-ng voices and accents, other sentences): 32 voices x 40 of the 521
+#      sentences of local/phone_training_sentences.txt (local/make_phone_training_set.py, about 60 min) in
+#      DATA/phone_train, its manifest DATA/phone_train.tsv, aligned into DATA/phone_train_alignments
+#      (--skip-bad; about 3% left out); for training a tokenizer whose first codebook predicts phones
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,8 +46,11 @@ eval_options=
 probe_options=
 synth_speakers=12
 synth_sentences=24
+train_speakers=32
+train_sentences=40
 force=false
-option_names="stage stop_stage data exp model debs eval_options probe_options synth_speakers synth_sentences force"
+option_names="stage stop_stage data exp model debs eval_options probe_options synth_speakers synth_sentences
+  train_speakers train_sentences force"
 parse_options "$@"
 vqaudio_command
 
@@ -99,6 +107,15 @@ stage_probe_synth() {
   probe "$data/synth_alignments" "$exp/probe_synth"
 }
 
+stage_phone_training_set() {
+  command -v espeak-ng >/dev/null || die "espeak-ng not found: install the Debian package espeak-ng"
+  rm -rf "$data/phone_train"
+  "$(python_command)" "$here/local/make_phone_training_set.py" "$data/phone_train" --speakers "$train_speakers" \
+    --sentences-per-speaker "$train_sentences"
+  "${vq[@]}" prepare "$data/phone_train" "$data/phone_train.tsv" --dev 0 --test 0 --overwrite
+  "${vq[@]}" align "$data/phone_train.tsv" "$data/phone_train_alignments" --skip-bad --overwrite
+}
+
 mkdir -p "$data" "$exp"
 run_stage 0 "$data" "gather the pocketsphinx-testdata speech as 16 kHz WAV" stage_gather
 run_stage 1 "$exp" "evaluate ${model} on it" stage_evaluate_model
@@ -106,4 +123,5 @@ run_stage 2 "$data" "align the transcribed clips' phones (pocketsphinx)" stage_a
 run_stage 3 "$exp" "phonetic probe of ${model} on the aligned clips" stage_probe_clips
 run_stage 4 "$data" "synthesize and align a larger English set (espeak-ng)" stage_synthesize
 run_stage 5 "$exp" "phonetic probe of ${model} on the synthetic set" stage_probe_synth
+run_stage 6 "$data" "synthesize and align a phone-labelled training set (espeak-ng)" stage_phone_training_set
 log "finished stages ${stage}..${stop_stage}: ${exp}"
