@@ -299,7 +299,7 @@ def test_the_export_script_checks_the_tokenizer_and_writes_a_float16_release(
     assert not [f for f in target.parent.iterdir() if f.name != "prior"], "no staging folder left behind"
     meta = read_meta(target)
     assert meta["weights_dtype"] == "float16" and meta["tokens"]["tokenizer_path"] is None
-    assert meta["tokens"]["tokenizer_name"] == default.name
+    assert meta["tokens"]["tokenizer_name"] == default.name and meta["license"] == default.license
     assert meta["training"]["recipe"] == "recipes/prior_default.yaml"
     # the prior's data comes from its own training tokens, not from the tokenizer's training data
     assert meta["training"]["data"] == f"tokens of {default.name} on fillets/train.tsv (3 utterances, 0.00 h)"

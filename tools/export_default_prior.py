@@ -16,6 +16,7 @@ leaves the previous prior in place.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -53,6 +54,20 @@ def repo_relative(path: str) -> str:
     if absolute.is_absolute() and absolute.resolve().is_relative_to(REPO):
         return str(absolute.resolve().relative_to(REPO))
     return path
+
+
+def record_license(folder: Path, license_text: str | None) -> None:
+    """The embedded prior's weights come from the tokenizer's training data: its config.json carries the
+    embedded tokenizer's licence (``vqaudio prior info`` prints it)."""
+    if not license_text:
+        return
+    path = folder / "config.json"
+    meta: dict[str, Any] = {}
+    for key, value in json.loads(path.read_text()).items():
+        meta[key] = value
+        if key == "name":  # where the tokenizer's config.json has it
+            meta["license"] = license_text
+    path.write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def test_record(prior: Prior, run: Path, tokens: Path) -> dict[str, Any]:
@@ -150,6 +165,7 @@ def main() -> None:
     retired = PRETRAINED_DIR.parent / f"{staging.name}.old"
     try:
         release.save(staging, name=args.name, weights_dtype=args.weights_dtype)
+        record_license(staging, tokenizer.license)
         copy = Prior.load(staging)
         sample = prior.generate(250, seed=0)  # 5 s the prior finds likely: where its precision matters
         original, stored = bits_per_token(prior, sample), bits_per_token(copy, sample)
