@@ -726,3 +726,21 @@ def test_harmonic_fine_tuning_keeps_the_tokens_and_learns_the_pitch(
             init_from=tmp_path / "tuned",
             progress=False,
         )
+
+
+def test_cli_init_from_default_is_the_embedded_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--init-from default` loads the embedded tokenizer (whose architecture is not tiny.yaml's: refused, named)."""
+    write_corpus(tmp_path / "audio", 2)
+    args = [
+        "train",
+        str(RECIPES / "tiny.yaml"),
+        "--data",
+        str(tmp_path / "audio"),
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    assert main([*args, "--init-from", "default", "--max-steps", "1", "--no-progress"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--init-from default: its architecture differs from the recipe's" in error, error

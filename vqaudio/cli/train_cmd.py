@@ -53,10 +53,11 @@ def train_command(
         None, "--set", help="Override a recipe field: section.field=value (YAML value); repeatable."
     ),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="Set train.max_steps."),
-    init_from: Path | None = typer.Option(
+    init_from: str | None = typer.Option(
         None,
         "--init-from",
-        help="Start a new run from a trained tokenizer's weights (fine-tuning; same architecture).",
+        help="Start a new run from a trained tokenizer's weights (fine-tuning; same architecture): a model "
+        "folder or file, or 'default' for the embedded model.",
     ),
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="Continue from OUT/checkpoint.pt when there is one."

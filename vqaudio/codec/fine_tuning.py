@@ -59,8 +59,8 @@ ADDED_MODULES = {
 # --------------------------------------------------------------------------------------------------
 def initialise_from(model: VQVAE, config: Config, path: str | Path) -> dict[str, Any]:
     """Load a released tokenizer's weights into ``model`` (same architecture, or the same plus modules in
-    ``ADDED_MODULES``); returns its provenance."""
-    source = Tokenizer.load(path)
+    ``ADDED_MODULES``; ``"default"``: the embedded model); returns its provenance."""
+    source = Tokenizer.from_pretrained(path)
     differences = config_differences(source.config.model, config.model, "model")
     training_only = [d for d in differences if d.split(":")[0] in TRAINING_ONLY_MODEL_FIELDS]
     added = [d for d in differences if d.split(":")[0] in ADDED_MODULES]
