@@ -57,7 +57,7 @@ def train_command(
         None,
         "--init-from",
         help="Start a new run from a trained tokenizer's weights (fine-tuning; same architecture): a model "
-        "folder or file, or 'default' for the embedded model.",
+        "folder or file, or 'default' for the embedded model (./default for a folder of that name).",
     ),
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="Continue from OUT/checkpoint.pt when there is one."

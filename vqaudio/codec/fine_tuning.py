@@ -152,8 +152,8 @@ def resumed_config(checkpoint: dict[str, Any], recipe: Config, out: Path) -> Con
 
 
 def warn_about_changed_data(saved_run: dict[str, Any], run: dict[str, Any]) -> None:
-    """Warn when a resumed run is given another --data or --valid than it was started with."""
-    for key in ("data", "valid"):
+    """Warn when a resumed run is given another --data, --valid or --phones than it was started with."""
+    for key in ("data", "valid", "phones"):
         if key in saved_run and key in run and saved_run[key] != run[key]:
             log.warning("resuming with --%s %s (the run was started with %s)", key, run[key], saved_run[key])
 

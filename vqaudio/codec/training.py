@@ -251,8 +251,11 @@ class Trainer:
         # before the run folder is touched: fp16 on the CPU is a ConfigError (a resumed run keeps the
         # recipe's train settings, so this is the run's precision)
         self.precision = MixedPrecision(config.train.precision, self.device)
+        check_phone_loss(config, phone_alignments)
         self.progress = progress and context.is_main
         self.run = dict(run or {})
+        if config.loss.phone_weight > 0:
+            self.run["phones"] = [str(folder) for folder in phone_alignments]
         self.folder = RunFolder(self.out, RUN_FILES, RUN_REFUSAL)
         checkpoint = self.folder.open(
             resume=resume,
@@ -397,14 +400,8 @@ class Trainer:
         self.batches: Dataset[Any] = self.crops
         self.phone_labels: PhoneLabels | None = None
         if self.phone_head is not None:
-            if not phone_alignments:
-                raise ConfigError(
-                    "loss.phone_weight needs phone labels: pass --phones ALIGNMENTS (a `vqaudio align` folder "
-                    "of utterances that are in --data), or set the weight to 0"
-                )
             self.phone_labels = PhoneLabels(phone_alignments, self.crops.ids)
             self.batches = LabelledCrops(self.crops, self.phone_labels, self.config.model.hop_length)
-            self.run["phones"] = [str(folder) for folder in phone_alignments]
         elif phone_alignments and self.context.is_main:
             log.warning("--phones is ignored: the recipe has no phone loss (loss.phone_weight is 0)")
         self.validation_set = ValidationSet(
@@ -877,7 +874,8 @@ class _Window:
         self.commitment: Tensor | None = None
         self.steps = 0
         self.seconds = self.waited = self.audio_seconds = 0.0
-        self.phone_counts = [0, 0]  # labelled frames predicted right, labelled frames
+        self.phone_sum = 0.0
+        self.phone_counts = [0, 0, 0]  # labelled frames predicted right, labelled frames, steps with them
         self.usage.reset()
 
     def add(self, result: StepResult, seconds: float, waited: float, audio_seconds: float) -> None:
@@ -886,10 +884,11 @@ class _Window:
             names += ("envelope",)
         if result.pitch:
             names += ("pitch",)
-        if result.phone_frames:
-            names += ("phone",)
+        if result.phone_frames:  # averaged over the steps with labelled frames (metrics)
+            self.phone_sum += result.phone
             self.phone_counts[0] += result.phone_correct
             self.phone_counts[1] += result.phone_frames
+            self.phone_counts[2] += 1
         if result.discriminator:
             names += ("adversarial", "feature_matching", "discriminator")
         for name in names:
@@ -932,11 +931,31 @@ class _Window:
             "data_wait_fraction": self.waited / self.seconds if self.seconds else 0.0,
             "window_steps": self.steps,
             **(
-                {"phone_accuracy": self.phone_counts[0] / self.phone_counts[1]}
+                {
+                    "phone": self.phone_sum / self.phone_counts[2],
+                    "phone_accuracy": self.phone_counts[0] / self.phone_counts[1],
+                }
                 if self.phone_counts[1]
                 else {}
             ),
         }
+
+
+def check_phone_loss(config: Config, phone_alignments: Sequence[str | Path]) -> None:
+    """The phone loss needs labels and a residual quantizer (a group's first codebook holds a slice of the
+    latent only): a ConfigError naming the fix, before any work."""
+    if config.loss.phone_weight <= 0:
+        return
+    if config.model.quantizer.kind != "residual":
+        raise ConfigError(
+            f"loss.phone_weight needs model.quantizer.kind=residual (a {config.model.quantizer.kind} quantizer's "
+            "first codebook holds part of the latent only); set the weight to 0"
+        )
+    if not phone_alignments:
+        raise ConfigError(
+            "loss.phone_weight needs phone labels: pass --phones ALIGNMENTS (a `vqaudio align` folder of "
+            "utterances that are in --data), or set the weight to 0"
+        )
 
 
 def _audio_and_labels(batch: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor | None]:

@@ -194,27 +194,34 @@ class RandomCrops(Dataset[torch.Tensor]):
 
     def __getitem__(self, step: int) -> torch.Tensor:
         """The batch of training step ``step``: [batch_size, segment_samples] float32."""
+        return self.read(step)[0]
+
+    def read(self, step: int) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """The batch of ``step`` and the (utterance index, start) each row was read from: the plan's, but for
+        crops that ``skip_bad`` took from another utterance."""
         batch = torch.zeros(self.batch_size, self.segment_samples)
+        sources = []
         for row, (index, start, speed, gain_db) in enumerate(self.plan(step)):
             if self.augmentation is None:
-                crop = self._read(index, start, self.segment_samples)
+                crop, source = self._read(index, start, self.segment_samples)
             else:
-                source = self._read(index, start, source_samples(self.segment_samples, speed))
-                crop = torch.from_numpy(perturb(source.numpy(), self.segment_samples, speed, gain_db))
+                audio, source = self._read(index, start, source_samples(self.segment_samples, speed))
+                crop = torch.from_numpy(perturb(audio.numpy(), self.segment_samples, speed, gain_db))
             batch[row, : crop.shape[0]] = crop
-        return batch
+            sources.append(source)
+        return batch, sources
 
-    def _read(self, index: int, start: int, count: int) -> torch.Tensor:
-        """[<= count] samples of utterance ``index`` from ``start`` (model rate); with ``skip_bad``, of the
-        next utterance that decodes when this one fails."""
+    def _read(self, index: int, start: int, count: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """[<= count] samples of utterance ``index`` from ``start`` (model rate), and where they came from:
+        with ``skip_bad``, the next utterance that decodes when this one fails."""
         if self.cache is not None:
             window = self.cache.window(index, start, count)
-            return torch.from_numpy(window.astype(np.float32) / 32768.0)
+            return torch.from_numpy(window.astype(np.float32) / 32768.0), (index, start)
         for offset in range(self.num_utterances):
             other = (index + offset) % self.num_utterances
             other_start = start if offset == 0 else min(start, max(0, int(self.lengths[other]) - count))
             try:
-                return self._decode(other, other_start, count)
+                return self._decode(other, other_start, count), (other, other_start)
             except AudioError as error:
                 self._reject(self.paths[other], error)
         raise DataError(f"none of the {self.num_utterances} training files could be decoded (--skip-bad)")

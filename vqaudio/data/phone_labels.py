@@ -8,7 +8,8 @@ the loss), so aligned and unaligned speech train together.
 
 ``LabelledCrops`` pairs each step's batch of ``RandomCrops`` with its labels ``[batch, frames]``: frame ``m``
 of a crop takes the phone at the time its centre came from, through the crop's speed perturbation; frames past
-the end of the utterance (zero padding) are ``IGNORE``. The labels depend on the step alone, like the crops.
+the end of the utterance (zero padding), and crops that ``skip_bad`` took from another utterance, are
+``IGNORE``. The labels depend on the step alone, like the crops.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vqaudio.data.augment import EDGE_SAMPLES
 from vqaudio.data.crops import RandomCrops
 from vqaudio.errors import DataError
 from vqaudio.evaluation.phone_alignment import PHONE_SET, read_alignments
@@ -43,29 +45,30 @@ class PhoneLabels:
     """
 
     def __init__(self, folders: Sequence[str | Path], ids: Sequence[str]) -> None:
-        position = {utt_id: index for index, utt_id in enumerate(ids)}
         phone_index = {phone: index for index, phone in enumerate(PHONE_SET)}
         self.folders = [str(folder) for folder in folders]
-        # row r of the corpus -> its segments' ends (seconds) and phones at [offsets[r], offsets[r + 1])
-        rows: dict[int, tuple[list[float], list[int]]] = {}
+        aligned: dict[str, tuple[list[float], list[int]]] = {}  # utterance id -> segment ends, phones
+        source: dict[str, str] = {}  # utterance id -> its folder
         for folder in folders:
-            alignments = read_alignments(folder)
-            matched = 0
-            for utt_id, segments in alignments.segments.items():
-                row = position.get(utt_id)
-                if row is None:
-                    continue
+            for utt_id, segments in read_alignments(folder).segments.items():
                 unknown = {s.phone for s in segments} - phone_index.keys()
                 if unknown:
                     raise DataError(f"{folder}: utterance {utt_id} has unknown phones {sorted(unknown)}")
-                rows[row] = ([s.end for s in segments], [phone_index[s.phone] for s in segments])
-                matched += 1
-            if not matched:
+                aligned[utt_id] = ([s.end for s in segments], [phone_index[s.phone] for s in segments])
+                source[utt_id] = str(folder)
+        # row r of the corpus -> its segments' ends (seconds) and phones at [offsets[r], offsets[r + 1])
+        rows: dict[int, tuple[list[float], list[int]]] = {}
+        for row, utt_id in enumerate(ids):  # one pass; only the aligned ids are kept
+            if utt_id in aligned:
+                rows[row] = aligned[utt_id]
+        matched = {source[ids[row]] for row in rows}
+        for folder in self.folders:
+            if folder not in matched:
                 raise DataError(
-                    f"{folder}: none of its {len(alignments.segments)} aligned utterances is in the training "
-                    "data (utterances match by id); add its manifest.tsv to --data"
+                    f"{folder}: none of its aligned utterances is in the training data (utterances match by "
+                    "id); add its manifest.tsv to --data"
                 )
-            log.info("phone labels: %d utterances of %s", matched, folder)
+        log.info("phone labels: %d utterances of %s", len(rows), ", ".join(self.folders))
         counts = np.zeros(len(ids), dtype=np.int64)
         for row, (ends, _) in rows.items():
             counts[row] = len(ends)
@@ -114,12 +117,24 @@ class LabelledCrops(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self._centres = (np.arange(self.num_frames) + 0.5) * hop_length
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, sources = self.crops.read(step)
         labels = torch.full((self.crops.batch_size, self.num_frames), IGNORE, dtype=torch.int64)
-        rate = self.crops.sample_rate
-        for row, (index, start, speed, _) in enumerate(self.crops.plan(step)):
-            # a crop at speed s reads the source from `start` s times faster (vqaudio.data.augment.perturb)
-            source = start + self._centres * speed
-            frame_labels = self.labels.at(index, source / rate)
-            frame_labels[source >= self.crops.lengths[index]] = IGNORE  # the zero padding
+        for row, ((index, start, speed, _), used) in enumerate(
+            zip(self.crops.plan(step), sources, strict=True)
+        ):
+            if used != (index, start):  # skip_bad read another utterance: its phones are not these
+                continue
+            positions = self.frame_sources(start, speed)
+            frame_labels = self.labels.at(index, positions / self.crops.sample_rate)
+            frame_labels[positions >= self.crops.lengths[index]] = IGNORE  # the zero padding
             labels[row] = torch.from_numpy(frame_labels)
-        return self.crops[step], labels
+        return batch, labels
+
+    def frame_sources(self, start: int, speed: float) -> np.ndarray:
+        """[frames] the utterance sample (model rate) each frame centre of a crop read from ``start`` at
+        ``speed`` came from. With augmentation the crop is read with margins and resampled
+        (``vqaudio.data.augment.perturb``): output sample j is source sample ``start + (round(EDGE / speed) + j)
+        * speed``."""
+        if self.crops.augmentation is None:
+            return start + self._centres
+        return start + (round(EDGE_SAMPLES / speed) + self._centres) * speed
