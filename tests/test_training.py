@@ -435,11 +435,13 @@ def test_ctrl_c_writes_a_checkpoint_and_no_partial_files(
     original = Trainer.train_step
     calls = []
 
-    def interrupted_step(self: Trainer, batch: torch.Tensor) -> object:
+    def interrupted_step(
+        self: Trainer, batch: torch.Tensor, phone_labels: torch.Tensor | None = None
+    ) -> object:
         calls.append(self.step)
         if len(calls) == 3 and how == "exception":
             raise KeyboardInterrupt
-        result = original(self, batch)
+        result = original(self, batch, phone_labels)
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGINT)
         return result
