@@ -16,6 +16,7 @@ The plain functions ``speech_like``, ``make_tiny_config`` and ``make_tiny_tokeni
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -232,3 +233,21 @@ def make_phase_tokenizer(phase: str, excitation: str) -> Tokenizer:
     return make_tiny_tokenizer(
         config=dataclasses.replace(base, model=dataclasses.replace(base.model, decoder=decoder))
     )
+
+
+def write_alignment_folder(folder: Path, manifest_rows: list[str], phone_rows: list[str]) -> Path:
+    """A `vqaudio align` folder made by hand: manifest rows (id, path, samples, sample_rate, speaker, text) and
+    phone rows (utt_id, start, end, phone, word), tab-separated, headers added; no frame labels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = ["id\tpath\tsamples\tsample_rate\tspeaker\ttext", *manifest_rows]
+    (folder / "manifest.tsv").write_text("\n".join(manifest) + "\n")
+    (folder / "phones.tsv").write_text("\n".join(["utt_id\tstart\tend\tphone\tword", *phone_rows]) + "\n")
+    (folder / "frames.tsv").write_text("utt_id\tnum_frames\tlabels\n")
+    meta = {
+        "format": "vqaudio-phone-alignment",
+        "format_version": 1,
+        "aligner": "by hand",
+        "frame_rate": 50.0,
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return folder

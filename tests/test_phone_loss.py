@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import write_alignment_folder
 from safetensors.torch import load_file
 from test_training import tiny_training_config
 
@@ -49,11 +50,9 @@ def aligned_corpus(
     """``count`` utterances of random phone sequences (segments of 0.08-0.24 s on a 10 ms grid) with their
     exact alignment; returns the audio folder and the alignment folder."""
     rng = np.random.default_rng(seed)
-    audio, aligned = folder / "audio", folder / "aligned"
+    audio = folder / "audio"
     audio.mkdir(parents=True)
-    aligned.mkdir()
-    manifest = ["id\tpath\tsamples\tsample_rate\tspeaker\ttext"]
-    rows = ["utt_id\tstart\tend\tphone\tword"]
+    manifest, rows = [], []
     choices = [*SOUNDS, SILENCE]
     for index in range(count):
         edges, labels = [0.0], []
@@ -73,17 +72,7 @@ def aligned_corpus(
             f"{prefix}{index:02d}\t{start:.2f}\t{end:.2f}\t{phone}\tw"
             for phone, start, end in zip(labels, edges[:-1], edges[1:], strict=True)
         ]
-    (aligned / "manifest.tsv").write_text("\n".join(manifest) + "\n")
-    (aligned / "phones.tsv").write_text("\n".join(rows) + "\n")
-    (aligned / "frames.tsv").write_text("utt_id\tnum_frames\tlabels\n")
-    meta = {
-        "format": "vqaudio-phone-alignment",
-        "format_version": 1,
-        "aligner": "by hand",
-        "frame_rate": 50.0,
-    }
-    (aligned / "meta.json").write_text(json.dumps(meta))
-    return audio, aligned
+    return audio, write_alignment_folder(folder / "aligned", manifest, rows)
 
 
 def utterances(audio: Path) -> list[Utterance]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_alignment_folder
 
 from vqaudio.errors import DataError
 from vqaudio.evaluation.phone_alignment import PHONE_SET, SILENCE
@@ -141,10 +142,7 @@ PHONES = ("AA", "S", "M", "IY")
 def aligned_folder(tmp_path: Path, speech, write_audio) -> Path:  # type: ignore[no-untyped-def]
     """Five 1.2 s utterances of speech-like audio, 'aligned' by hand: 0.2 s of silence, then phones of
     0.1-0.3 s cycling through PHONES, then silence."""
-    folder = tmp_path / "aligned"
-    folder.mkdir()
-    manifest = ["id\tpath\tsamples\tsample_rate\tspeaker\ttext"]
-    phones = ["utt_id\tstart\tend\tphone\tword"]
+    manifest, phones = [], []
     for index in range(5):
         path = write_audio(tmp_path / "audio" / f"u{index}.wav", speech(19200, seed=index))
         manifest.append(f"u{index}\t{path}\t19200\t16000\t\tsome words")
@@ -154,17 +152,7 @@ def aligned_folder(tmp_path: Path, speech, write_audio) -> Path:  # type: ignore
             f"u{index}\t{start:g}\t{end:g}\t{label}\tw"
             for start, end, label in zip(edges[:-1], edges[1:], labels, strict=True)
         ]
-    (folder / "manifest.tsv").write_text("\n".join(manifest) + "\n")
-    (folder / "phones.tsv").write_text("\n".join(phones) + "\n")
-    (folder / "frames.tsv").write_text("utt_id\tnum_frames\tlabels\n")
-    meta = {
-        "format": "vqaudio-phone-alignment",
-        "format_version": 1,
-        "aligner": "by hand",
-        "frame_rate": 50.0,
-    }
-    (folder / "meta.json").write_text(json.dumps(meta))
-    return folder
+    return write_alignment_folder(tmp_path / "aligned", manifest, phones)
 
 
 def test_probe_command_writes_the_report(

@@ -874,8 +874,8 @@ class _Window:
         self.commitment: Tensor | None = None
         self.steps = 0
         self.seconds = self.waited = self.audio_seconds = 0.0
-        self.phone_sum = 0.0
-        self.phone_counts = [0, 0, 0]  # labelled frames predicted right, labelled frames, steps with them
+        self.phone_sum = 0.0  # phone losses of the steps with labelled frames
+        self.phone_correct = self.phone_frames = self.phone_steps = 0
         self.usage.reset()
 
     def add(self, result: StepResult, seconds: float, waited: float, audio_seconds: float) -> None:
@@ -886,9 +886,9 @@ class _Window:
             names += ("pitch",)
         if result.phone_frames:  # averaged over the steps with labelled frames (metrics)
             self.phone_sum += result.phone
-            self.phone_counts[0] += result.phone_correct
-            self.phone_counts[1] += result.phone_frames
-            self.phone_counts[2] += 1
+            self.phone_correct += result.phone_correct
+            self.phone_frames += result.phone_frames
+            self.phone_steps += 1
         if result.discriminator:
             names += ("adversarial", "feature_matching", "discriminator")
         for name in names:
@@ -932,10 +932,10 @@ class _Window:
             "window_steps": self.steps,
             **(
                 {
-                    "phone": self.phone_sum / self.phone_counts[2],
-                    "phone_accuracy": self.phone_counts[0] / self.phone_counts[1],
+                    "phone": self.phone_sum / self.phone_steps,
+                    "phone_accuracy": self.phone_correct / self.phone_frames,
                 }
-                if self.phone_counts[1]
+                if self.phone_frames
                 else {}
             ),
         }
