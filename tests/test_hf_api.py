@@ -302,9 +302,15 @@ def test_from_pretrained_reads_a_local_folder_or_file_as_load_does(
     assert Tokenizer.from_pretrained("org/name").hash == loaded.hash
 
 
-def test_from_pretrained_default_is_the_embedded_model() -> None:
+def test_from_pretrained_default_is_the_embedded_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert Tokenizer.from_pretrained("default").hash == Tokenizer.load().hash
     assert Tokenizer.from_pretrained().name == Tokenizer.load().name
+    assert Tokenizer.load("default").hash == Tokenizer.load().hash  # so `--model default` works everywhere
+    monkeypatch.chdir(tmp_path)  # a folder of that name is reached as ./default
+    with pytest.raises(ModelFileError, match="default"):
+        Tokenizer.load("./default")
 
 
 def test_a_hub_id_is_refused_without_any_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

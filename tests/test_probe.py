@@ -16,6 +16,7 @@ from vqaudio.evaluation.phone_alignment import PHONE_SET, SILENCE
 from vqaudio.evaluation.phonetic_probe import (
     code_scores,
     contingency,
+    fit_kmeans,
     heldout_phone_purity,
     kmeans,
     linear_probe,
@@ -122,6 +123,26 @@ def test_kmeans_is_deterministic_and_finds_separated_clusters() -> None:
         kmeans(points[:3], 4)
 
 
+def test_kmeans_centroids_learnt_on_other_points_label_new_ones() -> None:
+    import torch
+
+    from vqaudio.codec.quantization.vq import nearest_codes
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], dtype=np.float32)
+    fit_truth, probe_truth = rng.integers(4, size=400), rng.integers(4, size=300)
+    fit_points = centres[fit_truth] + rng.normal(scale=0.5, size=(400, 2)).astype(np.float32)
+    probe_points = centres[probe_truth] + rng.normal(scale=0.5, size=(300, 2)).astype(np.float32)
+    centroids, clusters = fit_kmeans(fit_points, 4, seed=3)
+    assert centroids.shape == (4, 2) and np.array_equal(clusters, kmeans(fit_points, 4, seed=3))
+    # converged: every fit point's nearest centroid is its own cluster
+    assert np.array_equal(
+        nearest_codes(torch.as_tensor(fit_points), torch.as_tensor(centroids)).numpy(), clusters
+    )
+    units = nearest_codes(torch.as_tensor(probe_points), torch.as_tensor(centroids)).numpy()
+    assert purity_and_pnmi(contingency(probe_truth, units, 4, 4))[2] == pytest.approx(1.0)
+
+
 def test_linear_probe_separates_a_linear_problem_and_fails_on_noise() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 5)).astype(np.float32)
@@ -209,6 +230,58 @@ def test_probe_command_writes_the_report(
     rows = [row["name"] for row in json.loads((tmp_path / "x" / "probe.json").read_text())["codes"]]
     assert rows[-3:] == ["k-means log-mel, K=8", "random, K=400", "random, K=8"]
     assert "K=400 needs at least K frames" in stdout
+
+
+def test_probe_kmeans_fit_on_other_speech(
+    tmp_path: Path, tiny_model_dir: Path, speech, write_audio, run
+) -> None:  # type: ignore[no-untyped-def]
+    from conftest import one_line_error
+
+    folder = aligned_folder(tmp_path, speech, write_audio)
+    other = tmp_path / "other"
+    for index in range(3):  # 1 s each: 50 frames, as many as the tokens
+        write_audio(other / f"o{index}.wav", speech(16000, seed=10 + index))
+    base = [
+        "probe",
+        folder,
+        "--model",
+        tiny_model_dir,
+        "--no-progress",
+        "--threads",
+        "1",
+        "--kmeans-k",
+        "16,4",
+    ]
+    status, stdout, err = run(*base, "--out", tmp_path / "a", "--kmeans-fit", other)
+    assert status == 0, err
+    report = json.loads((tmp_path / "a" / "probe.json").read_text())
+    assert report["kmeans_fit"] == {"source": str(other), "utterances": 3, "frames": 150}
+    rows = {row["name"]: row for row in report["codes"]}
+    for k in (16, 4):
+        fitted, elsewhere = rows[f"k-means log-mel, K={k}"], rows[f"k-means log-mel of other speech, K={k}"]
+        assert elsewhere["kind"] == "kmeans" and 1 <= elsewhere["used_codes"] <= k
+        assert 0 <= elsewhere["pnmi"] <= 1 and elsewhere["pnmi"] != fitted["pnmi"]
+    assert "k-means on log-mel of other speech with the same K" in stdout
+    assert f"fit on `{other}`: 3 utterances, 150 frames" in (tmp_path / "a" / "probe.md").read_text()
+    # a frame budget cuts the speech read; a K above it is left out with a note
+    status, stdout, err = run(
+        *base[:-1], "40,4", "--out", tmp_path / "b", "--kmeans-fit", other, "--kmeans-fit-frames", "30"
+    )
+    assert status == 0, err
+    report = json.loads((tmp_path / "b" / "probe.json").read_text())
+    assert report["kmeans_fit"]["frames"] == 30 and report["kmeans_fit"]["utterances"] == 1
+    names = [row["name"] for row in report["codes"]]
+    assert (
+        "k-means log-mel of other speech, K=4" in names
+        and "k-means log-mel of other speech, K=40" not in names
+    )
+    assert "K=40 needs at least K frames and --kmeans-fit gave 30" in stdout
+    # the probed speech itself is not "other speech"; a missing corpus fails before any work
+    one_line_error(
+        run(*base, "--out", tmp_path / "c", "--kmeans-fit", folder / "manifest.tsv"), "--kmeans-fit"
+    )
+    one_line_error(run(*base, "--out", tmp_path / "d", "--kmeans-fit", tmp_path / "nothing"), "no such file")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
 
 
 def test_probe_hold_measures_the_held_codes(

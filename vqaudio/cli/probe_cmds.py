@@ -25,7 +25,8 @@ PROBE_HELP = (
     "each codebook (and the pitch row, apart): PNMI (mutual information between phone and code over the phone "
     "entropy), phone purity (also held out: the code's phone learnt on other utterances), code purity, mean "
     "run length (frames per run of identical codes) and the deduplicated token rate; the same for k-means "
-    "units of log-mel frames and for random codes with the same K, on the same frames. Linear probes "
+    "units of log-mel frames (fit on these frames; with --kmeans-fit DATA also fit on other speech) and for "
+    "random codes with the same K, on the same frames. Linear probes "
     "(logistic regression) from the encoder latent, the quantized latent and log-mel frames to the phone, "
     "trained and tested on different utterances.\n\n"
     "OUT gets probe.json (every number), probe.md (tables) and probe.png, atomically; an existing OUT needs "
@@ -78,6 +79,15 @@ def probe_command(
     kmeans_iterations: int = typer.Option(
         100, "--kmeans-iterations", min=1, help="At most this many Lloyd iterations."
     ),
+    kmeans_fit: Path | None = typer.Option(
+        None,
+        "--kmeans-fit",
+        help="Other speech (manifest, audio folder or LibriSpeech tree; e.g. the training data) to fit a second "
+        "k-means baseline on, scored on the probed frames: units learnt elsewhere, as the codebooks are.",
+    ),
+    kmeans_fit_frames: int = typer.Option(
+        200_000, "--kmeans-fit-frames", min=1, help="At most this many frames of --kmeans-fit speech."
+    ),
     test_fraction: float = typer.Option(
         0.2, "--test-fraction", min=0.01, max=0.99, help="Share of utterances held out for the linear probes."
     ),
@@ -102,12 +112,18 @@ def probe_command(
             f"{out} already exists; pass --overwrite or choose another --out", param_hint="--out"
         )
     read_alignments(alignments)  # a wrong folder fails here, before the model loads
+    if kmeans_fit is not None:
+        from vqaudio.data.corpus import load_corpus
+
+        load_corpus(kmeans_fit)  # and so does a wrong --kmeans-fit
     tokenizer = Tokenizer.load(model)
     if hold is not None:
         tokenizer.first_codebook_hold = hold
     options = ProbeOptions(
         kmeans_k=k_values,
         kmeans_iterations=kmeans_iterations,
+        kmeans_fit=None if kmeans_fit is None else str(kmeans_fit),
+        kmeans_fit_frames=kmeans_fit_frames,
         test_fraction=test_fraction,
         seed=seed,
         threads=threads,

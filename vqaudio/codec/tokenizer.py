@@ -167,9 +167,10 @@ class Tokenizer:
 
         Args:
             path: a model folder (``model.safetensors`` + ``config.json``), a training run folder holding one,
-                or a single ``.safetensors`` file (its header holds the config). None: the model embedded in
-                the package (``vqaudio/pretrained/default/``). Nothing is ever downloaded: a Hugging Face Hub
-                id (``org/name``) that is no local path is refused.
+                or a single ``.safetensors`` file (its header holds the config). None or ``"default"``: the
+                model embedded in the package (``vqaudio/pretrained/default/``; ``"./default"`` for a folder of
+                that name), so every ``--model`` takes ``default``. Nothing is ever downloaded: a Hugging Face
+                Hub id (``org/name``) that is no local path is refused.
             device: where the model runs.
             dtype: the weights' dtype (see ``to``): float32 (as trained and saved), bfloat16 or float16.
         Returns:
@@ -179,6 +180,8 @@ class Tokenizer:
             ValueError: a dtype other than those three, or one the device's kernels lack.
         """
         resolved = _resolve_dtype(dtype, torch.device(device))  # before any file is read
+        if isinstance(path, str) and path == "default":
+            path = None
         if path is None:
             if not (DEFAULT_MODEL_DIR / WEIGHTS_FILE).is_file():
                 raise ModelFileError(
@@ -231,8 +234,6 @@ class Tokenizer:
                 fetch the folder first (e.g. ``huggingface-cli download org/name --local-dir DIR``).
             device, dtype: as in ``load``.
         """
-        if isinstance(path, str) and path == "default":
-            path = None
         return cls.load(path, device=device, dtype=dtype)
 
     def save(self, folder: str | Path) -> Path:

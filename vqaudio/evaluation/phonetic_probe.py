@@ -26,7 +26,12 @@ Baselines on the same frames, in the same run:
 * k-means units of log-mel frames (80 bands, a 25 ms window centred on each token frame, standardised) with
   the codebook's K (and any other K asked for): the acoustic-unit baseline of HuBERT's first iteration.
   k-means++ seeding, then Lloyd's iterations, fit on the probed frames themselves; a fit on the frames it is
-  scored on can only help the baseline, so codes that beat it do so conservatively.
+  scored on can only help the baseline (its K clusters follow these very voices and utterances, and with few
+  frames per cluster each looks pure), so codes that beat it do so conservatively.
+* with ``kmeans_fit`` (``--kmeans-fit DATA``), the same k-means fit on the log-mel frames of other speech
+  (standardised with their statistics) and applied to the probed frames by nearest centroid: the protocol of
+  HuBERT's analysis, where units are learnt on training speech and scored on held-out speech, as the tokenizer's
+  codebooks are. Speech that holds a probed utterance is refused.
 * uniformly random codes with the same K: they carry no information about the phone, so their PNMI and
   purities are the plug-in estimates' upward bias at this K and number of frames (large when K is not
   small against the frames: with 1,500 frames and K = 1024 most codes occur once or twice).
@@ -66,6 +71,7 @@ LOG_MEL_BANDS = 80
 LOG_MEL_WINDOW_SECONDS = 0.025
 CONTEXT_FRAMES = 2  # each side, for the stacked log-mel probe
 HELDOUT_FOLDS = 5  # of the held-out phone purity, over utterances
+KMEANS_OTHER_SPEECH = "k-means log-mel of other speech"  # its rows' name, before ", K=..."
 FEW_FRAMES_PER_CODE = 20  # below this many frames per code the plug-in estimates are biased noticeably
 
 
@@ -75,6 +81,9 @@ class ProbeOptions:
 
     kmeans_k: codebook sizes of the k-means (and random-code) baselines; None: the tokenizer's codebook size.
     kmeans_iterations: at most this many Lloyd iterations (stops earlier when no frame changes cluster).
+    kmeans_fit: a corpus of other speech (a manifest, audio folder or LibriSpeech tree; ``load_corpus``) whose
+        log-mel frames fit a second k-means baseline per K, applied to the probed frames; None: none.
+    kmeans_fit_frames: at most this many frames of ``kmeans_fit`` (whole utterances in a seeded order).
     test_fraction: share of the utterances held out for testing the linear probes (at least one).
     probe_steps: full-batch Adam steps of each linear probe.
     seed: of k-means, the random codes and the utterance split.
@@ -84,6 +93,8 @@ class ProbeOptions:
 
     kmeans_k: tuple[int, ...] | None = None
     kmeans_iterations: int = 100
+    kmeans_fit: str | None = None
+    kmeans_fit_frames: int = 200_000
     test_fraction: float = 0.2
     probe_steps: int = 300
     seed: int = 0
@@ -150,6 +161,8 @@ class ProbeResult:
     majority_accuracy: float  # the most frequent training phone, on the test frames
     split: dict[str, Any]  # train / test utterance and frame counts, the test ids
     notes: list[str] = field(default_factory=list)
+    # options.kmeans_fit's source, utterances and frames (empty without it)
+    kmeans_fit: dict[str, Any] = field(default_factory=dict)
 
     def row(self, name: str) -> CodeScores:
         for scores in self.codes:
@@ -303,6 +316,14 @@ def kmeans(features: np.ndarray, num_clusters: int, iterations: int = 100, seed:
     Returns:
         [N] int64 cluster of each vector. An empty cluster keeps its centroid.
     """
+    return fit_kmeans(features, num_clusters, iterations, seed)[1]
+
+
+def fit_kmeans(
+    features: np.ndarray, num_clusters: int, iterations: int = 100, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """``kmeans``, returning ([K, D] float32 centroids, [N] int64 clusters): the centroids assign other
+    vectors (``nearest_codes``)."""
     data = torch.as_tensor(np.asarray(features, dtype=np.float32))
     num_rows = data.shape[0]
     if data.dim() != 2 or not 1 <= num_clusters <= num_rows:
@@ -330,7 +351,7 @@ def kmeans(features: np.ndarray, num_clusters: int, iterations: int = 100, seed:
         if torch.equal(updated, assignment):
             break
         assignment = updated
-    return assignment.numpy()
+    return centroids.numpy(), assignment.numpy()
 
 
 def linear_probe(
@@ -391,12 +412,7 @@ def collect_frames(aligned: PhoneAlignments, tokenizer: Tokenizer, progress: boo
     """
     model = tokenizer.model
     sample_rate, pitch_rows = tokenizer.sample_rate, tokenizer.pitch_rows
-    log_mel = LogMel(
-        sample_rate,
-        max(round(LOG_MEL_WINDOW_SECONDS * sample_rate), tokenizer.hop_length),
-        tokenizer.hop_length,
-        LOG_MEL_BANDS,
-    ).to(tokenizer.device)
+    log_mel = probe_log_mel(tokenizer)
     phone_index = {phone: index for index, phone in enumerate(PHONE_SET)}
     residual = tokenizer.config.model.quantizer.kind == "residual"
     ids, lengths, phones, codes = [], [], [], []
@@ -430,6 +446,61 @@ def collect_frames(aligned: PhoneAlignments, tokenizer: Tokenizer, progress: boo
         [_with_context(mel, CONTEXT_FRAMES) for mel in features["log_mel"]]
     )
     return ProbeFrames(ids, np.array(lengths), np.concatenate(phones), np.concatenate(codes), stacked)
+
+
+def probe_log_mel(tokenizer: Tokenizer) -> LogMel:
+    """The probe's log-mel frames: one per token frame, a 25 ms window (at least a hop) centred on it."""
+    sample_rate = tokenizer.sample_rate
+    return LogMel(
+        sample_rate,
+        max(round(LOG_MEL_WINDOW_SECONDS * sample_rate), tokenizer.hop_length),
+        tokenizer.hop_length,
+        LOG_MEL_BANDS,
+    ).to(tokenizer.device)
+
+
+def other_speech_log_mel(
+    source: str | Path,
+    tokenizer: Tokenizer,
+    max_frames: int,
+    seed: int = 0,
+    exclude: Sequence[Path] = (),
+    progress: bool = True,
+) -> tuple[np.ndarray, int]:
+    """([N, 80] log-mel frames, utterances read) of a corpus for the k-means fit of other speech: whole
+    utterances in a seeded order until ``max_frames`` (the last one cut).
+
+    Raises:
+        DataError: the corpus holds one of the ``exclude`` files (the probed ones), or yields no frame.
+    """
+    from vqaudio.data.corpus import load_corpus
+
+    utterances = load_corpus(source)
+    probed = {path.resolve() for path in exclude}
+    shared = [utterance.id for utterance in utterances if Path(utterance.path).resolve() in probed]
+    if shared:
+        raise DataError(
+            f"{source}: the k-means fit speech holds {len(shared)} of the probed utterances (e.g. {shared[0]}); "
+            "--kmeans-fit (kmeans_fit) must be other speech, such as the tokenizer's training data"
+        )
+    order = np.random.default_rng(seed).permutation(len(utterances))
+    log_mel = probe_log_mel(tokenizer)
+    frames: list[np.ndarray] = []
+    total = 0
+    bar = progress_bar(total=max_frames, desc="k-means fit speech", unit="frame", disable=not progress)
+    with torch.inference_mode():
+        for index in order:
+            if total >= max_frames:
+                break
+            wav = load_audio(utterances[index].path, tokenizer.sample_rate).to(tokenizer.device)
+            mel = log_mel(wav[None])[0].T.float().cpu().numpy()[: max_frames - total]  # [F, 80]
+            frames.append(mel)
+            total += mel.shape[0]
+            bar.update(mel.shape[0])
+    bar.close()
+    if not total:
+        raise DataError(f"{source}: no audio frames for the k-means fit; pass a corpus of speech")
+    return np.concatenate(frames), len(frames)
 
 
 def _with_context(frames: np.ndarray, context: int) -> np.ndarray:
@@ -466,17 +537,37 @@ def run_probe(
         torch.set_num_threads(options.threads)
     try:
         aligned = read_alignments(alignments)
+        fit_mel, fit_utterances = None, 0
+        if options.kmeans_fit is not None:  # read first: a wrong corpus fails before the probe's work
+            fit_mel, fit_utterances = other_speech_log_mel(
+                options.kmeans_fit,
+                tokenizer,
+                options.kmeans_fit_frames,
+                options.seed,
+                exclude=[Path(utterance.path) for utterance in aligned.utterances],
+                progress=options.progress,
+            )
         frames = collect_frames(aligned, tokenizer, options.progress)
-        result = _measure(frames, tokenizer, k_values, options)
+        result = _measure(frames, tokenizer, k_values, options, fit_mel)
     finally:
         torch.set_num_threads(previous_threads)
+    if fit_mel is not None:
+        result.kmeans_fit = {
+            "source": str(options.kmeans_fit),
+            "utterances": fit_utterances,
+            "frames": int(fit_mel.shape[0]),
+        }
     result.source = str(alignments)
     result.aligner = str(aligned.meta.get("aligner", "unknown"))
     return result
 
 
 def _measure(
-    frames: ProbeFrames, tokenizer: Tokenizer, k_values: tuple[int, ...], options: ProbeOptions
+    frames: ProbeFrames,
+    tokenizer: Tokenizer,
+    k_values: tuple[int, ...],
+    options: ProbeOptions,
+    fit_mel: np.ndarray | None = None,
 ) -> ProbeResult:
     num_frames, frame_rate = frames.phones.shape[0], tokenizer.frame_rate
     if len(frames.ids) < 2:
@@ -516,6 +607,20 @@ def _measure(
     for k in (k for k in k_values if k <= num_frames):
         units = kmeans(standardized, k, options.kmeans_iterations, options.seed)
         rows.append(score(f"k-means log-mel, K={k}", "kmeans", units, k))
+    if fit_mel is not None:
+        fit_mean, fit_std = fit_mel.mean(axis=0), np.maximum(fit_mel.std(axis=0), 1e-6)
+        fit_standardized = (fit_mel - fit_mean) / fit_std
+        probed = torch.as_tensor(((mel - fit_mean) / fit_std).astype(np.float32))
+        for k in k_values:
+            if k > fit_mel.shape[0]:
+                notes.append(
+                    f"k-means of other speech with K={k} needs at least K frames and --kmeans-fit gave "
+                    f"{fit_mel.shape[0]}: left out"
+                )
+                continue
+            centroids, _ = fit_kmeans(fit_standardized, k, options.kmeans_iterations, options.seed)
+            units = nearest_codes(probed, torch.as_tensor(centroids)).numpy()
+            rows.append(score(f"{KMEANS_OTHER_SPEECH}, K={k}", "kmeans", units, k))
     for k in k_values:
         random_codes = rng.integers(k, size=num_frames, dtype=np.int64)
         rows.append(score(f"random, K={k}", "random", np.asarray(random_codes), k))
@@ -581,6 +686,8 @@ def _measure(
 def _check_options(options: ProbeOptions) -> None:
     if options.kmeans_k is not None and (not options.kmeans_k or any(k < 1 for k in options.kmeans_k)):
         raise InputError(f"kmeans_k must be positive integers, got {options.kmeans_k}")
+    if options.kmeans_fit_frames < 1:
+        raise InputError(f"kmeans_fit_frames must be at least 1, got {options.kmeans_fit_frames}")
     if options.kmeans_iterations < 1 or options.probe_steps < 1:
         raise ValueError(
             f"kmeans_iterations and probe_steps must be at least 1, got {options.kmeans_iterations}, "

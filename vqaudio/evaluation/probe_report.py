@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vqaudio._version import __version__
-from vqaudio.evaluation.phonetic_probe import HELDOUT_FOLDS, ProbeOptions, ProbeResult, run_probe
+from vqaudio.evaluation.phonetic_probe import (
+    HELDOUT_FOLDS,
+    KMEANS_OTHER_SPEECH,
+    ProbeOptions,
+    ProbeResult,
+    run_probe,
+)
 from vqaudio.io.atomic import atomic_folder, atomic_path, check_output
 
 if TYPE_CHECKING:
@@ -50,6 +56,7 @@ def probe_dict(result: ProbeResult) -> dict[str, Any]:
         "majority_accuracy": result.majority_accuracy,
         "split": result.split,
         "notes": result.notes,
+        "kmeans_fit": result.kmeans_fit,
     }
 
 
@@ -61,7 +68,11 @@ def summary_sentence(result: ProbeResult) -> str:
         return ""
     k = first.num_codes
     parts = [f"First codebook: PNMI {first.pnmi:.3f} ({1 - first.pnmi:.3f} short of 1)"]
-    for prefix, label in (("k-means log-mel", "k-means on log-mel"), ("random", "random codes")):
+    for prefix, label in (
+        ("k-means log-mel", "k-means on log-mel"),
+        (KMEANS_OTHER_SPEECH, "k-means on log-mel of other speech"),
+        ("random", "random codes"),
+    ):
         try:
             row = result.row(f"{prefix}, K={k}")
         except KeyError:
@@ -84,6 +95,14 @@ def probe_markdown(result: ProbeResult, heading: str = "#", plot: str | None = P
         f"- alignments: `{result.source}` ({result.aligner}): {result.utterances} utterances, {result.frames} "
         f"frames at {result.frame_rate:g} frames/s ({result.seconds / 60:.1f} min), "
         f"{len(result.phone_counts)} phones, phone entropy {result.phone_entropy_bits:.2f} bits",
+        *(
+            [
+                f"- k-means of other speech fit on `{result.kmeans_fit['source']}`: "
+                f"{result.kmeans_fit['utterances']} utterances, {result.kmeans_fit['frames']} frames"
+            ]
+            if result.kmeans_fit
+            else []
+        ),
         f"- model: weights sha256 `{str(result.model['hash'])[:12]}`, {result.model['num_codebooks']} codebooks x "
         f"{result.model['codebook_size']} codes"
         + (
@@ -99,7 +118,13 @@ def probe_markdown(result: ProbeResult, heading: str = "#", plot: str | None = P
         f"reading learnt on other utterances ({HELDOUT_FOLDS} folds), which small samples cannot "
         "inflate as they do the other columns; code purity: HuBERT's cluster purity; run: frames per run of identical codes; dedup: "
         "tokens per second after collapsing repeats. Baselines: k-means on log-mel frames (fit on these "
-        "frames), uniformly random codes (their scores are the bias of the plug-in estimates at this size); "
+        "frames, which favours it)"
+        + (
+            ", the same k-means fit on other speech (learnt elsewhere, as the codebooks are)"
+            if result.kmeans_fit
+            else ""
+        )
+        + ", uniformly random codes (their scores are the bias of the plug-in estimates at this size); "
         "`phones`: the labels themselves (how long a phone lasts).",
         "",
         "| codes | K | used | PNMI ↑ | phone purity ↑ | held-out phone purity ↑ | code purity ↑ | run (frames) | "
