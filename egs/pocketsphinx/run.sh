@@ -69,20 +69,18 @@ stage_gather() {
 }
 
 stage_evaluate_model() {
-  local extra=() model_args=()
+  local extra=()
   read -r -a extra <<< "${eval_options:-}"
-  [ "$model" = default ] || model_args=(--model "$model")
   require "$data/clips.tsv"
-  "${vq[@]}" eval "$data/clips.tsv" ${model_args[@]+"${model_args[@]}"} --out "$exp/report" --overwrite \
+  "${vq[@]}" eval "$data/clips.tsv" --model "$model" --out "$exp/report" --overwrite \
     ${extra[@]+"${extra[@]}"}
 }
 
 probe() {  # probe ALIGNMENTS OUT: the phonetic probe of MODEL
-  local extra=() model_args=()
+  local extra=()
   read -r -a extra <<< "${probe_options:-}"
-  [ "$model" = default ] || model_args=(--model "$model")
   require "$1/meta.json"
-  "${vq[@]}" probe "$1" ${model_args[@]+"${model_args[@]}"} --out "$2" --overwrite ${extra[@]+"${extra[@]}"}
+  "${vq[@]}" probe "$1" --model "$model" --out "$2" --overwrite ${extra[@]+"${extra[@]}"}
 }
 
 stage_align_clips() {
