@@ -360,11 +360,11 @@ def test_decoder_receptive_field_bounds_the_output(design: str) -> None:
 # --------------------------------------------------------------------------------------------------
 # iSTFT head
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("causal", [False, True])
-def test_istft_head_inverts_a_matching_stft(causal: bool) -> None:
+@pytest.mark.parametrize("placement", ["centred", "from_frame", "to_frame"])
+def test_istft_head_inverts_a_matching_stft(placement: str) -> None:
     """With the projection bypassed, log|X| and angle(X) of the head's own framing give the signal back."""
     n_fft, hop, frames = 64, 16, 20
-    head = ISTFTHead(channels=2 * (n_fft // 2 + 1), n_fft=n_fft, hop_length=hop, causal=causal)
+    head = ISTFTHead(channels=2 * (n_fft // 2 + 1), n_fft=n_fft, hop_length=hop, window_placement=placement)
     head.projection = nn.Identity()  # type: ignore[assignment]
     signal = speech_like(frames * hop, batch=2)
     padding = n_fft - hop
@@ -376,9 +376,34 @@ def test_istft_head_inverts_a_matching_stft(causal: bool) -> None:
     features = torch.cat([spectrum.abs().clamp(min=1e-12).log(), spectrum.angle()], dim=1)
     output = head(features)
     assert output.shape == (2, frames * hop)
-    # Causal: the first n_fft - hop samples fade in (their window envelope is floored); the rest is exact.
-    keep = slice(padding if causal else 0, None)
-    torch.testing.assert_close(output[:, keep], signal[:, keep], atol=1e-5, rtol=0)
+    # Uncentred: the first (from_frame) or last (to_frame) n_fft - hop samples fade in or out (their window
+    # envelope is floored); the rest is exact.
+    keep = {"centred": slice(None), "from_frame": slice(padding, None), "to_frame": slice(None, -padding)}
+    torch.testing.assert_close(output[:, keep[placement]], signal[:, keep[placement]], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("placement", "causal", "first_sample"),
+    [("auto", False, 16 - 24), ("centred", True, 16 - 24), ("auto", True, 16), ("from_frame", False, 16),
+     ("to_frame", True, 32 - 64)],
+)  # fmt: skip
+def test_istft_window_placement_sets_where_a_frame_sounds(
+    placement: str, causal: bool, first_sample: int
+) -> None:
+    """Frame 1 (its hop is samples 16-31) sounds in the n_fft samples from ``first_sample``: centred on its hop,
+    starting with it, or ending with it; ``auto`` is centred, or starting with it for a causal head."""
+    n_fft, hop, frames = 64, 16, 12
+    head = ISTFTHead(2 * (n_fft // 2 + 1), n_fft, hop, causal=causal, window_placement=placement)
+    head.projection = nn.Identity()  # type: ignore[assignment]
+    features = torch.zeros(1, 2 * (n_fft // 2 + 1), frames)
+    features[:, : n_fft // 2 + 1] = -30.0  # silence
+    reference = head(features)[0]
+    features[:, 5, 1] = 0.0  # frame 1: a tone in bin 5
+    changed = (head(features)[0] - reference).abs() > 1e-6
+    sounding = torch.nonzero(changed)[:, 0]
+    start, stop = max(first_sample, 0), first_sample + n_fft
+    assert int(sounding.min()) <= start + 1 and int(sounding.max()) >= stop - 2
+    assert not changed[:start].any() and not changed[stop:].any()
 
 
 def test_causal_istft_head_fades_in_instead_of_amplifying_its_first_frames() -> None:
@@ -530,6 +555,8 @@ def test_integrated_phase_model_decodes_in_its_parts() -> None:
         assert not torch.allclose(model.decode(changed)[:, far], whole[:, far], atol=1e-4)
     with pytest.raises(ValueError, match="istft"):
         ModelConfig(decoder=DecoderConfig(istft_phase="integrated")).validate()
+    with pytest.raises(ValueError, match="istft_window"):
+        ModelConfig(decoder=DecoderConfig(istft_window="to_frame")).validate()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -134,9 +134,9 @@ def test_dft_bases_and_overlap_add_equal_torchs() -> None:
     inverse = torch.matmul(irfft_basis(n_fft), spectrum)
     expected = torch.fft.irfft(torch.complex(*spectrum.chunk(2, dim=1)), n=n_fft, dim=1)
     torch.testing.assert_close(inverse, expected, rtol=0, atol=1e-6)
-    for causal in (False, True):
-        head = ISTFTHead(8, n_fft, 160, causal=causal)
-        export_head = ISTFTHead(8, n_fft, 160, causal=causal)
+    for placement in ("centred", "from_frame", "to_frame"):
+        head = ISTFTHead(8, n_fft, 160, window_placement=placement)
+        export_head = ISTFTHead(8, n_fft, 160, window_placement=placement)
         export_head.__class__ = _ExportISTFTHead
         export_head.register_buffer("rfft_basis", rfft_basis(n_fft), persistent=False)
         export_head.register_buffer("irfft_basis", irfft_basis(n_fft), persistent=False)

@@ -131,6 +131,23 @@ def test_pitch_at_frames_interpolates_within_voiced_runs() -> None:
     assert upsampled[0, 3] == pytest.approx(math.log(200.0))  # the next frame is unvoiced: held
 
 
+def test_pitch_at_frames_shifted_reads_earlier_frames() -> None:
+    """A to_frame head takes F0 at its windows' centres, 0.75 token frames early: sub-frame 0 gets the previous
+    frame's pitch and voicing, sub-frame 1 halfway from the previous frame's F0 to its own (its own voicing)."""
+    log_f0 = torch.tensor([[math.log(100.0), math.log(200.0), math.log(400.0), math.log(300.0)]])
+    voiced_frames = torch.tensor([[True, True, False, True]])
+    upsampled, voicing = pitch_at_frames(log_f0, voiced_frames, 2, shift=-0.75)
+    assert voicing.tolist() == [[True, True, True, True, True, False, False, True]]
+    assert upsampled[0, 2] == pytest.approx(math.log(100.0))  # frame 1, sub-frame 0: frame 0's
+    assert upsampled[0, 3] == pytest.approx(0.5 * math.log(100.0) + 0.5 * math.log(200.0))
+    assert upsampled[0, 4] == pytest.approx(math.log(200.0))  # frame 2, sub-frame 0: frame 1's
+    assert upsampled[0, 7] == pytest.approx(math.log(300.0))  # frame 2 unvoiced: held
+    assert upsampled[0, 0] == pytest.approx(math.log(100.0))  # before the first frame: the first repeated
+    unshifted = pitch_at_frames(log_f0, voiced_frames, 2)
+    moved = pitch_at_frames(log_f0, voiced_frames, 2, shift=0.0)
+    assert torch.equal(unshifted[0], moved[0]) and torch.equal(unshifted[1], moved[1])
+
+
 def test_a_token_file_without_the_pitch_row_names_the_model_it_belongs_to(
     pitch_tokenizer: Tokenizer, tmp_path: Path
 ) -> None:

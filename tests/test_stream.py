@@ -78,12 +78,27 @@ def causal_config(design: str) -> Config:
             quantizer=quantizer,
             pitch=PitchConfig(levels=16),
         )
+    elif design == "mel_to_frame":
+        decoder = dataclasses.replace(istft, istft_window="to_frame")
+        model = ModelConfig(
+            latent_dim=8, causal=True, encoder=mel_encoder, decoder=decoder, quantizer=quantizer
+        )
+    elif design == "mel_pitch_to_frame":
+        decoder = dataclasses.replace(istft, istft_excitation="harmonic", istft_window="to_frame")
+        model = ModelConfig(
+            latent_dim=8,
+            causal=True,
+            encoder=mel_encoder,
+            decoder=decoder,
+            quantizer=quantizer,
+            pitch=PitchConfig(levels=16),
+        )
     else:
         raise ValueError(design)
     return Config(model=model)
 
 
-DESIGNS = ["mel", "waveform", "mel_pitch", "mel_integrated"]
+DESIGNS = ["mel", "waveform", "mel_pitch", "mel_integrated", "mel_to_frame", "mel_pitch_to_frame"]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +108,7 @@ def tokenizers() -> dict[str, Tokenizer]:
     result = {}
     for design in DESIGNS:
         tok = make_tiny_tokenizer(seed=3, name=design, config=causal_config(design))
-        if design == "mel_pitch":
+        if design.startswith("mel_pitch"):
             generator = torch.Generator().manual_seed(0)
             with torch.no_grad():
                 for name, parameter in tok.model.named_parameters():
@@ -149,19 +164,24 @@ def test_streaming_equals_offline_for_random_chunks(
     torch.testing.assert_close(audio, offline, rtol=0, atol=AUDIO_TOLERANCE)
 
 
-@pytest.mark.parametrize("design", ["mel", "mel_pitch"])
+@pytest.mark.parametrize("design", ["mel", "mel_pitch", "mel_to_frame", "mel_pitch_to_frame"])
 def test_outputs_arrive_as_the_latency_says(tokenizers: dict[str, Tokenizer], design: str) -> None:
     """Frame f's codes come with sample (f + 1) * hop + encoder_lookahead, its audio with its codes, but for the
-    last decoder_lookahead samples of a pitch model's frame, which wait for the next frame."""
+    last decoder_lookahead samples of a frame, which wait for later frames: a pitch model's F0 interpolation
+    (half a frame) and the iSTFT windows of a to_frame head (n_fft - hop = 480 samples; its F0 is taken at its
+    windows' centres, which the frame's own and earlier codes give)."""
     tok = tokenizers[design]
     latency = tok.stream("encode").latency
     assert latency == stream_latency(tok.model)
-    if design == "mel_pitch":  # the pitch window (2 periods of 50 Hz) is centred: 160 samples past the frame
-        assert (latency.encoder_lookahead, latency.decoder_lookahead) == (160, 160)
-        assert latency.seconds == pytest.approx(0.040)
-    else:
-        assert (latency.encoder_lookahead, latency.decoder_lookahead) == (0, 0)
-        assert latency.seconds == pytest.approx(0.020)
+    # the pitch window (2 periods of 50 Hz) is centred: 160 samples past the frame
+    expected = {
+        "mel": (0, 0),
+        "mel_pitch": (160, 160),
+        "mel_to_frame": (0, 480),
+        "mel_pitch_to_frame": (160, 480),
+    }
+    assert (latency.encoder_lookahead, latency.decoder_lookahead) == expected[design]
+    assert latency.seconds == pytest.approx((HOP + sum(expected[design])) / 16000)
     wav = speech_like(12 * HOP, seed=4)
     encoder, emitted = tok.stream("encode"), 0
     for start in range(0, len(wav), 80):
@@ -172,7 +192,7 @@ def test_outputs_arrive_as_the_latency_says(tokenizers: dict[str, Tokenizer], de
     decoder, samples = tok.stream("decode"), 0
     for frame in range(codes.shape[-1]):
         samples += decoder.push(codes[:, frame : frame + 1]).shape[-1]
-        assert samples == (frame + 1) * HOP - latency.decoder_lookahead
+        assert samples == max(0, (frame + 1) * HOP - latency.decoder_lookahead)
     assert decoder.flush().shape[-1] == latency.decoder_lookahead
 
 
@@ -319,5 +339,7 @@ def test_causal_recipe_builds_a_streamable_model() -> None:
         from vqaudio.codec.vqvae import build_model
 
         model = build_model(config.model)
+    # 20 ms frame, 10 ms of pitch window past it, 30 ms for the to_frame iSTFT windows
+    assert model.decoder.head.window_placement == "to_frame"
     latency = stream_latency(model)
-    assert (latency.samples, latency.seconds) == (640, 0.040)
+    assert (latency.samples, latency.seconds) == (960, 0.060)

@@ -230,6 +230,12 @@ class DecoderConfig(_Checked):
     # "harmonic": the head also predicts F0 and adds its harmonic comb times predicted gains (a source-filter
     # branch that gives voiced frames harmonic lines and a steady phase; vqaudio/codec/istft.py); direct phase
     istft_excitation: Literal["none", "harmonic"] = "none"
+    # Where each iSTFT frame's n_fft window sits against the hop of samples it stands for (vqaudio/codec/istft.py):
+    # "centred" on it; "from_frame": starting at it, so no output sample waits for a later frame, but each frame
+    # describes n_fft - hop samples past its own; "to_frame": ending with it, so a frame describes only audio
+    # up to its own, and each output sample waits for the next n_fft / hop - 1 frames (30 ms at 640 / 160).
+    # "auto": "centred", or "from_frame" for a causal model (what every model before this option did).
+    istft_window: Literal["auto", "centred", "from_frame", "to_frame"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -316,6 +322,11 @@ class ModelConfig(_Checked):
             raise ConfigError(
                 f"decoder.istft_phase={dec.istft_phase!r} needs decoder.output='istft' (a waveform head has no "
                 "phase); set decoder.output: istft or drop istft_phase"
+            )
+        if dec.istft_window != "auto" and dec.output != "istft":
+            raise ConfigError(
+                f"decoder.istft_window={dec.istft_window!r} needs decoder.output='istft' (a waveform head has no "
+                "synthesis windows); set decoder.output: istft or drop istft_window"
             )
         if dec.istft_excitation != "none" and (dec.output != "istft" or dec.istft_phase != "direct"):
             raise ConfigError(

@@ -6,12 +6,20 @@ spend their time.
 
 Framing ("same", so ``F`` frames give exactly ``F * hop`` samples). Frame ``j`` is windowed and added at raw
 positions ``[j * hop, j * hop + n_fft)``; the raw signal has ``(F - 1) * hop + n_fft`` samples and we crop
-``n_fft - hop`` of them::
+``n_fft - hop`` of them. Where the crop falls places each frame's window against the hop of output samples the
+frame stands for (``window_placement``)::
 
     raw          |<------ frame 0 ------>|
                        |<------ frame 1 ------>|   ...
-    non-causal   crop (n_fft-hop) - (n_fft-hop)//2 on the left and (n_fft-hop)//2 on the right
-    causal       crop all n_fft - hop on the right: sample n only hears frames j <= n // hop
+    centred      crop (n_fft-hop) - (n_fft-hop)//2 on the left and (n_fft-hop)//2 on the right
+    from_frame   crop all n_fft - hop on the right: sample n only hears frames j <= n // hop
+    to_frame     crop all n_fft - hop on the left: frame j's window ends where its hop ends
+
+A causal decoder's frame ``j`` has heard the codes up to its own hop. ``from_frame`` (the causal default before
+``to_frame`` existed) adds no overlap-add latency, but its window reaches n_fft - hop samples past that hop, so
+the frame must predict audio its codes never heard (docs/EXPERIMENTS.md measured the cost). ``to_frame`` asks
+each frame only for audio up to its own hop; the price is that sample ``n`` is final only once frame
+``(n + n_fft - hop) // hop`` has arrived: n_fft - hop samples of streaming latency (``vqaudio.codec.streaming``).
 
 Phase. ``phase="direct"`` predicts each frame's phase outright, as Vocos does. A steady harmonic then needs the
 network to advance the phase by ``2 pi f hop / sr`` from each frame to the next, which a convolutional decoder
@@ -39,9 +47,10 @@ random-phase frames), no form of the branch learnt to carry energy: additive gai
 a harmonic share of one envelope stayed at 0 (docs/EXPERIMENTS.md); it is meant to be trained from the start.
 
 The overlap-add is done by hand with ``F.fold`` (``torch.istft`` insists on a nonzero window envelope
-everywhere, which the cropped edges do not have), and divided by the summed squared window. In causal mode
-the first samples are covered by a single rising window edge; there the division is by the steady-state
-envelope, so the output fades in over n_fft - hop samples instead of blowing up.
+everywhere, which the cropped edges do not have), and divided by the summed squared window. Uncentred, one end
+of the output is covered by single window edges (the start for ``from_frame``, the end for ``to_frame``); there
+the division is by the steady-state envelope, so the output fades in (or out) over n_fft - hop samples instead
+of blowing up.
 """
 
 from __future__ import annotations
@@ -59,11 +68,13 @@ from vqaudio.errors import InputError
 from vqaudio.features import Float32Constants, float64_constant, frame_signal
 
 ENVELOPE_FLOOR = 0.01  # relative to the steady-state envelope; bounds the gain at a non-causal input's edges
-# A causal head divides by no less than the steady-state envelope: the first 30 ms (n_fft - hop samples) of a
-# signal fade in instead of being amplified up to 1 / ENVELOPE_FLOOR times, which made every training crop's
-# first samples a source of huge gradients (a run at rvq_mel's learning rate diverged; docs/EXPERIMENTS.md).
+# An uncentred head divides by no less than the steady-state envelope: the first (from_frame) or last
+# (to_frame) 30 ms (n_fft - hop samples) of a signal fade in or out instead of being amplified up to
+# 1 / ENVELOPE_FLOOR times, which made every training crop's first samples a source of huge gradients (a causal
+# run at rvq_mel's learning rate diverged; docs/EXPERIMENTS.md).
 CAUSAL_ENVELOPE_FLOOR = 1.0
 PHASE_MODES = ("direct", "integrated")
+WINDOW_PLACEMENTS = ("auto", "centred", "from_frame", "to_frame")
 EXCITATIONS = ("none", "harmonic")
 EXCITATION_BLOCK_FRAMES = 4096  # harmonic combs are synthesised this many frames at a time (bounded memory)
 
@@ -90,7 +101,11 @@ class ISTFTHead(Float32Constants):
         channels: input feature channels.
         n_fft: FFT size and Hann window length; ``n_fft >= 2 * hop_length`` so windows overlap.
         hop_length: samples per frame.
-        causal: crop on the right only, so sample ``n`` depends on frames ``<= n // hop_length``.
+        causal: the default placement is ``from_frame`` (else ``centred``).
+        window_placement: where each frame's window sits against its hop of samples: ``"centred"``,
+            ``"from_frame"`` (starting with it: sample ``n`` depends on frames ``<= n // hop_length``),
+            ``"to_frame"`` (ending with it: frames ``<= (n + n_fft - hop_length) // hop_length``), or ``"auto"``
+            (by ``causal``); see the module docstring.
         phase: ``"direct"`` (each frame's phase) or ``"integrated"`` (a deviation from each bin's own advance,
             summed over frames; see the module docstring).
         excitation: ``"none"`` or ``"harmonic"`` (a predicted F0's harmonic comb times predicted gains is added
@@ -109,6 +124,7 @@ class ISTFTHead(Float32Constants):
         n_fft: int,
         hop_length: int,
         causal: bool = False,
+        window_placement: str = "auto",
         phase: str = "direct",
         excitation: str = "none",
         sample_rate: int = 16000,
@@ -117,6 +133,10 @@ class ISTFTHead(Float32Constants):
         super().__init__()
         if phase not in PHASE_MODES:
             raise InputError(f"ISTFTHead phase must be one of {PHASE_MODES}, got {phase!r}")
+        if window_placement not in WINDOW_PLACEMENTS:
+            raise InputError(
+                f"ISTFTHead window_placement must be one of {WINDOW_PLACEMENTS}, got {window_placement!r}"
+            )
         if excitation not in EXCITATIONS:
             raise InputError(f"ISTFTHead excitation must be one of {EXCITATIONS}, got {excitation!r}")
         if excitation != "none" and phase != "direct":
@@ -146,8 +166,11 @@ class ISTFTHead(Float32Constants):
                 parameters += list(self.pitch.parameters())
             for parameter in parameters:
                 nn.init.zeros_(parameter)  # no harmonic branch, F0 mid-range, at the start
+        if window_placement == "auto":
+            window_placement = "from_frame" if causal else "centred"
+        self.window_placement = window_placement
         total = n_fft - hop_length
-        self.crop_left = 0 if causal else total - total // 2
+        self.crop_left = {"from_frame": 0, "centred": total - total // 2, "to_frame": total}[window_placement]
         # A full-scale sinusoid peaks at |X| ~ n_fft / 4 under a Hann window: capping |X| at n_fft leaves
         # headroom for any real signal and stops an early-training spike from overflowing exp().
         self.max_log_magnitude = math.log(n_fft)
@@ -155,7 +178,7 @@ class ISTFTHead(Float32Constants):
         self.register_buffer("window", window, persistent=False)
         # Steady-state envelope: at phase p the overlapping frames add w^2[p] + w^2[p + hop] + ...
         padded = F.pad(window.square(), (0, -n_fft % hop_length))
-        floor = CAUSAL_ENVELOPE_FLOOR if causal else ENVELOPE_FLOOR
+        floor = ENVELOPE_FLOOR if window_placement == "centred" else CAUSAL_ENVELOPE_FLOOR
         self.envelope_floor = floor * float(padded.reshape(-1, hop_length).sum(0).max())
 
     @property
@@ -334,16 +357,47 @@ class ISTFTHead(Float32Constants):
         """[B, F * hop_length] audio -> [B, F, n_fft]: the samples each output frame's window spans."""
         return frame_signal(wav, self.n_fft, self.hop_length, self.crop_left)
 
+    @property
+    def pitch_lead(self) -> int:
+        """Samples before its hop's centre at which a frame takes its F0 (``f0_input``): the window's centre for
+        ``to_frame`` (n_fft/2 - hop/2 earlier), so that the comb matches the audio the window holds; 0 otherwise
+        (``from_frame``'s window centre lies after its hop, and taking F0 there would wait for later codes)."""
+        if self.window_placement != "to_frame":
+            return 0
+        return self.crop_left - (self.n_fft - self.hop_length) // 2
+
+    @property
+    def lookahead(self) -> int:
+        """Samples of output that wait for the frame after theirs: output sample ``n`` is final once frame
+        ``(n + lookahead) // hop_length`` has arrived."""
+        return self.crop_left
+
     def overlap_add(self, spectrum: Tensor) -> Tensor:
         """[B, 2 * bins, F] real and imaginary parts -> [B, F * hop_length]; frame-local."""
+        return self.overlap_add_span(spectrum, 0, 0, spectrum.shape[-1] * self.hop_length)
+
+    def overlap_add_span(self, spectrum: Tensor, first_frame: int, start: int, stop: int) -> Tensor:
+        """Output samples ``[start, stop)`` of a signal from the spectra [B, 2 * bins, m] of its frames
+        ``first_frame, ..., first_frame + m - 1``: [B, stop - start].
+
+        Exact (as ``overlap_add`` of every frame) where every frame whose window reaches those samples is given;
+        at the signal's ends, where ``first_frame`` is 0 or the last frame is the signal's, the windows' edges
+        are divided as ``overlap_add`` divides them. Streaming decodes through it (``vqaudio.codec.streaming``).
+        """
         num_frames = spectrum.shape[-1]
-        real, imaginary = spectrum.chunk(2, dim=1)  # [B, bins, F] each
-        frames = self._inverse_frames(real, imaginary) * self.window[:, None]  # [B, n_fft, F]
-        signal = self._overlap(frames)  # [B, (F - 1) * hop + n_fft]
+        real, imaginary = spectrum.chunk(2, dim=1)  # [B, bins, m] each
+        frames = self._inverse_frames(real, imaginary) * self.window[:, None]  # [B, n_fft, m]
+        signal = self._overlap(frames)  # [B, (m - 1) * hop + n_fft], from raw sample first_frame * hop
         squared_window = self.window.square()[None, :, None].expand(1, self.n_fft, num_frames)
         envelope = self._overlap(squared_window)[0]
-        start, stop = self.crop_left, self.crop_left + num_frames * self.hop_length
-        return signal[:, start:stop] / envelope[start:stop].clamp(min=self.envelope_floor)
+        offset = first_frame * self.hop_length - self.crop_left  # output sample of signal[:, 0]
+        begin, end = start - offset, stop - offset
+        if begin < 0 or end > signal.shape[-1]:
+            raise ValueError(
+                f"overlap_add_span: samples [{start}, {stop}) are outside frames {first_frame}.."
+                f"{first_frame + num_frames - 1}"
+            )
+        return signal[:, begin:end] / envelope[begin:end].clamp(min=self.envelope_floor)
 
     def _inverse_frames(self, real: Tensor, imaginary: Tensor) -> Tensor:
         """Spectra [B, bins, F] -> [B, n_fft, F] inverse real FFTs (``vqaudio.codec.onnx_export`` overrides it)."""

@@ -193,29 +193,48 @@ def decode_pitch(codes: Tensor, config: PitchConfig) -> tuple[Tensor, Tensor]:
     return log_f0.float(), voiced
 
 
-def pitch_at_frames(log_f0: Tensor, voiced: Tensor, factor: int) -> tuple[Tensor, Tensor]:
+def subframe_offsets(factor: int, shift: float = 0.0) -> list[float]:
+    """Where the ``factor`` sub-frames of a token frame take their pitch, in token frames from its centre:
+    ``(j + 0.5) / factor - 0.5`` (their own centres), plus ``shift``."""
+    return [(sub + 0.5) / factor - 0.5 + shift for sub in range(factor)]
+
+
+def pitch_at_frames(log_f0: Tensor, voiced: Tensor, factor: int, shift: float = 0.0) -> tuple[Tensor, Tensor]:
     """Token-frame pitch [B, F] -> pitch at ``factor`` frames per token frame [B, F * factor].
 
-    Sub-frame ``j`` of token frame ``f`` sits at ``f + (j + 0.5) / factor - 0.5`` token frames from frame f's
-    centre; log F0 is interpolated linearly towards the neighbouring frame when both are voiced, and held
-    otherwise; voicing is held. Reads frames f - 1 .. f + 1 only.
+    Sub-frame ``j`` of token frame ``f`` takes the pitch at ``f + offset`` (``subframe_offsets``; ``shift`` moves
+    it, in token frames: an iSTFT head whose windows are not centred on their frames wants the pitch at the
+    windows' centres). Voicing is the nearest token frame's; log F0 is interpolated linearly from the nearest
+    frame towards the other neighbour when both are voiced, and held otherwise. Frames before the first and
+    after the last repeat them. Reads frames ``f + floor(offset)`` .. ``f + ceil(offset)`` only.
     """
-    if factor == 1:
+    if factor == 1 and shift == 0:
         return log_f0, voiced
     # In float64, rounded to float32 once at the end: the F0 is summed into the excitation's phase over every
     # frame, so one ulp of difference (an FMA in another runtime) would grow into an audible phase drift.
     dtype, log_f0 = log_f0.dtype, log_f0.double()
-    previous = torch.cat([log_f0[:, :1], log_f0[:, :-1]], dim=1)
-    following = torch.cat([log_f0[:, 1:], log_f0[:, -1:]], dim=1)
-    previous_voiced = torch.cat([voiced[:, :1], voiced[:, :-1]], dim=1) & voiced
-    following_voiced = torch.cat([voiced[:, 1:], voiced[:, -1:]], dim=1) & voiced
-    pieces = []
-    for sub in range(factor):
-        offset = (sub + 0.5) / factor - 0.5  # in token frames, in (-0.5, 0.5)
-        if offset < 0:
-            target = torch.where(previous_voiced, previous, log_f0)
-        else:
-            target = torch.where(following_voiced, following, log_f0)
-        pieces.append(log_f0 + abs(offset) * (target - log_f0))
-    upsampled = torch.stack(pieces, dim=-1).flatten(1).to(dtype)  # [B, F * factor]
-    return upsampled, voiced.repeat_interleave(factor, dim=1)
+    pitch_pieces, voiced_pieces = [], []
+    for offset in subframe_offsets(factor, shift):
+        nearest = 0 if abs(offset) <= 0.5 else math.ceil(offset - 0.5)  # the token frame nearest the offset
+        remainder = offset - nearest  # in [-0.5, 0.5]
+        anchor, anchor_voiced = _frames_moved(log_f0, nearest), _frames_moved(voiced, nearest)
+        step = -1 if remainder < 0 else 1
+        neighbour, neighbour_voiced = (
+            _frames_moved(log_f0, nearest + step),
+            _frames_moved(voiced, nearest + step),
+        )
+        target = torch.where(neighbour_voiced & anchor_voiced, neighbour, anchor)
+        pitch_pieces.append(anchor + abs(remainder) * (target - anchor))
+        voiced_pieces.append(anchor_voiced)
+    upsampled = torch.stack(pitch_pieces, dim=-1).flatten(1).to(dtype)  # [B, F * factor]
+    return upsampled, torch.stack(voiced_pieces, dim=-1).flatten(1)
+
+
+def _frames_moved(values: Tensor, by: int) -> Tensor:
+    """[B, F] -> [B, F] whose frame ``f`` is ``values[:, f + by]``, the first or last frame repeated past the
+    ends."""
+    if by == 0:
+        return values
+    num_frames = values.shape[-1]
+    index = torch.arange(num_frames, device=values.device).add(by).clamp(0, num_frames - 1)
+    return values[:, index]

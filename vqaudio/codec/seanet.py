@@ -203,6 +203,7 @@ class SEANetDecoder(nn.Module):
                 config.istft_n_fft,
                 config.istft_hop_length,
                 causal=causal,
+                window_placement=config.istft_window,
                 phase=config.istft_phase,
                 excitation=config.istft_excitation,
                 sample_rate=sample_rate,

@@ -14,7 +14,9 @@ Moshi/Mimi, Défossez et al., 2024, https://arxiv.org/abs/2410.00037), and emit 
                                     (last inputs per layer)            running phase; the last spectra, whose
                                                                        windows overlap the next samples
     pitch row: the head's F0 is interpolated towards the next frame, so the second half of a frame's audio waits
-    for the next frame's codes (``decoder_lookahead``).
+    for the next frame's codes (``decoder_lookahead``). A ``to_frame`` iSTFT head's windows end with their frames,
+    so the last n_fft - hop samples wait for the next frames' windows (also ``decoder_lookahead``); its F0 is
+    taken at its windows' centres, which need no later codes.
 
 Exactness: the streamed codes, concatenated, equal ``VQVAE.encode`` of the whole input, and the streamed audio
 equals ``VQVAE.decode`` of all the codes within float rounding, whatever the chunk sizes: each output is the same
@@ -30,6 +32,7 @@ samples, plus the chunk length when audio arrives in chunks (docs/GUARANTEES.md,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -46,6 +49,7 @@ from vqaudio.codec.pitch import (
     pitch_codes_of_frames,
     pitch_padding,
     pitch_window,
+    subframe_offsets,
 )
 from vqaudio.codec.vqvae import VQVAE, folded_copy
 from vqaudio.errors import AudioError, InputError
@@ -56,8 +60,9 @@ class StreamLatency(NamedTuple):
 
     frame: ``hop_length``, the samples a frame's codes summarise (the last one waits for all of them).
     encoder_lookahead: samples after a frame's last one that its codes read (the pitch row's centred window).
-    decoder_lookahead: samples of a frame's audio that wait for the next frame's codes (the pitch row's F0
-        interpolation), counted from the first such sample to the end of the frame.
+    decoder_lookahead: samples of a frame's audio that wait for later frames' codes (the pitch row's F0
+        interpolation; a ``to_frame`` iSTFT head's overlapping windows), counted from the first such sample to the
+        end of the frame.
     sample_rate: Hz.
     """
 
@@ -89,15 +94,17 @@ def stream_latency(model: VQVAE) -> StreamLatency:
         head = model.decoder.head
         assert isinstance(head, ISTFTHead)
         factor = model.hop_length // head.hop_length
-        if factor > 1:
-            decoder_lookahead = model.hop_length - _subframes_ready(factor) * head.hop_length
+        decoder_lookahead = model.hop_length - _subframes_ready(factor, model.pitch_shift) * head.hop_length
+    head = model.decoder.head
+    if isinstance(head, ISTFTHead):  # samples that wait for later iSTFT frames' windows
+        decoder_lookahead += head.lookahead
     return StreamLatency(model.hop_length, encoder_lookahead, decoder_lookahead, model.sample_rate)
 
 
-def _subframes_ready(factor: int) -> int:
+def _subframes_ready(factor: int, shift: float) -> int:
     """iSTFT frames of a token frame whose F0 does not read the next token frame (``pitch_at_frames``: sub-frame
-    ``j`` interpolates towards the next frame when its offset ``(j + 0.5) / factor - 0.5`` is positive)."""
-    return (factor + 1) // 2
+    ``j`` reads the frames up to ``ceil`` of its offset); they come first."""
+    return sum(1 for offset in subframe_offsets(factor, shift) if math.ceil(offset) <= 0)
 
 
 def check_streamable(model: VQVAE, name: str = "this model") -> None:
@@ -410,11 +417,8 @@ class StreamingDecoder:
         state.finished = True
         batch = self._batch_size
         empty = torch.zeros(batch, self.model.pitch_rows + 1, 0, dtype=torch.long, device=self._device)
-        audio = (
-            self._decode(empty)
-            if self.model.pitch_rows and state.frames
-            else empty.new_zeros(batch, 0).float()
-        )
+        held = self.model.pitch_rows or (self._head is not None and self._head.lookahead)
+        audio = self._decode(empty) if held and state.frames else empty.new_zeros(batch, 0).float()
         if state.samples != state.frames * self.model.hop_length:
             raise RuntimeError(f"streaming decoder made {state.samples} samples for {state.frames} frames")
         return self._shape(audio)
@@ -492,16 +496,21 @@ class StreamingDecoder:
             prediction = self._predict_with_pitch(features, codes[:, 0])
         else:
             prediction = head.predict(features) if features.shape[-1] else None
-        if prediction is None:  # no iSTFT frame is complete yet
+        spectra = state.spectra
+        if prediction is not None:  # iSTFT frames complete
+            new_spectra, state.phase = head.resolve_phase_from(prediction, state.phase)
+            spectra = new_spectra if spectra is None else torch.cat([spectra, new_spectra], dim=-1)
+        if spectra is None or state.phase is None:
             return features.new_zeros(features.shape[0], 0).float()
-        spectra, state.phase = head.resolve_phase_from(prediction, state.phase)
-        # overlap-add of these frames and the earlier ones whose windows reach their samples
-        if state.spectra is not None:
-            spectra = torch.cat([state.spectra, spectra], dim=-1)
-        kept = 0 if state.spectra is None else state.spectra.shape[-1]
+        # overlap-add of the frames resolved so far whose windows reach the samples not yet emitted
+        resolved = state.phase.frames
+        if state.finished:
+            stop = state.frames * model.hop_length
+        else:  # a sample is final once every frame whose window reaches it has arrived
+            stop = max(state.samples, resolved * head.hop_length - head.lookahead)
+        audio = head.overlap_add_span(spectra, resolved - spectra.shape[-1], state.samples, stop)
         state.spectra = spectra[..., spectra.shape[-1] - min(head.context_frames - 1, spectra.shape[-1]) :]
-        audio = head.overlap_add(spectra)[:, kept * head.hop_length :]
-        state.samples += audio.shape[-1]
+        state.samples = stop
         return audio
 
     def _predict_with_pitch(self, features: Tensor, pitch_codes: Tensor) -> Tensor | None:
@@ -518,20 +527,20 @@ class StreamingDecoder:
         if state.finished:
             ready = state.frames * factor
         else:
-            ready = max(0, (state.frames - 1) * factor + _subframes_ready(factor))
+            ready = max(0, (state.frames - 1) * factor + _subframes_ready(factor, model.pitch_shift))
         count = ready - state.predicted
         state.features, state.pitch_codes = features, pitch_codes
         if count == 0:
             return None
         log_f0, voiced = decode_pitch(pitch_codes, model.config.pitch)
-        log_f0, voiced = pitch_at_frames(log_f0, voiced, factor)  # [B, m * factor]
+        log_f0, voiced = pitch_at_frames(log_f0, voiced, factor, model.pitch_shift)  # [B, m * factor]
         first = state.predicted - state.pitch_start * factor
         prediction = head.predict(
             features[..., :count], (log_f0[:, first : first + count], voiced[:, first : first + count])
         )
         state.features = features[..., count:]
         state.predicted = ready
-        # keep the token frame before the next one to predict: its F0 is the next frames' "previous"
+        # keep the token frame before the next one to predict: the next frames' F0 reads it
         start = max(0, ready // factor - 1)
         state.pitch_codes = pitch_codes[:, start - state.pitch_start :]
         state.pitch_start = start

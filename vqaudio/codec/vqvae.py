@@ -366,7 +366,15 @@ class VQVAE(nn.Module):
         head = self.decoder.head
         assert isinstance(head, ISTFTHead)
         factor = self.hop_length // head.hop_length
-        return head.predict(self.decoder.features(latent), pitch_at_frames(log_f0, voiced, factor))
+        pitch = pitch_at_frames(log_f0, voiced, factor, self.pitch_shift)
+        return head.predict(self.decoder.features(latent), pitch)
+
+    @property
+    def pitch_shift(self) -> float:
+        """Token frames by which the iSTFT frames take their F0 off their own centres (``ISTFTHead.pitch_lead``;
+        ``pitch_at_frames``)."""
+        head = self.decoder.head
+        return -head.pitch_lead / self.hop_length if isinstance(head, ISTFTHead) else 0.0
 
     def add_pitch(self, quantized: Tensor, pitch_codes: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Quantized latent [B, D, F] and pitch codes [B, F] -> (the latent the decoder reads [B, D, F], log F0
