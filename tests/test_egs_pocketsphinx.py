@@ -203,3 +203,52 @@ def test_make_phone_training_set_writes_the_librispeech_layout_deterministically
     assert voices[1:] == [f"{2000 + i}\t{v}\t{p}\t{r}" for i, (v, p, r) in enumerate(phone_set.VOICES[:2])]
     with pytest.raises(SystemExit):  # refuses to write into a non-empty folder
         phone_set.main([str(tmp_path / "a"), *args])
+
+
+# stage 7: the phonetic fine-tuning of the embedded tokenizer's last release stage
+def test_recipe_stage7_merges_the_data_and_resumes_one_run_to_9000_steps(tmp_path: Path) -> None:
+    """A stand-in vqaudio command records each call: stage 7 merges the codec's manifest with stage 6's set, then
+    trains one run folder from MODEL three times, to 3,000, 6,000 and 9,000 steps (the released schedule)."""
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "fake_vqaudio.py"
+    fake.write_text(
+        f"import sys\nwith open({str(calls)!r}, 'a') as out:\n    out.write(' '.join(sys.argv[1:]) + '\\n')\n"
+    )
+    for name in ("codec.tsv", "dev.tsv", "data/phone_train.tsv"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("id\tpath\n")
+    (tmp_path / "data" / "phone_train_alignments").mkdir()
+    env = {**os.environ, "VQAUDIO": f"{sys.executable} {fake}"}
+    command = ["bash", str(RECIPE / "run.sh"), "--stage", "7", "--stop-stage", "7", "--data", "data"]
+    options = [
+        "--exp",
+        "exp",
+        "--model",
+        "base_model",
+        "--codec-data",
+        "codec.tsv",
+        "--valid-data",
+        "dev.tsv",
+    ]
+    result = subprocess.run([*command, *options], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = calls.read_text().splitlines()
+    assert lines[0].startswith(
+        "prepare codec.tsv data/phone_train.tsv exp/phonetic_train.tsv --dev 0 --test 0"
+    )
+    trains = lines[1:]
+    assert [re.search(r"--max-steps (\d+)", line).group(1) for line in trains] == ["3000", "6000", "9000"]  # type: ignore[union-attr]
+    for line in trains:
+        assert line.startswith("train ") and "rvq_mel_pitch_phonetic.yaml --init-from base_model" in line
+        assert "--data exp/phonetic_train.tsv --phones data/phone_train_alignments --valid dev.tsv" in line
+        assert "--out exp/phonetic" in line
+    assert (tmp_path / "exp" / ".stage7.done").is_file()
+
+    missing = subprocess.run(
+        [*command, *options[:-2], "--valid-data", "absent.tsv", "--force", "true"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode != 0 and "absent.tsv" in missing.stderr

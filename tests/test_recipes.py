@@ -29,7 +29,7 @@ RECIPES = REPO / "recipes"
 # retired in 0.2 (vqaudio.config.RETIRED_KEYS) were removed from these files; all of them were off there.
 # rvq_mel_pitch and rvq_mel_pitch_envelope are the configs of the two runs that made the embedded tokenizer
 # (their config.json, less the command line's train.num_threads); prior_default's max_steps is the embedded
-# prior's schedule (5,000 steps since 3333a86ddc36).
+# prior's schedule (5,000 steps, in one schedule since 2f500ec8f7eb).
 PINNED = Path(__file__).parent / "data" / "recipes"
 
 

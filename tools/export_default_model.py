@@ -31,10 +31,19 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="what the model was trained on, in words")
     parser.add_argument("--command", required=True, help="the command that retrains it")
     parser.add_argument("--stages", default="", help="the training stages, in words (optional)")
+    parser.add_argument(
+        "--license",
+        default=None,
+        help="the weights' licence, in words (default: the embedded model's, kept across releases)",
+    )
     args = parser.parse_args()
 
+    license_text = args.license
+    if license_text is None and (DEFAULT_MODEL_DIR / "config.json").exists():
+        license_text = Tokenizer.load(DEFAULT_MODEL_DIR).license
     tok = Tokenizer.load(args.run)
     tok.name = args.name
+    tok.license = license_text or None
     tok.training = {
         **tok.training,
         "data": args.data,

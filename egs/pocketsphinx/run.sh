@@ -7,6 +7,7 @@
 #          [--exp exp/pocketsphinx] [--model default] [--debs DIR] [--force false]
 #          [--eval-options "--n-q 1,2,4,5,8 --wer"] [--probe-options "--kmeans-k 1024,100 --threads 1"]
 #          [--synth-speakers 12] [--synth-sentences 24] [--train-speakers 32] [--train-sentences 40]
+#          [--codec-data data/fillets/train_plus_voices.tsv] [--valid-data data/fillets/dev.tsv]
 #   --model: a model folder or file; "default" is the model embedded in the vqaudio package.
 #   VQAUDIO overrides the vqaudio command.
 #
@@ -30,6 +31,13 @@
 #      sentences of local/phone_training_sentences.txt (local/make_phone_training_set.py, about 60 min) in
 #      DATA/phone_train, its manifest DATA/phone_train.tsv, aligned into DATA/phone_train_alignments
 #      (--skip-bad; about 3% left out); for training a tokenizer whose first codebook predicts phones
+#   7  (not run by default: --stage 7 --stop-stage 7) the embedded tokenizer's last stage: fine-tune MODEL with
+#      recipes/rvq_mel_pitch_phonetic.yaml (its first codebook learns to predict stage 6's phones) on
+#      --codec-data (the codec's training manifest, by default egs/fillets' data/fillets/train_plus_voices.tsv)
+#      merged with stage 6's set, validated on --valid-data (data/fillets/dev.tsv), into EXP/phonetic: 3,000
+#      steps, then resumed to 6,000 and to 9,000 (each a warm restart of the learning-rate schedule, as the
+#      released model was trained; about 35 min per 3,000 steps on one CPU thread). Then evaluate it with
+#      --stage 1 --model EXP/phonetic and probe it with --stage 3 --stop-stage 5
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -48,9 +56,11 @@ synth_speakers=12
 synth_sentences=24
 train_speakers=32
 train_sentences=40
+codec_data=data/fillets/train_plus_voices.tsv
+valid_data=data/fillets/dev.tsv
 force=false
 option_names="stage stop_stage data exp model debs eval_options probe_options synth_speakers synth_sentences
-  train_speakers train_sentences force"
+  train_speakers train_sentences codec_data valid_data force"
 parse_options "$@"
 vqaudio_command
 
@@ -114,6 +124,17 @@ stage_phone_training_set() {
   "${vq[@]}" align "$data/phone_train.tsv" "$data/phone_train_alignments" --skip-bad --overwrite
 }
 
+stage_phonetic_codec() {
+  require "$codec_data" "$valid_data" "$data/phone_train.tsv" "$data/phone_train_alignments"
+  local steps
+  "${vq[@]}" prepare "$codec_data" "$data/phone_train.tsv" "$exp/phonetic_train.tsv" --dev 0 --test 0 --overwrite
+  for steps in 3000 6000 9000; do  # the same command resumes the run folder, to a longer schedule each time
+    "${vq[@]}" train "$here/../../recipes/rvq_mel_pitch_phonetic.yaml" --init-from "$model" \
+      --data "$exp/phonetic_train.tsv" --phones "$data/phone_train_alignments" --valid "$valid_data" \
+      --out "$exp/phonetic" --max-steps "$steps" --set train.checkpoint_every=250
+  done
+}
+
 mkdir -p "$data" "$exp"
 run_stage 0 "$data" "gather the pocketsphinx-testdata speech as 16 kHz WAV" stage_gather
 run_stage 1 "$exp" "evaluate ${model} on it" stage_evaluate_model
@@ -122,4 +143,5 @@ run_stage 3 "$exp" "phonetic probe of ${model} on the aligned clips" stage_probe
 run_stage 4 "$data" "synthesize and align a larger English set (espeak-ng)" stage_synthesize
 run_stage 5 "$exp" "phonetic probe of ${model} on the synthetic set" stage_probe_synth
 run_stage 6 "$data" "synthesize and align a phone-labelled training set (espeak-ng)" stage_phone_training_set
+run_stage 7 "$exp" "fine-tune ${model} so that its first codebook carries phones" stage_phonetic_codec
 log "finished stages ${stage}..${stop_stage}: ${exp}"
