@@ -17,7 +17,7 @@ from scipy.signal import lfilter
 from vqaudio.cli.main import main
 from vqaudio.codec.corpus_coding import resynthesize_tokens, tokenize_corpus
 from vqaudio.codec.fine_tuning import initialise_from
-from vqaudio.codec.pitch import decode_pitch, pitch_at_frames
+from vqaudio.codec.pitch import decode_pitch, frames_read_back, pitch_at_frames
 from vqaudio.codec.tokenizer import Tokenizer
 from vqaudio.codec.vqvae import build_model
 from vqaudio.config import Config, DecoderConfig, EncoderConfig, PitchConfig
@@ -143,6 +143,7 @@ def test_pitch_at_frames_shifted_reads_earlier_frames() -> None:
     assert upsampled[0, 4] == pytest.approx(math.log(200.0))  # frame 2, sub-frame 0: frame 1's
     assert upsampled[0, 7] == pytest.approx(math.log(300.0))  # frame 2 unvoiced: held
     assert upsampled[0, 0] == pytest.approx(math.log(100.0))  # before the first frame: the first repeated
+    assert frames_read_back(2, -0.75) == 1 and frames_read_back(2, -1.0) == 2 and frames_read_back(2) == 1
     unshifted = pitch_at_frames(log_f0, voiced_frames, 2)
     moved = pitch_at_frames(log_f0, voiced_frames, 2, shift=0.0)
     assert torch.equal(unshifted[0], moved[0]) and torch.equal(unshifted[1], moved[1])

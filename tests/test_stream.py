@@ -93,12 +93,32 @@ def causal_config(design: str) -> Config:
             quantizer=quantizer,
             pitch=PitchConfig(levels=16),
         )
+    elif design == "mel_pitch_to_frame_wide":  # windows of 5 hops: the F0 reads two token frames back
+        decoder = dataclasses.replace(
+            istft, istft_excitation="harmonic", istft_window="to_frame", istft_n_fft=800
+        )
+        model = ModelConfig(
+            latent_dim=8,
+            causal=True,
+            encoder=mel_encoder,
+            decoder=decoder,
+            quantizer=quantizer,
+            pitch=PitchConfig(levels=16),
+        )
     else:
         raise ValueError(design)
     return Config(model=model)
 
 
-DESIGNS = ["mel", "waveform", "mel_pitch", "mel_integrated", "mel_to_frame", "mel_pitch_to_frame"]
+DESIGNS = [
+    "mel",
+    "waveform",
+    "mel_pitch",
+    "mel_integrated",
+    "mel_to_frame",
+    "mel_pitch_to_frame",
+    "mel_pitch_to_frame_wide",
+]
 
 
 @pytest.fixture(scope="module")

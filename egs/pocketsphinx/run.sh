@@ -36,7 +36,9 @@
 #      --codec-data (the codec's training manifest, by default egs/fillets' data/fillets/train_plus_voices.tsv)
 #      merged with stage 6's set, validated on --valid-data (data/fillets/dev.tsv), into EXP/phonetic: 3,000
 #      steps, then resumed to 6,000 and to 9,000 (each a warm restart of the learning-rate schedule, as the
-#      released model was trained; about 35 min per 3,000 steps on one CPU thread). Then evaluate it with
+#      released model was trained; about 35 min per 3,000 steps on one CPU thread). To reproduce the release,
+#      MODEL is its previous stage, egs/fillets' exp/fillets/codec (--model default would fine-tune the
+#      release itself again); --set options are not passed to this stage. Then evaluate it with
 #      --stage 1 --model EXP/phonetic and probe it with --stage 3 --stop-stage 5
 set -euo pipefail
 

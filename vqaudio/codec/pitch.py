@@ -199,6 +199,11 @@ def subframe_offsets(factor: int, shift: float = 0.0) -> list[float]:
     return [(sub + 0.5) / factor - 0.5 + shift for sub in range(factor)]
 
 
+def frames_read_back(factor: int, shift: float = 0.0) -> int:
+    """How many token frames before its own ``pitch_at_frames`` reads for a frame's sub-frames (at least 1)."""
+    return max(1, -math.floor(min(subframe_offsets(factor, shift))))
+
+
 def pitch_at_frames(log_f0: Tensor, voiced: Tensor, factor: int, shift: float = 0.0) -> tuple[Tensor, Tensor]:
     """Token-frame pitch [B, F] -> pitch at ``factor`` frames per token frame [B, F * factor].
 

@@ -45,6 +45,7 @@ from vqaudio.codec.conv import Conv1d, ConvTranspose1d, LayerState, streaming_la
 from vqaudio.codec.istft import ISTFTHead, PhaseState
 from vqaudio.codec.pitch import (
     decode_pitch,
+    frames_read_back,
     pitch_at_frames,
     pitch_codes_of_frames,
     pitch_padding,
@@ -365,7 +366,7 @@ class StreamingDecoder:
     """Codes in chunks -> the audio they complete (a causal model; ``Tokenizer.stream(kind="decode")``).
 
     ``push`` takes the next frames' codes ([P + K', n] or a batch of streams [B, P + K', n], the same rows every
-    time) and returns the samples completed ([T] or [B, T] float32, T a multiple of the iSTFT hop, possibly 0);
+    time) and returns the samples completed ([T] or [B, T] float32, possibly 0);
     ``flush`` ends the codes and returns the rest. Concatenated, they equal ``model.decode`` of all the codes
     (``F * hop_length`` samples).
 
@@ -540,8 +541,8 @@ class StreamingDecoder:
         )
         state.features = features[..., count:]
         state.predicted = ready
-        # keep the token frame before the next one to predict: the next frames' F0 reads it
-        start = max(0, ready // factor - 1)
+        # keep the token frames before the next one to predict that the next frames' F0 reads
+        start = max(0, ready // factor - frames_read_back(factor, model.pitch_shift))
         state.pitch_codes = pitch_codes[:, start - state.pitch_start :]
         state.pitch_start = start
         return prediction

@@ -31,7 +31,7 @@ from torch.nn.utils import parametrize
 
 from vqaudio.codec.conv import ConvGeometry, input_interval
 from vqaudio.codec.istft import ISTFTHead
-from vqaudio.codec.pitch import decode_pitch, encode_pitch, pitch_at_frames, pitch_window
+from vqaudio.codec.pitch import decode_pitch, encode_pitch, frames_read_back, pitch_at_frames, pitch_window
 from vqaudio.codec.quantization import Codebook, ResidualVQ, build_quantizer
 from vqaudio.codec.quantization.base import QuantizerOutput, check_codes
 from vqaudio.codec.seanet import SEANetDecoder, SEANetEncoder
@@ -143,8 +143,10 @@ class VQVAE(nn.Module):
             first, last = frame * self.hop_length, (frame + 1) * self.hop_length - 1
             lo, hi = input_interval(self.decoder.geometry, first, last)
             reach = max(reach, frame - lo, hi - frame)
-        if self.pitch_rows:  # the head's F0 is interpolated from the neighbouring frames
-            reach = max(reach, 1)
+        if self.pitch_rows:  # the head's F0 is interpolated from the neighbouring (or earlier) frames
+            head = self.decoder.head
+            factor = self.hop_length // head.hop_length if isinstance(head, ISTFTHead) else 1
+            reach = max(reach, frames_read_back(factor, self.pitch_shift))
         return reach * self.hop_length
 
     @property
