@@ -8,6 +8,7 @@ on inputs of a few samples, by ~1e-7; asserted within 1e-5), for every chunking.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,6 +40,22 @@ HOP = 320
 AUDIO_TOLERANCE = 1e-5
 
 
+# The mel-in / iSTFT-out designs: what each changes in the decoder (those named "pitch" also send a pitch row)
+MEL_DESIGNS: dict[str, dict[str, Any]] = {
+    "mel": {},
+    "mel_integrated": {"istft_phase": "integrated"},
+    "mel_pitch": {"istft_excitation": "harmonic"},
+    "mel_to_frame": {"istft_window": "to_frame"},
+    "mel_pitch_to_frame": {"istft_excitation": "harmonic", "istft_window": "to_frame"},
+    # windows of 5 hops: the F0 reads two token frames back
+    "mel_pitch_to_frame_wide": {
+        "istft_excitation": "harmonic",
+        "istft_window": "to_frame",
+        "istft_n_fft": 800,
+    },
+}
+
+
 def causal_config(design: str) -> Config:
     """A tiny causal model of each design: mel in / iSTFT out (also with a pitch row, or integrated phase), or
     waveform in and out."""
@@ -59,51 +76,15 @@ def causal_config(design: str) -> Config:
             decoder=DecoderConfig(channels=2, max_channels=8, strides=(8, 5, 4, 2)),
             quantizer=quantizer,
         )
-    elif design == "mel":
-        model = ModelConfig(
-            latent_dim=8, causal=True, encoder=mel_encoder, decoder=istft, quantizer=quantizer
-        )
-    elif design == "mel_integrated":
-        decoder = dataclasses.replace(istft, istft_phase="integrated")
-        model = ModelConfig(
-            latent_dim=8, causal=True, encoder=mel_encoder, decoder=decoder, quantizer=quantizer
-        )
-    elif design == "mel_pitch":
-        decoder = dataclasses.replace(istft, istft_excitation="harmonic")
+    elif design in MEL_DESIGNS:
+        pitch = PitchConfig(levels=16) if "pitch" in design else PitchConfig()
         model = ModelConfig(
             latent_dim=8,
             causal=True,
             encoder=mel_encoder,
-            decoder=decoder,
+            decoder=dataclasses.replace(istft, **MEL_DESIGNS[design]),
             quantizer=quantizer,
-            pitch=PitchConfig(levels=16),
-        )
-    elif design == "mel_to_frame":
-        decoder = dataclasses.replace(istft, istft_window="to_frame")
-        model = ModelConfig(
-            latent_dim=8, causal=True, encoder=mel_encoder, decoder=decoder, quantizer=quantizer
-        )
-    elif design == "mel_pitch_to_frame":
-        decoder = dataclasses.replace(istft, istft_excitation="harmonic", istft_window="to_frame")
-        model = ModelConfig(
-            latent_dim=8,
-            causal=True,
-            encoder=mel_encoder,
-            decoder=decoder,
-            quantizer=quantizer,
-            pitch=PitchConfig(levels=16),
-        )
-    elif design == "mel_pitch_to_frame_wide":  # windows of 5 hops: the F0 reads two token frames back
-        decoder = dataclasses.replace(
-            istft, istft_excitation="harmonic", istft_window="to_frame", istft_n_fft=800
-        )
-        model = ModelConfig(
-            latent_dim=8,
-            causal=True,
-            encoder=mel_encoder,
-            decoder=decoder,
-            quantizer=quantizer,
-            pitch=PitchConfig(levels=16),
+            pitch=pitch,
         )
     else:
         raise ValueError(design)
