@@ -87,16 +87,15 @@ def stream_latency(model: VQVAE) -> StreamLatency:
     """The algorithmic latency of streaming ``model`` (causal or not: for a non-causal model it is what the
     pitch row alone would add)."""
     encoder_lookahead = decoder_lookahead = 0
+    head = model.decoder.head
     if model.pitch_rows:
         pitch = model.config.pitch
         window = pitch_window(model.sample_rate, pitch.min_f0)
         padding = pitch_padding(model.hop_length, model.sample_rate, pitch.min_f0)
         encoder_lookahead = max(0, window - padding - model.hop_length)
-        head = model.decoder.head
         assert isinstance(head, ISTFTHead)
         factor = model.hop_length // head.hop_length
         decoder_lookahead = model.hop_length - _subframes_ready(factor, model.pitch_shift) * head.hop_length
-    head = model.decoder.head
     if isinstance(head, ISTFTHead):  # samples that wait for later iSTFT frames' windows
         decoder_lookahead += head.lookahead
     return StreamLatency(model.hop_length, encoder_lookahead, decoder_lookahead, model.sample_rate)
