@@ -94,8 +94,8 @@ def stream_latency(model: VQVAE) -> StreamLatency:
         padding = pitch_padding(model.hop_length, model.sample_rate, pitch.min_f0)
         encoder_lookahead = max(0, window - padding - model.hop_length)
         assert isinstance(head, ISTFTHead)
-        factor = model.hop_length // head.hop_length
-        decoder_lookahead = model.hop_length - _subframes_ready(factor, model.pitch_shift) * head.hop_length
+        ready = _subframes_ready(model.head_frames_per_frame, model.pitch_shift)
+        decoder_lookahead = model.hop_length - ready * head.hop_length
     if isinstance(head, ISTFTHead):  # samples that wait for later iSTFT frames' windows
         decoder_lookahead += head.lookahead
     return StreamLatency(model.hop_length, encoder_lookahead, decoder_lookahead, model.sample_rate)
@@ -383,7 +383,7 @@ class StreamingDecoder:
         self._modules = dict(self.model.decoder.named_modules(prefix="decoder"))
         head = self.model.decoder.head
         self._head = head if isinstance(head, ISTFTHead) else None
-        self._factor = model.hop_length // head.hop_length if isinstance(head, ISTFTHead) else 1
+        self._factor = model.head_frames_per_frame
         self.n_q = n_q
         self.reset()
 

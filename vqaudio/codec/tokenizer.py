@@ -810,7 +810,7 @@ class Tokenizer:
             )
         head = self.model.decoder.head
         assert isinstance(head, ISTFTHead)
-        upsampling = self.hop_length // head.hop_length  # iSTFT frames per token frame
+        upsampling = self.model.head_frames_per_frame
         predictions = frame_map(
             rows,
             num_frames,
@@ -894,7 +894,7 @@ class Tokenizer:
         else:
             head = self.model.decoder.head
             assert isinstance(head, ISTFTHead)
-            upsampling = self.hop_length // head.hop_length  # iSTFT frames per token frame
+            upsampling = self.model.head_frames_per_frame
 
             def spectra() -> Iterator[Tensor]:
                 state = None

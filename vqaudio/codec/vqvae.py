@@ -144,9 +144,7 @@ class VQVAE(nn.Module):
             lo, hi = input_interval(self.decoder.geometry, first, last)
             reach = max(reach, frame - lo, hi - frame)
         if self.pitch_rows:  # the head's F0 is interpolated from the neighbouring (or earlier) frames
-            head = self.decoder.head
-            factor = self.hop_length // head.hop_length if isinstance(head, ISTFTHead) else 1
-            reach = max(reach, frames_read_back(factor, self.pitch_shift))
+            reach = max(reach, frames_read_back(self.head_frames_per_frame, self.pitch_shift))
         return reach * self.hop_length
 
     @property
@@ -367,9 +365,14 @@ class VQVAE(nn.Module):
         latent, log_f0, voiced = self.add_pitch(quantized, pitch_codes)
         head = self.decoder.head
         assert isinstance(head, ISTFTHead)
-        factor = self.hop_length // head.hop_length
-        pitch = pitch_at_frames(log_f0, voiced, factor, self.pitch_shift)
+        pitch = pitch_at_frames(log_f0, voiced, self.head_frames_per_frame, self.pitch_shift)
         return head.predict(self.decoder.features(latent), pitch)
+
+    @property
+    def head_frames_per_frame(self) -> int:
+        """iSTFT frames per token frame (the sub-frames the pitch row is interpolated to); 1 without an iSTFT head."""
+        head = self.decoder.head
+        return self.hop_length // head.hop_length if isinstance(head, ISTFTHead) else 1
 
     @property
     def pitch_shift(self) -> float:
